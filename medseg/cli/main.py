@@ -1,0 +1,69 @@
+"""The ``medseg`` command line: a thin layer over the Python API.
+
+Each subcommand lives in its own module under ``medseg.cli`` exposing
+``add_arguments(parser)`` and ``run(args) -> int``. Those modules import only the standard
+library at module level, so ``medseg --help`` and every command start fast; the heavy
+libraries (torch, monai, SimpleITK) are imported inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help). Order is the order shown by ``medseg --help``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("medseg.cli.demo", "run the end-to-end demo on built-in synthetic data"),
+    "inspect": ("medseg.cli.io_commands", "show geometry, intensities and labels of a volume"),
+    "convert": ("medseg.cli.io_commands", "convert any supported volume to NIfTI (or NRRD/MHA)"),
+    "phantom": ("medseg.cli.phantom", "write a synthetic phantom dataset (MSD/nnU-Net layout)"),
+    "validate": ("medseg.cli.io_commands", "check a dataset manifest: files, geometry, label values"),
+    "evaluate": ("medseg.cli.evaluate", "score predictions against references (per label and region)"),
+    "segment": ("medseg.cli.segment", "classical segmentation baselines (threshold, Otsu, lung-ct, ...)"),
+    "submit": ("medseg.cli.submit", "prepare and check challenge submissions"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medseg import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="medseg",
+        description="3D medical image segmentation: data, models, evaluation, submissions.",
+    )
+    parser.add_argument("--version", action="version", version=f"medseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # capability not built yet
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        getattr(module, f"add_{name.replace('-', '_')}_arguments", module.add_arguments)(command_parser)
+        command_parser.set_defaults(_run=getattr(module, f"run_{name.replace('-', '_')}", getattr(module, "run", None)))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    from medseg.errors import MedsegError
+
+    try:
+        return int(args._run(args) or 0)
+    except MedsegError as exc:
+        print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"medseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

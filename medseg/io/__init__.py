@@ -1,0 +1,35 @@
+"""Files and geometry: read and write volumes, DICOM series, Hounsfield units.
+
+See :mod:`medseg.io.volume` for the axis and coordinate convention used everywhere.
+"""
+
+from medseg.io.dicom import find_dicom_series, read_dicom_series
+from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
+from medseg.io.loader import (
+    case_id_from_path,
+    file_format,
+    label_dtype,
+    load_image_and_label,
+    load_volume,
+    save_volume,
+)
+from medseg.io.volume import Volume, check_same_grid, grid_mismatch, orientation_code, spacing_from_affine
+
+__all__ = [
+    "AIR_FLOOR_HU",
+    "Volume",
+    "case_id_from_path",
+    "check_same_grid",
+    "file_format",
+    "find_dicom_series",
+    "grid_mismatch",
+    "label_dtype",
+    "load_image_and_label",
+    "load_volume",
+    "looks_like_hu",
+    "orientation_code",
+    "read_dicom_series",
+    "save_volume",
+    "spacing_from_affine",
+    "to_hounsfield",
+]
