@@ -42,9 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # capability not built yet
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, f"add_{name.replace('-', '_')}_arguments", module.add_arguments)(command_parser)
-        command_parser.set_defaults(_run=getattr(module, f"run_{name.replace('-', '_')}", getattr(module, "run", None)))
+        _command_function(module, "add", name, "arguments")(command_parser)
+        command_parser.set_defaults(_run=_command_function(module, "run", name))
     return parser
+
+
+def _command_function(module, verb: str, command: str, suffix: str = ""):
+    """``add_<command>_arguments`` / ``run_<command>`` for modules serving several commands, else ``add_arguments`` / ``run``."""
+    specific = "_".join(filter(None, (verb, command.replace("-", "_"), suffix)))
+    return getattr(module, specific, None) or getattr(module, "_".join(filter(None, (verb, suffix))))
 
 
 def main(argv: list[str] | None = None) -> int:

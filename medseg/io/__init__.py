@@ -3,6 +3,7 @@
 See :mod:`medseg.io.volume` for the axis and coordinate convention used everywhere.
 """
 
+from medseg.io.describe import describe_volume, looks_like_label_map
 from medseg.io.dicom import find_dicom_series, read_dicom_series
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.loader import (
@@ -20,6 +21,7 @@ __all__ = [
     "Volume",
     "case_id_from_path",
     "check_same_grid",
+    "describe_volume",
     "file_format",
     "find_dicom_series",
     "grid_mismatch",
@@ -27,6 +29,7 @@ __all__ = [
     "load_image_and_label",
     "load_volume",
     "looks_like_hu",
+    "looks_like_label_map",
     "orientation_code",
     "read_dicom_series",
     "save_volume",

@@ -186,8 +186,9 @@ def read_dicom_series(
     import SimpleITK as sitk
 
     info = select_series(path, series_uid)
-    slices = [_read_header(f) for f in info.files]
     folder = info.folder
+    _check_no_unreadable_files(folder)
+    slices = [_read_header(f) for f in info.files]
     _check_consistent(slices, folder)
     normal = slices[0].normal
     positions = np.array([s.position @ normal for s in slices])
@@ -241,6 +242,27 @@ def read_dicom_series(
     if padding is not None:
         meta["pixel_padding_value_hu"] = padding * meta["rescale_slope"] + meta["rescale_intercept"]
     return Volume(array, LPS_TO_RAS @ affine_lps, folder, meta)
+
+
+def _check_no_unreadable_files(folder: str) -> None:
+    """Raise naming files that carry a DICOM preamble but that GDCM left out of every series.
+
+    GDCM's series listing silently skips files it cannot parse (e.g. truncated ones), which
+    would otherwise surface only as a mysterious missing slice.
+    """
+    import SimpleITK as sitk
+
+    listed = {
+        os.path.abspath(f)
+        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+        for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)
+    }
+    unreadable = sorted(
+        p.name for p in Path(folder).iterdir() if p.is_file() and str(p.absolute()) not in listed and is_dicom_file(p)
+    )
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+        raise VolumeReadError(f"{folder}: unreadable or truncated DICOM file(s): {shown}")
 
 
 def _check_consistent(slices: list[DicomSlice], folder: str) -> None:

@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine with Python 3.11 and pip (see README):
+#   make demo   set up .venv and run the end-to-end demo on built-in synthetic data
+#   make test   set up .venv and run the test suite
+# Set-up installs torch==2.13.0 first (the CPU wheel on our machines), then medseg with its
+# dependencies; it reruns only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medseg-installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+PYTEST_ARGS ?= -n 2
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0 > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(PIP) install -e ".[test]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	$(BIN)/python -c "import medseg, monai, SimpleITK, nibabel, itk, medpy, surface_distance"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medseg demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV)

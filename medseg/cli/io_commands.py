@@ -1,0 +1,106 @@
+"""``medseg inspect``, ``medseg convert`` and ``medseg validate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _add_read_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID when a folder holds several series")
+    parser.add_argument("--frame", type=int, help="index along the 4th axis of a 4D file")
+    parser.add_argument(
+        "--resample-nonuniform",
+        action="store_true",
+        help="DICOM: interpolate unevenly spaced slices onto a uniform grid instead of failing",
+    )
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--label", action="store_true", help="read as a label map (whole numbers >= 0)")
+    kind.add_argument("--ct", action="store_true", help="require CT in Hounsfield units (fail otherwise)")
+    kind.add_argument("--no-hu", action="store_true", help="leave values exactly as read (no padding-to-air mapping)")
+    parser.add_argument("--clip-hu", nargs=2, type=float, metavar=("LOW", "HIGH"), help="clip CT to this HU window")
+
+
+def _read(args: argparse.Namespace, path: str):
+    from medseg.io import load_volume
+
+    return load_volume(
+        path,
+        label=args.label,
+        ct=True if args.ct else (False if args.no_hu else None),
+        clip_hu=tuple(args.clip_hu) if args.clip_hu else None,
+        frame=args.frame,
+        series_uid=args.series,
+        resample_nonuniform=args.resample_nonuniform,
+    )
+
+
+def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="NIfTI/NRRD/MHA file or DICOM series folder")
+    _add_read_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the description as JSON")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from medseg.io import describe_volume
+
+    volume = _read(args, args.path)
+    info = describe_volume(volume, label=True if args.label else None)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['source']}  ({info['format']})")
+    print(f"  shape        {' x '.join(map(str, info['shape']))}  ({info['dtype']})")
+    print(f"  spacing      {' x '.join(f'{s:g}' for s in info['spacing_mm'])} mm")
+    print(f"  extent       {' x '.join(f'{s:g}' for s in info['extent_mm'])} mm")
+    print(f"  origin       ({', '.join(f'{o:g}' for o in info['origin_mm'])}) mm, RAS+")
+    print(f"  orientation  {info['orientation']}{'  (oblique)' if info['oblique'] else ''}")
+    for key in ("modality", "series_uid", "rescale_slope", "rescale_intercept"):
+        if key in info:
+            print(f"  {key:<18} {info[key]}")
+    if "labels" in info:
+        print("  label map    value: voxels (ml)")
+        for value, stats in info["labels"].items():
+            print(f"    {value:>5}: {stats['voxels']:>10} ({stats['volume_ml']:g} ml)")
+    elif info.get("intensity"):
+        stats = info["intensity"]
+        print(
+            f"  intensity    min {stats['min']:g}, p1 {stats['p1']:g}, median {stats['median']:g}, "
+            f"p99 {stats['p99']:g}, max {stats['max']:g}"
+        )
+        print(f"  looks like HU  {'yes' if info['looks_like_hu'] else 'no'}")
+        if "hu" in info:
+            print(f"  padding      {info['hu']['padding_voxels']} voxels below {info['hu']['air_floor_hu']:g} HU set to air")
+    return 0
+
+
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="NIfTI/NRRD/MHA file or DICOM series folder")
+    parser.add_argument("output", help="output file: .nii.gz, .nii, .nrrd, .mha or .mhd")
+    _add_read_options(parser)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from medseg.io import save_volume
+
+    volume = _read(args, args.input)
+    written = save_volume(volume, args.output, label=args.label)
+    print(f"wrote {written}: {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm, {volume.orientation}")
+    return 0
+
+
+def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", help="dataset.json (MSD/nnU-Net), a CSV manifest or a phantom .yaml")
+    parser.add_argument("--tolerance-mm", type=float, default=1e-3, help="geometry tolerance in mm (default 0.001)")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from medseg.data.manifest import load_manifest, validate_manifest
+
+    manifest = load_manifest(args.manifest)
+    problems = validate_manifest(manifest, atol_mm=args.tolerance_mm, progress=True)
+    for problem in problems:
+        print(problem)
+    status = "FAILED" if problems else "OK"
+    print(f"{manifest.path}: {len(manifest)} cases, {len(problems)} problem(s): {status}")
+    return 1 if problems else 0

@@ -1,0 +1,334 @@
+"""Dataset manifests: which cases exist, where their images and labels are, what labels mean.
+
+Three formats are read by :func:`load_manifest`; paths inside are relative to the manifest's
+folder.
+
+* **MSD / nnU-Net** ``dataset.json``: label names (``{"background": 0, "liver": 1}`` as in
+  nnU-Net v2, or ``{"0": "background", "1": "liver"}`` as in MSD), ``channel_names`` (or
+  MSD ``modality``), ``file_ending`` and either a ``training`` list of
+  ``{"image": ..., "label": ...}`` or, if absent, the files ``imagesTr/<case>_0000<ending>``
+  (further channels ``_0001``, ...) with ``labelsTr/<case><ending>``.
+* **CSV** with a header ``case_id,image,label`` and optional ``split`` (train/val/test),
+  ``fold`` (integer) and ``group`` (e.g. a patient id: cases of one group always land in the
+  same fold). Leading ``# key: value`` lines give ``name``, ``modality`` and ``labels``
+  (``# labels: background=0, rv_cavity=1, ...``).
+* **Phantom** YAML (``phantom: {kind, n, seed}`` plus ``root``): medseg's synthetic data;
+  the dataset is generated into ``root`` on first use (same seed, same bytes) and then read
+  as its ``dataset.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from medseg.errors import ConfigError, MedsegError
+
+_CSV_COLUMNS = ("case_id", "image", "label", "split", "fold", "group")
+
+
+@dataclass(frozen=True)
+class CaseEntry:
+    """One case of a dataset: its id, image file(s) (one per channel) and optional label map."""
+
+    case_id: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+    split: str | None = None
+    fold: int | None = None
+    group: str | None = None
+
+    @property
+    def image(self) -> Path:
+        """The first (often only) channel's image file."""
+        return self.images[0]
+
+
+@dataclass
+class Manifest:
+    """A dataset: cases plus label names and channel names.
+
+    ``labels`` maps label name to value and includes ``background: 0``.
+    """
+
+    path: Path
+    name: str
+    labels: dict[str, int]
+    channel_names: dict[int, str]
+    cases: list[CaseEntry] = field(default_factory=list)
+
+    @property
+    def modality(self) -> str:
+        """Modality of the first channel (e.g. ``"CT"``, ``"MRI"``), upper case; ``""`` if unknown."""
+        return self.channel_names.get(0, "").upper()
+
+    @property
+    def label_values(self) -> list[int]:
+        return sorted(set(self.labels.values()))
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """Label value -> name."""
+        return {value: name for name, value in self.labels.items()}
+
+    def case(self, case_id: str) -> CaseEntry:
+        for entry in self.cases:
+            if entry.case_id == case_id:
+                return entry
+        raise KeyError(f"{self.path}: no case {case_id!r}")
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __iter__(self) -> Iterator[CaseEntry]:
+        return iter(self.cases)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read a manifest (``dataset.json``, ``.csv`` or phantom ``.yaml``); see the module docstring.
+
+    A folder is taken to mean its ``dataset.json``. Raises :class:`ConfigError` naming the
+    file and the problem for a malformed manifest; files it lists are not opened here (use
+    :func:`validate_manifest` for that).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "dataset.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: manifest not found")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _load_dataset_json(path)
+    if suffix == ".csv":
+        return _load_csv(path)
+    if suffix in (".yaml", ".yml"):
+        return _load_phantom_yaml(path)
+    raise ConfigError(f"{path}: unknown manifest type; use dataset.json, a .csv or a phantom .yaml")
+
+
+def _parse_labels(raw: object, source: Path) -> dict[str, int]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{source}: 'labels' must be a non-empty mapping")
+    labels: dict[str, int] = {}
+    for key, value in raw.items():
+        if str(key).lstrip("-").isdigit() and isinstance(value, str):  # MSD: {"0": "background"}
+            name, number = value, int(key)
+        else:  # nnU-Net v2: {"background": 0}
+            name, number = str(key), value
+        if isinstance(number, list):
+            raise ConfigError(f"{source}: label {name!r} is a region (list of values); medseg needs one value per label")
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: label {name!r} has value {number!r}, which is not an integer") from None
+        if number < 0 or number > 65535:
+            raise ConfigError(f"{source}: label {name!r} = {number} is outside 0..65535")
+        if number in labels.values():
+            raise ConfigError(f"{source}: label value {number} is used twice")
+        labels[name] = number
+    if 0 not in labels.values():
+        labels = {"background": 0, **labels}
+    return labels
+
+
+def _load_dataset_json(path: Path) -> Manifest:
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    root = path.parent
+    labels = _parse_labels(spec.get("labels"), path)
+    channels_raw = spec.get("channel_names", spec.get("modality", {"0": ""}))
+    channel_names = {int(k): str(v) for k, v in channels_raw.items()}
+    ending = spec.get("file_ending", ".nii.gz")
+    cases: list[CaseEntry] = []
+    if spec.get("training"):
+        for item in spec["training"]:
+            if not isinstance(item, dict) or "image" not in item:
+                raise ConfigError(f"{path}: each 'training' entry needs an 'image' (got {item!r})")
+            images = item["image"] if isinstance(item["image"], list) else [item["image"]]
+            image_paths = tuple((root / p).resolve() for p in images)
+            label = (root / item["label"]).resolve() if item.get("label") else None
+            case_id = _strip_channel(_strip_ending(Path(images[0]).name, ending))
+            cases.append(CaseEntry(case_id, image_paths, label))
+    else:
+        images_dir = root / "imagesTr"
+        if not images_dir.is_dir():
+            raise ConfigError(f"{path}: no 'training' list and no imagesTr/ folder beside it")
+        n_channels = max(len(channel_names), 1)
+        for first in sorted(images_dir.glob(f"*_0000{ending}")):
+            case_id = _strip_ending(first.name, ending)[: -len("_0000")]
+            images = tuple(images_dir / f"{case_id}_{c:04d}{ending}" for c in range(n_channels))
+            label = root / "labelsTr" / f"{case_id}{ending}"
+            cases.append(CaseEntry(case_id, images, label if label.exists() else None))
+    expected = spec.get("numTraining")
+    if expected is not None and int(expected) != len(cases):
+        raise ConfigError(f"{path}: numTraining is {expected} but {len(cases)} training cases were found")
+    _check_unique(cases, path)
+    return Manifest(path, str(spec.get("name", root.name)), labels, channel_names, cases)
+
+
+def _load_csv(path: Path) -> Manifest:
+    meta: dict[str, str] = {}
+    lines = path.read_text().splitlines()
+    body = []
+    for number, line in enumerate(lines, 1):
+        if line.startswith("#"):
+            key, sep, value = line[1:].partition(":")
+            if sep:
+                meta[key.strip().lower()] = value.strip()
+        elif line.strip():
+            body.append(line)
+    reader = csv.DictReader(body)
+    columns = reader.fieldnames or []
+    missing = [c for c in ("case_id", "image") if c not in columns]
+    if missing:
+        raise ConfigError(f"{path}: CSV needs columns case_id,image[,label,split,fold,group]; missing {', '.join(missing)}")
+    unknown = [c for c in columns if c not in _CSV_COLUMNS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown CSV column(s) {', '.join(unknown)}; allowed: {', '.join(_CSV_COLUMNS)}")
+    root = path.parent
+    cases = []
+    for row_number, row in enumerate(reader, 2):
+        if not row["case_id"] or not row["image"]:
+            raise ConfigError(f"{path}: row {row_number} lacks case_id or image")
+        fold = row.get("fold") or None
+        if fold is not None and not fold.strip().isdigit():
+            raise ConfigError(f"{path}: row {row_number}: fold must be a non-negative integer, got {fold!r}")
+        split = (row.get("split") or "").strip() or None
+        if split not in (None, "train", "val", "test"):
+            raise ConfigError(f"{path}: row {row_number}: split must be train, val or test, got {split!r}")
+        cases.append(
+            CaseEntry(
+                row["case_id"].strip(),
+                ((root / row["image"].strip()).resolve(),),
+                (root / row["label"].strip()).resolve() if (row.get("label") or "").strip() else None,
+                split,
+                int(fold) if fold is not None else None,
+                (row.get("group") or "").strip() or None,
+            )
+        )
+    labels = {"background": 0}
+    if "labels" in meta:
+        pairs = {}
+        for item in meta["labels"].split(","):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"{path}: '# labels:' entries must be name=value, got {item.strip()!r}")
+            pairs[name.strip()] = value.strip()
+        labels = _parse_labels(pairs, path)
+    _check_unique(cases, path)
+    channel = {0: meta["modality"]} if "modality" in meta else {0: ""}
+    return Manifest(path, meta.get("name", path.stem), labels, channel, cases)
+
+
+def _load_phantom_yaml(path: Path) -> Manifest:
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    phantom = spec.get("phantom")
+    if not isinstance(phantom, dict) or not {"kind", "n", "seed"} <= set(phantom):
+        raise ConfigError(f"{path}: a phantom manifest needs 'phantom: {{kind, n, seed}}' and 'root'")
+    unknown = set(spec) - {"phantom", "root", "name"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    root = (path.parent / str(spec.get("root", f"phantoms/{path.stem}"))).resolve()
+    dataset_json = root / "dataset.json"
+    if not dataset_json.exists():
+        from medseg.phantoms import write_phantom_dataset
+
+        write_phantom_dataset(str(phantom["kind"]), int(phantom["n"]), int(phantom["seed"]), root)
+    manifest = _load_dataset_json(dataset_json)
+    manifest.path = path
+    manifest.name = str(spec.get("name", manifest.name))
+    return manifest
+
+
+def _strip_ending(name: str, ending: str) -> str:
+    return name[: -len(ending)] if name.endswith(ending) else Path(name).stem
+
+
+def _strip_channel(case_id: str) -> str:
+    return case_id[:-5] if len(case_id) > 5 and case_id[-5] == "_" and case_id[-4:].isdigit() else case_id
+
+
+def _check_unique(cases: list[CaseEntry], path: Path) -> None:
+    seen: set[str] = set()
+    for entry in cases:
+        if entry.case_id in seen:
+            raise ConfigError(f"{path}: case id {entry.case_id!r} appears more than once")
+        seen.add(entry.case_id)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found by :func:`validate_manifest`."""
+
+    case_id: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.case_id}: {self.path}: {self.message}"
+
+
+def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool = False) -> list[Problem]:
+    """Check every case: files exist and load, image and label share a voxel grid
+    (shape equal, origin and axes within ``atol_mm`` mm), label values are declared ones.
+
+    Returns one :class:`Problem` per finding (empty list when all is well; an empty
+    manifest gives one problem saying so). Loading reads whole volumes, one case at a time.
+    """
+    from medseg.io import grid_mismatch, load_volume
+
+    problems: list[Problem] = []
+    if not manifest.cases:
+        return [Problem("-", str(manifest.path), "manifest lists no cases")]
+    declared = set(manifest.label_values)
+    iterator = manifest.cases
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="validate", unit="case")
+    for entry in iterator:
+        paths = list(entry.images) + ([entry.label] if entry.label else [])
+        missing = [p for p in paths if not p.exists()]
+        for p in missing:
+            problems.append(Problem(entry.case_id, str(p), "file not found"))
+        if missing:
+            continue
+        volumes = {}
+        for p in paths:
+            try:
+                volumes[p] = load_volume(p, label=(p == entry.label), ct=False)
+            except MedsegError as exc:
+                problems.append(Problem(entry.case_id, str(p), str(exc).removeprefix(f"{p}: ")))
+        if len(volumes) != len(paths):
+            continue
+        reference = volumes[entry.images[0]]
+        for p in paths[1:]:
+            mismatch = grid_mismatch(reference.affine, reference.shape, volumes[p].affine, volumes[p].shape, atol_mm)
+            if mismatch:
+                problems.append(Problem(entry.case_id, str(p), f"not on the image's voxel grid: {mismatch}"))
+        if entry.label is not None:
+            present = set(np.unique(volumes[entry.label].array).tolist())
+            undeclared = sorted(present - declared)
+            if undeclared:
+                problems.append(
+                    Problem(
+                        entry.case_id,
+                        str(entry.label),
+                        f"label values {undeclared} are not declared (declared: {sorted(declared)})",
+                    )
+                )
+    return problems

@@ -1,0 +1,312 @@
+"""medseg.io on real scans: geometry and HU checked against SimpleITK, error paths, round trips."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import shared_path
+from medseg.errors import DicomSeriesError, GeometryError, VolumeReadError
+from medseg.io import (
+    Volume,
+    check_same_grid,
+    find_dicom_series,
+    load_image_and_label,
+    load_volume,
+    looks_like_hu,
+    save_volume,
+)
+from medseg.io.volume import affine_from_itk
+
+LIDC = "chest_ct_lidc/LIDC-IDRI-0001"
+J2K = "totalseg_ct/example_ct_dicom_j2k"
+THREE_SLICE = "ct_3slice_dcmqi/segmentations/ct-3slice"
+
+
+def sitk_reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """SimpleITK's own reading: array as [x, y, z] and the RAS+ affine from its LPS geometry."""
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        uid = reader.GetGDCMSeriesIDs(str(path))[0]
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), uid))
+        image = reader.Execute()
+    else:
+        image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    affine = affine_from_itk(
+        np.array(image.GetSpacing()), np.array(image.GetOrigin()), np.array(image.GetDirection()).reshape(3, 3)
+    )
+    return array, affine
+
+
+@pytest.fixture(scope="module")
+def lidc() -> Volume:
+    return load_volume(shared_path(LIDC))
+
+
+# -- DICOM on real series ------------------------------------------------------------------
+def test_lidc_geometry_and_hounsfield(lidc):
+    assert lidc.shape == (512, 512, 133)
+    np.testing.assert_allclose(lidc.spacing_mm, [0.703125, 0.703125, 2.5], atol=1e-6)
+    assert lidc.orientation == "LPS"  # DICOM axes: columns to patient left, rows to posterior
+    assert lidc.meta["modality"] == "CT" and lidc.meta["rescale_intercept"] == -1024
+    middle = lidc.array[:, :, 66]
+    assert abs(np.median(middle[240:270, 15:35]) - (-1000)) < 30  # air in front of the chest
+    for lung_box in (middle[100:160, 220:300], middle[350:410, 220:300]):  # right and left lung
+        assert -920 < np.median(lung_box) < -780
+    assert lidc.array.min() == -1024  # out-of-field padding (-2048 HU) mapped to air
+    assert lidc.meta["hu"]["padding_voxels"] > 0
+
+
+def test_lidc_matches_simpleitk(lidc):
+    reference, affine = sitk_reference(shared_path(LIDC))
+    np.testing.assert_allclose(lidc.affine, affine, atol=1e-6)
+    inside = reference >= -1024
+    np.testing.assert_array_equal(lidc.array[inside], reference[inside])  # HU applied exactly once
+    assert np.all(lidc.array[~inside] == -1024)
+    # z of the first slice is the most inferior position: slices ordered along the normal
+    assert lidc.origin_mm[2] == pytest.approx(-340.0)
+
+
+def test_jpeg2000_series_matches_simpleitk():
+    path = shared_path(J2K)
+    volume = load_volume(path)
+    reference, affine = sitk_reference(path)
+    assert volume.shape == (512, 512, 20)
+    np.testing.assert_allclose(volume.spacing_mm, [0.9765625, 0.9765625, 2.0], atol=1e-6)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-6)
+    np.testing.assert_array_equal(volume.array, reference)
+    assert volume.array.min() == -1024 and volume.array.max() == 1839
+
+
+def test_padding_value_mapped_to_air_and_nrrd_mask_on_same_grid():
+    ct = load_volume(shared_path(THREE_SLICE))
+    reference, _ = sitk_reference(shared_path(THREE_SLICE))
+    assert reference.min() == -3024 and ct.array.min() == -1024
+    assert ct.meta["pixel_padding_value_hu"] == -3024
+    heart = load_volume(shared_path("ct_3slice_dcmqi/segmentations/heart_seg.nrrd"), label=True)
+    check_same_grid(ct, heart)  # NRRD label drawn on this DICOM grid: same voxels, same mm
+    assert set(np.unique(heart.array)) == {0, 3}
+
+
+def test_uneven_series_is_refused_then_resampled():
+    path = shared_path("tiny_ct_dicom_uneven")
+    with pytest.raises(DicomSeriesError, match="non-uniform slice spacing"):
+        load_volume(path)
+    volume = load_volume(path, resample_nonuniform=True)
+    assert volume.meta["resampled_slices"] is True
+    assert volume.spacing_mm[2] == pytest.approx(1.25, abs=1e-3)
+    assert volume.shape == (16, 16, 165)  # (105.52 - -99.48) / 1.25 + 1
+    last_slice_z = (volume.affine @ [0, 0, volume.shape[2] - 1, 1])[2]
+    assert last_slice_z == pytest.approx(105.52, abs=1e-3)
+
+
+@pytest.fixture()
+def lidc_copy(tmp_path) -> Path:
+    """12 consecutive slices of the LIDC series (file names are not in position order)."""
+    (series,) = find_dicom_series(shared_path(LIDC))
+    target = tmp_path / "series"
+    target.mkdir()
+    for f in series.files[60:72]:
+        shutil.copy(f, target / Path(f).name)
+    return target
+
+
+def test_missing_slice_named(lidc_copy):
+    (series,) = find_dicom_series(lidc_copy)
+    Path(series.files[5]).unlink()
+    with pytest.raises(DicomSeriesError, match="1 missing slice"):
+        load_volume(lidc_copy)
+
+
+def test_duplicated_slice_named(lidc_copy):
+    original = Path(find_dicom_series(lidc_copy)[0].files[3])
+    shutil.copy(original, lidc_copy / "copy.dcm")
+    with pytest.raises(DicomSeriesError, match="duplicated slice") as info:
+        load_volume(lidc_copy)
+    assert "copy.dcm" in str(info.value) and original.name in str(info.value)
+
+
+def test_truncated_dicom_named(lidc_copy):
+    victim = Path(find_dicom_series(lidc_copy)[0].files[4])
+    victim.write_bytes(victim.read_bytes()[:2000])
+    with pytest.raises(VolumeReadError, match=f"truncated DICOM file.*{victim.name}"):
+        load_volume(lidc_copy)
+
+
+def test_several_series_listed_and_selectable(tmp_path):
+    for name in (LIDC, J2K):
+        shutil.copytree(shared_path(name), tmp_path / Path(name).name)
+    with pytest.raises(DicomSeriesError, match="holds 2 DICOM series") as info:
+        load_volume(tmp_path)
+    series = find_dicom_series(tmp_path)
+    assert {s.uid for s in series} == {s.uid for s in series if s.uid in str(info.value)}
+    j2k_uid = next(s.uid for s in series if len(s.files) == 20)
+    assert load_volume(tmp_path, series_uid=j2k_uid).shape == (512, 512, 20)
+
+
+# -- NIfTI / NRRD against SimpleITK --------------------------------------------------------
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "kits19_labels/case_00003_segmentation.nii.gz",  # IPL orientation
+        "sunnybrook_lv/SCD0000101_phase07_image.nii.gz",  # oblique short axis
+        "totalseg_ct/example_mr_sm.nii.gz",  # LPS
+        "ct_3slice_dcmqi/paramaps/pm-example.nrrd",
+    ],
+)
+def test_files_match_simpleitk(relative):
+    path = shared_path(relative)
+    volume = load_volume(path, ct=False)
+    reference, affine = sitk_reference(path)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-4)
+    np.testing.assert_array_equal(volume.array, reference)
+
+
+def test_sunnybrook_is_oblique_mr_not_hu():
+    volume = load_volume(shared_path("sunnybrook_lv/SCD0000101_phase07_image.nii.gz"))
+    assert volume.meta["kind"] == "image" and not looks_like_hu(volume.array)
+    direction = np.abs(volume.direction)
+    assert np.abs(direction - np.round(direction)).max() > 0.05  # oblique
+
+
+# -- HU handling ---------------------------------------------------------------------------
+def _write_scaled_ct(path: Path, stored: np.ndarray, slope: float, inter: float) -> None:
+    image = nib.Nifti1Image(stored, np.diag([0.8, 0.8, 2.5, 1.0]))
+    image.header.set_data_dtype(stored.dtype)
+    image.header.set_slope_inter(slope, inter)
+    nib.save(image, str(path))
+
+
+def test_nifti_scaling_applied_exactly_once(tmp_path):
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 2000, size=(20, 20, 6)).astype(np.uint16)
+    stored[:5] = 24  # air: 24 - 1024 = -1000 HU
+    _write_scaled_ct(tmp_path / "ct.nii.gz", stored, 1.0, -1024.0)
+    volume = load_volume(tmp_path / "ct.nii.gz")
+    assert volume.meta["kind"] == "ct"
+    np.testing.assert_array_equal(volume.array, stored.astype(np.int32) - 1024)
+    assert volume.array.dtype == np.int16
+    clipped = load_volume(tmp_path / "ct.nii.gz", clip_hu=(-200, 300))
+    assert clipped.array.min() == -200 and clipped.array.max() == 300
+
+
+def test_raw_ct_without_intercept_is_detected(tmp_path):
+    stored = np.full((20, 20, 6), 24, np.int16)
+    stored[5:15, 5:15] = 1064  # soft tissue +40 HU if the intercept were applied
+    _write_scaled_ct(tmp_path / "raw.nii.gz", stored, 1.0, 0.0)
+    assert load_volume(tmp_path / "raw.nii.gz").meta["kind"] == "image"  # not mistaken for HU
+    with pytest.raises(VolumeReadError, match="raw.nii.gz: values do not look like Hounsfield units"):
+        load_volume(tmp_path / "raw.nii.gz", ct=True)
+
+
+def test_padding_in_nifti_ct_mapped_to_air(tmp_path):
+    hu = np.full((10, 10, 4), -1000, np.int16)
+    hu[:2] = -3024
+    hu[4:6, 4:6] = 50
+    save_volume(Volume(hu, np.eye(4)), tmp_path / "ct.nii.gz")
+    volume = load_volume(tmp_path / "ct.nii.gz")
+    assert volume.array.min() == -1024 and volume.meta["hu"]["padding_voxels"] == 80
+    assert load_volume(tmp_path / "ct.nii.gz", ct=False).array.min() == -3024
+
+
+# -- writing and round trips ---------------------------------------------------------------
+def _oblique_affine() -> np.ndarray:
+    angle = np.deg2rad(23.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.7, 0.9, 3.0])
+    affine[:3, 3] = [-120.25, 33.5, -87.75]
+    return affine
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_geometry_round_trip(tmp_path, suffix):
+    labels = np.random.default_rng(1).integers(0, 4, size=(9, 8, 7)).astype(np.uint8)
+    original = Volume(labels, _oblique_affine())
+    path = save_volume(original, tmp_path / f"label{suffix}", label=True)
+    again = load_volume(path, label=True)
+    assert again.array.dtype == np.uint8
+    np.testing.assert_array_equal(again.array, labels)
+    np.testing.assert_allclose(again.affine, original.affine, atol=1e-5)
+    # and a second round trip is bit-exact
+    again2 = load_volume(save_volume(again, tmp_path / f"again{suffix}", label=True), label=True)
+    np.testing.assert_array_equal(again2.affine, again.affine)
+
+
+def test_dicom_to_nifti_keeps_geometry(tmp_path):
+    volume = load_volume(shared_path(J2K))
+    again = load_volume(save_volume(volume, tmp_path / "ct.nii.gz"))
+    np.testing.assert_allclose(again.affine, volume.affine, atol=1e-5)
+    np.testing.assert_array_equal(again.array, volume.array)
+    assert again.orientation == "LPS"
+
+
+def test_large_label_values_written_as_uint16(tmp_path):
+    labels = np.zeros((4, 4, 4), np.int32)
+    labels[0, 0, 0] = 300
+    again = load_volume(save_volume(Volume(labels, np.eye(4)), tmp_path / "l.nii.gz", label=True), label=True)
+    assert again.array.dtype == np.uint16 and again.array.max() == 300
+
+
+def test_non_integer_labels_refused(tmp_path):
+    with pytest.raises(VolumeReadError, match="non-integer"):
+        save_volume(Volume(np.full((3, 3, 3), 0.5, np.float32), np.eye(4)), tmp_path / "l.nii.gz", label=True)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    with pytest.raises(Exception):
+        save_volume(Volume(np.zeros((3, 3, 3), dtype=object), np.eye(4)), tmp_path / "bad.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- error paths ---------------------------------------------------------------------------
+def test_4d_needs_a_frame(tmp_path):
+    data = np.arange(4 * 4 * 3 * 2, dtype=np.int16).reshape(4, 4, 3, 2)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "cine.nii.gz"))
+    with pytest.raises(VolumeReadError, match=r"cine.nii.gz: is 4D with shape \(4, 4, 3, 2\).*frame"):
+        load_volume(tmp_path / "cine.nii.gz")
+    np.testing.assert_array_equal(load_volume(tmp_path / "cine.nii.gz", frame=1, ct=False).array, data[..., 1])
+
+
+def test_truncated_gzip_named(tmp_path):
+    save_volume(Volume(np.random.default_rng(2).normal(size=(40, 40, 40)).astype(np.float32), np.eye(4)), tmp_path / "x.nii.gz")
+    raw = (tmp_path / "x.nii.gz").read_bytes()
+    (tmp_path / "x.nii.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(VolumeReadError, match="x.nii.gz: unreadable or truncated NIfTI"):
+        load_volume(tmp_path / "x.nii.gz")
+
+
+def test_not_gzip_named(tmp_path):
+    (tmp_path / "y.nii.gz").write_bytes(gzip.compress(b"not a nifti header at all") + b"junk")
+    with pytest.raises(VolumeReadError, match="y.nii.gz"):
+        load_volume(tmp_path / "y.nii.gz")
+
+
+def test_unsupported_and_missing(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(VolumeReadError, match="unsupported file type"):
+        load_volume(tmp_path / "notes.txt")
+    with pytest.raises(VolumeReadError, match="no such file"):
+        load_volume(tmp_path / "absent.nii.gz")
+    with pytest.raises(VolumeReadError, match="no readable DICOM series"):
+        load_volume(tmp_path)
+
+
+def test_image_label_mismatch(tmp_path):
+    image = Volume(np.zeros((6, 6, 4), np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+    save_volume(image, tmp_path / "img.nii.gz")
+    shifted = np.diag([1.0, 1.0, 2.0, 1.0])
+    shifted[2, 3] = 2.0
+    save_volume(Volume(np.zeros((6, 6, 4), np.uint8), shifted), tmp_path / "lab.nii.gz", label=True)
+    save_volume(Volume(np.zeros((6, 6, 5), np.uint8), np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "lab2.nii.gz", label=True)
+    with pytest.raises(GeometryError, match="img.nii.gz and .*lab.nii.gz .*origin"):
+        load_image_and_label(tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz")
+    with pytest.raises(GeometryError, match=r"shape \(6, 6, 4\) != \(6, 6, 5\)"):
+        load_image_and_label(tmp_path / "img.nii.gz", tmp_path / "lab2.nii.gz")
