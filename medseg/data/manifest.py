@@ -163,11 +163,12 @@ def _load_dataset_json(path: Path) -> Manifest:
         if not images_dir.is_dir():
             raise ConfigError(f"{path}: no 'training' list and no imagesTr/ folder beside it")
         n_channels = max(len(channel_names), 1)
+        labels_dir = root / "labelsTr"
         for first in sorted(images_dir.glob(f"*_0000{ending}")):
             case_id = _strip_ending(first.name, ending)[: -len("_0000")]
             images = tuple(images_dir / f"{case_id}_{c:04d}{ending}" for c in range(n_channels))
-            label = root / "labelsTr" / f"{case_id}{ending}"
-            cases.append(CaseEntry(case_id, images, label if label.exists() else None))
+            label = labels_dir / f"{case_id}{ending}" if labels_dir.is_dir() else None
+            cases.append(CaseEntry(case_id, images, label))
     expected = spec.get("numTraining")
     if expected is not None and int(expected) != len(cases):
         raise ConfigError(f"{path}: numTraining is {expected} but {len(cases)} training cases were found")

@@ -1,0 +1,149 @@
+"""Dataset manifests: reading MSD/nnU-Net dataset.json and CSV, and `medseg validate` on broken inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PROJECT_ROOT, shared_path
+from medseg.cli.main import main
+from medseg.data.manifest import load_manifest, validate_manifest
+from medseg.errors import ConfigError
+from medseg.io import Volume, save_volume
+
+AFFINE = np.diag([1.5, 1.5, 4.0, 1.0])
+
+
+def _make_case(root: Path, case_id: str, affine=AFFINE, labels=(0, 1, 2), image_name=None) -> None:
+    rng = np.random.default_rng(abs(hash(case_id)) % 2**32)
+    image = rng.normal(100, 20, size=(12, 10, 5)).astype(np.float32)
+    label = np.zeros((12, 10, 5), np.uint8)
+    for k, value in enumerate(labels[1:]):
+        label[2 + 3 * k : 4 + 3 * k, 3:7, 1:4] = value
+    save_volume(Volume(image, AFFINE), root / "imagesTr" / (image_name or f"{case_id}_0000.nii.gz"))
+    save_volume(Volume(label, affine), root / "labelsTr" / f"{case_id}.nii.gz", label=True)
+
+
+@pytest.fixture()
+def nnunet_dataset(tmp_path) -> Path:
+    for case_id in ("c01", "c02", "c03"):
+        _make_case(tmp_path, case_id)
+    spec = {
+        "name": "toy",
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "organ": 1, "lesion": 2},
+        "numTraining": 3,
+        "file_ending": ".nii.gz",
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(spec))
+    return tmp_path
+
+
+def test_nnunet_v2_dataset_json(nnunet_dataset):
+    manifest = load_manifest(nnunet_dataset)  # a folder means its dataset.json
+    assert [c.case_id for c in manifest] == ["c01", "c02", "c03"]
+    assert manifest.labels == {"background": 0, "organ": 1, "lesion": 2}
+    assert manifest.modality == "MRI" and manifest.label_names[2] == "lesion"
+    assert manifest.case("c02").image == nnunet_dataset / "imagesTr" / "c02_0000.nii.gz"
+    assert validate_manifest(manifest) == []
+
+
+def test_msd_dataset_json_with_training_list(tmp_path):
+    _make_case(tmp_path, "liver_1", image_name="liver_1.nii.gz")
+    spec = {
+        "name": "Task03",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "liver", "2": "cancer"},
+        "numTraining": 1,
+        "training": [{"image": "./imagesTr/liver_1.nii.gz", "label": "./labelsTr/liver_1.nii.gz"}],
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(spec))
+    manifest = load_manifest(tmp_path / "dataset.json")
+    assert manifest.labels == {"background": 0, "liver": 1, "cancer": 2}
+    assert manifest.cases[0].case_id == "liver_1" and manifest.modality == "CT"
+    assert manifest.cases[0].label == (tmp_path / "labelsTr" / "liver_1.nii.gz").resolve()
+
+
+def test_csv_manifest_with_metadata(tmp_path):
+    _make_case(tmp_path, "a")
+    _make_case(tmp_path, "b")
+    (tmp_path / "m.csv").write_text(
+        "# name: toy csv\n# modality: CT\n# labels: background=0, organ=1, lesion=2\n"
+        "case_id,image,label,split,fold,group\n"
+        "a,imagesTr/a_0000.nii.gz,labelsTr/a.nii.gz,train,0,p1\n"
+        "b,imagesTr/b_0000.nii.gz,,test,,p2\n"
+    )
+    manifest = load_manifest(tmp_path / "m.csv")
+    a, b = manifest.cases
+    assert manifest.name == "toy csv" and manifest.modality == "CT"
+    assert (a.split, a.fold, a.group) == ("train", 0, "p1")
+    assert b.label is None and b.fold is None and b.split == "test"
+    assert validate_manifest(manifest) == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("case_id,image,mask\na,x.nii.gz,y.nii.gz\n", "unknown CSV column"),
+        ("case_id,label\na,y.nii.gz\n", "missing image"),
+        ("case_id,image\na,x.nii.gz\na,z.nii.gz\n", "appears more than once"),
+        ("case_id,image,fold\na,x.nii.gz,one\n", "fold must be a non-negative integer"),
+        ("# labels: organ\ncase_id,image\na,x.nii.gz\n", "must be name=value"),
+    ],
+)
+def test_bad_csv_manifests(tmp_path, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(ConfigError, match=f"bad.csv: .*{message}"):
+        load_manifest(tmp_path / "bad.csv")
+
+
+def test_bad_dataset_json(nnunet_dataset):
+    spec = json.loads((nnunet_dataset / "dataset.json").read_text())
+    spec["numTraining"] = 5
+    (nnunet_dataset / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match="numTraining is 5 but 3"):
+        load_manifest(nnunet_dataset)
+    spec["labels"] = {"background": 0, "organ": "one"}
+    (nnunet_dataset / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match="label 'organ' has value 'one'"):
+        load_manifest(nnunet_dataset)
+
+
+def test_validate_reports_each_broken_input(nnunet_dataset, capsys):
+    root = nnunet_dataset
+    (root / "labelsTr" / "c01.nii.gz").unlink()  # missing file
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 3.0
+    _make_case(root, "c02", affine=shifted)  # label on another grid
+    _make_case(root, "c03", labels=(0, 1, 7))  # undeclared label value 7
+    _make_case(root, "c04")
+    raw = (root / "imagesTr" / "c04_0000.nii.gz").read_bytes()
+    (root / "imagesTr" / "c04_0000.nii.gz").write_bytes(raw[: len(raw) // 2])  # corrupt gzip
+    spec = json.loads((root / "dataset.json").read_text())
+    spec["numTraining"] = 4
+    (root / "dataset.json").write_text(json.dumps(spec))
+
+    problems = [str(p) for p in validate_manifest(load_manifest(root))]
+    assert len(problems) == 4
+    assert any(p.startswith("c01:") and "file not found" in p for p in problems)
+    assert any(p.startswith("c02:") and "not on the image's voxel grid: origin" in p for p in problems)
+    assert any(p.startswith("c03:") and "label values [7] are not declared" in p for p in problems)
+    assert any(p.startswith("c04:") and "c04_0000.nii.gz" in p and "truncated" in p for p in problems)
+
+    assert main(["validate", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "4 problem(s): FAILED" in out and out.count("\n") == 5
+
+
+def test_shipped_real_data_manifests_validate(shared_data):
+    for name, n_cases in (("acdc_subset.csv", 40), ("sunnybrook_lv.csv", 10)):
+        manifest = load_manifest(PROJECT_ROOT / "data_manifests" / name)
+        assert len(manifest) == n_cases
+        assert validate_manifest(manifest) == [], name
+    acdc = load_manifest(PROJECT_ROOT / "data_manifests" / "acdc_subset.csv")
+    assert acdc.labels == {"background": 0, "rv_cavity": 1, "lv_myocardium": 2, "lv_cavity": 3}
+    assert acdc.case("patient001_ES").group == "patient001"
+    assert acdc.case("patient001_ES").label == shared_path("acdc_subset/patient001/patient001_ES_gt.nii.gz").resolve()
