@@ -1,0 +1,167 @@
+"""Atomic writing of submission folders and zips, with a SHA-256 manifest.
+
+The zip holds the submission's files at its root plus ``manifest.json``::
+
+    {"medseg_version": "0.1.0", "format": "acdc", "created_utc": "2025-01-01T12:00:00Z",
+     "command": "medseg submit --format acdc ...", "cases": [...],
+     "files": {"patient001_ED.nii.gz": {"sha256": "...", "bytes": 12345}, ...}}
+
+Writing is atomic: everything goes to a temporary file (or folder) in the destination's
+folder, which is renamed into place with ``os.replace`` only when complete. A failure leaves
+the previous zip/folder (if any) untouched and no half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from medseg.submission.errors import SubmissionError
+from medseg.submission.formats import MANIFEST_NAME
+
+#: Files already compressed are stored in the zip as they are; others are deflated.
+_STORED_SUFFIXES = (".gz", ".mha", ".zip", ".png", ".npz")
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (hashlib; read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_under(folder: str | Path) -> list[str]:
+    """Relative POSIX paths of every file under ``folder`` (recursive, hidden ones included), sorted."""
+    folder = Path(folder)
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def build_manifest(folder: str | Path, format_name: str, command: str, cases: list[str] | None = None) -> dict[str, Any]:
+    """Manifest dict of a submission folder: medseg version, format, command, cases, SHA-256 per file."""
+    from medseg import __version__
+
+    folder = Path(folder)
+    files = {
+        rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size}
+        for rel in files_under(folder)
+        if rel != MANIFEST_NAME
+    }
+    return {
+        "medseg_version": __version__,
+        "format": format_name,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+        "cases": list(cases or []),
+        "files": files,
+    }
+
+
+def write_submission_zip(
+    folder: str | Path,
+    zip_path: str | Path,
+    format_name: str,
+    command: str,
+    cases: list[str] | None = None,
+) -> Path:
+    """Zip a submission folder (files at the zip's root) with ``manifest.json``, atomically.
+
+    Already-compressed files (``.nii.gz``, ``.mha``) are stored, others deflated (zipfile).
+    The zip is first written to a temporary file beside ``zip_path`` and renamed over it
+    only when complete; on any failure the temporary file is removed and the exception
+    propagates, leaving an existing ``zip_path`` untouched. Returns ``zip_path``.
+
+    Raises:
+        SubmissionError: ``folder`` is missing or empty.
+    """
+    folder, zip_path = Path(folder), Path(zip_path).expanduser()
+    rels = [rel for rel in files_under(folder)] if folder.is_dir() else []
+    if not rels:
+        raise SubmissionError(f"{folder}: nothing to zip (missing or empty folder)")
+    manifest = build_manifest(folder, format_name, command, cases)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=zip_path.parent, prefix=f".tmp-{zip_path.name}-", suffix=".zip")
+    os.close(handle)
+    try:
+        with zipfile.ZipFile(tmp_name, "w") as archive:
+            for rel in rels:
+                if rel == MANIFEST_NAME:
+                    continue
+                compression = zipfile.ZIP_STORED if rel.lower().endswith(_STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
+                archive.write(folder / rel, arcname=rel, compress_type=compression)
+            archive.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n", compress_type=zipfile.ZIP_DEFLATED)
+        os.replace(tmp_name, zip_path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return zip_path
+
+
+def manifest_problems(folder: str | Path, manifest: Any, format_name: str) -> list[str]:
+    """Compare an extracted submission with its manifest: files, SHA-256, format. One line per problem."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return [f"{MANIFEST_NAME}: not a medseg manifest (no 'files' mapping)"]
+    folder = Path(folder)
+    problems = []
+    if manifest.get("format") not in (None, format_name):
+        problems.append(f"{MANIFEST_NAME}: made for format {manifest.get('format')!r}, checked as {format_name!r}")
+    present = set(files_under(folder)) - {MANIFEST_NAME}
+    listed = set(manifest["files"])
+    for rel in sorted(listed - present):
+        problems.append(f"{rel}: listed in {MANIFEST_NAME} but not in the zip")
+    for rel in sorted(present - listed):
+        problems.append(f"{rel}: in the zip but not listed in {MANIFEST_NAME}")
+    for rel in sorted(present & listed):
+        expected = (manifest["files"][rel] or {}).get("sha256")
+        if expected != sha256_file(folder / rel):
+            problems.append(f"{rel}: SHA-256 differs from {MANIFEST_NAME} (file changed after packaging)")
+    return problems
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``out_dir``; rename it into place on success.
+
+    Yields the temporary folder to fill. On success it replaces ``out_dir``: a missing or
+    empty ``out_dir`` directly; a non-empty one only with ``overwrite`` (the old folder is
+    renamed aside, the new one renamed in, then the old one deleted). On failure the
+    temporary folder is deleted and ``out_dir`` is left as it was.
+
+    Raises:
+        SubmissionError: ``out_dir`` is a file, or a non-empty folder without ``overwrite``.
+    """
+    out_dir = Path(out_dir).expanduser()
+    check_output_folder(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    try:
+        yield tmp_dir
+        if out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".old-{out_dir.name}-"))
+            os.replace(out_dir, old / out_dir.name)
+            os.replace(tmp_dir, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp_dir, out_dir)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def check_output_folder(out_dir: Path, overwrite: bool) -> None:
+    """Raise :class:`SubmissionError` unless ``out_dir`` may be (re)written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SubmissionError(f"{out_dir}: output exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise SubmissionError(f"{out_dir}: output folder is not empty; choose another --out or pass --overwrite")
