@@ -1,0 +1,96 @@
+"""Segmentation losses from config, built on MONAI's implementations.
+
+All losses take logits ``[batch, classes, *spatial]`` and integer targets
+``[batch, 1, *spatial]`` (class indices, background 0). Background handling: the overlap
+terms (Dice, Tversky, generalised Dice) leave the background channel out by default
+(``include_background: false``, as nnU-Net does), because its overlap is near 1 and would
+dilute the foreground signal; the cross-entropy and focal terms always cover every class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+LOSS_NAMES = ("dice", "dice_ce", "dice_focal", "tversky", "generalized_dice", "ce")
+
+
+@dataclass
+class LossConfig:
+    """The ``loss`` section of a training config.
+
+    Attributes:
+        name: one of ``dice``, ``dice_ce`` (default), ``dice_focal``, ``tversky``,
+            ``generalized_dice``, ``ce`` (weighted cross-entropy).
+        include_background: whether overlap terms score the background class.
+        class_weights: per-class weights for cross-entropy (``ce``, ``dice_ce``), one per
+            class including background; empty = uniform.
+        tversky_alpha, tversky_beta: Tversky weights of false positives and false negatives.
+        focal_gamma: focusing parameter of the focal term.
+    """
+
+    name: str = "dice_ce"
+    include_background: bool = False
+    class_weights: list[float] = field(default_factory=list)
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
+    focal_gamma: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSS_NAMES:
+            raise ValueError(f"loss.name must be one of {', '.join(LOSS_NAMES)}; got {self.name!r}")
+        if any(w < 0 for w in self.class_weights):
+            raise ValueError(f"loss.class_weights must be >= 0, got {self.class_weights}")
+
+
+def build_loss(config: LossConfig, num_classes: int) -> nn.Module:
+    """The loss module for ``config``; ``num_classes`` counts background."""
+    from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, GeneralizedDiceLoss, TverskyLoss
+
+    if config.class_weights and len(config.class_weights) != num_classes:
+        raise ValueError(f"loss.class_weights has {len(config.class_weights)} entries for {num_classes} classes")
+    weight = torch.tensor(config.class_weights, dtype=torch.float32) if config.class_weights else None
+    common = {"to_onehot_y": True, "softmax": True, "include_background": config.include_background}
+    if config.name == "dice":
+        return DiceLoss(**common, smooth_nr=1e-5, smooth_dr=1e-5, batch=True)
+    if config.name == "dice_ce":
+        return DiceCELoss(**common, weight=weight, batch=True)
+    if config.name == "dice_focal":
+        return DiceFocalLoss(**common, gamma=config.focal_gamma, batch=True)
+    if config.name == "tversky":
+        return TverskyLoss(**common, alpha=config.tversky_alpha, beta=config.tversky_beta, batch=True)
+    if config.name == "generalized_dice":
+        return GeneralizedDiceLoss(**common, batch=True)
+    return _CrossEntropy(weight)
+
+
+class _CrossEntropy(nn.Module):
+    """Weighted cross-entropy on class-index targets ``[batch, 1, *spatial]``."""
+
+    def __init__(self, weight: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight if weight is not None else None, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target[:, 0].long(), weight=self.weight)
+
+
+class DeepSupervisionLoss(nn.Module):
+    """Weighted sum of a loss over deep-supervision heads (weights halve per level, normalised).
+
+    Takes the stacked output of a deep-supervised network ``[batch, heads, classes, *spatial]``
+    (MONAI ``DynUNet`` upsamples every head to full size) or a plain ``[batch, classes, *spatial]``.
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if output.dim() == target.dim():
+            return self.loss(output, target)
+        weights = torch.tensor([0.5**level for level in range(output.shape[1])])
+        weights = weights / weights.sum()
+        return sum(w * self.loss(output[:, level], target) for level, w in enumerate(weights.tolist()))
