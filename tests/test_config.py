@@ -1,0 +1,57 @@
+"""Config validation: unknown keys, wrong types and refused values name the file and the key."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from medseg.config import from_dict, load_yaml
+from medseg.errors import ConfigError
+from medseg.models import UNetConfig
+from medseg.training.losses import LossConfig
+
+
+@dataclass
+class Section:
+    model: UNetConfig = field(default_factory=UNetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    mode: Literal["2d", "3d"] = "3d"
+    patch_size: list[int] = field(default_factory=lambda: [64, 64, 32])
+    lr: float = 0.01
+    note: str | None = None
+
+
+def test_valid_config_builds_nested_sections():
+    config = from_dict(Section, {"model": {"channels": [8, 16, 32]}, "lr": 1, "mode": "2d"})
+    assert config.model.channels == [8, 16, 32] and config.lr == 1.0 and isinstance(config.lr, float)
+    assert config.loss.name == "dice_ce" and config.note is None
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"modle": {}}, r"unknown key\(s\) modle"),
+        ({"model": {"chanels": [1, 2]}}, r"unknown key\(s\) model.chanels"),
+        ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+        ({"patch_size": [64, "x", 32]}, r"patch_size\[1\] must be an integer"),
+        ({"mode": "4d"}, "mode must be one of '2d', '3d'; got '4d'"),
+        ({"model": {"deep_supervision": "yes"}}, "model.deep_supervision must be true or false"),
+        ({"model": {"norm": "group"}}, "model.norm must be 'instance' or 'batch'"),
+        ({"loss": {"name": "hinge"}}, "loss.name must be one of"),
+        ({"model": [1, 2]}, "model must be a mapping"),
+    ],
+)
+def test_errors_name_file_and_key(data, message):
+    with pytest.raises(ConfigError, match=f"train.yaml: .*{message}"):
+        from_dict(Section, data, source="train.yaml")
+
+
+def test_load_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_yaml(tmp_path / "absent.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_yaml(tmp_path / "list.yaml")
