@@ -217,7 +217,8 @@ def read_grid(path: str | Path) -> FileGrid:
     except VolumeReadError:
         raise
     except Exception as exc:  # nibabel / SimpleITK raise many types for bad files
-        raise VolumeReadError(f"{path}: unreadable header ({type(exc).__name__}: {str(exc).strip().splitlines()[-1:]})") from None
+        detail = (str(exc).strip().splitlines() or [""])[-1]
+        raise VolumeReadError(f"{path}: unreadable header ({type(exc).__name__}: {detail})") from None
     volume = load_volume(path)
     return FileGrid(volume.shape, volume.affine, volume.array.dtype)
 

@@ -256,14 +256,15 @@ def _check_volume(
 ) -> bool:
     """Check one case's label volume; return True when it is all background."""
     case_id = case.case_id
+    if rel.endswith(".gz") and not _is_gzip(path):
+        report.add(case_id, f"{rel}: named .gz but not gzip-compressed")
+        return False
     try:
         grid = read_grid(path)
         image_grid = read_grid(case.image_path)
     except MedsegError as exc:
         report.add(case_id, str(exc))
         return False
-    if rel.endswith(".gz") and not _is_gzip(path):
-        report.add(case_id, f"{rel}: named .gz but not gzip-compressed")
     if grid.stored_dtype != np.uint8 or grid.scaled:
         scaling = " with intensity scaling (scl_slope/scl_inter)" if grid.scaled else ""
         report.add(case_id, f"{rel}: stored as {grid.stored_dtype}{scaling}; expected uint8 labels")

@@ -106,6 +106,9 @@ def prepare_submission(
     allowed = effective_allowed_labels(fmt, allowed_labels)
     out_dir = Path(out_dir).expanduser()
     check_output_folder(out_dir, overwrite)
+    for name, folder in (("images", images_dir), ("predictions", pred_dir)):
+        if out_dir.resolve().is_relative_to(Path(folder).expanduser().resolve()):
+            raise SubmissionError(f"{out_dir}: the output folder must not lie inside the {name} folder {folder}")
     metrics_rows = None
     if fmt.name == "grand-challenge":
         metrics_rows = read_metrics_csv(_metrics_csv_path(metrics_csv, pred_dir))
@@ -181,8 +184,9 @@ def _prepared_labels(
             f"{pred_path.name}: label values {bad} are not allowed (allowed {sorted(allowed)}); "
             "fix them with --label-map (e.g. 4:0 to drop label 4)"
         )
-    if prediction.array.dtype != np.uint8:
-        notes.append(f"converted {prediction.meta.get('on_disk_dtype', prediction.array.dtype)} to uint8")
+    stored_dtype = read_grid(pred_path).stored_dtype
+    if stored_dtype != np.uint8:
+        notes.append(f"converted {stored_dtype} to uint8")
     labels = np.ascontiguousarray(array, dtype=np.uint8)
     return labels, PreparedCase(case.case_id, pred_path, case.image_path, "", present, notes), grid
 
