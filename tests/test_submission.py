@@ -272,6 +272,10 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
     if fault == "float dtype":
         save_volume(Volume(truth["case_001"].astype(np.float32), AFFINE), target, label=False)
         return "case_001", "stored as float32; expected uint8 labels"
+    if fault == "uncompressed":
+        nib.save(nib.load(target), out / "case_001.nii")
+        target.unlink()
+        return None, "case_001.nii: extra file, not part of a msd submission (expected case_001.nii.gz instead?)"
     if fault == "empty":
         save_volume(Volume(np.zeros(SHAPE, np.uint8), AFFINE), target, label=True)
         return "case_001", "all background"
@@ -282,7 +286,7 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
     raise AssertionError(fault)
 
 
-FAULTS = ["missing case", "flipped axis", "wrong label", "wrong spacing", "extra file", "extra case", "hidden file", "float dtype", "not gzip"]
+FAULTS = ["missing case", "flipped axis", "wrong label", "wrong spacing", "extra file", "extra case", "hidden file", "float dtype", "not gzip", "uncompressed"]
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +311,9 @@ def test_check_catches_planted_fault(msd_submission, tmp_path, fault):
     lines = problem_lines(report)
     prefix = f"FAIL {case}: " if case else "FAIL "
     assert any(line.startswith(prefix) and text in line for line in lines), lines
+    if fault == "uncompressed":  # the case is also missing under its right name
+        assert "FAIL case_001: missing: expected case_001.nii.gz" in lines
+        case = "case_001"
     others = [c for c in CASES if c != case]
     assert all(f"PASS {c}" in report.lines() for c in others)
 
@@ -512,7 +519,10 @@ def test_acdc_check_catches_planted_faults_on_real_data(tmp_path, fault):
         expected = "axes flipped or swapped: orientation LAS vs the image's RAS"
     else:
         os.replace(target, out / "patient019_es.nii.gz")
-        expected = "FAIL patient019_es.nii.gz: name 'patient019_es' does not match the acdc pattern"
+        expected = (
+            "FAIL patient019_es.nii.gz: name 'patient019_es' does not match the acdc pattern patient\\d{3}_(ED|ES) "
+            "(expected patient019_ES.nii.gz instead?)"
+        )
     lines = problem_lines(check_submission("acdc", out, images))
     assert any(expected in line for line in lines), lines
 

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io import grid_mismatch, load_volume, orientation_code
+from medseg.io import case_id_from_path, grid_mismatch, load_volume, orientation_code
 from medseg.submission.cases import FileGrid, ImageCase, discover_images, read_grid
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import (
@@ -219,10 +219,11 @@ def _check_folder(
             continue
         case_id = fmt.case_from_relpath(rel)
         if case_id is None:
-            report.add(None, f"{rel}: extra file, not part of a {fmt.name} submission")
+            report.add(None, f"{rel}: extra file, not part of a {fmt.name} submission{_did_you_mean(fmt, rel, expected)}")
         elif case_id not in expected:
             name_problem = fmt.case_name_problem(case_id)
-            report.add(None, f"{rel}: {name_problem}" if name_problem else f"{rel}: extra case {case_id!r} (no image with this case id)")
+            what = name_problem or f"extra case {case_id!r} (no image with this case id)"
+            report.add(None, f"{rel}: {what}{_did_you_mean(fmt, rel, expected)}")
         else:
             found[case_id] = rel
     for fixed in fmt.fixed_files:
@@ -249,6 +250,17 @@ def _check_folder(
         else:
             for line in metrics_json_problems(content, list(expected)):
                 report.add(None, line)
+
+
+def _did_you_mean(fmt: SubmissionFormat, rel: str, expected: dict[str, ImageCase]) -> str:
+    """`` (expected X instead?)`` when ``rel`` looks like an expected case with the wrong suffix, folder or case."""
+    if fmt.volume_suffix is None:
+        return ""
+    stem = case_id_from_path(rel).lower()
+    for case_id in expected:
+        if case_id.lower() == stem or case_id.lower() + "_0000" == stem:
+            return f" (expected {fmt.volume_relpath(case_id)} instead?)"
+    return ""
 
 
 def _check_volume(
