@@ -109,6 +109,8 @@ def prepare_submission(
     for name, folder in (("images", images_dir), ("predictions", pred_dir)):
         if out_dir.resolve().is_relative_to(Path(folder).expanduser().resolve()):
             raise SubmissionError(f"{out_dir}: the output folder must not lie inside the {name} folder {folder}")
+    if zip_path is not None and Path(zip_path).expanduser().resolve().is_relative_to(out_dir.resolve()):
+        raise SubmissionError(f"{zip_path}: the zip must not lie inside the submission folder {out_dir}")
     metrics_rows = None
     if fmt.name == "grand-challenge":
         metrics_rows = read_metrics_csv(_metrics_csv_path(metrics_csv, pred_dir))
