@@ -1,0 +1,61 @@
+"""Evaluation: exact overlap and surface metrics per label and per base / middle / apex region.
+
+Python API (plain Python objects; pandas where a table is the natural answer):
+
+* :func:`evaluate_case` -- two label-map arrays and a spacing -> :class:`CaseResult` (rows of
+  ``label, region, metric, value, flag``, and the region splits used).
+* :func:`evaluate_volumes` -- the same on two :class:`medseg.io.Volume` (grids checked).
+* :func:`evaluate_folder` -- match prediction and reference files by case name, evaluate them
+  (optionally in worker processes) and write ``metrics.csv``, ``summary.json`` and
+  ``report.md``; returns a ``pandas.DataFrame`` of every value.
+* :func:`summarise` -- per label, region and metric: mean, std, median, min, max, n, n_flagged,
+  and the foreground mean over labels.
+* :func:`compare` -- paired differences between two runs with Wilcoxon and paired t-test
+  p-values.
+
+Metric definitions and the empty-mask policy: :mod:`medseg.evaluation.metrics`; surfaces and
+distances: :mod:`medseg.evaluation.surfaces`; regions: :mod:`medseg.evaluation.regions`.
+"""
+
+from medseg.evaluation.case import CaseResult, evaluate_case, evaluate_volumes
+from medseg.evaluation.metrics import ALL_METRICS, DISTANCE_METRICS, OVERLAP_METRICS, VOLUME_METRICS
+from medseg.evaluation.regions import RegionSplit, choose_region_axis, split_regions
+from medseg.evaluation.surfaces import SurfaceDistances, bounding_box, surface_distances, surface_mask
+
+
+def __getattr__(name: str):
+    # the batch layer pulls in more (pandas, the file reader); load it on first use
+    if name in ("evaluate_folder", "summarise", "compare", "match_cases", "read_label_map"):
+        from medseg.evaluation import batch, comparison, matching, reading, summary
+
+        return {
+            "evaluate_folder": batch.evaluate_folder,
+            "summarise": summary.summarise,
+            "compare": comparison.compare,
+            "match_cases": matching.match_cases,
+            "read_label_map": reading.read_label_map,
+        }[name]
+    raise AttributeError(f"module 'medseg.evaluation' has no attribute {name!r}")
+
+
+__all__ = [
+    "ALL_METRICS",
+    "DISTANCE_METRICS",
+    "OVERLAP_METRICS",
+    "VOLUME_METRICS",
+    "CaseResult",
+    "RegionSplit",
+    "SurfaceDistances",
+    "bounding_box",
+    "choose_region_axis",
+    "compare",
+    "evaluate_case",
+    "evaluate_folder",
+    "evaluate_volumes",
+    "match_cases",
+    "read_label_map",
+    "split_regions",
+    "summarise",
+    "surface_distances",
+    "surface_mask",
+]
