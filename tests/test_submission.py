@@ -259,7 +259,7 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
         affine = AFFINE.copy()
         affine[2, 2] = 2.5
         save_volume(Volume(truth["case_001"], affine), target, label=True)
-        return "case_001", "voxel grid differs from the image case_001_0000.nii.gz: spacing (1.2, 0.8, 2.5) != (1.2, 0.8, 3) mm"
+        return "case_001", "voxel grid differs from the image case_001_0000.nii.gz (submission vs image): spacing (1.2, 0.8, 2.5) != (1.2, 0.8, 3) mm"
     if fault == "extra file":
         (out / "notes.txt").write_text("x")
         return None, "notes.txt: extra file, not part of a msd submission"
@@ -581,7 +581,7 @@ def test_acdc_ground_truth_round_trips_in_acdc_format(tmp_path):
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("fault", ["wrong label", "flipped axis", "bad name"])
+@pytest.mark.parametrize("fault", ["wrong label", "flipped axis", "bad name", "empty case", "absent label"])
 def test_acdc_check_catches_planted_faults_on_real_data(tmp_path, fault):
     acdc, images, preds = acdc_links(tmp_path)
     out = tmp_path / "acdc"
@@ -592,6 +592,17 @@ def test_acdc_check_catches_planted_faults_on_real_data(tmp_path, fault):
         volume.array[volume.array == 2] = 4
         save_volume(volume, target, label=True)
         expected = "FAIL patient019_ES: patient019_ES.nii.gz: label values [4] not allowed (allowed: 0-3)"
+    elif fault == "empty case":
+        volume.array[:] = 0
+        save_volume(volume, target, label=True)
+        expected = "FAIL patient019_ES: patient019_ES.nii.gz: all background (empty prediction)"
+    elif fault == "absent label":
+        volume.array[volume.array == 1] = 0
+        save_volume(volume, target, label=True)
+        report = check_submission("acdc", out, images)
+        assert report.ok  # only a warning
+        assert "WARN patient019_ES: patient019_ES.nii.gz: labels [1] absent (every acdc structure is expected)" in report.lines()
+        return
     elif fault == "flipped axis":
         save_volume(reoriented(volume, "LAS"), target, label=True)
         expected = "axes flipped or swapped: orientation LAS vs the image's RAS"

@@ -75,6 +75,7 @@ class CheckReport:
         return not any(p.severity == "error" for p in self.problems)
 
     def add(self, case: str | None, message: str, severity: str = "error") -> None:
+        """Record a problem of ``case`` (``None``: the whole submission)."""
         self.problems.append(CheckProblem(case, message, severity))
 
     def errors(self, case: str | None = None) -> list[CheckProblem]:
@@ -82,6 +83,7 @@ class CheckReport:
         return [p for p in self.problems if p.case == case and p.severity == "error"]
 
     def failed_cases(self) -> list[str]:
+        """Expected cases with at least one error, in case order (``[]`` when all pass)."""
         return [c for c in self.cases if self.errors(c)]
 
     def lines(self) -> list[str]:
@@ -282,7 +284,11 @@ def _check_volume(
         report.add(case_id, f"{rel}: stored as {grid.stored_dtype}{scaling}; expected uint8 labels")
     problem = grid_mismatch(grid.affine, grid.shape, image_grid.affine, image_grid.shape, atol_mm)
     if problem:
-        report.add(case_id, f"{rel}: voxel grid differs from the image {case.image_path.name}: {problem}{_flip_hint(grid, image_grid)}")
+        report.add(
+            case_id,
+            f"{rel}: voxel grid differs from the image {case.image_path.name} (submission vs image): "
+            f"{problem}{_flip_hint(grid, image_grid)}",
+        )
     try:
         labels = load_volume(path, label=True).array
     except MedsegError as exc:
@@ -297,6 +303,10 @@ def _check_volume(
     is_empty = not np.any(present > 0)
     if is_empty:
         report.add(case_id, f"{rel}: all background (empty prediction)", "error" if fmt.require_foreground else "warning")
+    elif fmt.require_foreground and fmt.allowed_labels:
+        absent = sorted(set(fmt.allowed_labels) - {0} - {int(v) for v in present})
+        if absent:
+            report.add(case_id, f"{rel}: labels {absent} absent (every {fmt.name} structure is expected)", "warning")
     return is_empty
 
 

@@ -53,6 +53,7 @@ class PreparedSubmission:
 
     @property
     def ok(self) -> bool:
+        """True when the written submission passed its check."""
         return self.check is None or self.check.ok
 
 

@@ -104,7 +104,7 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _check_runs(starts: np.ndarray, lengths: np.ndarray, ends: np.ndarray, n_pixels: int, shape: tuple) -> None:
-    def run(index: int) -> str:
+    def run(index: int) -> str:  # noqa: D401 - names a run in messages
         return f"run {index + 1} ('{starts[index] + 1} {lengths[index]}')"
 
     bad = np.flatnonzero(starts < 0)
