@@ -166,8 +166,9 @@ def test_grand_challenge_round_trip(tmp_path):
 def test_grand_challenge_needs_metrics_for_every_case(tmp_path):
     images, preds, _ = make_dataset(tmp_path)
     write_metrics_csv(tmp_path / "metrics.csv", CASES[:2])
-    result = prepare_submission("grand-challenge", preds, images, tmp_path / "gc", metrics_csv=tmp_path)
+    result = prepare_submission("grand-challenge", preds, images, tmp_path / "gc", metrics_csv=tmp_path, zip_path=tmp_path / "gc.zip")
     assert not result.ok
+    assert result.zip_path is None and not (tmp_path / "gc.zip").exists()  # no zip of a failing submission
     assert any("no metrics for 1 submitted case(s): case_002" in line for line in problem_lines(result.check))
     with pytest.raises(SubmissionError, match="metrics.csv"):
         prepare_submission("grand-challenge", preds, images, tmp_path / "gc2")
@@ -262,7 +263,7 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
         return "case_001", "voxel grid differs from the image case_001_0000.nii.gz (submission vs image): spacing (1.2, 0.8, 2.5) != (1.2, 0.8, 3) mm"
     if fault == "extra file":
         (out / "notes.txt").write_text("x")
-        return None, "notes.txt: extra file, not part of a msd submission"
+        return None, "notes.txt: extra file, not part of the msd format"
     if fault == "extra case":
         save_volume(Volume(truth["case_001"], AFFINE), out / "case_999.nii.gz", label=True)
         return None, "case_999.nii.gz: extra case 'case_999'"
@@ -275,7 +276,7 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
     if fault == "uncompressed":
         nib.save(nib.load(target), out / "case_001.nii")
         target.unlink()
-        return None, "case_001.nii: extra file, not part of a msd submission (expected case_001.nii.gz instead?)"
+        return None, "case_001.nii: extra file, not part of the msd format (expected case_001.nii.gz instead?)"
     if fault == "empty":
         save_volume(Volume(np.zeros(SHAPE, np.uint8), AFFINE), target, label=True)
         return "case_001", "all background"

@@ -221,7 +221,7 @@ def _check_folder(
             continue
         case_id = fmt.case_from_relpath(rel)
         if case_id is None:
-            report.add(None, f"{rel}: extra file, not part of a {fmt.name} submission{_did_you_mean(fmt, rel, expected)}")
+            report.add(None, f"{rel}: extra file, not part of the {fmt.name} format{_did_you_mean(fmt, rel, expected)}")
         elif case_id not in expected:
             name_problem = fmt.case_name_problem(case_id)
             what = name_problem or f"extra case {case_id!r} (no image with this case id)"
@@ -287,7 +287,7 @@ def _check_volume(
         report.add(
             case_id,
             f"{rel}: voxel grid differs from the image {case.image_path.name} (submission vs image): "
-            f"{problem}{_flip_hint(grid, image_grid)}",
+            f"{problem}{'' if 'orientation' in problem else _flip_hint(grid, image_grid)}",
         )
     try:
         labels = load_volume(path, label=True).array
