@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from medseg.errors import ConfigError, MedsegError
+from medseg.io.loader import strip_channel_suffix
 
 _CSV_COLUMNS = ("case_id", "image", "label", "split", "fold", "group")
 
@@ -156,7 +157,7 @@ def _load_dataset_json(path: Path) -> Manifest:
             images = item["image"] if isinstance(item["image"], list) else [item["image"]]
             image_paths = tuple((root / p).resolve() for p in images)
             label = (root / item["label"]).resolve() if item.get("label") else None
-            case_id = _strip_channel(_strip_ending(Path(images[0]).name, ending))
+            case_id = strip_channel_suffix(_strip_ending(Path(images[0]).name, ending))
             cases.append(CaseEntry(case_id, image_paths, label))
     else:
         images_dir = root / "imagesTr"
@@ -257,10 +258,6 @@ def _load_phantom_yaml(path: Path) -> Manifest:
 
 def _strip_ending(name: str, ending: str) -> str:
     return name[: -len(ending)] if name.endswith(ending) else Path(name).stem
-
-
-def _strip_channel(case_id: str) -> str:
-    return case_id[:-5] if len(case_id) > 5 and case_id[-5] == "_" and case_id[-4:].isdigit() else case_id
 
 
 def _check_unique(cases: list[CaseEntry], path: Path) -> None:

@@ -13,6 +13,7 @@ from medseg.io.loader import (
     load_image_and_label,
     load_volume,
     save_volume,
+    strip_channel_suffix,
 )
 from medseg.io.volume import Volume, check_same_grid, grid_mismatch, orientation_code, spacing_from_affine
 
@@ -34,5 +35,6 @@ __all__ = [
     "read_dicom_series",
     "save_volume",
     "spacing_from_affine",
+    "strip_channel_suffix",
     "to_hounsfield",
 ]

@@ -51,6 +51,13 @@ def case_id_from_path(path: str | Path) -> str:
     return name
 
 
+def strip_channel_suffix(case_id: str) -> str:
+    """``"case_0000"`` -> ``"case"``: nnU-Net's channel suffix (``_`` and four digits) removed."""
+    if len(case_id) > 5 and case_id[-5] == "_" and case_id[-4:].isdigit():
+        return case_id[:-5]
+    return case_id
+
+
 def load_volume(
     path: str | Path,
     *,
