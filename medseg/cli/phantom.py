@@ -1,0 +1,53 @@
+"""``medseg phantom``: write a synthetic phantom dataset (MSD / nnU-Net v2 layout).
+
+Example::
+
+    medseg phantom --kind ct-thorax --n 20 --seed 0 --out data/phantom_thorax
+
+Only the standard library is imported at module level; the generator is imported in :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+#: Must equal ``medseg.phantoms.PHANTOM_KINDS`` (kept here so ``medseg --help`` stays fast; a test checks).
+KINDS = ("ct-thorax", "cardiac-mri")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of cases, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need at least 1 case, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the seed must be non-negative, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", required=True, choices=KINDS, help="which phantom: %(choices)s")
+    parser.add_argument("--n", type=_count, default=8, metavar="N", help="number of cases (default %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed; same seed, same bytes (default %(default)s)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (imagesTr/, labelsTr/, dataset.json)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.phantoms import labels_for, write_phantom_dataset
+
+    dataset_json = write_phantom_dataset(args.kind, args.n, args.seed, args.out, progress=not args.quiet)
+    labels = ", ".join(f"{value} {name}" for name, value in labels_for(args.kind).items() if value)
+    print(f"wrote {args.n} {args.kind} case(s) (seed {args.seed}; labels {labels}) -> {dataset_json}")
+    return 0
