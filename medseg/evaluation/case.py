@@ -195,15 +195,20 @@ def evaluate_case(
     )
     label_names = normalise_labels(labels)
 
-    box = union_box(bounding_box(reference), bounding_box(prediction))
-    present = _present_labels(reference, prediction, box)
-    if label_names is None:
-        label_names = {v: str(v) for v in present}
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0 if affine is not None else float(np.prod(spacing)) / 1000.0
     axis = choose_region_axis(spacing, affine, region_axis) if (regions or region_mode == "slicewise") else None
     if flat_case:
         axis = 2 if region_mode == "slicewise" else axis
-    geometry = _Geometry(reference.shape, spacing, voxel_ml, axis, box, flat_case)
+    reported_axis = axis
+    if not flat_case and reference.flags.f_contiguous and not reference.flags.c_contiguous:
+        # NIfTI data are Fortran-ordered: work on the (C-ordered) transposed views, axes reversed
+        reference, prediction, spacing = reference.T, prediction.T, spacing[::-1].copy()
+        axis = None if axis is None else 2 - axis
+    box = union_box(bounding_box(reference), bounding_box(prediction))
+    present = _present_labels(reference, prediction, box)
+    if label_names is None:
+        label_names = {v: str(v) for v in present}
+    geometry = _Geometry(reference.shape, spacing, voxel_ml, axis, box, flat_case, reported_axis)
     anchor_counts = _anchor_counts(region_anchor, reference, box, geometry, label_names) if regions else None
 
     ref_crop = reference[box] if box is not None else None
@@ -254,6 +259,7 @@ class _Geometry:
     axis: int | None
     box: tuple[slice, ...] | None
     flat_case: bool
+    reported_axis: int | None  # the region axis in the caller's axis order
 
     @property
     def offset(self) -> tuple[int, ...]:
@@ -270,13 +276,17 @@ class _Geometry:
 
 
 def _present_labels(reference: np.ndarray, prediction: np.ndarray, box) -> list[int]:
+    """Non-zero label values found in either map (on their foreground box)."""
     if box is None:
         return []
     found: set[int] = set()
     for array in (reference[box], prediction[box]):
-        if np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize <= 2 and array.min() >= 0:
-            counts = np.bincount(array.ravel(order="K").astype(np.intp, copy=False), minlength=1)
-            found.update(np.flatnonzero(counts).tolist())
+        if np.issubdtype(array.dtype, np.unsignedinteger):
+            top = int(array.max())
+            if top <= 16:  # few labels: one comparison each beats a histogram
+                found.update(v for v in range(1, top + 1) if v in found or (array == v).any())
+            else:
+                found.update(np.flatnonzero(np.bincount(array.ravel(order="K"), minlength=1)).tolist())
         else:
             found.update(int(v) for v in np.unique(array))
     found.discard(0)
@@ -334,11 +344,11 @@ def _evaluate_label(value, name, ref_crop, pred_crop, geometry: _Geometry, optio
         split = split_regions(counts, options.base_at)
         anchor_name = "label" if str(anchor) == "label" else str(anchor)
         if split is not None:
-            split = dataclasses.replace(split, axis=geometry.axis)
+            split = dataclasses.replace(split, axis=geometry.reported_axis)
             info = {"label": name, "label_value": value, "anchor": anchor_name, **split.to_dict()}
         else:
             info = {
-                "label": name, "label_value": value, "anchor": anchor_name, "axis": geometry.axis,
+                "label": name, "label_value": value, "anchor": anchor_name, "axis": geometry.reported_axis,
                 "reference_first": None, "reference_last": None, "base_end": None, "base_rule": None,
                 "ranges": None,
             }  # fmt: skip

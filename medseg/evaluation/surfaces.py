@@ -147,16 +147,28 @@ def _sorted_offsets(spacing_mm: tuple[float, ...], count: int) -> tuple[np.ndarr
     return offsets, lengths
 
 
+def mask_points(mask: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Voxel indices of the ``True`` voxels of a mask, like ``np.nonzero`` (C order) but faster
+    (``np.flatnonzero`` + ``np.unravel_index``)."""
+    mask = np.ascontiguousarray(mask)
+    return np.unravel_index(np.flatnonzero(mask), mask.shape)
+
+
 def nearest_surface_distances(
-    query_points: tuple[np.ndarray, ...], target_surface: np.ndarray, spacing_mm: np.ndarray
+    query_points: tuple[np.ndarray, ...],
+    target_surface: np.ndarray,
+    spacing_mm: np.ndarray,
+    target_points: tuple[np.ndarray, ...] | None = None,
 ) -> np.ndarray:
     """Exact distance (mm) from each query voxel to the nearest ``True`` voxel of ``target_surface``.
 
     Args:
-        query_points: voxel indices of the query voxels, as returned by ``np.nonzero``
+        query_points: voxel indices of the query voxels, as returned by ``np.nonzero`` or
+            :func:`mask_points`
             (one integer array per axis, in the frame of ``target_surface``).
         target_surface: boolean array; must contain at least one ``True`` voxel.
         spacing_mm: voxel size along each array axis in mm.
+        target_points: ``mask_points(target_surface)`` when the caller has it already.
 
     Returns:
         float64 array, one distance per query voxel (empty for no query voxels).
@@ -171,7 +183,8 @@ def nearest_surface_distances(
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     offsets, lengths = _sorted_offsets(tuple(float(s) for s in spacing), STENCIL_OFFSETS)
     reach = np.abs(offsets).max(axis=0)
-    padded = np.pad(target_surface, [(int(r), int(r)) for r in reach])
+    padded = np.zeros(tuple(n + 2 * int(r) for n, r in zip(target_surface.shape, reach)), dtype=bool)
+    padded[tuple(slice(int(r), int(r) + n) for n, r in zip(target_surface.shape, reach))] = target_surface
     strides = np.array([int(np.prod(padded.shape[axis + 1 :])) for axis in range(padded.ndim)], dtype=np.int64)
     index_dtype = np.int32 if padded.size < 2**31 - 1 else np.int64
     flat = np.zeros(n_query, dtype=index_dtype)
@@ -188,7 +201,8 @@ def nearest_surface_distances(
             if remaining.size == 0:
                 return distances
     query = np.stack([np.asarray(c)[remaining] * s for c, s in zip(query_points, spacing)], axis=1)
-    target = np.stack([c * s for c, s in zip(np.nonzero(target_surface), spacing)], axis=1)
+    target_points = mask_points(target_surface) if target_points is None else target_points
+    target = np.stack([c * s for c, s in zip(target_points, spacing)], axis=1)
     distances[remaining] = _exact_nearest(query, target)
     return distances
 
@@ -257,11 +271,11 @@ def surface_distances(
     offset = offset or (0,) * reference.ndim
     ref_surface = surface_mask(reference, surface_axes)
     pred_surface = surface_mask(prediction, surface_axes)
-    ref_points = np.nonzero(ref_surface)
-    pred_points = np.nonzero(pred_surface)
+    ref_points = mask_points(ref_surface)
+    pred_points = mask_points(pred_surface)
     if len(ref_points[0]) and len(pred_points[0]):
-        ref_to_pred = nearest_surface_distances(ref_points, pred_surface, spacing)
-        pred_to_ref = nearest_surface_distances(pred_points, ref_surface, spacing)
+        ref_to_pred = nearest_surface_distances(ref_points, pred_surface, spacing, pred_points)
+        pred_to_ref = nearest_surface_distances(pred_points, ref_surface, spacing, ref_points)
     else:
         ref_to_pred = np.full(len(ref_points[0]), np.inf)
         pred_to_ref = np.full(len(pred_points[0]), np.inf)

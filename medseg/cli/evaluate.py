@@ -1,0 +1,121 @@
+"""``medseg evaluate``: score a folder of predictions; ``medseg evaluate compare``: compare two runs.
+
+Examples::
+
+    medseg evaluate --pred preds/ --ref labelsTr/ --out eval/ --labels dataset.json --workers 2
+    medseg evaluate --pred preds/ --manifest dataset.json --out eval/ --regions --region-mode slicewise
+    medseg evaluate compare evalA/metrics.csv evalB/metrics.csv --out a_vs_b/
+
+Only the standard library is imported here; the evaluation code is imported inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+cases are matched by file name without the image suffix and one role suffix (_gt, _seg,
+_segmentation, _label, _labels, _mask, _pred, _prediction), then without a trailing _0000;
+folders are searched recursively. Outputs: OUT/metrics.csv (case,label,region,metric,value,flag,
+written as cases finish), OUT/summary.json, OUT/regions.csv (with --regions), OUT/report.md and
+OUT/figures/. The exit status is 1 when any case failed (all others are still evaluated).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    source = parser.add_argument_group("inputs")
+    source.add_argument("--pred", metavar="DIR", help="folder of predicted label maps")
+    refs = source.add_mutually_exclusive_group()
+    refs.add_argument("--ref", metavar="DIR", help="folder of reference label maps")
+    refs.add_argument("--manifest", metavar="FILE", help="dataset manifest (dataset.json, CSV or phantom YAML) giving the references")
+    source.add_argument("--ref-pattern", metavar="GLOB", help="only reference files whose name matches, e.g. '*_gt.nii.gz'")
+    source.add_argument("--pred-pattern", metavar="GLOB", help="only prediction files whose name matches")
+    source.add_argument("--out", metavar="DIR", help="output folder (metrics.csv, summary.json, report.md)")
+    what = parser.add_argument_group("what to score")
+    what.add_argument(
+        "--labels",
+        metavar="SPEC",
+        help="labels to score: a dataset.json (its names are used), or a comma list of values, name=value or names "
+        "(default: the dataset.json beside the references or the manifest's labels, else every label found)",
+    )
+    what.add_argument("--metrics", metavar="LIST", help="comma list of metrics (default all: dice,jaccard,voe,rvd,sensitivity,"
+                      "specificity,precision,volume_ref_ml,volume_pred_ml,hd,hd95,asd,nsd)")  # fmt: skip
+    what.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM", help="normalised surface Dice tolerance in mm (default 1)")
+    what.add_argument("--empty-policy", choices=("worst", "nan"), default="worst",
+                      help="distances when one mask is empty: worst-case value (default) or NaN; flagged either way")  # fmt: skip
+    what.add_argument("--worst-distance", type=float, metavar="MM", help="worst-case distance (default: the volume's diagonal)")
+    regions = parser.add_argument_group("base / middle / apex regions")
+    regions.add_argument("--regions", action="store_true", help="also score base, middle and apex (region 'all' is always scored)")
+    regions.add_argument("--region-axis", default="auto", choices=("auto", "0", "1", "2"),
+                         help="axis split into regions (auto: largest spacing, else the superior-inferior axis)")  # fmt: skip
+    regions.add_argument("--base-at", default="auto", choices=("auto", "first", "last"),
+                         help="which end is the base (auto: the end with the larger reference cross-section)")  # fmt: skip
+    regions.add_argument("--region-mode", default="volumetric", choices=("volumetric", "slicewise"),
+                         help="3D metrics per region (default) or 2D metrics averaged over slices")  # fmt: skip
+    regions.add_argument("--region-anchor", default="label", metavar="ANCHOR",
+                         help="whose reference extent defines the regions: label (each its own, default), foreground, or a label value/name")  # fmt: skip
+    run = parser.add_argument_group("running")
+    run.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    run.add_argument("--geometry-tolerance", type=float, default=1e-3, metavar="MM", help="grid match tolerance in mm (default 0.001)")
+    run.add_argument("--resample-pred-to-ref", action="store_true", help="resample predictions on another grid (nearest neighbour)")
+    run.add_argument("--no-report", action="store_true", help="skip report.md and its figures")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    actions = parser.add_subparsers(dest="evaluate_action", metavar="{compare}", required=False)
+    compare = actions.add_parser("compare", help="compare two runs: paired differences, Wilcoxon and t-test, Bland-Altman plot",
+                                 description="Compare two metrics.csv files case by case (differences are B - A).")  # fmt: skip
+    compare.add_argument("metrics_a", metavar="A_METRICS_CSV")
+    compare.add_argument("metrics_b", metavar="B_METRICS_CSV")
+    compare.add_argument("--out", dest="compare_out", required=True, metavar="DIR", help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.errors import ConfigError
+
+    if getattr(args, "evaluate_action", None) == "compare":
+        from medseg.evaluation.comparison import write_comparison
+
+        written = write_comparison(args.metrics_a, args.metrics_b, args.compare_out)
+        print(f"wrote {', '.join(str(p) for p in written.values())}")
+        return 0
+    if not args.pred or not (args.ref or args.manifest) or not args.out:
+        raise ConfigError("need --pred DIR, --ref DIR (or --manifest FILE) and --out DIR (or: medseg evaluate compare A B --out DIR)")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    from medseg.evaluation.batch import run_folder
+
+    run_result = run_folder(
+        args.pred,
+        args.ref,
+        args.out,
+        manifest=args.manifest,
+        labels=args.labels,
+        workers=args.workers,
+        progress=not args.no_progress,
+        ref_pattern=args.ref_pattern,
+        pred_pattern=args.pred_pattern,
+        atol_mm=args.geometry_tolerance,
+        resample_pred_to_ref=args.resample_pred_to_ref,
+        report=not args.no_report,
+        metrics=args.metrics,
+        regions=args.regions,
+        region_axis=args.region_axis,
+        base_at=args.base_at,
+        region_mode=args.region_mode,
+        region_anchor=args.region_anchor,
+        nsd_tolerance_mm=args.nsd_tolerance,
+        empty_policy=args.empty_policy,
+        worst_distance_mm=args.worst_distance,
+    )
+    n_cases, failures = len(run_result.outcomes), run_result.failures
+    print(f"evaluated {n_cases - len(failures)} of {n_cases} cases; results in {args.out} (metrics.csv, summary.json"
+          f"{', report.md' if not args.no_report else ''})")  # fmt: skip
+    if failures:
+        print(f"medseg evaluate: {len(failures)} case(s) failed (listed in {args.out}/summary.json and report.md):", file=sys.stderr)
+        for outcome in failures[:10]:
+            print(f"  {outcome.case_id}: {outcome.error}", file=sys.stderr)
+        return 1
+    return 0

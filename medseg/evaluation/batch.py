@@ -1,0 +1,531 @@
+"""Evaluate a whole folder (or manifest) of predictions: matching, per-case checks, outputs.
+
+Per case: both label maps are read (:func:`medseg.evaluation.reading.read_label_map`), their
+voxel grids compared (same shape; origin, spacing and axes within ``atol_mm``), and the case
+scored with :func:`medseg.evaluation.case.evaluate_case`. A case that cannot be read, whose
+grids differ (unless ``resample_pred_to_ref``) or that has no prediction fails with a
+message; the run goes on.
+
+Outputs in ``out_dir``:
+
+* ``metrics.csv`` -- long form ``case,label,region,metric,value,flag``, appended as each case
+  finishes (an interrupted run keeps what it had); failed cases have one row with metric
+  ``error`` and the message in ``flag``. Sorted by case at the end.
+* ``summary.json`` -- per label, region and metric: mean, std, median, min, max, n, n_flagged,
+  n_nan, plus the foreground mean over labels, the failures and the options.
+* ``regions.csv`` -- with regions: the split of every case and label (axis, reference
+  extent, base end chosen and how, slice ranges).
+* ``report.md`` and ``figures/`` -- tables and figures (see :mod:`medseg.evaluation.report`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from medseg.errors import ConfigError, MedsegError
+from medseg.evaluation.matching import CasePair, Matching, match_cases
+
+CSV_COLUMNS = ("case", "label", "region", "metric", "value", "flag")
+#: how many worst cases get an overlay figure
+WORST_CASES = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs to evaluate one case (picklable)."""
+
+    labels: dict[int, str] | None
+    case_options: dict[str, Any]
+    atol_mm: float = 1e-3
+    resample_pred_to_ref: bool = False
+    snapshot: bool = True
+
+
+@dataclass
+class CaseOutcome:
+    """What one case produced (returned by the worker)."""
+
+    case_id: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    regions: list[dict[str, Any]] = field(default_factory=list)
+    labels_present: list[int] = field(default_factory=list)
+    error: str | None = None
+    resampled: bool = False
+    snapshot: dict[str, Any] | None = None
+    seconds: float = 0.0
+    reference: str = ""
+    prediction: str = ""
+    image: str | None = None
+
+
+@dataclass
+class FolderRun:
+    """Everything :func:`run_folder` produced (plain Python objects)."""
+
+    rows: list[dict[str, Any]]
+    outcomes: list[CaseOutcome]
+    matching: Matching
+    label_names: dict[int, str]
+    options: dict[str, Any]
+    interrupted: bool = False
+
+    @property
+    def failures(self) -> list[CaseOutcome]:
+        return [o for o in self.outcomes if o.error]
+
+
+def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
+    """Read, check and score one case; never raises for a bad case (the error is returned)."""
+    from medseg.evaluation.case import evaluate_case
+    from medseg.evaluation.reading import read_label_map, resample_nearest
+    from medseg.io import grid_mismatch
+
+    start = time.perf_counter()
+    outcome = CaseOutcome(pair.case_id, reference=str(pair.reference), prediction=str(pair.prediction or ""), image=str(pair.image) if pair.image else None)
+    try:
+        if pair.prediction is None:
+            raise ConfigError(f"no prediction file found for case {pair.case_id} (reference {pair.reference})")
+        reference = read_label_map(pair.reference)
+        prediction = read_label_map(pair.prediction)
+        problem = grid_mismatch(reference.affine, reference.shape, prediction.affine, prediction.shape, settings.atol_mm)
+        if problem:
+            if not settings.resample_pred_to_ref:
+                raise ConfigError(
+                    f"prediction {pair.prediction.name} is not on the reference's voxel grid ({problem}); "
+                    "fix it or pass --resample-pred-to-ref"
+                )
+            prediction = resample_nearest(prediction, reference)
+            outcome.resampled = True
+        result = evaluate_case(
+            reference.array,
+            prediction.array,
+            reference.spacing_mm,
+            settings.labels,
+            affine=reference.affine,
+            case_id=pair.case_id,
+            **settings.case_options,
+        )
+        outcome.rows, outcome.regions, outcome.labels_present = result.rows, result.regions, result.labels_present
+        if settings.snapshot:
+            outcome.snapshot = _snapshot(reference, prediction)
+    except MedsegError as exc:
+        outcome.error = str(exc)
+    except MemoryError:
+        outcome.error = f"{pair.case_id}: out of memory"
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _snapshot(reference, prediction) -> dict[str, Any]:
+    """A small 2D cut for the overlay figure: the slice (along the region axis) where the two
+    label maps disagree most, cropped in-plane to the foreground with a margin."""
+    from medseg.evaluation.regions import choose_region_axis
+    from medseg.evaluation.surfaces import bounding_box, union_box
+
+    spacing = reference.spacing_mm
+    axis = choose_region_axis(spacing, reference.affine, "auto")
+    box = union_box(bounding_box(reference.array), bounding_box(prediction.array))
+    if box is None:
+        return {}
+    ref_crop, pred_crop = reference.array[box], prediction.array[box]
+    others = tuple(a for a in range(3) if a != axis)
+    disagreement = np.count_nonzero(ref_crop != pred_crop, axis=others)
+    weight = disagreement if disagreement.any() else np.count_nonzero(ref_crop, axis=others)
+    index = int(np.argmax(weight))
+    margin = 8
+    cut = [slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, reference.shape)]
+    cut[axis] = box[axis].start + index
+    take = tuple(cut)
+    return {
+        "axis": axis,
+        "slice": box[axis].start + index,
+        "cut": [[c.start, c.stop] if isinstance(c, slice) else c for c in cut],
+        "reference": np.ascontiguousarray(reference.array[take]),
+        "prediction": np.ascontiguousarray(prediction.array[take]),
+        "pixel_mm": [float(spacing[a]) for a in others],
+    }
+
+
+def _labels_from_dataset_json(path: Path) -> dict[int, str]:
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read labels ({exc})") from None
+    raw = spec.get("labels") if isinstance(spec, dict) else None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: no 'labels' mapping")
+    names: dict[int, str] = {}
+    for key, value in raw.items():
+        if str(key).lstrip("-").isdigit() and isinstance(value, str):
+            names[int(key)] = value
+        elif isinstance(value, (int, float)) or str(value).isdigit():
+            names[int(value)] = str(key)
+        else:
+            raise ConfigError(f"{path}: label {key!r}: {value!r} is neither 'value: name' nor 'name: value'")
+    return {v: n for v, n in sorted(names.items()) if v != 0}
+
+
+def parse_labels(spec: str | None, known: dict[int, str] | None = None) -> dict[int, str] | None:
+    """Parse ``--labels``: a dataset.json path, or comma-separated ``value``, ``name=value`` or
+    ``name`` entries (a bare name is looked up in ``known``, e.g. the manifest's labels)."""
+    if spec is None or spec == "":
+        return None
+    if spec.lower().endswith(".json") or Path(spec).is_dir():
+        path = Path(spec)
+        return _labels_from_dataset_json(path / "dataset.json" if path.is_dir() else path)
+    known = known or {}
+    by_name = {n: v for v, n in known.items()}
+    out: dict[int, str] = {}
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        if sep:
+            if not value.strip().isdigit():
+                raise ConfigError(f"--labels: {item!r} must be name=value with a whole-number value")
+            out[int(value)] = name.strip()
+        elif item.isdigit():
+            out[int(item)] = known.get(int(item), item)
+        elif item in by_name:
+            out[by_name[item]] = item
+        else:
+            raise ConfigError(f"--labels: unknown label name {item!r} (known: {', '.join(by_name) or 'none'})")
+    if 0 in out:
+        raise ConfigError("--labels: 0 is background and is not scored")
+    return dict(sorted(out.items()))
+
+
+def _find_dataset_json(folder: Path) -> Path | None:
+    for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _outcomes(pairs: list[CasePair], settings: Settings, workers: int) -> Iterable[CaseOutcome]:
+    if workers <= 1 or len(pairs) <= 1:
+        for pair in pairs:
+            yield evaluate_pair(pair, settings)
+        return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = set()
+        queue = iter(pairs)
+        for pair in queue:
+            pending.add(pool.submit(evaluate_pair, pair, settings))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                next_pair = next(queue, None)
+                if next_pair is not None:
+                    pending.add(pool.submit(evaluate_pair, next_pair, settings))
+                yield future.result()
+
+
+def run_folder(
+    pred_dir: str | Path,
+    ref_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    manifest: str | Path | None = None,
+    labels: object = None,
+    workers: int = 1,
+    progress: bool = False,
+    ref_pattern: str | None = None,
+    pred_pattern: str | None = None,
+    atol_mm: float = 1e-3,
+    resample_pred_to_ref: bool = False,
+    report: bool = True,
+    **case_options: Any,
+) -> FolderRun:
+    """Evaluate every case and write the outputs; see :func:`evaluate_folder` (which returns a
+    DataFrame) for the arguments. Returns a :class:`FolderRun` of plain Python objects."""
+    from medseg.evaluation.case import evaluate_case, normalise_labels  # noqa: F401  (validates options early)
+    from medseg.evaluation.metrics import check_metrics, check_policy
+
+    check_metrics(case_options.get("metrics"))
+    check_policy(case_options.get("empty_policy", "worst"))
+    known: dict[int, str] = {}
+    references = images = None
+    if manifest is not None:
+        from medseg.data.manifest import load_manifest
+
+        loaded = load_manifest(manifest)
+        known = {v: n for v, n in loaded.label_names.items() if v != 0}
+        references = {e.case_id: e.label for e in loaded.cases if e.label is not None}
+        images = {e.case_id: e.image for e in loaded.cases if e.label is not None}
+        if not references:
+            raise ConfigError(f"{manifest}: the manifest lists no case with a reference label map")
+    elif ref_dir is not None:
+        found = _find_dataset_json(Path(ref_dir))
+        if found is not None and labels is None:
+            known = _labels_from_dataset_json(found)
+    if isinstance(labels, str):
+        label_names = parse_labels(labels, known)
+    elif labels is not None:
+        label_names = normalise_labels(labels)
+        label_names = {v: known.get(v, n) if n == str(v) else n for v, n in label_names.items()}  # type: ignore[union-attr]
+    else:
+        label_names = dict(known) or None
+
+    matching = match_cases(pred_dir, ref_dir, references=references, images=images, ref_pattern=ref_pattern, pred_pattern=pred_pattern)
+    settings = Settings(label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report)
+    out = Path(out_dir).expanduser() if out_dir is not None else None
+    writer = _MetricsWriter(out / "metrics.csv") if out is not None else None
+    outcomes: list[CaseOutcome] = []
+    rows: list[dict[str, Any]] = []
+    worst = _WorstCases(WORST_CASES)
+    interrupted = False
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(matching.pairs), desc="evaluate", unit="case", dynamic_ncols=True, disable=None)
+    try:
+        for outcome in _outcomes(matching.pairs, settings, workers):
+            outcome.rows = outcome.rows or ([_error_row(outcome)] if outcome.error else [])
+            if writer is not None:
+                writer.write(outcome.rows)
+            rows.extend(outcome.rows)
+            worst.offer(outcome)
+            outcomes.append(outcome)
+            if bar is not None:
+                bar.update(1)
+                if outcome.error:
+                    bar.write(f"medseg evaluate: {outcome.case_id}: FAILED: {outcome.error}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+
+    all_labels = _fill_absent_labels(rows, outcomes, label_names, case_options)
+    outcomes.sort(key=lambda o: o.case_id)
+    rows = [row for o in outcomes for row in o.rows]
+    run = FolderRun(rows, outcomes, matching, all_labels, _options_record(pred_dir, ref_dir, manifest, label_names, workers, atol_mm, resample_pred_to_ref, case_options), interrupted)
+    if out is not None:
+        _write_csv(out / "metrics.csv", rows)
+        _write_regions(out / "regions.csv", outcomes)
+        from medseg.evaluation.summary import summary_document
+
+        summary = summary_document(run)
+        _write_json(out / "summary.json", summary)
+        if report:
+            from medseg.evaluation.report import write_report
+
+            write_report(out, run, summary, worst.cases())
+    if interrupted:
+        raise KeyboardInterrupt
+    return run
+
+
+def evaluate_folder(
+    pred_dir: str | Path,
+    ref_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    **options: Any,
+):
+    """Evaluate a folder of predictions against references; returns a ``pandas.DataFrame``.
+
+    Args:
+        pred_dir: predicted label maps (searched recursively).
+        ref_dir: reference label maps; cases are matched by name (see
+            :mod:`medseg.evaluation.matching`). Or pass ``manifest=`` (a ``dataset.json``,
+            CSV or phantom YAML read by :func:`medseg.data.manifest.load_manifest`) instead.
+        out_dir: where ``metrics.csv``, ``summary.json``, ``regions.csv`` and ``report.md``
+            go (nothing is written when ``None``).
+        options: ``labels`` (``{value: name}``, values, or the ``--labels`` text: a
+            dataset.json path or ``name=value`` list; default: the dataset.json beside the
+            references or the manifest's labels, else every label found, with cases lacking one
+            filled in as ``both_empty``), ``workers`` (processes; 1 = in this process),
+            ``progress`` (tqdm bar), ``ref_pattern`` / ``pred_pattern`` (file-name globs),
+            ``atol_mm`` (grid tolerance, default 1e-3 mm), ``resample_pred_to_ref``
+            (nearest-neighbour), ``report`` (write report.md and figures, default True), and
+            every option of :func:`medseg.evaluation.evaluate_case` (``metrics``, ``regions``,
+            ``region_axis``, ``base_at``, ``region_mode``, ``region_anchor``,
+            ``nsd_tolerance_mm``, ``empty_policy``, ``worst_distance_mm``).
+
+    Returns:
+        DataFrame with columns ``case, label, region, metric, value, flag`` (failed cases: one
+        row with metric ``error``, the message in ``flag``).
+    """
+    import pandas as pd
+
+    run = run_folder(pred_dir, ref_dir, out_dir, **options)
+    return pd.DataFrame(run.rows, columns=list(CSV_COLUMNS))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _error_row(outcome: CaseOutcome) -> dict[str, Any]:
+    return {"case": outcome.case_id, "label": "", "region": "", "metric": "error", "value": math.nan, "flag": outcome.error}
+
+
+def _fill_absent_labels(rows, outcomes: list[CaseOutcome], label_names, case_options) -> dict[int, str]:
+    """With no fixed label list, give every case rows for every label seen in any case (a label
+    absent from both maps of a case is ``both_empty`` there, not silently missing)."""
+    if label_names is not None:
+        return dict(label_names)
+    seen = sorted({v for o in outcomes for v in o.labels_present})
+    names = {v: str(v) for v in seen}
+    from medseg.evaluation.case import evaluate_case
+
+    for outcome in outcomes:
+        if outcome.error:
+            continue
+        missing = [v for v in seen if v not in outcome.labels_present]
+        if not missing:
+            continue
+        # both maps lack these labels: their values are the both-empty constants everywhere
+        options = {k: v for k, v in case_options.items() if k not in ("regions", "region_anchor")}
+        blank = np.zeros((2, 2, 2), dtype=np.uint8)
+        extra = evaluate_case(blank, blank, (1.0, 1.0, 1.0), {v: names[v] for v in missing}, case_id=outcome.case_id, **options).rows
+        if case_options.get("regions"):
+            defined = str(case_options.get("region_anchor", "label")) != "label" and any(
+                info.get("ranges") for info in outcome.regions
+            )
+            for region in ("base", "middle", "apex"):
+                extra += [
+                    {**row, "region": region, **({} if defined else {"value": math.nan, "flag": "no_region"})}
+                    for row in extra
+                    if row["region"] == "all"
+                ]
+        outcome.rows = outcome.rows + extra
+        outcome.rows.sort(key=lambda r: _label_order(r["label"]))
+    return names
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    return (int(label), "") if str(label).isdigit() else (1 << 30, str(label))
+
+
+def _options_record(pred_dir, ref_dir, manifest, labels, workers, atol_mm, resample, case_options) -> dict[str, Any]:
+    from medseg.evaluation.reading import DECOMPRESSOR
+
+    record = {
+        "pred": str(pred_dir),
+        "ref": str(ref_dir) if ref_dir is not None else None,
+        "manifest": str(manifest) if manifest is not None else None,
+        "labels": {str(k): v for k, v in labels.items()} if labels else "all found",
+        "workers": workers,
+        "geometry_tolerance_mm": atol_mm,
+        "resample_pred_to_ref": resample,
+        "regions": bool(case_options.get("regions", False)),
+        "region_axis": str(case_options.get("region_axis", "auto")),
+        "base_at": case_options.get("base_at", "auto"),
+        "region_mode": case_options.get("region_mode", "volumetric"),
+        "region_anchor": str(case_options.get("region_anchor", "label")),
+        "nsd_tolerance_mm": case_options.get("nsd_tolerance_mm", 1.0),
+        "empty_policy": case_options.get("empty_policy", "worst"),
+        "worst_distance_mm": case_options.get("worst_distance_mm") or "volume diagonal",
+        "metrics": case_options.get("metrics") or "all",
+        "gzip": DECOMPRESSOR,
+    }
+    return record
+
+
+class _MetricsWriter:
+    """Appends rows to metrics.csv as cases finish (flushed each time)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "w", newline="")
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(CSV_COLUMNS)
+        self.handle.flush()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.writer.writerows(_csv_values(row) for row in rows)
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _csv_values(row: dict[str, Any]) -> list[Any]:
+    value = row["value"]
+    text = "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+    return [row["case"], row["label"], row["region"], row["metric"], text, row["flag"]]
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(_csv_values(row) for row in rows)
+    os.replace(tmp, path)
+
+
+def _write_regions(path: Path, outcomes: list[CaseOutcome]) -> None:
+    entries = [info for o in outcomes for info in o.regions]
+    if not entries:
+        return
+    columns = ["case", "label", "anchor", "axis", "reference_first", "reference_last", "base_end", "base_rule", "base", "middle", "apex"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for info in entries:
+            ranges = info.get("ranges") or {}
+            span = lambda name: f"{ranges[name][0]}-{ranges[name][1]}" if name in ranges else ""  # noqa: E731
+            writer.writerow(
+                [info["case"], info["label"], info["anchor"], info["axis"], info["reference_first"], info["reference_last"],
+                 info["base_end"], info["base_rule"], span("base"), span("middle"), span("apex")]
+            )  # fmt: skip
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_jsonable(document), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+class _WorstCases:
+    """Keeps the snapshots of the few cases with the lowest mean foreground dice (region all)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.kept: list[tuple[float, str, CaseOutcome]] = []
+
+    def offer(self, outcome: CaseOutcome) -> None:
+        snapshot = outcome.snapshot
+        outcome.snapshot = None  # keep memory bounded: only the worst keep theirs
+        if outcome.error or not snapshot:
+            return
+        dice = [r["value"] for r in outcome.rows if r["metric"] == "dice" and r["region"] == "all" and not math.isnan(r["value"])]
+        if not dice:
+            return
+        score = float(np.mean(dice))
+        self.kept.append((score, outcome.case_id, CaseOutcome(outcome.case_id, rows=outcome.rows, snapshot=snapshot, image=outcome.image)))
+        self.kept.sort(key=lambda item: (item[0], item[1]))
+        del self.kept[self.k :]
+
+    def cases(self) -> list[tuple[float, CaseOutcome]]:
+        return [(score, outcome) for score, _, outcome in self.kept]
