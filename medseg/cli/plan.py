@@ -1,0 +1,67 @@
+"""``medseg plan``: fingerprint a dataset and write its preprocessing / network plan (JSON)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", required=True, help="dataset manifest (dataset.json, .csv or phantom .yaml)")
+    parser.add_argument("--out", required=True, help="plan JSON to write (e.g. PLAN.json)")
+    parser.add_argument("--config", help="preprocessing config YAML (see configs/preprocessing_default.yaml)")
+    parser.add_argument("--workers", type=int, default=1, help="processes reading cases for the fingerprint (default 1)")
+    parser.add_argument("--target-spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="override the target spacing (mm, RAS axis order)")
+    parser.add_argument("--gpu-memory-gib", type=float, help="memory budget for the patch size (default 8)")
+    parser.add_argument("--base-channels", type=int, help="U-Net channels at full resolution (default 32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the foreground intensity sampling (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.data.config import load_preprocessing_config
+    from medseg.data.manifest import load_manifest
+    from medseg.data.planning import plan_dataset, save_plan
+
+    manifest = load_manifest(args.manifest)
+    config = load_preprocessing_config(args.config)
+    if args.target_spacing:
+        config = load_preprocessing_config({**config, "target_spacing_mm": list(args.target_spacing)})
+    if args.gpu_memory_gib is not None or args.base_channels is not None:
+        network = dict(config["network"])
+        if args.gpu_memory_gib is not None:
+            network["gpu_memory_gib"] = args.gpu_memory_gib
+        if args.base_channels is not None:
+            network["base_channels"] = args.base_channels
+        config = load_preprocessing_config({**config, "network": network})
+    plan = plan_dataset(manifest, config, workers=max(1, args.workers), progress=not args.quiet, seed=args.seed)
+    path = save_plan(plan, args.out)
+    print(summary_lines(plan))
+    print(f"wrote {path}")
+    return 0
+
+
+def summary_lines(plan: dict) -> str:
+    """A few human-readable lines about a plan."""
+    pre, fp = plan["preprocessing"], plan["fingerprint"]
+    lines = [
+        f"dataset {plan['dataset']['name']}: {fp['n_cases']} cases, {'CT' if pre['ct'] else plan['dataset']['modality'] or 'non-CT'}, "
+        f"original orientations {', '.join(fp['orientations_original'])}",
+        f"median spacing {fp['spacing_mm']['median']} mm -> target {pre['target_spacing_mm']} mm ({pre['orientation']} axis order)"
+        + (f", anisotropic: axis {pre['separate_z_axis']} resampled separately" if pre["anisotropic"] else ""),
+        "normalisation: " + "; ".join(
+            f"channel {n['channel']} {n['scheme']}" + (f" clip {n['clip']} mean {n['mean']:.4g} std {n['std']:.4g}" if n["scheme"] == "ct" else "")
+            for n in pre["normalization"]
+        ),
+    ]
+    for name, cfg in plan["configurations"].items():
+        extra = f", slices across axis {cfg['slice_axis']}" if "slice_axis" in cfg else ""
+        lines.append(
+            f"{name}: patch {cfg['patch_size']} batch {cfg['batch_size']} ({len(cfg['strides'])} stages, "
+            f"~{cfg['estimated_memory_gib']} GiB estimated{extra})"
+        )
+    classes = ", ".join(
+        f"{c['name']} {c['fraction_of_all'] * 100:.3g}%" for v, c in fp["classes"].items() if v != "0" and c["voxels"]
+    )
+    if classes:
+        lines.append(f"class voxel fractions: {classes}")
+    return "\n".join(lines)

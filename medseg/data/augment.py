@@ -1,0 +1,297 @@
+"""Patch augmentation in torch: one resample for all spatial transforms, vectorised intensity.
+
+Spatial: rotation and scaling (and an optional elastic displacement) are composed into one
+sampling grid, and the patch is drawn with a single ``torch.nn.functional.grid_sample`` from a
+crop that is just large enough (see :func:`source_extent`) instead of resampling once per
+transform. Rotations are physical (in mm, using the voxel spacing), about all three axes for
+near-isotropic 3D patches and in-plane only (about the lowest-resolution axis) for
+anisotropic ones and for 2D. ``scale`` multiplies the size of the sampled region (> 1 shows
+more context, structures look smaller). Images are interpolated linearly, label maps by
+nearest neighbour (they stay integer). Flips and 90-degree rotations are exact index
+operations done afterwards. When no resampling transform is drawn, the patch is a plain crop.
+
+Intensity (per channel, on the patch): Gaussian noise, Gaussian blur (separable), brightness
+(multiplicative), contrast (around the mean, range preserved), simulated low resolution
+(nearest down, linear up), gamma (optionally on the inverted image, mean/std retained). The
+order and default probabilities follow nnU-Net (see ``configs/augmentation_default.yaml``).
+
+Determinism: :meth:`Augmenter.draw` takes a ``numpy.random.Generator``; the same generator
+state gives the same parameters and the same noise (the torch generator is seeded from it).
+Arrays are channel-first ``(C, *spatial)`` with 2 or 3 spatial axes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medseg.data.config import load_augmentation_config
+
+
+@dataclass
+class AugmentationParams:
+    """Everything drawn for one patch (so a patch can be reproduced or inspected)."""
+
+    matrix: np.ndarray | None = None  # patch offset (voxels) -> source offset (voxels)
+    elastic: dict[str, float] | None = None
+    flips: list[int] = field(default_factory=list)
+    rot90: tuple[int, tuple[int, int]] | None = None
+    intensity: dict[str, Any] = field(default_factory=dict)
+    torch_seed: int = 0
+
+    @property
+    def resamples(self) -> bool:
+        return self.matrix is not None or self.elastic is not None
+
+
+def _rotation_3d(angles_rad: Sequence[float]) -> np.ndarray:
+    ax, ay, az = angles_rad
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _rotation_in_plane(angle_rad: float, dims: int, plane: tuple[int, int]) -> np.ndarray:
+    rotation = np.eye(dims)
+    a, b = plane
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    rotation[a, a], rotation[a, b], rotation[b, a], rotation[b, b] = c, -s, s, c
+    return rotation
+
+
+class Augmenter:
+    """Draws and applies augmentation for patches of ``patch_size`` voxels.
+
+    Args:
+        config: augmentation config (path, dict, ``None`` for defaults; see
+            :func:`~medseg.data.config.load_augmentation_config`).
+        patch_size: output patch size, 2 or 3 spatial axes (voxels).
+        spacing_mm: voxel spacing of the patch axes (mm), for physical rotations and to
+            decide in-plane-only rotation (max/min spacing > 3). Default isotropic.
+    """
+
+    def __init__(self, config: str | Mapping[str, Any] | None, patch_size: Sequence[int], spacing_mm: Sequence[float] | None = None):
+        self.config = load_augmentation_config(config)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.dims = len(self.patch_size)
+        if self.dims not in (2, 3):
+            raise ValueError(f"patch_size must have 2 or 3 axes, got {patch_size}")
+        spacing = np.ones(self.dims) if spacing_mm is None else np.asarray(spacing_mm, dtype=np.float64)
+        self.spacing = spacing
+        self.anisotropic = bool(spacing.max() / spacing.min() > 3.0)
+        self._offsets: torch.Tensor | None = None
+
+    # -- drawing ---------------------------------------------------------------------------
+    def draw(self, rng: np.random.Generator) -> AugmentationParams:
+        """Draw one patch's parameters from ``rng`` (every random number comes from it)."""
+        spatial, intensity = self.config["spatial"], self.config["intensity"]
+        params = AugmentationParams(torch_seed=int(rng.integers(0, 2**62)))
+        matrix = None
+        rotation_cfg = spatial["rotation"]
+        if rng.random() < rotation_cfg["p"]:
+            low, high = np.deg2rad(rotation_cfg["degrees"])
+            if self.dims == 3 and not self.anisotropic:
+                rotation = _rotation_3d(rng.uniform(low, high, size=3))
+            else:
+                plane = (0, 1) if self.dims == 2 else tuple(a for a in range(3) if a != int(np.argmax(self.spacing)))
+                rotation = _rotation_in_plane(rng.uniform(low, high), self.dims, plane)  # type: ignore[arg-type]
+            # physical rotation: voxel offsets -> mm -> rotate -> voxel offsets
+            matrix = np.diag(1.0 / self.spacing) @ rotation @ np.diag(self.spacing)
+        scale_cfg = spatial["scale"]
+        if rng.random() < scale_cfg["p"]:
+            factor = rng.uniform(*scale_cfg["range"])
+            matrix = (np.eye(self.dims) if matrix is None else matrix) * factor
+        params.matrix = matrix
+        elastic_cfg = spatial["elastic"]
+        if rng.random() < elastic_cfg["p"]:
+            params.elastic = {
+                "magnitude": float(rng.uniform(*elastic_cfg["magnitude_voxels"])),
+                "sigma": float(rng.uniform(*elastic_cfg["sigma_voxels"])),
+            }
+        flip_cfg = spatial["flip"]
+        params.flips = [a for a in flip_cfg["axes"] if a < self.dims and rng.random() < flip_cfg["p"]]
+        rot90_cfg = spatial["rot90"]
+        axes = tuple(a for a in rot90_cfg["axes"] if a < self.dims)[:2]
+        if len(axes) == 2 and rng.random() < rot90_cfg["p"]:
+            square = self.patch_size[axes[0]] == self.patch_size[axes[1]]
+            params.rot90 = (int(rng.integers(1, 4)) if square else 2, axes)  # type: ignore[assignment]
+        for name in ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "low_resolution", "gamma"):
+            cfg = intensity[name]
+            if rng.random() >= cfg["p"]:
+                continue
+            if name == "gaussian_noise":
+                params.intensity[name] = float(rng.uniform(*cfg["variance"]))
+            elif name == "gaussian_blur":
+                params.intensity[name] = float(rng.uniform(*cfg["sigma"]))
+            elif name == "brightness":
+                params.intensity[name] = float(rng.uniform(*cfg["multiplier"]))
+            elif name == "contrast":
+                params.intensity[name] = float(rng.uniform(*cfg["factor"]))
+            elif name == "low_resolution":
+                params.intensity[name] = float(rng.uniform(*cfg["zoom"]))
+            elif name == "gamma":
+                params.intensity[name] = (float(rng.uniform(*cfg["gamma"])), bool(rng.random() < cfg["p_invert"]))
+        return params
+
+    def source_extent(self, params: AugmentationParams) -> tuple[int, ...]:
+        """Size (voxels) of the crop, centred on the patch centre, that contains every source
+        position the patch samples (rotated/scaled box plus the elastic magnitude and a
+        1-voxel margin for linear interpolation). Without resampling: the patch size."""
+        if not params.resamples:
+            return self.patch_size
+        half = (np.asarray(self.patch_size, dtype=np.float64) - 1) / 2
+        matrix = np.eye(self.dims) if params.matrix is None else params.matrix
+        reach = np.abs(matrix) @ half
+        if params.elastic is not None:
+            reach = reach + 3.0 * params.elastic["magnitude"]
+        return tuple(int(2 * math.ceil(r) + 3) for r in reach)
+
+    # -- applying --------------------------------------------------------------------------
+    def _offset_grid(self) -> torch.Tensor:
+        if self._offsets is None:
+            axes = [torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in self.patch_size]
+            mesh = torch.meshgrid(*axes, indexing="ij")
+            self._offsets = torch.stack(mesh, dim=-1)  # (*P, dims)
+        return self._offsets
+
+    def spatial(
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor | None,
+        params: AugmentationParams,
+        centre: Sequence[float],
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Resample ``image`` ``(C, *S)`` (float) and ``label`` ``(1, *S)`` at the patch grid
+        centred on ``centre`` (voxel coordinates in the crop), transformed by ``params``.
+        Returns ``(C, *patch)`` float32 and ``(1, *patch)`` in the label's dtype. Positions
+        outside the crop (none, when the crop has :meth:`source_extent`) get 0."""
+        if not params.resamples:
+            return image, label
+        grid = self._offset_grid()
+        if params.matrix is not None:
+            grid = grid @ torch.as_tensor(params.matrix.T, dtype=torch.float32)
+        if params.elastic is not None:
+            grid = grid + self._elastic_field(params.elastic, generator)
+        grid = grid + torch.as_tensor(np.asarray(centre, dtype=np.float32))
+        sizes = torch.as_tensor([max(n - 1, 1) for n in image.shape[1:]], dtype=torch.float32)
+        normalised = (grid * (2.0 / sizes) - 1.0).flip(-1)[None]  # grid_sample wants (x=last axis, ...)
+        out = F.grid_sample(image[None].float(), normalised, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+        out_label = None
+        if label is not None:
+            sampled = F.grid_sample(label[None].float(), normalised, mode="nearest", padding_mode="zeros", align_corners=True)[0]
+            out_label = sampled.round().to(label.dtype)
+        return out, out_label
+
+    def _elastic_field(self, elastic: Mapping[str, float], generator: torch.Generator | None) -> torch.Tensor:
+        """Smooth random displacement (voxels) on the patch grid: Gaussian noise on a control
+        grid every ``sigma`` voxels, interpolated (cubic-like smoothness from two linear
+        passes), scaled so the largest displacement is ``magnitude``."""
+        control = [max(2, int(math.ceil(n / elastic["sigma"])) + 1) for n in self.patch_size]
+        noise = torch.randn((self.dims, *control), generator=generator)
+        mode = "trilinear" if self.dims == 3 else "bilinear"
+        field_ = F.interpolate(noise[None], size=self.patch_size, mode=mode, align_corners=True)[0]
+        peak = field_.abs().amax().clamp_min(1e-6)
+        field_ = field_ * (elastic["magnitude"] / peak)
+        return field_.movedim(0, -1)
+
+    def flip_and_rotate(self, image: torch.Tensor, label: torch.Tensor | None, params: AugmentationParams):
+        """Apply the drawn mirror flips and 90-degree rotation (exact)."""
+        if params.flips:
+            axes = [a + 1 for a in params.flips]
+            image = image.flip(axes)
+            label = label.flip(axes) if label is not None else None
+        if params.rot90 is not None:
+            k, (a, b) = params.rot90
+            image = torch.rot90(image, k, (a + 1, b + 1))
+            label = torch.rot90(label, k, (a + 1, b + 1)) if label is not None else None
+        return image, label
+
+    def intensity(self, image: torch.Tensor, params: AugmentationParams, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Apply the drawn intensity transforms to ``image`` ``(C, *patch)`` float32."""
+        ops = params.intensity
+        if not ops:
+            return image
+        image = image.clone()
+        reduce = tuple(range(1, image.ndim))
+        if "gaussian_noise" in ops:
+            image += torch.randn(image.shape, generator=generator) * math.sqrt(ops["gaussian_noise"])
+        if "gaussian_blur" in ops:
+            image = gaussian_blur(image, ops["gaussian_blur"])
+        if "brightness" in ops:
+            image *= ops["brightness"]
+        if "contrast" in ops:
+            mean = image.mean(dim=reduce, keepdim=True)
+            low, high = image.amin(dim=reduce, keepdim=True), image.amax(dim=reduce, keepdim=True)
+            image = ((image - mean) * ops["contrast"] + mean).clamp(low, high)
+        if "low_resolution" in ops:
+            image = simulate_low_resolution(image, ops["low_resolution"])
+        if "gamma" in ops:
+            gamma, invert = ops["gamma"]
+            image = adjust_gamma(image, gamma, invert, self.config["intensity"]["gamma"]["retain_stats"])
+        return image
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor | None,
+        params: AugmentationParams,
+        centre: Sequence[float],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Spatial, then flips/rot90, then intensity, for one crop (see :meth:`spatial`)."""
+        generator = torch.Generator().manual_seed(params.torch_seed)
+        image, label = self.spatial(image, label, params, centre, generator)
+        image, label = self.flip_and_rotate(image, label, params)
+        image = self.intensity(image.float(), params, generator)
+        return image.contiguous(), (label.contiguous() if label is not None else None)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(C, *spatial)`` with ``sigma`` voxels (replicate borders)."""
+    if sigma <= 0:
+        return image
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    dims = image.ndim - 1
+    out = image[:, None]  # channels as batch: (C, 1, *spatial)
+    conv = F.conv3d if dims == 3 else F.conv2d
+    for axis in range(dims):
+        shape = [1, 1] + [1] * dims
+        shape[2 + axis] = kernel.numel()
+        pad = [0, 0] * dims
+        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = radius
+        out = conv(F.pad(out, pad, mode="replicate"), kernel.view(shape))
+    return out[:, 0]
+
+
+def simulate_low_resolution(image: torch.Tensor, zoom: float) -> torch.Tensor:
+    """Downsample ``(C, *spatial)`` by ``zoom`` (nearest) and upsample back (linear)."""
+    size = image.shape[1:]
+    small = [max(1, int(round(n * zoom))) for n in size]
+    mode = "trilinear" if len(size) == 3 else "bilinear"
+    down = F.interpolate(image[None], size=small, mode="nearest-exact")
+    return F.interpolate(down, size=tuple(size), mode=mode, align_corners=False)[0]
+
+
+def adjust_gamma(image: torch.Tensor, gamma: float, invert: bool, retain_stats: bool) -> torch.Tensor:
+    """Per channel: rescale to [0, 1], raise to ``gamma``, rescale back (on ``-image`` when
+    ``invert``); ``retain_stats`` restores each channel's mean and std."""
+    reduce = tuple(range(1, image.ndim))
+    if invert:
+        image = -image
+    mean, std = image.mean(dim=reduce, keepdim=True), image.std(dim=reduce, keepdim=True)
+    low = image.amin(dim=reduce, keepdim=True)
+    span = (image.amax(dim=reduce, keepdim=True) - low).clamp_min(1e-7)
+    image = ((image - low) / span).clamp_min(0).pow(gamma) * span + low
+    if retain_stats:
+        new_mean, new_std = image.mean(dim=reduce, keepdim=True), image.std(dim=reduce, keepdim=True)
+        image = (image - new_mean) / new_std.clamp_min(1e-7) * std + mean
+    return -image if invert else image

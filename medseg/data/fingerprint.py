@@ -1,0 +1,235 @@
+"""Dataset fingerprint: what the planner needs to know about a dataset.
+
+Per case (after reorientation to the canonical orientation, so spacings and shapes are in
+the order the network will see): shape and spacing (voxels, mm), shape after cropping to the
+body / non-zero region, a random sample of foreground intensities per channel (foreground =
+labelled voxels, or the body/non-zero region for cases without a label), label voxel counts,
+and how much of the cropped box is non-zero (for the MRI "z-score inside the non-zero mask"
+decision). The dataset fingerprint aggregates these: median / 10th percentile / min / max
+spacing per axis, median shapes, intensity percentiles 0.5 / 99.5, mean and std of the
+foreground (per channel; the CT normalisation uses them) and class voxel frequencies.
+Cases are read with the medseg loader (one at a time per worker process).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from medseg.data.manifest import CaseEntry, Manifest
+
+#: Foreground intensity samples drawn per case and channel.
+SAMPLES_PER_CASE = 10_000
+
+
+def _modality_ct(manifest: Manifest) -> bool | None:
+    modality = manifest.modality
+    if modality == "CT":
+        return True
+    if modality:
+        return False
+    return None
+
+
+def case_fingerprint(
+    entry: CaseEntry,
+    *,
+    ct: bool | None = None,
+    orientation: str = "RAS",
+    crop: str = "auto",
+    samples: int = SAMPLES_PER_CASE,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fingerprint of one case (see the module docstring); plain JSON types.
+
+    Intensity samples are drawn with a generator seeded from ``seed`` and the case id, so a
+    re-run gives the same fingerprint. A case without a label (or an empty one) samples the
+    body / non-zero region instead of the labelled voxels.
+    """
+    from medseg.data.transforms import CropForegroundd, EnsureChannelFirstd, LoadVolumed, Orientationd
+
+    keys = ("image", "label")
+    sample = {"image": list(entry.images), "label": entry.label, "meta": {"case_id": entry.case_id}}
+    if entry.label is None:
+        sample.pop("label")
+    sample = LoadVolumed(keys, ct=ct)(sample)
+    sample = EnsureChannelFirstd(keys)(sample)
+    sample = Orientationd(keys, axcodes=orientation)(sample)
+    shape = list(sample["image"].shape[1:])
+    cropper = CropForegroundd(keys, mode=crop)
+    cropped = cropper(sample)
+    image, label = cropped["image"], cropped.get("label")
+    meta = cropped["meta"]
+    spacing = np.sqrt((np.asarray(meta["affine"])[:3, :3] ** 2).sum(axis=0))
+    rng = np.random.default_rng([seed, zlib.crc32(entry.case_id.encode())])
+    label_counts: dict[str, int] = {}
+    if label is not None:
+        counts = np.bincount(label.reshape(-1).astype(np.int64))
+        label_counts = {str(v): int(c) for v, c in enumerate(counts) if c}
+        foreground = label[0] > 0
+    else:
+        foreground = None
+    if foreground is None or not foreground.any():
+        if meta.get("ct"):
+            foreground = image[0] > -500.0
+        else:
+            foreground = (image != 0).any(axis=0)
+    index = np.flatnonzero(foreground.reshape(-1))
+    chosen = rng.choice(index, size=min(samples, index.size), replace=False) if index.size else index
+    channels = []
+    for channel in image:
+        flat = channel.reshape(-1)
+        values = flat[chosen].astype(np.float64)
+        strided = flat[:: max(1, flat.size // 1_000_000)]
+        channels.append(
+            {
+                "samples": [round(float(v), 3) for v in values],
+                "nonzero_fraction": float(np.count_nonzero(strided) / max(1, strided.size)),
+            }
+        )
+    return {
+        "case_id": entry.case_id,
+        "shape": [int(n) for n in shape],
+        "spacing_mm": [round(float(s), 6) for s in spacing],
+        "shape_after_crop": [int(n) for n in image.shape[1:]],
+        "orientation_original": meta["steps"][0]["orientation"],
+        "ct": bool(meta.get("ct")),
+        "label_voxels": label_counts,
+        "channels": channels,
+    }
+
+
+def _case_job(args: tuple) -> dict[str, Any]:
+    entry, kwargs = args
+    try:
+        return case_fingerprint(entry, **kwargs)
+    except Exception as exc:  # reported per case by the caller
+        return {"case_id": entry.case_id, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def dataset_fingerprint(
+    manifest: Manifest,
+    *,
+    orientation: str = "RAS",
+    crop: str = "auto",
+    workers: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+    cases: Sequence[CaseEntry] | None = None,
+) -> dict[str, Any]:
+    """Fingerprint of every case in ``manifest`` (or of ``cases``) and the dataset summary.
+
+    ``workers`` > 1 reads cases in that many processes. Raises
+    :class:`~medseg.errors.ConfigError` for an empty manifest and
+    :class:`~medseg.errors.MedsegError` listing the cases that could not be read.
+    """
+    from medseg.errors import ConfigError, MedsegError
+
+    entries = list(cases if cases is not None else manifest.cases)
+    if not entries:
+        raise ConfigError(f"{manifest.path}: manifest lists no cases; nothing to plan")
+    kwargs = {"ct": _modality_ct(manifest), "orientation": orientation, "crop": crop, "seed": seed}
+    jobs = [(entry, kwargs) for entry in entries]
+    results: list[dict[str, Any]] = []
+    if workers > 1:
+        from medseg.data.cache import process_context
+
+        with process_context().Pool(workers, initializer=_quiet_worker) as pool:
+            iterator = pool.imap(_case_job, jobs)
+            results = list(_progress(iterator, len(jobs), progress, "fingerprint"))
+    else:
+        results = [_case_job(job) for job in _progress(jobs, len(jobs), progress, "fingerprint")]
+    failed = [r for r in results if "error" in r]
+    if failed:
+        lines = "; ".join(f"{r['case_id']}: {r['error']}" for r in failed[:5])
+        raise MedsegError(f"{manifest.path}: {len(failed)} case(s) could not be fingerprinted: {lines}")
+    return summarize(results, manifest)
+
+
+def _quiet_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _progress(iterable, total: int, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="case")
+
+
+def _stats(values: np.ndarray) -> dict[str, list[float]]:
+    return {
+        "median": [round(float(v), 6) for v in np.median(values, axis=0)],
+        "p10": [round(float(v), 6) for v in np.percentile(values, 10, axis=0)],
+        "min": [round(float(v), 6) for v in values.min(axis=0)],
+        "max": [round(float(v), 6) for v in values.max(axis=0)],
+    }
+
+
+def summarize(cases: list[dict[str, Any]], manifest: Manifest) -> dict[str, Any]:
+    """Aggregate per-case fingerprints (see the module docstring). Sample lists are dropped
+    from the per-case entries of the result to keep the JSON readable."""
+    spacings = np.array([c["spacing_mm"] for c in cases], dtype=np.float64)
+    shapes = np.array([c["shape"] for c in cases], dtype=np.float64)
+    cropped = np.array([c["shape_after_crop"] for c in cases], dtype=np.float64)
+    n_channels = len(cases[0]["channels"])
+    intensity = []
+    for channel in range(n_channels):
+        values = np.concatenate([np.asarray(c["channels"][channel]["samples"], dtype=np.float64) for c in cases])
+        if values.size == 0:
+            values = np.zeros(1)
+        p005, p50, p995 = np.percentile(values, [0.5, 50, 99.5])
+        intensity.append(
+            {
+                "channel": channel,
+                "name": manifest.channel_names.get(channel, ""),
+                "samples": int(values.size),
+                "percentile_00_5": round(float(p005), 4),
+                "median": round(float(p50), 4),
+                "percentile_99_5": round(float(p995), 4),
+                "mean": round(float(values.mean()), 4),
+                "std": round(float(values.std()), 4),
+                "min": round(float(values.min()), 4),
+                "max": round(float(values.max()), 4),
+                "median_nonzero_fraction": round(float(np.median([c["channels"][channel]["nonzero_fraction"] for c in cases])), 4),
+            }
+        )
+    totals: dict[int, int] = {}
+    present: dict[int, int] = {}
+    for case in cases:
+        for value, count in case["label_voxels"].items():
+            totals[int(value)] = totals.get(int(value), 0) + count
+            present[int(value)] = present.get(int(value), 0) + 1
+    all_voxels = sum(totals.values()) or 1
+    foreground_voxels = sum(c for v, c in totals.items() if v != 0) or 1
+    names = manifest.label_names
+    classes = {}
+    for value in sorted(set(totals) | set(names)):
+        count = totals.get(value, 0)
+        classes[str(value)] = {
+            "name": names.get(value, f"label_{value}"),
+            "voxels": int(count),
+            "fraction_of_all": round(count / all_voxels, 6),
+            "fraction_of_foreground": round(count / foreground_voxels, 6) if value != 0 else None,
+            "cases_present": int(present.get(value, 0)),
+        }
+    undeclared = sorted(v for v in totals if v not in names)
+    per_case = [{k: v for k, v in c.items() if k != "channels"} for c in cases]
+    return {
+        "n_cases": len(cases),
+        "ct": bool(np.mean([c["ct"] for c in cases]) >= 0.5),
+        "orientations_original": sorted({c["orientation_original"] for c in cases}),
+        "spacing_mm": _stats(spacings),
+        "shape_voxels": _stats(shapes),
+        "shape_after_crop_voxels": _stats(cropped),
+        "crop_size_fraction_median": round(float(np.median(np.prod(cropped, axis=1) / np.prod(shapes, axis=1))), 4),
+        "intensity_foreground": intensity,
+        "classes": classes,
+        "undeclared_label_values": undeclared,
+        "cases": per_case,
+    }

@@ -1,0 +1,482 @@
+"""Preprocessing as MONAI dictionary transforms that record what they did.
+
+A sample is a dict::
+
+    {"image": array (C, X, Y, Z), "label": array (1, X, Y, Z) uint8 (optional),
+     "meta": {"case_id": str, "affine": 4x4 nested list (RAS+ mm, current grid),
+              "original": {...}, "steps": [step record, ...]}}
+
+Arrays are indexed ``[channel, i, j, k]`` (see :mod:`medseg.io.volume`). Every transform here
+is a :class:`monai.transforms.MapTransform`, so chains compose with MONAI's own transforms
+(``monai.transforms.Compose``), and appends one plain-JSON **step record** to
+``meta["steps"]``: the load (original shape, affine, files), orientation (axis permutation
+and flips), foreground crop (bounding box), resampling (shapes and spacings in and out),
+intensity normalisation (parameters used) and padding (widths). Geometry (the current
+``meta["affine"]``) is shared by all keys, which must lie on the same grid.
+:func:`medseg.data.restore.restore_to_original` walks the records backwards to put a
+prediction on the original grid exactly.
+
+The default chain (:func:`build_preprocessing`) is load -> channel first -> orientation to RAS
+-> crop to the body / non-zero region -> resample to the target spacing -> normalise ->
+(pad to the patch size). Cropping before resampling is exact (the crop is recorded) and saves
+the time of resampling air.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+from monai.transforms import Compose, MapTransform
+
+from medseg.data import intensity as intensity_lib
+from medseg.data import resample as resample_lib
+from medseg.data import spatial
+from medseg.errors import ConfigError, GeometryError
+from medseg.io import Volume, grid_mismatch, load_volume, orientation_code, spacing_from_affine
+
+META = "meta"
+#: HU above which a CT voxel counts as body when cropping (air is -1000, lung about -850..-500).
+BODY_THRESHOLD_HU = -500.0
+
+
+def _json_affine(affine: np.ndarray) -> list[list[float]]:
+    return [[float(v) for v in row] for row in np.asarray(affine, dtype=np.float64)]
+
+
+def _ints(values) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _floats(values, digits: int = 6) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def current_affine(sample: Mapping[Hashable, Any], meta_key: str = META) -> np.ndarray:
+    """The sample's current voxel-to-RAS+ affine (4 x 4, mm)."""
+    return np.asarray(sample[meta_key]["affine"], dtype=np.float64)
+
+
+def _spatial_shape(sample: Mapping[Hashable, Any], keys: Sequence[Hashable]) -> tuple[int, int, int]:
+    shapes = {tuple(sample[k].shape[-3:]) for k in keys if k in sample and sample[k] is not None}
+    if len(shapes) != 1:
+        raise GeometryError(f"{sample.get(META, {}).get('case_id', '<sample>')}: keys {list(keys)} have different grids {shapes}")
+    return shapes.pop()
+
+
+class _RecordingTransform(MapTransform):
+    """Base: keys present in the sample share one grid; ``label_keys`` are label maps."""
+
+    def __init__(self, keys=("image", "label"), label_keys=("label",), meta_key: str = META, allow_missing_keys: bool = True):
+        super().__init__(keys, allow_missing_keys)
+        self.label_keys = tuple(label_keys)
+        self.meta_key = meta_key
+
+    def present(self, data: Mapping[Hashable, Any]) -> list[Hashable]:
+        return [k for k in self.key_iterator(data) if data[k] is not None]
+
+    def record(self, data: dict, step: dict[str, Any]) -> None:
+        data[self.meta_key].setdefault("steps", []).append(step)
+
+
+class LoadVolumed(MapTransform):
+    """Read image channel(s) and label with :func:`medseg.io.load_volume` (same geometry and HU
+    handling as everywhere in medseg).
+
+    Input values: a path, a list of paths (one per channel; must share a grid) or a
+    :class:`~medseg.io.Volume`. Output: ``image`` as ``(X, Y, Z)`` for one channel or
+    ``(C, X, Y, Z)`` for several, in the file's dtype (CT in HU); ``label`` as uint8/uint16
+    ``(X, Y, Z)``. Creates ``meta`` with the case id, the original geometry and the first
+    step record. ``ct``: ``None`` detects CT, ``True``/``False`` force it (see ``load_volume``).
+    """
+
+    def __init__(
+        self,
+        keys=("image", "label"),
+        label_keys=("label",),
+        meta_key: str = META,
+        ct: bool | None = None,
+        clip_hu: tuple[float, float] | None = None,
+        atol_mm: float = 1e-3,
+        allow_missing_keys: bool = True,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.label_keys = tuple(label_keys)
+        self.meta_key = meta_key
+        self.ct, self.clip_hu, self.atol_mm = ct, clip_hu, atol_mm
+
+    def _load(self, value, label: bool) -> Volume:
+        if isinstance(value, Volume):
+            return value
+        return load_volume(value, label=label, ct=None if label else self.ct, clip_hu=None if label else self.clip_hu)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        reference: Volume | None = None
+        sources: dict[str, list[str]] = {}
+        kinds: set[str] = set()
+        for key in self.key_iterator(data):
+            value = data[key]
+            if value is None:
+                continue
+            is_label = key in self.label_keys
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            volumes = [self._load(v, is_label) for v in values]
+            for volume in volumes:
+                if reference is None:
+                    reference = volume
+                    continue
+                problem = grid_mismatch(reference.affine, reference.shape, volume.affine, volume.shape, self.atol_mm)
+                if problem:
+                    raise GeometryError(f"{volume.name} is not on the grid of {reference.name}: {problem}")
+            if not is_label:
+                kinds.update(str(v.meta.get("kind", "image")) for v in volumes)
+            sources[str(key)] = [v.name for v in volumes]
+            arrays = [v.array for v in volumes]
+            out[key] = arrays[0] if len(arrays) == 1 else np.stack(arrays)
+        if reference is None:
+            raise ConfigError(f"LoadVolumed: none of the keys {list(self.keys)} is in the sample")
+        meta = dict(out.get(self.meta_key) or {})
+        case_id = meta.get("case_id") or Path(reference.name).name
+        original = {
+            "shape": _ints(reference.shape),
+            "affine": _json_affine(reference.affine),
+            "spacing_mm": _floats(reference.spacing_mm),
+            "orientation": reference.orientation,
+            "sources": sources,
+        }
+        meta.update(case_id=case_id, affine=original["affine"], original=original, ct="ct" in kinds)
+        meta["steps"] = [{"step": "load", **original, "ct": "ct" in kinds}]
+        out[self.meta_key] = meta
+        return out
+
+
+class EnsureChannelFirstd(_RecordingTransform):
+    """Give 3D arrays a leading channel axis: ``(X, Y, Z)`` -> ``(1, X, Y, Z)`` (no record needed:
+    it does not change the grid)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        for key in self.present(data):
+            if out[key].ndim == 3:
+                out[key] = out[key][None]
+            elif out[key].ndim != 4:
+                raise GeometryError(f"{key}: expected a 3D volume or channel-first 4D array, got shape {out[key].shape}")
+        return out
+
+
+class Orientationd(_RecordingTransform):
+    """Permute and flip axes so they point along ``axcodes`` (default ``"RAS"``); exact, no
+    interpolation (oblique grids go to the closest axes and stay oblique)."""
+
+    def __init__(self, keys=("image", "label"), axcodes: str = "RAS", **kwargs):
+        super().__init__(keys, **kwargs)
+        self.axcodes = spatial.check_axcodes(axcodes)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        keys = self.present(data)
+        affine = current_affine(out, self.meta_key)
+        shape_in = _spatial_shape(out, keys)
+        permutation, flips = spatial.orientation_plan(affine, self.axcodes)
+        for key in keys:
+            out[key] = spatial.apply_orientation(out[key], permutation, flips)
+        new_affine = affine @ spatial.reorient_index_map(shape_in, permutation, flips)
+        out[self.meta_key] = meta = dict(out[self.meta_key])
+        meta["affine"] = _json_affine(new_affine)
+        meta["steps"] = list(meta.get("steps", []))
+        self.record(
+            out,
+            {
+                "step": "orientation",
+                "from": orientation_code(affine),
+                "to": orientation_code(new_affine),
+                "permutation": _ints(permutation),
+                "flips": [bool(f) for f in flips],
+                "shape_in": _ints(shape_in),
+                "shape_out": _ints(shape_in[p] for p in permutation),
+            },
+        )
+        return out
+
+
+class CropForegroundd(_RecordingTransform):
+    """Crop all keys to the bounding box of the body (CT: HU above ``body_threshold_hu``) or of
+    the non-zero voxels (other images), grown by ``margin`` voxels.
+
+    ``mode``: ``"auto"`` (body for CT, non-zero otherwise), ``"body"``, ``"nonzero"`` or ``"none"``.
+    With ``include_label`` the box also contains every labelled voxel, so cropping never
+    loses a label. The mask is judged on a 2x-strided copy for speed (the box is then at
+    most one voxel larger). An empty mask means no crop (recorded as the full box).
+    """
+
+    def __init__(
+        self,
+        keys=("image", "label"),
+        source_key: str = "image",
+        mode: str = "auto",
+        margin: int = 2,
+        body_threshold_hu: float = BODY_THRESHOLD_HU,
+        include_label: bool = True,
+        **kwargs,
+    ):
+        super().__init__(keys, **kwargs)
+        if mode not in ("auto", "body", "nonzero", "none"):
+            raise ConfigError(f"crop: {mode!r} is not one of auto, body, nonzero, none")
+        self.source_key, self.mode, self.margin = source_key, mode, int(margin)
+        self.body_threshold_hu, self.include_label = float(body_threshold_hu), include_label
+
+    def bbox(self, data: Mapping[Hashable, Any]) -> list[list[int]]:
+        image = data[self.source_key]
+        shape = image.shape[-3:]
+        full = [[0, int(n)] for n in shape]
+        mode = self.mode
+        if mode == "none":
+            return full
+        if mode == "auto":
+            mode = "body" if data[self.meta_key].get("ct") else "nonzero"
+        coarse = image[..., ::2, ::2, ::2]
+        if mode == "body":
+            mask = coarse[0] > self.body_threshold_hu if coarse.ndim == 4 else coarse > self.body_threshold_hu
+        else:
+            mask = (coarse != 0).any(axis=0) if coarse.ndim == 4 else coarse != 0
+        box = spatial.bbox_of_mask(mask)
+        if box is not None:
+            box = [[max(0, 2 * s - self.margin), min(n, 2 * e + self.margin)] for (s, e), n in zip(box, shape)]
+        if self.include_label:
+            for key in self.label_keys:
+                if data.get(key) is not None:
+                    label = data[key]
+                    box = spatial.union_bbox(box, spatial.bbox_of_mask((label[0] if label.ndim == 4 else label) > 0))
+        return box or full
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        keys = self.present(data)
+        shape_in = _spatial_shape(out, keys)
+        box = self.bbox(out)
+        for key in keys:
+            out[key] = spatial.crop(out[key], box)
+        affine = current_affine(out, self.meta_key) @ spatial.crop_index_map(box)
+        out[self.meta_key] = meta = dict(out[self.meta_key])
+        meta["affine"] = _json_affine(affine)
+        meta["steps"] = list(meta.get("steps", []))
+        self.record(
+            out,
+            {"step": "crop", "bbox": [_ints(b) for b in box], "shape_in": _ints(shape_in), "shape_out": _ints(e - s for s, e in box)},
+        )
+        return out
+
+
+class Resampled(_RecordingTransform):
+    """Resample to ``target_spacing_mm`` on the extent-preserving grid of
+    :mod:`medseg.data.resample` (torch; exact grid mapping), images with ``image_mode``
+    (linear / bspline / nearest) as float32, label maps with ``label_mode`` (nearest / linear
+    arg-max) keeping their dtype and, with ``keep_all_classes``, every class.
+    Anisotropic data (max/min spacing > ``anisotropy_threshold``) are resampled in-plane
+    only, with nearest neighbour across slices. Same shape in and out: arrays pass unchanged.
+    """
+
+    def __init__(
+        self,
+        keys=("image", "label"),
+        target_spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+        image_mode: str = "linear",
+        label_mode: str = "nearest",
+        anisotropy_threshold: float = resample_lib.ANISOTROPY_THRESHOLD,
+        keep_all_classes: bool = True,
+        **kwargs,
+    ):
+        super().__init__(keys, **kwargs)
+        if len(target_spacing_mm) != 3 or any(float(s) <= 0 for s in target_spacing_mm):
+            raise ConfigError(f"target_spacing_mm: expected 3 positive numbers, got {list(target_spacing_mm)}")
+        if image_mode not in resample_lib.IMAGE_MODES:
+            raise ConfigError(f"image_interpolation: {image_mode!r} is not one of {', '.join(resample_lib.IMAGE_MODES)}")
+        if label_mode not in resample_lib.LABEL_MODES:
+            raise ConfigError(f"label_interpolation: {label_mode!r} is not one of {', '.join(resample_lib.LABEL_MODES)}")
+        self.target = [float(s) for s in target_spacing_mm]
+        self.image_mode, self.label_mode = image_mode, label_mode
+        self.anisotropy_threshold, self.keep_all_classes = float(anisotropy_threshold), keep_all_classes
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        keys = self.present(data)
+        affine = current_affine(out, self.meta_key)
+        shape_in = _spatial_shape(out, keys)
+        spacing_in = spacing_from_affine(affine)
+        shape_out = resample_lib.output_shape(shape_in, spacing_in, self.target)
+        z_axis = resample_lib.separate_z_axis(spacing_in, self.target, self.anisotropy_threshold)
+        for key in keys:
+            array = out[key]
+            if key in self.label_keys:
+                if tuple(array.shape[-3:]) != tuple(shape_out):
+                    out[key] = resample_lib.resample_label(
+                        array, shape_out, mode=self.label_mode, separate_z=z_axis, keep_all_classes=self.keep_all_classes
+                    )
+            else:
+                out[key] = resample_lib.resample_image(array, shape_out, mode=self.image_mode, separate_z=z_axis)
+        new_affine = resample_lib.resampled_affine(affine, shape_in, shape_out)
+        out[self.meta_key] = meta = dict(out[self.meta_key])
+        meta["affine"] = _json_affine(new_affine)
+        meta["steps"] = list(meta.get("steps", []))
+        self.record(
+            out,
+            {
+                "step": "resample",
+                "shape_in": _ints(shape_in),
+                "shape_out": _ints(shape_out),
+                "spacing_in_mm": _floats(spacing_in),
+                "spacing_out_mm": _floats(spacing_from_affine(new_affine)),
+                "target_spacing_mm": _floats(self.target),
+                "separate_z_axis": z_axis,
+                "image_mode": self.image_mode,
+                "label_mode": self.label_mode,
+            },
+        )
+        return out
+
+
+class NormalizeIntensityd(_RecordingTransform):
+    """Normalise image channels with per-channel schemes (see :mod:`medseg.data.intensity`);
+    converts to float32. ``schemes``: one dict per channel (a single dict applies to all)."""
+
+    def __init__(self, keys=("image",), schemes: Sequence[dict] | dict = ({"scheme": "zscore"},), **kwargs):
+        super().__init__(keys, label_keys=(), **kwargs)
+        schemes = [schemes] if isinstance(schemes, dict) else list(schemes)
+        self.schemes = [intensity_lib.check_scheme(s, f"normalization[{i}]") for i, s in enumerate(schemes)]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        used = []
+        for key in self.present(data):
+            array = out[key]
+            array = array.astype(np.float32) if array.dtype != np.float32 or not array.flags.writeable else array
+            if array.ndim == 3:
+                array = array[None]
+            if len(self.schemes) not in (1, array.shape[0]):
+                raise ConfigError(f"normalization: {len(self.schemes)} schemes for {array.shape[0]} image channels")
+            for channel in range(array.shape[0]):
+                scheme = self.schemes[channel if len(self.schemes) > 1 else 0]
+                used.append({"key": str(key), "channel": channel, **intensity_lib.normalize(array[channel], scheme)})
+            out[key] = array
+        out[self.meta_key] = meta = dict(out[self.meta_key])
+        meta["steps"] = list(meta.get("steps", []))
+        self.record(out, {"step": "normalize", "channels": used})
+        return out
+
+
+class PadToSized(_RecordingTransform):
+    """Pad symmetrically to at least ``size`` voxels per axis: images with ``image_value``
+    (``None``: each channel's minimum, i.e. background), labels with 0. Recorded even when
+    nothing is padded."""
+
+    def __init__(self, keys=("image", "label"), size: Sequence[int] = (1, 1, 1), image_value: float | None = None, **kwargs):
+        super().__init__(keys, **kwargs)
+        self.size = _ints(size)
+        self.image_value = image_value
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        keys = self.present(data)
+        shape_in = _spatial_shape(out, keys)
+        widths = spatial.pad_widths_to_size(shape_in, self.size)
+        for key in keys:
+            array = out[key]
+            if key in self.label_keys:
+                out[key] = spatial.pad(array, widths, 0)
+            elif array.ndim == 4 and self.image_value is None:
+                out[key] = np.stack([spatial.pad(c, widths, float(c.min()) if c.size else 0.0) for c in array])
+            else:
+                out[key] = spatial.pad(array, widths, self.image_value or 0.0)
+        affine = current_affine(out, self.meta_key) @ spatial.pad_index_map(widths)
+        out[self.meta_key] = meta = dict(out[self.meta_key])
+        meta["affine"] = _json_affine(affine)
+        meta["steps"] = list(meta.get("steps", []))
+        self.record(
+            out,
+            {"step": "pad", "widths": [_ints(w) for w in widths], "shape_in": _ints(shape_in), "shape_out": _ints(np.add(shape_in, np.sum(widths, axis=1)))},
+        )
+        return out
+
+
+class ToContiguousd(MapTransform):
+    """Make arrays C-contiguous (after views from orientation/cropping); label maps as uint8
+    when their values fit. Does not change the grid."""
+
+    def __init__(self, keys=("image", "label"), label_keys=("label",), allow_missing_keys: bool = True):
+        super().__init__(keys, allow_missing_keys)
+        self.label_keys = tuple(label_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        out = dict(data)
+        for key in self.key_iterator(data):
+            if out[key] is None:
+                continue
+            array = np.ascontiguousarray(out[key])
+            if key in self.label_keys and array.dtype != np.uint8 and (array.size == 0 or array.max() <= 255):
+                array = array.astype(np.uint8)
+            out[key] = array
+        return out
+
+
+# -- the default chain from a plan -----------------------------------------------------------
+def build_preprocessing(
+    preprocessing: Mapping[str, Any],
+    *,
+    keys: Sequence[str] = ("image", "label"),
+    pad_to: Sequence[int] | None = None,
+) -> Compose:
+    """The default chain for a plan's ``"preprocessing"`` section (see :mod:`medseg.data.planning`).
+
+    load (medseg loader) -> channel first -> orientation (``orientation``, default RAS) -> crop
+    (``crop``: auto/body/nonzero/none) -> resample (``target_spacing_mm``,
+    ``image_interpolation``, ``label_interpolation``, ``anisotropy_threshold``) -> normalise
+    (``normalization``: per-channel schemes) -> contiguous arrays -> optional pad to ``pad_to``
+    voxels. Returns a :class:`monai.transforms.Compose`; apply it to
+    ``{"image": path(s), "label": path or None, "meta": {"case_id": ...}}``.
+    """
+    keys = tuple(keys)
+    ct = preprocessing.get("ct")
+    chain = [
+        LoadVolumed(keys, ct=ct if ct is not None else None),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes=preprocessing.get("orientation", "RAS")),
+        CropForegroundd(keys, mode=preprocessing.get("crop", "auto"), margin=int(preprocessing.get("crop_margin_voxels", 2))),
+        Resampled(
+            keys,
+            target_spacing_mm=preprocessing["target_spacing_mm"],
+            image_mode=preprocessing.get("image_interpolation", "linear"),
+            label_mode=preprocessing.get("label_interpolation", "nearest"),
+            anisotropy_threshold=float(preprocessing.get("anisotropy_threshold", resample_lib.ANISOTROPY_THRESHOLD)),
+            keep_all_classes=bool(preprocessing.get("keep_all_classes", True)),
+        ),
+        NormalizeIntensityd(("image",), schemes=preprocessing.get("normalization", [{"scheme": "zscore"}])),
+        ToContiguousd(keys),
+    ]
+    if pad_to is not None:
+        chain.append(PadToSized(keys, size=pad_to))
+    return Compose(chain)
+
+
+def preprocess_case(
+    images: str | Path | Volume | Sequence[str | Path | Volume],
+    preprocessing: Mapping[str, Any],
+    *,
+    label: str | Path | Volume | None = None,
+    case_id: str | None = None,
+    pad_to: Sequence[int] | None = None,
+) -> dict:
+    """Run :func:`build_preprocessing` on one case.
+
+    Returns ``{"image": float32 (C, X, Y, Z), "label": uint8 (1, X, Y, Z) or absent,
+    "meta": {...}}`` where ``meta["steps"]`` is the record that
+    :func:`medseg.data.restore.restore_to_original` needs (and ``meta["affine"]`` the grid's
+    RAS+ affine in mm).
+    """
+    chain = build_preprocessing(preprocessing, pad_to=pad_to)
+    image_value = list(images) if isinstance(images, (list, tuple)) else images
+    sample = {"image": image_value, "label": label, META: {"case_id": case_id} if case_id else {}}
+    if label is None:
+        sample.pop("label")
+    return chain(sample)

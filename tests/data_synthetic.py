@@ -1,0 +1,72 @@
+"""Small synthetic datasets for the data-pipeline tests (written as NIfTI + a CSV manifest).
+
+Each case is a body (ellipsoid) with two labelled blobs: class 1 (large) and class 2 (small),
+on grids of slightly different shapes and spacings; ``ct=True`` gives HU values (air
+-1000 HU outside the body), otherwise MRI-like positive intensities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medseg.io import Volume, save_volume
+
+
+def make_case(rng: np.random.Generator, shape, spacing, ct: bool, affine_flip: bool = False):
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), axis=-1)
+    centre = (np.asarray(shape) - 1) / 2
+    radii = np.asarray(shape) * 0.42
+    body = (((grid - centre) / radii) ** 2).sum(-1) <= 1.0
+    label = np.zeros(shape, np.uint8)
+    c1 = centre + rng.uniform(-2, 2, 3)
+    label[(((grid - c1) / (radii * 0.45)) ** 2).sum(-1) <= 1.0] = 1
+    c2 = centre + np.asarray(shape) * np.array([0.18, -0.15, 0.1])
+    label[(((grid - c2) / np.maximum(radii * 0.12, 1.2)) ** 2).sum(-1) <= 1.0] = 2
+    label[~body] = 0
+    if ct:
+        image = np.full(shape, -1000.0, np.float32)
+        image[body] = 0.0
+        image[label == 1] = 60.0
+        image[label == 2] = 300.0
+        image += rng.normal(0, 10, shape).astype(np.float32)
+        image = np.round(image).astype(np.int16)
+    else:
+        image = np.zeros(shape, np.float32)
+        image[body] = 200.0
+        image[label == 1] = 400.0
+        image[label == 2] = 700.0
+        image = (image + rng.normal(0, 15, shape) * body).astype(np.float32)
+    affine = np.diag(list(spacing) + [1.0])
+    if affine_flip:  # LPS-like axes
+        affine[0, 0] *= -1
+        affine[1, 1] *= -1
+    affine[:3, 3] = [-20.0, 10.0, 5.0]
+    return image, label, affine
+
+
+def write_dataset(root: Path, n: int = 4, ct: bool = False, seed: int = 0, shapes=None, spacings=None, unlabelled: int = 0) -> Path:
+    """Write ``n`` cases under ``root`` and a CSV manifest; returns the manifest path."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        shape = shapes[i] if shapes else (40 + 2 * (i % 3), 36 + 2 * (i % 2), 16 + (i % 2))
+        spacing = spacings[i] if spacings else (1.0 + 0.05 * (i % 2), 1.0, 2.5 + 0.1 * (i % 3))
+        image, label, affine = make_case(rng, shape, spacing, ct, affine_flip=bool(i % 2))
+        case = f"case_{i:02d}"
+        save_volume(Volume(image, affine), root / f"{case}_img.nii.gz")
+        has_label = i < n - unlabelled
+        if has_label:
+            save_volume(Volume(label, affine), root / f"{case}_seg.nii.gz", label=True)
+        rows.append(f"{case},{case}_img.nii.gz,{case + '_seg.nii.gz' if has_label else ''}")
+    manifest = root / "manifest.csv"
+    header = [
+        "# name: synthetic",
+        f"# modality: {'CT' if ct else 'MRI'}",
+        "# labels: background=0, big=1, small=2",
+        "case_id,image,label",
+    ]
+    manifest.write_text("\n".join(header + rows) + "\n")
+    return manifest
