@@ -135,7 +135,7 @@ def make_cardiac_mri(seed: int, **options: Any) -> tuple[Volume, Volume]:
             label = sub_label
     signal *= rng.normal(1.0, 0.03, n_slices)  # slice-to-slice intensity drift (separate breath-holds)
     signal = ndimage.gaussian_filter(signal, sigma=(0.5, 0.5, 0), mode="nearest")
-    world_center = apply_world(affine, shape)
+    world_center = _voxel_world(affine, shape)
     signal *= _bias_field(rng, world_center, bias_strength)
     sigma = noise_fraction * tissue["blood"]
     noisy = np.sqrt((signal + sigma * rng.standard_normal(shape)) ** 2 + (sigma * rng.standard_normal(shape)) ** 2)
@@ -161,7 +161,7 @@ def make_cardiac_mri(seed: int, **options: Any) -> tuple[Volume, Volume]:
     return Volume(image, affine, None, meta), Volume(label, affine.copy(), None, {"kind": "label", "phantom": meta["phantom"]})
 
 
-def apply_world(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+def _voxel_world(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """World (RAS+, mm) position of every voxel centre, shape ``(3, *shape)``."""
     index = np.indices(shape, dtype=np.float64).reshape(3, -1)
     return (affine[:3, :3] @ index + affine[:3, 3:4]).reshape(3, *shape)

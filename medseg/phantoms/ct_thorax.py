@@ -112,7 +112,7 @@ def make_ct_thorax(seed: int, **options: Any) -> tuple[Volume, Volume]:
         translation = check_vector("ct-thorax", "translation_mm", opts["translation_mm"])
     noise_hu = float(rng.uniform(10, 25)) if opts["noise_hu"] is None else float(opts["noise_hu"])
 
-    affine = _lps_affine(shape, spacing_mm, table_z_mm=float(rng.uniform(-260, -140)))
+    affine = _lps_affine(shape, spacing_mm, center_z_mm=float(rng.uniform(-260, -140)))
     world = apply_affine(affine, index_coordinates(shape))
     body_center = np.array([0.0, 0.0, affine[2, 3] + spacing_mm[2] * (shape[2] - 1) / 2]) + translation
     to_world = np.eye(4)
@@ -152,11 +152,11 @@ def _spacing(rng: np.random.Generator, requested: Any, shape: tuple[int, int, in
     return check_vector("ct-thorax", "spacing_mm", requested, positive=True)
 
 
-def _lps_affine(shape: tuple[int, int, int], spacing_mm: np.ndarray, table_z_mm: float) -> np.ndarray:
-    """RAS+ affine of an LPS grid centred at x = y = 0 with its middle slice at ``table_z_mm``."""
+def _lps_affine(shape: tuple[int, int, int], spacing_mm: np.ndarray, center_z_mm: float) -> np.ndarray:
+    """RAS+ affine of an LPS grid centred at x = y = 0 with its middle slice at ``center_z_mm`` (the table position)."""
     affine = np.diag([-spacing_mm[0], -spacing_mm[1], spacing_mm[2], 1.0])
     center_index = (np.asarray(shape, float) - 1) / 2
-    affine[:3, 3] = -affine[:3, :3] @ center_index + np.array([0.0, 0.0, round(table_z_mm, 1)])
+    affine[:3, 3] = -affine[:3, :3] @ center_index + np.array([0.0, 0.0, round(center_z_mm, 1)])
     return affine
 
 
@@ -194,8 +194,8 @@ def _draw_body_parameters(rng: np.random.Generator) -> _Body:
 
 # -- the anatomy ---------------------------------------------------------------------------
 def _cavity_axes(body: _Body, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Semi-axes (mm) of the rib cage's inner outline at height ``w``: narrower towards the apex."""
-    taper = smoothstep(body.hilum_w - 30, body.apex_w + 15, w)
+    """Semi-axes (mm) of the rib cage's inner outline at height ``w``: widest at the lower ribs, narrower upwards."""
+    taper = smoothstep(body.dome_left_w - 10, body.apex_w + 15, w)
     return body.cavity_half_width * (1 - 0.25 * taper), body.cavity_half_depth * (1 - 0.12 * taper)
 
 
@@ -259,7 +259,8 @@ def _render(
     diaphragm_w = _diaphragm_w(body, u, v)
     thorax = cavity & (w > diaphragm_w)
     _paint(image, thorax, muscle_hu + 6 * texture)  # what the lungs leave: chest wall / neck muscle
-    mediastinum = thorax & (np.abs(u) < 28.0 + 0.25 * body.cavity_half_width)
+    upward = smoothstep(body.dome_right_w, body.apex_w + 20, w)
+    mediastinum = thorax & (np.abs(u) < 24.0 + 0.25 * body.cavity_half_width * (1 - 0.5 * upward) + 6 * texture)
     _paint(image, mediastinum, float(rng.uniform(-100, -75)) + 10 * texture)  # mediastinal fat
 
     heart = _Heart.draw(rng, body, anat, diaphragm_w)

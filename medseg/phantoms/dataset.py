@@ -136,6 +136,8 @@ def write_phantom_dataset(
         raise ConfigError(f"phantom {kind}: n must be at least 1, got {n}")
     check_seed(kind, seed)
     out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: exists and is not a folder; choose an output folder for the phantom dataset")
     dataset_json = out_dir / "dataset.json"
     ids = case_ids(kind, int(n))
     entries = [
