@@ -260,6 +260,15 @@ def test_non_integer_labels_refused(tmp_path):
         save_volume(Volume(np.full((3, 3, 3), 0.5, np.float32), np.eye(4)), tmp_path / "l.nii.gz", label=True)
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path = save_volume(Volume(np.zeros((2, 2, 2), np.uint8), np.eye(4)), tmp_path / "l.nii.gz", label=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_atomic_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(Exception):
         save_volume(Volume(np.zeros((3, 3, 3), dtype=object), np.eye(4)), tmp_path / "bad.nii.gz")

@@ -285,11 +285,19 @@ def save_volume(volume: Volume, path: str | Path, *, label: bool | None = None) 
             _write_nifti(array, volume.affine, tmp_name)
         else:
             _write_itk(array, volume.affine, tmp_name)
+        os.chmod(tmp_name, _default_file_mode())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+def _default_file_mode() -> int:
+    """0o666 minus the process umask: what ``open()`` would have given a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _write_nifti(array: np.ndarray, affine: np.ndarray, path: str) -> None:
