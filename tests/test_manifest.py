@@ -147,3 +147,25 @@ def test_shipped_real_data_manifests_validate(shared_data):
     assert acdc.labels == {"background": 0, "rv_cavity": 1, "lv_myocardium": 2, "lv_cavity": 3}
     assert acdc.case("patient001_ES").group == "patient001"
     assert acdc.case("patient001_ES").label == shared_path("acdc_subset/patient001/patient001_ES_gt.nii.gz").resolve()
+
+
+def test_phantom_manifest_generates_once(tmp_path):
+    (tmp_path / "ph.yaml").write_text("name: tiny\nphantom: {kind: cardiac-mri, n: 2, seed: 3}\nroot: generated\n")
+    manifest = load_manifest(tmp_path / "ph.yaml")
+    assert manifest.name == "tiny" and len(manifest) == 2
+    assert manifest.labels == {"background": 0, "rv_cavity": 1, "lv_myocardium": 2, "lv_cavity": 3}
+    assert validate_manifest(manifest) == []
+    stamp = (tmp_path / "generated" / "dataset.json").stat().st_mtime_ns
+    load_manifest(tmp_path / "ph.yaml")  # second use reads, does not regenerate
+    assert (tmp_path / "generated" / "dataset.json").stat().st_mtime_ns == stamp
+    (tmp_path / "bad.yaml").write_text("phantom: {kind: cardiac-mri, n: 2}\n")
+    with pytest.raises(ConfigError, match="bad.yaml: a phantom manifest needs"):
+        load_manifest(tmp_path / "bad.yaml")
+
+
+def test_shipped_phantom_manifests_are_well_formed():
+    import yaml
+
+    for name in ("phantom_ct_thorax.yaml", "phantom_cardiac_mri.yaml"):
+        spec = yaml.safe_load((PROJECT_ROOT / "data_manifests" / name).read_text())
+        assert set(spec) == {"name", "phantom", "root"} and spec["phantom"]["kind"] in ("ct-thorax", "cardiac-mri")
