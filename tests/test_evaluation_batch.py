@@ -1,0 +1,248 @@
+"""Folder evaluation: matching, per-case checks, outputs, CLI, compare, fast label reading."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from conftest import shared_path
+from medseg.cli.main import main
+from medseg.errors import ConfigError, VolumeReadError
+from medseg.evaluation import compare, evaluate_folder, match_cases, summarise
+from medseg.evaluation.matching import case_key
+from medseg.evaluation.reading import read_label_map, resample_nearest
+from medseg.io import Volume, load_volume, save_volume
+
+AFFINE = np.diag([0.8, 0.8, 4.0, 1.0])
+
+
+def _label_map(seed: int, shape=(24, 24, 8)) -> np.ndarray:
+    array = np.zeros(shape, np.uint8)
+    centre = 12 + seed % 3
+    array[centre - 6 : centre + 6, 6:18, 1:7] = 1
+    array[centre - 3 : centre + 3, 9:15, 2:6] = 2
+    return array
+
+
+def _write(path: Path, array: np.ndarray, affine=AFFINE) -> Path:
+    save_volume(Volume(array, affine), path, label=True)
+    return path
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    """Three cases with reference suffix _gt, prediction suffix _pred / none / _0000."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    for i, pred_name in enumerate(["case_0_pred.nii.gz", "case_1.nii.gz", "case_2_0000.nii.gz"]):
+        reference = _label_map(i)
+        _write(ref / f"case_{i}_gt.nii.gz", reference)
+        prediction = reference.copy()
+        prediction[ndimage.binary_dilation(reference == 2) & (reference == 1)] = 2
+        _write(pred / pred_name, prediction)
+    return ref, pred
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_case_keys_and_matching(folders, tmp_path):
+    assert case_key("patient001_ED_gt.nii.gz") == ("patient001_ED", True)
+    assert case_key("case_00000_segmentation.nii.gz") == ("case_00000", True)
+    assert case_key("case_00000.nii.gz") == ("case_00000", False)
+    ref, pred = folders
+    _write(pred / "stray.nii.gz", _label_map(0))
+    matching = match_cases(pred, ref)
+    assert [p.case_id for p in matching.pairs] == ["case_0", "case_1", "case_2"]
+    assert all(p.prediction is not None for p in matching.pairs)
+    assert [p.name for p in matching.unmatched_predictions] == ["stray.nii.gz"]
+    with pytest.raises(ConfigError):
+        match_cases(pred, tmp_path / "nowhere")
+
+
+def test_acdc_layout_takes_gt_as_reference_and_image_beside_it(tmp_path):
+    ref = tmp_path / "acdc" / "patient001"
+    _write(ref / "patient001_ED_gt.nii.gz", _label_map(0))
+    save_volume(Volume(np.zeros((24, 24, 8), np.float32), AFFINE), ref / "patient001_ED.nii.gz")
+    _write(tmp_path / "pred" / "patient001_ED.nii.gz", _label_map(0))
+    pair = match_cases(tmp_path / "pred", tmp_path / "acdc").pairs[0]
+    assert pair.reference.name == "patient001_ED_gt.nii.gz" and pair.image.name == "patient001_ED.nii.gz"
+
+
+def test_folder_run_writes_every_output(folders, tmp_path):
+    ref, pred = folders
+    out = tmp_path / "out"
+    frame = evaluate_folder(pred, ref, out, labels={1: "organ", 2: "lesion"}, regions=True)
+    assert set(frame["case"]) == {"case_0", "case_1", "case_2"}
+    rows = _rows(out / "metrics.csv")
+    assert list(rows[0]) == ["case", "label", "region", "metric", "value", "flag"]
+    assert {r["label"] for r in rows} == {"organ", "lesion"}
+    assert {r["region"] for r in rows} == {"all", "base", "middle", "apex"}
+    summary = json.loads((out / "summary.json").read_text())
+    dice = summary["metrics"]["lesion"]["all"]["dice"]
+    assert dice["n"] == 3 and dice["n_flagged"] == 0 and 0 < dice["mean"] < 1
+    assert set(dice) == {"mean", "std", "median", "min", "max", "n", "n_flagged", "n_nan"}
+    assert "dice" in summary["foreground_mean"]["all"]
+    assert summary["base_end_chosen"]["organ"]
+    report = (out / "report.md").read_text()
+    assert "## Summary" in report and "figures/boxplots.png" in report and "figures/worst_cases.png" in report
+    for name in ("boxplots.png", "volumes.png", "worst_cases.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    regions = _rows(out / "regions.csv")
+    assert len(regions) == 6 and regions[0]["base_end"] in ("first", "last")
+
+
+def test_values_match_evaluate_case_and_summaries_count_flags(folders, tmp_path):
+    ref, pred = folders
+    _write(pred / "case_1.nii.gz", np.zeros((24, 24, 8), np.uint8))  # a missed case
+    frame = evaluate_folder(pred, ref, tmp_path / "out", labels=[1, 2], report=False, empty_policy="nan")
+    hd = frame[(frame.case == "case_1") & (frame.metric == "hd") & (frame.region == "all")]
+    assert hd["value"].isna().all() and set(hd["flag"]) == {"pred_empty"}
+    table = summarise(frame)
+    row = table[(table.label == "1") & (table.region == "all") & (table.metric == "hd")].iloc[0]
+    assert row["n"] == 2 and row["n_flagged"] == 1 and row["n_nan"] == 1
+    assert "foreground" in set(table["label"])
+
+
+def test_geometry_mismatch_fails_the_case_and_the_run_goes_on(folders, tmp_path):
+    ref, pred = folders
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 5.0
+    _write(pred / "case_1.nii.gz", _label_map(1), shifted)
+    out = tmp_path / "out"
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--no-progress"])
+    assert code == 1
+    rows = _rows(out / "metrics.csv")
+    errors = [r for r in rows if r["metric"] == "error"]
+    assert [r["case"] for r in errors] == ["case_1"] and "origin" in errors[0]["flag"]
+    assert {r["case"] for r in rows if r["metric"] == "dice"} == {"case_0", "case_2"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_failed"] == 1 and "case_1" in (out / "report.md").read_text()
+    # resampling on request: the shifted grid is resampled by nearest neighbour
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--no-progress", "--resample-pred-to-ref", "--no-report"])
+    assert code == 0
+    assert json.loads((out / "summary.json").read_text())["resampled_cases"] == ["case_1"]
+
+
+def test_missing_prediction_is_a_failure(folders, tmp_path):
+    ref, pred = folders
+    (pred / "case_2_0000.nii.gz").unlink()
+    frame = evaluate_folder(pred, ref, None, report=False)
+    error = frame[frame.metric == "error"]
+    assert list(error["case"]) == ["case_2"] and "no prediction" in error["flag"].iloc[0]
+
+
+def test_labels_from_dataset_json_and_absent_labels_filled(folders, tmp_path):
+    ref, pred = folders
+    (ref / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2, "cyst": 3}}))
+    frame = evaluate_folder(pred, ref, None, report=False, metrics="dice")
+    assert set(frame["label"]) == {"liver", "tumour", "cyst"}
+    assert set(frame[frame.label == "cyst"]["flag"]) == {"both_empty"}
+    # no label list at all: labels found in any case are reported for every case
+    (ref / "dataset.json").unlink()
+    other = _label_map(0)
+    other[0, 0, 0] = 5
+    _write(ref / "case_0_gt.nii.gz", other)
+    frame = evaluate_folder(pred, ref, None, report=False, metrics="dice")
+    five = frame[frame.label == "5"]
+    assert len(five) == 3 and set(five[five.case != "case_0"]["flag"]) == {"both_empty"}
+
+
+def test_workers_and_cli_compare(folders, tmp_path):
+    ref, pred = folders
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(a), "--workers", "2", "--no-progress", "--no-report"]) == 0
+    assert main(["evaluate", "--pred", str(ref), "--ref", str(ref), "--out", str(b), "--no-progress", "--no-report", "--ref-pattern", "*_gt.nii.gz"]) == 0
+    serial = evaluate_folder(pred, ref, None, report=False)
+    parallel = _rows(a / "metrics.csv")
+    assert len(parallel) == len(serial)
+    assert [float(r["value"]) for r in parallel] == pytest.approx(list(serial["value"]), nan_ok=True)
+    out = tmp_path / "cmp"
+    assert main(["evaluate", "compare", str(a / "metrics.csv"), str(b / "metrics.csv"), "--out", str(out)]) == 0
+    table = _rows(out / "comparison.csv")
+    dice = next(r for r in table if r["label"] == "2" and r["region"] == "all" and r["metric"] == "dice")
+    assert float(dice["mean_b"]) == 1.0 and float(dice["mean_diff"]) > 0 and int(dice["n"]) == 3
+    assert (out / "bland_altman.png").exists() and "Wilcoxon" in (out / "comparison.md").read_text()
+    frame = compare(a / "metrics.csv", b / "metrics.csv")
+    assert {"wilcoxon_p", "ttest_p"} <= set(frame.columns)
+
+
+def test_cli_errors_are_config_errors(tmp_path, capsys):
+    assert main(["evaluate", "--pred", str(tmp_path)]) == 1
+    assert "need --pred" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), "--out", str(tmp_path / "o"), "--labels", "organ"]) == 1
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "relative",
+    ["kits19_labels/case_00061_segmentation.nii.gz", "msd_prostate_labels/prostate_00.nii.gz", "acdc_subset/patient001/patient001_ED_gt.nii.gz"],
+)
+def test_fast_reader_equals_load_volume(relative):
+    path = shared_path(relative)
+    fast, reference = read_label_map(path), load_volume(path, label=True)
+    assert np.array_equal(fast.array, reference.array) and fast.array.dtype == reference.array.dtype
+    assert np.array_equal(fast.affine, reference.affine)
+
+
+def test_reader_handles_scaling_4d_singletons_and_rejects_bad_files(tmp_path):
+    array = np.zeros((5, 6, 7, 1), np.int16)
+    array[1:3, 1:3, 1:3, 0] = 3
+    image = nib.Nifti1Image(array, AFFINE)
+    nib.save(image, tmp_path / "x.nii.gz")
+    volume = read_label_map(tmp_path / "x.nii.gz")
+    assert volume.shape == (5, 6, 7) and volume.array.dtype == np.uint8 and volume.array.max() == 3
+    scaled = nib.Nifti1Image(array.astype(np.int16), AFFINE)
+    scaled.header.set_slope_inter(2.0, 0.0)
+    nib.save(scaled, tmp_path / "scaled.nii")
+    assert read_label_map(tmp_path / "scaled.nii").array.max() == 6
+    (tmp_path / "cut.nii.gz").write_bytes((tmp_path / "x.nii.gz").read_bytes()[:60])
+    with pytest.raises(VolumeReadError, match="cut.nii.gz"):
+        read_label_map(tmp_path / "cut.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((3, 3, 3), 0.5, np.float32), AFFINE), tmp_path / "image.nii.gz")
+    with pytest.raises(VolumeReadError, match="non-integer"):
+        read_label_map(tmp_path / "image.nii.gz")
+
+
+def test_resample_nearest_onto_a_shifted_grid():
+    array = np.zeros((10, 10, 4), np.uint8)
+    array[2:5, 3:6, 1:3] = 1
+    source = Volume(array, np.diag([1.0, 1.0, 2.0, 1.0]))
+    target_affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    target_affine[0, 3] = 1.0  # target voxel i sits at source voxel i + 1
+    target = Volume(np.zeros((10, 10, 4), np.uint8), target_affine)
+    moved = resample_nearest(source, target)
+    assert np.array_equal(moved.array[1:4], array[2:5]) and moved.array.sum() == array.sum()
+
+
+@pytest.mark.shared_data
+def test_acdc_ground_truth_against_perturbed_copies(tmp_path):
+    root = shared_path("acdc_subset")
+    pred = tmp_path / "pred"
+    gts = sorted(root.glob("patient00*/*_gt.nii.gz"))  # patients 001, 002, 008: ED and ES
+    for path in gts:
+        volume = load_volume(path, label=True)
+        array = volume.array.copy()
+        array[ndimage.binary_dilation(array == 3) & (array == 2)] = 3
+        save_volume(volume.with_array(array), pred / path.name.replace("_gt", ""), label=True)
+    out = tmp_path / "out"
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(root), "--out", str(out), "--labels", "rv=1,myo=2,lv=3",
+                 "--regions", "--no-progress", "--ref-pattern", "patient00*"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_evaluated"] == len(gts) == 6 and summary["unmatched_predictions"] == []
+    assert summary["metrics"]["rv"]["all"]["dice"]["mean"] == 1.0
+    assert summary["metrics"]["lv"]["all"]["rvd"]["mean"] > 0 > summary["metrics"]["myo"]["all"]["rvd"]["mean"]
+    assert not math.isnan(summary["metrics"]["myo"]["apex"]["hd95"]["mean"])
+    assert (out / "figures" / "worst_cases.png").exists()
