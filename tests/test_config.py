@@ -22,8 +22,8 @@ class Section:
 
 
 def test_valid_config_builds_nested_sections():
-    config = from_dict(Section, {"model": {"channels": [8, 16, 32]}, "lr": 1, "mode": "2d"})
-    assert config.model.channels == [8, 16, 32] and config.lr == 1.0 and isinstance(config.lr, float)
+    config = from_dict(Section, {"model": {"base_channels": 8}, "lr": 1, "mode": "2d"})
+    assert config.model.base_channels == 8 and config.lr == 1.0 and isinstance(config.lr, float)
     assert config.loss.name == "dice_ce" and config.note is None
 
 
@@ -31,7 +31,7 @@ def test_valid_config_builds_nested_sections():
     "data, message",
     [
         ({"modle": {}}, r"unknown key\(s\) modle"),
-        ({"model": {"chanels": [1, 2]}}, r"unknown key\(s\) model.chanels"),
+        ({"model": {"base_chanels": 8}}, r"unknown key\(s\) model.base_chanels"),
         ({"lr": "fast"}, "lr must be a number, got 'fast'"),
         ({"patch_size": [64, "x", 32]}, r"patch_size\[1\] must be an integer"),
         ({"mode": "4d"}, "mode must be one of '2d', '3d'; got '4d'"),

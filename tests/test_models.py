@@ -1,25 +1,20 @@
-"""U-Net construction: planned topology, output shapes, clear errors."""
+"""U-Net construction from a planned topology: output shapes, deep supervision, clear errors."""
 
 import pytest
 import torch
 
-from medseg.models import UNetConfig, build_unet, plan_kernels_and_strides
+from medseg.data.planning import pool_and_kernels
+from medseg.models import UNetConfig, build_unet, stage_channels
 
 
-def test_anisotropic_topology_follows_nnunet_rule():
-    kernels, strides = plan_kernels_and_strides((128, 128, 16), (1.5, 1.5, 10.0), 5)
-    # the 10 mm axis is neither convolved nor pooled until in-plane spacing has caught up
-    assert kernels[0] == [3, 3, 1] and strides[1] == [2, 2, 1]
-    assert strides[-1] == [2, 2, 2] and kernels[-1] == [3, 3, 3]
-    isotropic_kernels, isotropic_strides = plan_kernels_and_strides((64, 64, 64), (1.0, 1.0, 1.0), 4)
-    assert all(k == [3, 3, 3] for k in isotropic_kernels)
-    assert isotropic_strides == [[1, 1, 1]] + [[2, 2, 2]] * 3
+def test_stage_channels():
+    assert stage_channels(6, 32, 320) == [32, 64, 128, 256, 320, 320]
 
 
-@pytest.mark.parametrize("dimensions, patch, spacing", [(3, (32, 32, 16), (2.0, 2.0, 3.0)), (2, (64, 48), (1.5, 1.5))])
-def test_output_shapes(dimensions, patch, spacing):
-    config = UNetConfig(dimensions=dimensions, channels=[4, 8, 16])
-    model = build_unet(config, in_channels=1, out_channels=4, patch_size=patch, spacing_mm=spacing)
+@pytest.mark.parametrize("patch, spacing", [((32, 32, 16), (2.0, 2.0, 3.0)), ((64, 48), (1.5, 1.5)), ((32, 32, 8), (1.0, 1.0, 5.0))])
+def test_output_shapes_follow_the_planned_topology(patch, spacing):
+    strides, kernels = pool_and_kernels(spacing, patch, max_stages=4)
+    model = build_unet(UNetConfig(base_channels=4), 1, 4, strides, kernels)
     logits = model(torch.randn(2, 1, *patch))
     assert logits.shape == (2, 4, *patch)
     logits.mean().backward()
@@ -27,8 +22,8 @@ def test_output_shapes(dimensions, patch, spacing):
 
 
 def test_deep_supervision_returns_extra_heads_in_training_only():
-    config = UNetConfig(dimensions=2, channels=[4, 8, 16, 32], deep_supervision=True, deep_supervision_heads=2)
-    model = build_unet(config, 1, 3, (32, 32), (1.0, 1.0))
+    strides, kernels = pool_and_kernels((1.0, 1.0), (32, 32), max_stages=4)
+    model = build_unet(UNetConfig(base_channels=4, deep_supervision=True, deep_supervision_heads=2), 1, 3, strides, kernels)
     model.train()
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3, 3, 32, 32)
     model.eval()
@@ -37,11 +32,12 @@ def test_deep_supervision_returns_extra_heads_in_training_only():
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match="too small for 5 levels"):
-        build_unet(UNetConfig(channels=[4, 8, 16, 32, 64]), 1, 2, (16, 16, 8), (1.0, 1.0, 1.0))
-    with pytest.raises(ValueError, match="must be divisible by"):
-        build_unet(UNetConfig(channels=[4, 8, 16]), 1, 2, (30, 32, 32), (1.0, 1.0, 1.0))
+    strides, kernels = pool_and_kernels((1.0, 1.0, 1.0), (16, 16, 16), max_stages=3)
+    with pytest.raises(ValueError, match="deep_supervision_heads must be 1..1"):
+        build_unet(UNetConfig(deep_supervision=True, deep_supervision_heads=2), 1, 2, strides, kernels)
+    with pytest.raises(ValueError, match="do not describe"):
+        build_unet(UNetConfig(), 1, 2, [[1, 1, 1, 1]], [[3, 3, 3, 3]])
     with pytest.raises(ValueError, match="model.norm"):
         UNetConfig(norm="group")
-    with pytest.raises(ValueError, match="model.dimensions"):
-        UNetConfig(dimensions=4)
+    with pytest.raises(ValueError, match="model.base_channels"):
+        UNetConfig(base_channels=0)

@@ -9,6 +9,7 @@ import socket
 import pytest
 import torch
 
+from medseg.data.planning import pool_and_kernels
 from medseg.models import UNetConfig, build_unet
 from medseg.training.checkpoint import load_checkpoint, save_checkpoint
 from medseg.training.engine import LoopConfig, OptimConfig, Trainer, learning_rate_factor
@@ -36,7 +37,8 @@ def toy_batches(seed: int, rank: int = 0):
 
 def make_trainer(run_dir, epochs=4, seed=0, distributed=None):
     torch.manual_seed(seed)
-    model = build_unet(UNetConfig(channels=[4, 8, 16]), 1, 2, PATCH, (1.0, 1.0, 2.0))
+    strides, kernels = pool_and_kernels((1.0, 1.0, 2.0), PATCH, max_stages=3)
+    model = build_unet(UNetConfig(base_channels=4), 1, 2, strides, kernels)
     loop = LoopConfig(epochs=epochs, iterations_per_epoch=3, batch_size=2, val_every=2, seed=seed)
     return Trainer(
         model, build_loss(LossConfig(), 2), OptimConfig(lr=0.02), loop, run_dir, torch.device("cpu"),

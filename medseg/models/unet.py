@@ -1,9 +1,7 @@
 """U-Nets for 3D volumes and for 2D slices, built on MONAI's ``DynUNet``.
 
-The topology (kernel sizes and strides per level) follows nnU-Net's rule for anisotropic
-data: an axis is downsampled (stride 2) only while its spacing is at most twice the finest
-spacing and its feature map stays at least ``min_feature_size`` voxels; an axis much coarser
-than the others gets kernel size 1 until the finer axes have caught up. Inputs are
+The topology (kernel sizes and strides per stage) is planned per dataset by
+:func:`medseg.data.planning.pool_and_kernels` (nnU-Net's rule for anisotropic data). Inputs are
 ``[batch, channel, *spatial]`` with spatial axes in medseg's array order ``[i, j, k]``
 (3D) or ``[i, j]`` (2D slices taken along ``k``); outputs are logits with ``out_channels``
 channels (background included).
@@ -11,20 +9,23 @@ channels (background included).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 
 
 @dataclass
 class UNetConfig:
     """Network settings (the ``model`` section of a training config).
 
+    The topology (strides and kernel sizes per stage) comes from the dataset plan's
+    configuration (see :mod:`medseg.data.planning`), so the network fits the patch size and
+    voxel spacing; this section sets the width and the building blocks.
+
     Attributes:
-        dimensions: 3 for a volumetric U-Net, 2 for a slice-wise U-Net.
-        channels: feature maps per resolution level, shallow to deep; the number of levels
-            is ``len(channels)``.
+        base_channels: feature maps at full resolution (``null``: the plan's value).
+        max_channels: cap on feature maps per stage; stage ``s`` has
+            ``min(base_channels * 2**s, max_channels)`` (``null``: the plan's value).
         norm: ``"instance"`` (default, as nnU-Net) or ``"batch"``.
         deep_supervision: also return lower-resolution outputs during training.
         deep_supervision_heads: how many extra lower-resolution outputs.
@@ -32,8 +33,8 @@ class UNetConfig:
         dropout: dropout probability inside the blocks.
     """
 
-    dimensions: int = 3
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    base_channels: int | None = None
+    max_channels: int | None = None
     norm: str = "instance"
     deep_supervision: bool = False
     deep_supervision_heads: int = 2
@@ -41,88 +42,64 @@ class UNetConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.dimensions not in (2, 3):
-            raise ValueError(f"model.dimensions must be 2 or 3, got {self.dimensions}")
-        if len(self.channels) < 2 or any(int(c) <= 0 for c in self.channels):
-            raise ValueError(f"model.channels needs at least two positive numbers, got {self.channels}")
+        for name in ("base_channels", "max_channels"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.norm not in ("instance", "batch"):
             raise ValueError(f"model.norm must be 'instance' or 'batch', got {self.norm!r}")
-        if self.deep_supervision and not 1 <= self.deep_supervision_heads <= len(self.channels) - 2:
-            raise ValueError(
-                f"model.deep_supervision_heads must be 1..{len(self.channels) - 2} for {len(self.channels)} levels"
-            )
+        if self.deep_supervision and self.deep_supervision_heads < 1:
+            raise ValueError(f"model.deep_supervision_heads must be >= 1, got {self.deep_supervision_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
-def plan_kernels_and_strides(
-    patch_size: Sequence[int], spacing_mm: Sequence[float], n_levels: int, min_feature_size: int = 4
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Kernel sizes and strides per level for a patch (voxels) at a spacing (mm), nnU-Net style.
-
-    Returns ``(kernels, strides)``, each a list of ``n_levels`` per-axis lists; the first
-    stride is all ones (the input level). Raises ``ValueError`` when the patch cannot be
-    halved ``n_levels - 1`` times on any axis.
-    """
-    size = np.asarray(patch_size, dtype=float)
-    spacing = np.asarray(spacing_mm, dtype=float)
-    if size.shape != spacing.shape:
-        raise ValueError(f"patch_size {tuple(patch_size)} and spacing_mm {tuple(spacing_mm)} differ in length")
-    kernels, strides = [], [[1] * len(size)]
-    for level in range(n_levels):
-        coarse = spacing / spacing.min() > 2.0
-        kernels.append([1 if c else 3 for c in coarse])
-        if level == n_levels - 1:
-            break
-        can_pool = (~coarse) & (size / 2 >= min_feature_size)
-        if not can_pool.any():
-            raise ValueError(
-                f"patch {tuple(int(s) for s in patch_size)} is too small for {n_levels} levels "
-                f"(feature maps must stay >= {min_feature_size} voxels); use a larger patch or fewer channels"
-            )
-        stride = [2 if p else 1 for p in can_pool]
-        strides.append(stride)
-        size = size / np.asarray(stride)
-        spacing = spacing * np.asarray(stride)
-    return kernels, strides
+def stage_channels(n_stages: int, base_channels: int, max_channels: int) -> list[int]:
+    """Feature maps per stage: ``min(base_channels * 2**s, max_channels)``."""
+    return [min(base_channels * 2**stage, max_channels) for stage in range(n_stages)]
 
 
 def build_unet(
     config: UNetConfig,
     in_channels: int,
     out_channels: int,
-    patch_size: Sequence[int],
-    spacing_mm: Sequence[float],
+    strides: Sequence[Sequence[int]],
+    kernel_sizes: Sequence[Sequence[int]],
+    base_channels: int = 32,
+    max_channels: int = 320,
 ):
-    """A MONAI ``DynUNet`` for ``config`` with topology planned from patch size and spacing.
+    """A MONAI ``DynUNet``; spatial dimensions = length of each stride (2 or 3).
 
-    ``patch_size`` and ``spacing_mm`` have ``config.dimensions`` entries (voxels, mm).
-    The model returns logits ``[batch, out_channels, *spatial]``; in training mode with deep
-    supervision it returns ``[batch, heads + 1, out_channels, *spatial]`` (MONAI convention).
+    ``strides`` and ``kernel_sizes`` have one per-axis entry per stage, the first stride all
+    ones (the plan's ``configurations[...]`` values, or
+    :func:`medseg.data.planning.pool_and_kernels`). ``base_channels`` / ``max_channels``
+    apply where ``config`` leaves them ``None``. The model returns logits
+    ``[batch, out_channels, *spatial]``; in training mode with deep supervision,
+    ``[batch, heads + 1, out_channels, *spatial]`` (MONAI convention). Input sizes must be
+    divisible by the product of the strides per axis (:func:`medseg.data.planning.divisibility`).
     """
     from monai.networks.nets import DynUNet
 
-    if len(patch_size) != config.dimensions:
-        raise ValueError(f"patch_size {tuple(patch_size)} does not have {config.dimensions} axes")
-    kernels, strides = plan_kernels_and_strides(patch_size, spacing_mm, len(config.channels))
-    divisor = np.prod(np.asarray(strides), axis=0)
-    if np.any(np.asarray(patch_size) % divisor):
-        raise ValueError(
-            f"patch_size {tuple(patch_size)} must be divisible by {tuple(int(d) for d in divisor)} "
-            "(the network's total downsampling per axis)"
-        )
+    strides = [list(map(int, s)) for s in strides]
+    kernel_sizes = [list(map(int, k)) for k in kernel_sizes]
+    dims = len(strides[0])
+    if dims not in (2, 3) or len(strides) != len(kernel_sizes) or len(strides) < 2:
+        raise ValueError(f"strides {strides} and kernel_sizes {kernel_sizes} do not describe a 2D/3D U-Net of >= 2 stages")
+    heads = config.deep_supervision_heads if config.deep_supervision else 1
+    if config.deep_supervision and heads > len(strides) - 2:
+        raise ValueError(f"model.deep_supervision_heads must be 1..{len(strides) - 2} for {len(strides)} stages")
+    filters = stage_channels(len(strides), config.base_channels or base_channels, config.max_channels or max_channels)
     return DynUNet(
-        spatial_dims=config.dimensions,
+        spatial_dims=dims,
         in_channels=in_channels,
         out_channels=out_channels,
-        kernel_size=kernels,
+        kernel_size=kernel_sizes,
         strides=strides,
         upsample_kernel_size=strides[1:],
-        filters=[int(c) for c in config.channels],
+        filters=filters,
         norm_name=("instance", {"affine": True}) if config.norm == "instance" else "batch",
         act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
         deep_supervision=config.deep_supervision,
-        deep_supr_num=config.deep_supervision_heads if config.deep_supervision else 1,
+        deep_supr_num=heads,
         res_block=config.residual,
         dropout=config.dropout or None,
     )
