@@ -47,7 +47,7 @@ def test_slice_wise_2d_prediction_and_mirroring():
     expected = model(volume.permute(3, 0, 1, 2)).permute(1, 2, 3, 0)  # every k slice on its own
     assert logits.shape == (4, 30, 22, 7)
     torch.testing.assert_close(logits, expected.detach(), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="cannot mirror along k"):
+    with pytest.raises(ValueError, match="cannot mirror along its slice axis"):
         predict_volume(model, volume, (16, 16), num_classes=4, mirror_axes=(2,))
 
 
@@ -60,3 +60,12 @@ def test_mirroring_averages_flipped_predictions():
     expected = (plain(volume) + plain(volume.flip(1)).flip(1)) / 2
     logits = predict_volume(model, volume, (12, 10, 8), 2, mirror_axes=(0,))
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_2d_model_across_another_slice_axis():
+    torch.manual_seed(3)
+    model = torch.nn.Conv2d(1, 2, kernel_size=3, padding=1)
+    volume = torch.randn(1, 6, 20, 18)  # slices across axis 0
+    logits = predict_volume(model, volume, (20, 18), num_classes=2, slice_axis=0)
+    expected = model(volume.permute(1, 0, 2, 3)).permute(1, 0, 2, 3)  # slice i -> [j, k] image
+    torch.testing.assert_close(logits, expected.detach(), atol=1e-5, rtol=1e-5)

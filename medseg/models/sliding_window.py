@@ -136,12 +136,14 @@ def predict_volume(
     patch_size: Sequence[int],
     num_classes: int,
     mirror_axes: Sequence[int] = (),
+    slice_axis: int = 2,
     **kwargs,
 ) -> torch.Tensor:
     """Logits ``[classes, i, j, k]`` for one volume ``image`` ``[channels, i, j, k]``.
 
     ``len(patch_size)`` decides the model type: 3 entries = a 3D model over the volume; 2
-    entries = a 2D model over the ``[i, j]`` slices, one per ``k``, batched. ``mirror_axes``
+    entries = a 2D model applied to every slice across ``slice_axis`` (default 2: the
+    ``[i, j]`` slices, one per ``k``), batched. ``mirror_axes``
     (spatial axes 0, 1, 2 of ``[i, j, k]``) adds test-time augmentation: the prediction is
     averaged over every combination of flips of those axes (2^n passes). Other keyword
     arguments go to :func:`sliding_window_logits`.
@@ -149,8 +151,14 @@ def predict_volume(
     if image.dim() != 4:
         raise ValueError(f"image must be [channels, i, j, k], got shape {tuple(image.shape)}")
     two_d = len(patch_size) == 2
-    if two_d and any(axis == 2 for axis in mirror_axes):
-        raise ValueError("a 2D model cannot mirror along k (its slice axis)")
+    if two_d and slice_axis in mirror_axes:
+        raise ValueError(f"a 2D model cannot mirror along its slice axis ({slice_axis})")
+    if two_d and slice_axis != 2:  # put the slice axis last, predict, put it back
+        moved = predict_volume(
+            predictor, image.movedim(slice_axis + 1, -1), patch_size, num_classes,
+            [2 if a == slice_axis else a - (a > slice_axis) for a in mirror_axes], 2, **kwargs
+        )
+        return moved.movedim(-1, slice_axis + 1)
     combos = [c for r in range(len(mirror_axes) + 1) for c in itertools.combinations(mirror_axes, r)]
     total = None
     for flip in combos:
