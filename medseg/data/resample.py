@@ -238,20 +238,21 @@ def _linear_argmax(volume: np.ndarray, shape_out: tuple[int, ...], separate_z: i
     import torch
 
     values = _class_values(volume)
+    source = torch.from_numpy(np.ascontiguousarray(volume))
     best_score = None
-    best_label = np.zeros(shape_out, dtype=volume.dtype)
+    best_label = torch.zeros(shape_out, dtype=torch.int64)
     with torch.no_grad():
         for value in values:
-            indicator = torch.from_numpy((volume == value).astype(np.float32))[None]
+            indicator = (source == int(value)).to(torch.float32)[None]
             score = _interpolate_linear(indicator, shape_out, separate_z)[0]
             if best_score is None:
-                best_score = score.clone()
-                best_label[...] = value
+                best_score = score
+                best_label.fill_(int(value))
                 continue
             better = score > best_score
-            best_score = torch.where(better, score, best_score)
-            best_label[better.numpy()] = value
-    return best_label
+            best_label.masked_fill_(better, int(value))
+            torch.maximum(best_score, score, out=best_score)
+    return best_label.numpy().astype(volume.dtype)
 
 
 def _restore_lost_classes(volume: np.ndarray, out: np.ndarray, separate_z: int | None) -> list[int]:

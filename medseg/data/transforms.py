@@ -420,6 +420,23 @@ class ToContiguousd(MapTransform):
         return out
 
 
+class MedsegCompose(Compose):
+    """:class:`monai.transforms.Compose` that re-raises the original exception of a failing
+    transform (MONAI wraps it in ``RuntimeError("applying transform ...")``), so a
+    :class:`~medseg.errors.MedsegError` naming the file reaches the user unchanged."""
+
+    def __call__(self, input_, *args, **kwargs):
+        try:
+            return super().__call__(input_, *args, **kwargs)
+        except RuntimeError as exc:
+            original: BaseException = exc
+            while isinstance(original, RuntimeError) and original.__cause__ is not None and str(original).startswith("applying transform"):
+                original = original.__cause__
+            if original is exc:
+                raise
+            raise original from None
+
+
 # -- the default chain from a plan -----------------------------------------------------------
 def build_preprocessing(
     preprocessing: Mapping[str, Any],
@@ -433,7 +450,7 @@ def build_preprocessing(
     (``crop``: auto/body/nonzero/none) -> resample (``target_spacing_mm``,
     ``image_interpolation``, ``label_interpolation``, ``anisotropy_threshold``) -> normalise
     (``normalization``: per-channel schemes) -> contiguous arrays -> optional pad to ``pad_to``
-    voxels. Returns a :class:`monai.transforms.Compose`; apply it to
+    voxels. Returns a :class:`MedsegCompose` (a MONAI ``Compose``); apply it to
     ``{"image": path(s), "label": path or None, "meta": {"case_id": ...}}``.
     """
     keys = tuple(keys)
@@ -456,7 +473,7 @@ def build_preprocessing(
     ]
     if pad_to is not None:
         chain.append(PadToSized(keys, size=pad_to))
-    return Compose(chain)
+    return MedsegCompose(chain)
 
 
 def preprocess_case(
