@@ -64,6 +64,12 @@ def test_lidc_geometry_and_hounsfield(lidc):
     assert lidc.meta["hu"]["padding_voxels"] > 0
 
 
+def test_relative_folder_path(monkeypatch):
+    folder = shared_path(THREE_SLICE)
+    monkeypatch.chdir(folder.parent.parent)
+    assert load_volume(Path("segmentations") / folder.name).shape == (512, 512, 3)
+
+
 def test_lidc_matches_simpleitk(lidc):
     reference, affine = sitk_reference(shared_path(LIDC))
     np.testing.assert_allclose(lidc.affine, affine, atol=1e-6)

@@ -258,7 +258,7 @@ def _check_no_unreadable_files(folder: str) -> None:
         for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)
     }
     unreadable = sorted(
-        p.name for p in Path(folder).iterdir() if p.is_file() and str(p.absolute()) not in listed and is_dicom_file(p)
+        p.name for p in Path(folder).iterdir() if p.is_file() and os.path.abspath(p) not in listed and is_dicom_file(p)
     )
     if unreadable:
         shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")

@@ -322,7 +322,10 @@ def train(
     loss = build_loss(config.loss, max(labels) + 1)
     if config.model.deep_supervision:
         loss = DeepSupervisionLoss(loss)
-    config_dict = {"config": to_dict(config), "plan": plan, "settings": settings, "labels": {str(k): v for k, v in labels.items()}, "fold": fold}
+    config_dict = {
+        "config": to_dict(config), "plan": plan, "settings": settings, "in_channels": in_channels,
+        "labels": {str(k): v for k, v in labels.items()}, "fold": fold,
+    }
     trainer = Trainer(
         model, loss, config.optim, config.train, run_dir, torch_device,
         config_dict=config_dict, distributed=context, progress=progress,

@@ -1,0 +1,212 @@
+"""Prediction: a trained run applied to scans, each result restored to its scan's exact grid.
+
+For every input the :class:`Predictor` runs the training plan's preprocessing (medseg's
+loader, reorientation, crop, resampling, normalisation; each step recorded), predicts with
+Gaussian-blended sliding windows (3D) or slice by slice (2D), optionally with mirroring
+test-time augmentation, turns logits into class probabilities, maps them back through the
+recorded steps to the original voxel grid and takes the arg-max there. The label map written
+has exactly the input's shape and affine (uint8 NIfTI), whatever its orientation or spacing.
+
+Memory: the sliding-window accumulators live on the preprocessed grid; restoration runs one
+class at a time with a running arg-max, so at most one full-size float32 probability volume
+(plus the running maximum) is held at the original resolution. On CUDA the accumulators
+live on the GPU and fall back to CPU memory if the GPU runs out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from medseg.errors import MedsegError
+from medseg.io import Volume, save_volume
+
+
+def resolve_checkpoint(model: str | Path) -> Path:
+    """A checkpoint file, or a run folder's ``checkpoint_best.pt`` (else ``checkpoint_latest.pt``)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        for name in ("checkpoint_best.pt", "checkpoint_latest.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise MedsegError(f"{path}: no checkpoint_best.pt or checkpoint_latest.pt in this run folder")
+    if not path.is_file():
+        raise MedsegError(f"{path}: no such checkpoint or run folder")
+    return path
+
+
+@dataclass
+class PredictionResult:
+    case_id: str
+    labels: Volume
+    seconds: float
+    probabilities: dict[int, np.ndarray] | None = None
+
+
+class Predictor:
+    """A trained model with its plan, ready to predict scans.
+
+    Args:
+        model: run folder or checkpoint file written by ``medseg train``.
+        device: ``cpu``, ``cuda`` or ``None`` (CUDA when available).
+        overlap: sliding-window overlap in [0, 1) (default: the run's validation overlap).
+        tta: mirroring test-time augmentation over the in-plane axes (2D) or all axes (3D).
+        batch_size: windows per forward pass (default: the run's training batch size).
+        postprocess: a ``postprocess`` section (dict) overriding the run's.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        device: str | None = None,
+        overlap: float | None = None,
+        tta: bool = False,
+        batch_size: int | None = None,
+        postprocess: dict[str, Any] | None = None,
+    ) -> None:
+        from medseg.config import from_dict
+        from medseg.inference.postprocess import PostprocessConfig
+        from medseg.models import UNetConfig, build_unet
+        from medseg.training.checkpoint import load_checkpoint
+
+        self.checkpoint = resolve_checkpoint(model)
+        state = load_checkpoint(self.checkpoint)
+        saved = state["config"]
+        if not isinstance(saved, dict) or "plan" not in saved:
+            raise MedsegError(f"{self.checkpoint}: not a checkpoint written by `medseg train` (no plan inside)")
+        self.plan = saved["plan"]
+        self.settings = saved["settings"]
+        self.labels = {int(k): v for k, v in saved["labels"].items()}
+        self.num_classes = max(self.labels) + 1
+        training = saved["config"]
+        self.configuration = training["data"]["configuration"]
+        self.postprocess = from_dict(PostprocessConfig, postprocess if postprocess is not None else training.get("postprocess"), "postprocess")
+        device_kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device_kind == "cuda" and not torch.cuda.is_available():
+            raise MedsegError("--device cuda was asked for but CUDA is not available")
+        self.device = torch.device(device_kind)
+        self.overlap = training["validation"]["overlap"] if overlap is None else overlap
+        self.batch_size = batch_size or max(2, int(self.settings["batch_size"]))
+        in_channels = int(saved["in_channels"])
+        model_config = from_dict(UNetConfig, training["model"], "model")
+        self.model = build_unet(
+            model_config, in_channels, self.num_classes, self.settings["strides"], self.settings["kernel_sizes"],
+            self.settings.get("base_channels", 32), self.settings.get("max_channels", 320),
+        )
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device).eval()
+        self.slice_axis = int(self.settings.get("slice_axis", 2))
+        spatial_axes = [a for a in range(3) if self.configuration == "3d" or a != self.slice_axis]
+        self.mirror_axes = spatial_axes if tta else []
+
+    @torch.no_grad()
+    def predict(self, image: str | Path | Volume, case_id: str | None = None, keep_probabilities: bool = False) -> PredictionResult:
+        """Label map (uint8 :class:`Volume` on the input's grid) for one scan.
+
+        ``keep_probabilities`` also returns per-class probabilities on the original grid
+        (float16, one array per class value).
+        """
+        from medseg.data.restore import original_affine, restore_to_original
+        from medseg.data.transforms import preprocess_case
+        from medseg.inference.postprocess import postprocess
+        from medseg.models.sliding_window import predict_volume
+
+        started = time.perf_counter()
+        name = case_id or (str(image) if not isinstance(image, Volume) else image.name)
+        sample = preprocess_case(image, self.plan["preprocessing"], case_id=case_id)
+        tensor = torch.as_tensor(np.ascontiguousarray(sample["image"]), dtype=torch.float32)
+        logits = self._logits(tensor)
+        probabilities = torch.softmax(logits, dim=0)
+        del logits
+        record = sample["meta"]
+        best = labels = None
+        kept: dict[int, np.ndarray] = {}
+        for value in range(self.num_classes):  # one class at a time on the original grid
+            channel = restore_to_original(
+                probabilities[value : value + 1].contiguous(), record, kind="probabilities",
+                outside_value=[1.0 if value == 0 else 0.0],
+            )
+            channel = np.asarray(channel.cpu() if isinstance(channel, torch.Tensor) else channel)[0]
+            if best is None:
+                best, labels = channel.copy(), np.zeros(channel.shape, np.uint8)
+            else:
+                better = channel > best
+                best[better] = channel[better]
+                labels[better] = value
+            if keep_probabilities:
+                kept[value] = channel.astype(np.float16)
+        affine = original_affine(record)
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        labels = postprocess(labels, spacing, self.postprocess)
+        volume = Volume(labels, affine, None, {"kind": "label", "case_id": name})
+        return PredictionResult(name, volume, time.perf_counter() - started, kept if keep_probabilities else None)
+
+    def _logits(self, image: torch.Tensor) -> torch.Tensor:
+        from medseg.models.sliding_window import predict_volume
+
+        def run(output_device: torch.device) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                return predict_volume(
+                    self.model, image, self.settings["patch_size"], self.num_classes,
+                    mirror_axes=self.mirror_axes, slice_axis=self.slice_axis, overlap=self.overlap,
+                    batch_size=self.batch_size, device=self.device, output_device=output_device,
+                )
+
+        if self.device.type != "cuda":
+            return run(torch.device("cpu"))
+        try:
+            return run(self.device).cpu()
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return run(torch.device("cpu"))  # stitch in host memory
+
+
+def predict_cases(
+    predictor: Predictor,
+    cases: Sequence[Any],
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    save_probabilities: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict ``cases`` (:class:`~medseg.inference.inputs.InputCase`) into ``out_dir/<case_id>.nii.gz``.
+
+    Cases whose output exists are skipped unless ``overwrite``. A case that fails is reported
+    (with its reason) and the others go on. Returns ``{"done", "skipped", "failed", "seconds"}``.
+    """
+    out_dir = Path(out_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"done": [], "skipped": [], "failed": {}, "seconds": {}}
+    iterator = cases
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(cases, desc="predict", unit="case")
+    for case in iterator:
+        target = out_dir / f"{case.case_id}.nii.gz"
+        if target.exists() and not overwrite:
+            report["skipped"].append(case.case_id)
+            continue
+        try:
+            result = predictor.predict(case.path, case.case_id, keep_probabilities=save_probabilities)
+        except (MedsegError, RuntimeError, ValueError) as exc:
+            report["failed"][case.case_id] = f"{case.path}: {exc}"
+            if progress:
+                iterator.write(f"medseg predict: {case.case_id} failed: {exc}")  # type: ignore[union-attr]
+            continue
+        if save_probabilities and result.probabilities is not None:
+            np.savez_compressed(
+                out_dir / f"{case.case_id}_probabilities.npz",
+                affine=result.labels.affine,
+                **{f"class_{value}": p for value, p in result.probabilities.items()},
+            )
+        save_volume(result.labels, target, label=True)
+        report["done"].append(case.case_id)
+        report["seconds"][case.case_id] = round(result.seconds, 3)
+    return report
