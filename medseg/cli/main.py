@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("medseg.cli.plan", "fingerprint a dataset and plan preprocessing and networks"),
     "preprocess": ("medseg.cli.preprocess", "preprocess a dataset into a cache for training"),
     "train": ("medseg.cli.train", "train a 3D or slice-wise 2D U-Net from a YAML config"),
+    "predict": ("medseg.cli.predict", "predict scans with a trained run; outputs on each scan's exact grid"),
     "evaluate": ("medseg.cli.evaluate", "score predictions against references (per label and region)"),
     "segment": ("medseg.cli.segment", "classical segmentation baselines (threshold, Otsu, lung-ct, ...)"),
     "submit": ("medseg.cli.submit", "prepare and check challenge submissions"),
