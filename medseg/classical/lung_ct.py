@@ -26,7 +26,8 @@ Pipeline (each step names the library that does the work):
    so LPS (DICOM) and RAS (NIfTI) grids give the same anatomy.
 6. **Clean-up**, per lung in its bounding box: binary closing with a ball of
    ``closing_radius_mm`` (SimpleITK ``BinaryMorphologicalClosing``), holes filled in each
-   axial slice (vessels, airway walls inside the lung) and in 3D (``scipy.ndimage``).
+   axial slice (vessels, airway walls inside the lung) and in 3D, then the largest
+   face-connected piece of each lung is kept (``scipy.ndimage``).
 
 Axial slices are the array axis closest to the world superior axis, whatever the file's
 axis order. About 3-5 s for a 512 x 512 x 133 CT on one core.
@@ -639,7 +640,8 @@ def _max_pool(mask: np.ndarray, factors: np.ndarray) -> np.ndarray:
 
 
 def _clean_up(lungs: np.ndarray, volume: Volume, frame: _SliceFrame, closing_radius_mm: float) -> np.ndarray:
-    """Per lung: closing (SimpleITK, ball of ``closing_radius_mm``), slice-wise and 3D hole filling (SciPy)."""
+    """Per lung: closing (SimpleITK, ball of ``closing_radius_mm``), slice-wise and 3D hole filling, then
+    only its largest face-connected component is kept (SciPy)."""
     import SimpleITK as sitk
 
     spacing = volume.spacing_mm
@@ -663,4 +665,11 @@ def _clean_up(lungs: np.ndarray, volume: Volume, frame: _SliceFrame, closing_rad
         piece = fill_holes_3d(fill_holes_slicewise(piece, frame))
         target = cleaned[box]
         target[piece & ((lungs[box] == label) | (lungs[box] == 0)) & (target == 0)] = label
+    for label in (LEFT_LUNG, RIGHT_LUNG):  # stray bits (e.g. a voxel cut off by the split) are dropped
+        mask = cleaned == label
+        if mask.any():
+            box = _bounding_box(mask)
+            pieces, sizes = label_components(mask[box])
+            sizes[0] = 0
+            cleaned[box][(pieces > 0) & (pieces != int(np.argmax(sizes)))] = 0
     return cleaned

@@ -62,8 +62,9 @@ def region_grow(
 
     Returns:
         uint8 label map, 1 for the grown region, 0 elsewhere; ``meta['segmentation']`` records
-        the seed voxels and the interval used. A seed whose own value falls outside the
-        interval grows nothing; if none grows the map is all zeros.
+        the seed voxels and the interval used (and, for the tolerance criterion, how many
+        seeds lie outside it). A seed whose own value falls outside the interval grows
+        nothing; if none grows the map is all zeros.
 
     Raises:
         ConfigError: no seeds, a seed outside the grid, an unknown criterion or ``seeds_in``,
@@ -85,7 +86,8 @@ def region_grow(
         grow = itk.ConnectedThresholdImageFilter[image_type, image_type].New(Input=itk_image)
         grow.SetLower(low)
         grow.SetUpper(high)
-        details = {"lower": low, "upper": high}
+        outside = int(np.count_nonzero((seed_values < low) | (seed_values > high)))
+        details = {"lower": low, "upper": high, "seeds_outside_interval": outside}
     else:
         grow = itk.ConfidenceConnectedImageFilter[image_type, itk.Image[itk.UC, 3]].New(Input=itk_image)
         grow.SetMultiplier(positive_float(multiplier, "multiplier", "region-grow"))
