@@ -14,7 +14,7 @@ import sys
 
 #: subcommand -> (module, one-line help). Order is the order shown by ``medseg --help``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("medseg.cli.demo", "run the end-to-end demo on built-in synthetic data"),
+    "demo": ("medseg.cli.demo", "the whole pipeline on built-in synthetic data: phantoms, train, predict, evaluate"),
     "inspect": ("medseg.cli.io_commands", "show geometry, intensities and labels of a volume"),
     "convert": ("medseg.cli.io_commands", "convert any supported volume to NIfTI (or NRRD/MHA)"),
     "phantom": ("medseg.cli.phantom", "write a synthetic phantom dataset (MSD/nnU-Net layout)"),
