@@ -156,6 +156,22 @@ def test_labels_from_dataset_json_and_absent_labels_filled(folders, tmp_path):
     assert len(five) == 3 and set(five[five.case != "case_0"]["flag"]) == {"both_empty"}
 
 
+def test_manifest_gives_references_label_names_and_images(folders, tmp_path):
+    ref, pred = folders
+    images = tmp_path / "images"
+    training = []
+    for i in range(3):
+        save_volume(Volume(np.random.default_rng(i).random((24, 24, 8)).astype(np.float32), AFFINE), images / f"case_{i}_0000.nii.gz")
+        training.append({"image": f"images/case_{i}_0000.nii.gz", "label": f"ref/case_{i}_gt.nii.gz"})
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2}, "training": training}))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(pred), "--manifest", str(manifest), "--out", str(out), "--no-progress", "--labels", "lesion"]) == 0
+    rows = _rows(out / "metrics.csv")
+    assert {r["label"] for r in rows} == {"lesion"} and {r["case"] for r in rows} == {"case_0", "case_1", "case_2"}
+    assert (out / "figures" / "worst_cases.png").exists()
+
+
 def test_workers_and_cli_compare(folders, tmp_path):
     ref, pred = folders
     a, b = tmp_path / "a", tmp_path / "b"

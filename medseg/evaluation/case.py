@@ -54,7 +54,8 @@ class CaseResult:
         regions: one dict per label when regions were requested: the label, the anchor, the
             region axis, the reference's first/last slice, the base end chosen and each
             region's slice range (``None`` entries when the anchor's reference is empty).
-        labels_present: label values found in the reference or the prediction (non-zero).
+        labels_present: label values found in the reference or the prediction (non-zero; when
+            ``labels`` were given, only those of them that occur).
     """
 
     rows: list[dict[str, Any]]
@@ -205,7 +206,7 @@ def evaluate_case(
         reference, prediction, spacing = reference.T, prediction.T, spacing[::-1].copy()
         axis = None if axis is None else 2 - axis
     box = union_box(bounding_box(reference), bounding_box(prediction))
-    present = _present_labels(reference, prediction, box)
+    present = _present_labels(reference, prediction, box) if label_names is None else None
     if label_names is None:
         label_names = {v: str(v) for v in present}
     geometry = _Geometry(reference.shape, spacing, voxel_ml, axis, box, flat_case, reported_axis)
@@ -215,11 +216,16 @@ def evaluate_case(
     pred_crop = prediction[box] if box is not None else None
     rows: list[dict[str, Any]] = []
     region_info: list[dict[str, Any]] = []
+    found = []
     for value, name in label_names.items():
-        label_rows, info = _evaluate_label(value, name, ref_crop, pred_crop, geometry, options, anchor_counts, region_anchor)
+        label_rows, info, in_maps = _evaluate_label(value, name, ref_crop, pred_crop, geometry, options, anchor_counts, region_anchor)
         rows.extend(label_rows)
+        if in_maps:
+            found.append(value)
         if info is not None:
             region_info.append(info)
+    if present is None:  # labels were given: report which of them occur
+        present = found
     if case_id is not None:
         rows = [{"case": case_id, **row} for row in rows]
         region_info = [{"case": case_id, **info} for info in region_info]
@@ -365,7 +371,7 @@ def _evaluate_label(value, name, ref_crop, pred_crop, geometry: _Geometry, optio
         else:
             values = structure.region_values(extent)
         rows.extend({"label": name, "region": region, "metric": m, "value": float(values[m][0]), "flag": values[m][1]} for m in options.metrics)
-    return rows, info
+    return rows, info, bool(structure.n_ref or structure.n_pred)
 
 
 class _Structure:

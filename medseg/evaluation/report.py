@@ -204,23 +204,38 @@ def _box_plots(plt, rows, folder: Path) -> Path | None:
         return None
     labels = list(dict.fromkeys(str(r["label"]) for r in rows))
     regions = [g for g in REGION_ORDER if any(r["region"] == g for r in rows)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        data, names, colours = [], [], []
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for r in rows:
+        if not math.isnan(r["value"]):
+            groups.setdefault((r["metric"], str(r["label"]), r["region"]), []).append(r["value"])
+    n_boxes = len(labels) * len(regions)
+    rows_of_plots = 2 if n_boxes > 6 and len(metrics) > 2 else 1
+    per_row = math.ceil(len(metrics) / rows_of_plots)
+    width = max(3.0, 0.45 * (n_boxes + len(labels)) + 1.0)
+    fig, axes = plt.subplots(rows_of_plots, per_row, figsize=(width * per_row, 3.4 * rows_of_plots + 0.4), squeeze=False)
+    for ax in axes.ravel()[len(metrics) :]:
+        ax.set_axis_off()
+    for ax, metric in zip(axes.ravel(), metrics):
+        data, names, colours, positions = [], [], [], []
         for li, label in enumerate(labels):
-            for region in regions:
-                values = [r["value"] for r in rows if r["metric"] == metric and str(r["label"]) == label and r["region"] == region and not math.isnan(r["value"])]
-                data.append(values or [math.nan])
-                names.append(f"{label}" + (f"\n{region}" if len(regions) > 1 else ""))
+            for ri, region in enumerate(regions):
+                data.append(groups.get((metric, label, region)) or [math.nan])
+                names.append(region if len(regions) > 1 else label)
                 colours.append(_COLOURS[li % len(_COLOURS)])
-        boxes = ax.boxplot(data, patch_artist=True, widths=0.6)
+                positions.append(li * (len(regions) + 1) + ri)
+        boxes = ax.boxplot(data, positions=positions, patch_artist=True, widths=0.7)
         for patch, colour in zip(boxes["boxes"], colours):
             patch.set_facecolor(colour)
             patch.set_alpha(0.45)
-        ax.set_xticks(range(1, len(names) + 1), names, fontsize=7, rotation=90 if len(names) > 6 else 0)
+        ax.set_xticks(positions, names, fontsize=7, rotation=90 if len(regions) > 1 else 0)
         ax.set_title(metric + (" (mm)" if metric in ("hd95", "asd") else ""), fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.3 if len(regions) > 1 else 0.15, wspace=0.3)
+    if len(regions) > 1:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=_COLOURS[i % len(_COLOURS)], alpha=0.45, label=f"label {label}") for i, label in enumerate(labels)]
+        fig.legend(handles=handles, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.93, bottom=0.16 if len(regions) > 1 else 0.1, wspace=0.2, hspace=0.45)
     path = _save(fig, folder / "boxplots.png")
     plt.close(fig)
     return path

@@ -37,9 +37,9 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """Smallest box of array indices holding every non-zero voxel of ``mask`` (any dtype).
 
     Returns one ``slice`` per axis (voxel indices, stop exclusive), or ``None`` for an all-zero
-    (or size-zero) array. Works on C- or Fortran-ordered arrays without copying them: it
-    reduces the slowest-varying axis first over contiguous slabs (read as 64-bit words when
-    the slab allows), then the other axes on the slab range only.
+    (or size-zero) array. Works on C- or Fortran-ordered arrays without copying them: one pass
+    finds the occupied slabs along the slowest-varying axis, a second pass over those slabs
+    only ORs them into a 2D projection (both read as 64-bit words when the slabs allow).
     """
     mask = np.asarray(mask)
     if mask.size == 0:
@@ -49,24 +49,28 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
         return None if box is None else tuple(reversed(box))
     if mask.ndim != 3 or not mask.flags.c_contiguous:
         return _bounding_box_generic(mask)
-    n0 = mask.shape[0]
-    slabs = mask.reshape(n0, -1)
-    if slabs.dtype.itemsize == 1 and slabs.shape[1] % 8 == 0:
-        occupied = slabs.view(np.uint64).any(axis=1)
-    else:
-        occupied = slabs.any(axis=1)
-    rows = np.flatnonzero(occupied)
-    if rows.size == 0:
+    n0, n1, n2 = mask.shape
+    slabs = mask.reshape(n0, n1 * n2)
+    words = slabs.dtype.itemsize == 1 and (n1 * n2) % 8 == 0
+    occupied = slabs.view(np.uint64).any(axis=1) if words else slabs.any(axis=1)  # 8 voxels per word
+    present = np.flatnonzero(occupied)
+    if present.size == 0:
         return None
-    first, last = int(rows[0]), int(rows[-1]) + 1
-    slab = mask[first:last]
-    if slab.dtype == np.bool_:
-        projection = slab.any(axis=0)
+    first, last = int(present[0]), int(present[-1]) + 1
+    slab = slabs[first:last]
+    if words:  # OR of the occupied slabs, 8 voxels per word, then back to voxels
+        projection = np.bitwise_or.reduce(slab.view(np.uint64), axis=0).view(np.uint8).reshape(n1, n2)
+    elif slab.dtype == np.bool_:
+        projection = slab.any(axis=0).reshape(n1, n2)
     else:
-        projection = np.bitwise_or.reduce(slab, axis=0) if np.issubdtype(slab.dtype, np.integer) else slab.any(axis=0)
-    cols = np.flatnonzero(projection.any(axis=1))
-    depth = np.flatnonzero(projection.any(axis=0))
-    return (slice(first, last), slice(int(cols[0]), int(cols[-1]) + 1), slice(int(depth[0]), int(depth[-1]) + 1))
+        projection = (slab != 0).any(axis=0).reshape(n1, n2)
+    second = np.flatnonzero(projection.any(axis=1))
+    third = np.flatnonzero(projection.any(axis=0))
+    return (
+        slice(first, last),
+        slice(int(second[0]), int(second[-1]) + 1),
+        slice(int(third[0]), int(third[-1]) + 1),
+    )
 
 
 def _bounding_box_generic(mask: np.ndarray) -> tuple[slice, ...] | None:
