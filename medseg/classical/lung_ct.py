@@ -14,9 +14,10 @@ Pipeline (each step names the library that does the work):
    ``bronchus_depth_mm`` below the carina. The tracked lumen plus a ``airway_rim_mm`` rim of
    air around it (the partial-volume wall) is removed, which disconnects the lungs from
    each other through the airways.
-4. **Two lungs**: 3D components (face connectivity) of the remaining air; the largest is one
-   lung and the largest one whose centre lies on the other side of the body's midline is the
-   other. If the largest spans both sides (lungs touching at a junction line), it is split
+4. **Two lungs**: 3D components (face connectivity) of the remaining air, without gas
+   pockets (components mostly below ``airway_hu``: bowel gas, air in the table; lung
+   parenchyma is about -850 HU); the largest is one lung and the largest one whose centre
+   lies on the other side of the body's midline is the other. If the largest spans both sides (lungs touching at a junction line), it is split
    at its thinnest junction: cores from thresholding the Euclidean distance map
    (``scipy.ndimage.distance_transform_edt``, in mm) at the smallest depth that separates
    two large parts, then a marker-controlled watershed on the distance map
@@ -58,6 +59,10 @@ LEFT_LUNG, RIGHT_LUNG = 1, 2
 
 #: trachea cross-section accepted as the start of the airway tree (mm^2): diameters ~7-32 mm
 TRACHEA_AREA_MM2 = (40.0, 800.0)
+#: the trachea is looked for in the upper TRACHEA_SEARCH_MM of the air inside the body, and must be
+#: tracked over at least MIN_TRACHEA_MM (top to carina) to count
+TRACHEA_SEARCH_MM = 80.0
+MIN_TRACHEA_MM = 30.0
 #: farthest the trachea may lie from the body's left-right middle (mm)
 TRACHEA_OFFSET_MM = 35.0
 #: airway components larger than this (mm^2) in a slice are lung, not airway
@@ -67,6 +72,8 @@ WINDOW_MARGIN_MM = 25.0
 #: below the carina a bronchus whose surroundings (a ring RING_MM from it) are mostly air is in the lung
 RING_MM = (2.0, 5.0)
 INTRAPULMONARY_AIR_FRACTION = 0.5
+#: air components with more than this fraction below airway_hu (-950 HU) are gas pockets, not lung
+MAX_GAS_FRACTION = 0.5
 #: voxel size (mm) of the pooled grid on which joined lungs are split
 SPLIT_VOXEL_MM = 1.5
 #: a branch stops when its cross-section grows more than this factor from one slice to the next
@@ -149,7 +156,7 @@ def lung_ct(
         if airways.any():
             candidates &= ~_dilate_in_plane(airways, volume, frame, airway_rim_mm)
 
-    lungs, split_info = pick_lungs(candidates, volume, midline_x, min_lung_ml)
+    lungs, split_info = pick_lungs(candidates, hu, volume, midline_x, min_lung_ml, airway_hu)
     info.update(split_info)
     labels = _clean_up(lungs, volume, frame, closing_radius_mm)
     voxel_ml = volume.voxel_volume_ml
@@ -306,7 +313,9 @@ def track_airways(
     """Trachea and main bronchi, tracked slice by slice (2D ``scipy.ndimage.label`` per slice).
 
     The trachea is the largest air component (area 40-800 mm^2) within 35 mm of the body's
-    left-right middle in the most superior slices that have one. Each next slice takes the
+    left-right middle in the most superior slice that has one (within the upper 80 mm of
+    the air), and must be tracked over at least 30 mm down to the carina; shorter finds
+    (gas in the oesophagus or bowel) are discarded and the search goes on below. Each next slice takes the
     air components that touch the airway of the slice before (grown by ~3 mm) and are not
     much larger than it; where such a component is large because the airway touches lung in
     that slice, only its lumen below ``airway_hu`` is taken. A branch ends when nothing
@@ -323,7 +332,7 @@ def track_airways(
 
     Returns:
         ``(airway mask, info)``; the mask is empty (and ``info['trachea_found']`` False)
-        when no trachea-like component exists in the upper 80 mm of the air.
+        when no trachea is found (e.g. a scan that starts below the carina).
     """
     spacing = volume.spacing_mm
     in_plane_axes = [axis for axis in range(3) if axis != frame.slice_axis]
@@ -333,34 +342,39 @@ def track_airways(
     airways = np.zeros(air.shape, dtype=bool)
     airway_view = frame.axial(airways)
     x_of = _world_x_of_view(volume.affine, frame, air.shape)
-
-    start = _find_trachea(air_view, x_of, midline_x_mm, pixel_mm2, search_slices=max(1, int(round(80.0 / slice_mm))))
-    if start is None:
-        return airways, {"trachea_found": False}
-    start_slice, trachea = start
-    airway_view[:, :, start_slice] = trachea
     reach = _disk(max(3.0, 0.6 * slice_mm), spacing[in_plane_axes])
     window_margin_px = np.ceil(WINDOW_MARGIN_MM / spacing[in_plane_axes]).astype(int)
     ring_inner, ring_outer = (_disk(radius, spacing[in_plane_axes]) for radius in RING_MM)
     tracker = _AirwayTracker(air_view, hu_view, airway_view, reach, pixel_mm2, airway_hu, window_margin_px, ring_inner, ring_outer)
-    carina = tracker.follow(start_slice, +1, bronchus_depth_mm / slice_mm)
-    tracker.follow(start_slice, -1, None)
-    info = {
-        "trachea_found": True,
-        "trachea_slice": int(_original_slice(frame, start_slice, air.shape)),
-        "carina_slice": None if carina is None else int(_original_slice(frame, carina, air.shape)),
-        "airway_ml": float(np.count_nonzero(airways) * volume.voxel_volume_ml),
-    }
-    return airways, info
-
-
-def _find_trachea(air_view: np.ndarray, x_of, midline_x_mm: float, pixel_mm2: float, search_slices: int):
-    """``(slice, 2D mask)`` of the most superior trachea-like air component near the midline, or None."""
     occupied = np.flatnonzero(air_view.any(axis=(0, 1)))
-    if occupied.size == 0:
-        return None
-    first = int(occupied[0])
-    for s in range(first, min(first + search_slices, air_view.shape[2])):
+    search_end = int(occupied[0]) + max(1, int(round(TRACHEA_SEARCH_MM / slice_mm))) if occupied.size else 0
+    from_slice = int(occupied[0]) if occupied.size else 0
+    while from_slice < min(search_end, air_view.shape[2]):
+        start = _find_trachea(air_view, x_of, midline_x_mm, pixel_mm2, from_slice, search_end)
+        if start is None:
+            break
+        start_slice, trachea = start
+        airway_view[:, :, start_slice] = trachea
+        carina = tracker.follow(start_slice, +1, bronchus_depth_mm / slice_mm)
+        tracker.follow(start_slice, -1, None)
+        tracked = np.flatnonzero(airway_view.any(axis=(0, 1)))
+        trachea_mm = ((carina if carina is not None else tracked[-1]) - tracked[0] + 1) * slice_mm
+        if trachea_mm >= MIN_TRACHEA_MM:
+            info = {
+                "trachea_found": True,
+                "trachea_slice": int(_original_slice(frame, start_slice, air.shape)),
+                "carina_slice": None if carina is None else int(_original_slice(frame, carina, air.shape)),
+                "airway_ml": float(np.count_nonzero(airways) * volume.voxel_volume_ml),
+            }
+            return airways, info
+        airways[...] = False  # too short for a trachea (gas in the oesophagus or bowel): look further down
+        from_slice = start_slice + 1
+    return airways, {"trachea_found": False}
+
+
+def _find_trachea(air_view: np.ndarray, x_of, midline_x_mm: float, pixel_mm2: float, first: int, end: int):
+    """``(slice, 2D mask)`` of the first trachea-like air component near the midline in slices ``first..end-1``, or None."""
+    for s in range(first, min(end, air_view.shape[2])):
         components, count = ndimage.label(air_view[:, :, s], structure=_EIGHT)
         if count == 0:
             continue
@@ -522,13 +536,30 @@ def _original_slice(frame: _SliceFrame, s: int, shape: tuple[int, ...]) -> int:
 # -- choosing and splitting the lungs ---------------------------------------------------------------
 
 
-def pick_lungs(candidates: np.ndarray, volume: Volume, midline_x_mm: float, min_lung_ml: float) -> tuple[np.ndarray, dict]:
-    """Label 1/2 map of the two lungs among the air components in ``candidates`` (see the module docstring)."""
+def pick_lungs(
+    candidates: np.ndarray,
+    hu: np.ndarray,
+    volume: Volume,
+    midline_x_mm: float,
+    min_lung_ml: float,
+    gas_hu: float = -950.0,
+) -> tuple[np.ndarray, dict]:
+    """Label 1/2 map of the two lungs among the air components in ``candidates`` (see the module docstring).
+
+    Components smaller than ``min_lung_ml``, and gas pockets (more than half their voxels
+    below ``gas_hu``: bowel gas, table or clothing air; lung parenchyma holds blood and
+    tissue, about -850 HU) are never lungs.
+    """
     components, sizes = label_components(candidates)
     lungs = np.zeros(candidates.shape, dtype=np.uint8)
-    info = {"lungs_joined": False}
+    info: dict = {"lungs_joined": False}
     sizes[0] = 0
-    order = [int(c) for c in np.argsort(sizes)[::-1] if sizes[c] > 0 and sizes[c] * volume.voxel_volume_ml >= min_lung_ml]
+    large = [int(c) for c in np.argsort(sizes)[::-1] if sizes[c] > 0 and sizes[c] * volume.voxel_volume_ml >= min_lung_ml]
+    if not large:
+        return lungs, info
+    gas_voxels = np.bincount(components[(hu < gas_hu) & (components > 0)], minlength=len(sizes))
+    order = [c for c in large if gas_voxels[c] <= MAX_GAS_FRACTION * sizes[c]]
+    info["gas_pockets_ml"] = float(sum(sizes[c] for c in large if c not in order) * volume.voxel_volume_ml)
     if not order:
         return lungs, info
     objects = ndimage.find_objects(components)
