@@ -21,6 +21,7 @@ and plan, so a checkpoint alone is enough to predict), ``training_log.csv`` and
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -293,6 +294,8 @@ def train(
     if device_kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but CUDA is not available (torch.cuda.is_available() is False)")
     context = init_distributed(device_kind)
+    if device_kind == "cpu":  # leave one core per data worker; oversubscribed threads slow training down a lot
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.world_size - config.data.workers))
     torch_device = torch.device(device_kind, context.local_rank) if device_kind == "cuda" else torch.device("cpu")
     run_dir = Path(run_dir or Path("runs") / Path(config_path).stem / f"fold_{fold}").expanduser().resolve()
 
