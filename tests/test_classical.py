@@ -116,6 +116,21 @@ def test_bht_two_balanced_classes():
     assert 350 < out.meta["segmentation"]["thresholds"][0] < 650
 
 
+def test_bht_is_not_dragged_by_a_sparse_bright_tail():
+    """As in CT (bone, clipped 3071 HU): 0.5% of voxels far above both classes must not move the cut."""
+    rng = np.random.default_rng(9)
+    shape = (30, 30, 30)
+    truth = np.zeros(shape, bool)
+    truth[:, :, 12:] = True
+    values = np.where(truth, 0.0, -900.0) + rng.normal(0, 40, shape)
+    values.flat[rng.choice(values.size, values.size // 200, replace=False)] = 3071.0
+    out = bht(values)
+    assert -700 < out.meta["segmentation"]["thresholds"][0] < -200
+    assert dice(out.array == 1, truth) >= 0.99
+    with pytest.raises(ConfigError, match="tail_fraction"):
+        bht(values, tail_fraction=0.5)
+
+
 def test_balanced_histogram_bin_finds_the_valley_of_a_symmetric_histogram():
     counts = np.array([0, 5, 30, 60, 30, 5, 1, 0, 1, 5, 30, 60, 30, 5, 0, 0], dtype=float)
     centre = balanced_histogram_bin(counts)

@@ -18,7 +18,7 @@ from medseg.classical._common import (
 from medseg.errors import ConfigError
 from medseg.io import Volume
 
-#: voxels assigned to centroids per chunk when positions are features (bounds memory)
+#: voxels assigned to centroids per slab when positions are features (bounds memory)
 _CHUNK_VOXELS = 2_000_000
 
 
@@ -80,8 +80,7 @@ def kmeans(
         columns = [(flat[flat_indices].astype(np.float64) - intensity_mean) / intensity_std]
         if position_scale_mm is not None:
             ijk = np.stack(np.unravel_index(flat_indices, volume.shape), axis=1).astype(np.float64)
-            world = ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]
-            world -= volume.affine[:3, :3] @ (np.asarray(volume.shape) - 1) / 2 + volume.affine[:3, 3]
+            world = (ijk - _grid_centre(volume)) @ volume.affine[:3, :3].T  # mm from the grid's centre
             columns.extend((world / position_scale_mm).T)
         return np.stack(columns, axis=1)
 
@@ -98,11 +97,7 @@ def kmeans(
     if position_scale_mm is None:
         labels = _nearest_1d(flat, (centroids[:, 0] * intensity_std) + intensity_mean)
     else:
-        labels = np.empty(n_voxels, dtype=np.int32)
-        for start in range(0, n_voxels, _CHUNK_VOXELS):
-            chunk = np.arange(start, min(start + _CHUNK_VOXELS, n_voxels))
-            distances = ((features(chunk)[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
-            labels[chunk] = distances.argmin(axis=1)
+        labels = _nearest_with_position(volume, values, centroids, intensity_mean, intensity_std, position_scale_mm).ravel()
     labels, class_means = _order_by_mean(labels, flat, len(centroids))
     return label_output(
         volume,
@@ -124,6 +119,42 @@ def _kmeans2(data: np.ndarray, k: int, iterations: int, rng: np.random.Generator
         return kmeans2(data, k, iter=iterations, minit="++", missing="warn", rng=rng)
     except TypeError:  # SciPy < 1.15
         return kmeans2(data, k, iter=iterations, minit="++", missing="warn", seed=rng)
+
+
+def _grid_centre(volume: Volume) -> np.ndarray:
+    return (np.asarray(volume.shape, dtype=np.float64) - 1) / 2
+
+
+def _nearest_with_position(
+    volume: Volume,
+    values: np.ndarray,
+    centroids: np.ndarray,
+    intensity_mean: float,
+    intensity_std: float,
+    position_scale_mm: float,
+) -> np.ndarray:
+    """Nearest centroid of every voxel for features (intensity, x, y, z); slabs along axis 0, positions
+    built by broadcasting (the world position is linear in the index), one centroid at a time."""
+    labels = np.zeros(volume.shape, dtype=np.int32)
+    axes = [np.arange(n, dtype=np.float64) - c for n, c in zip(volume.shape, _grid_centre(volume))]
+    slab = max(1, _CHUNK_VOXELS // max(1, volume.shape[1] * volume.shape[2]))
+    matrix = volume.affine[:3, :3] / position_scale_mm
+    for start in range(0, volume.shape[0], slab):
+        rows = slice(start, min(start + slab, volume.shape[0]))
+        intensity = (values[rows].astype(np.float32) - np.float32(intensity_mean)) / np.float32(intensity_std)
+        position = [
+            (matrix[d, 0] * axes[0][rows, None, None] + matrix[d, 1] * axes[1][None, :, None] + matrix[d, 2] * axes[2][None, None, :]).astype(np.float32)
+            for d in range(3)
+        ]
+        best = np.full(intensity.shape, np.inf, dtype=np.float32)
+        for index, centroid in enumerate(centroids.astype(np.float32)):
+            distance = (intensity - centroid[0]) ** 2
+            for d in range(3):
+                distance += (position[d] - centroid[1 + d]) ** 2
+            closer = distance < best
+            best[closer] = distance[closer]
+            labels[rows][closer] = index
+    return labels
 
 
 def _nearest_1d(values: np.ndarray, centres: np.ndarray) -> np.ndarray:
