@@ -125,7 +125,7 @@ def test_bht_is_not_dragged_by_a_sparse_bright_tail():
     values = np.where(truth, 0.0, -900.0) + rng.normal(0, 40, shape)
     values.flat[rng.choice(values.size, values.size // 200, replace=False)] = 3071.0
     out = bht(values)
-    assert -700 < out.meta["segmentation"]["thresholds"][0] < -200
+    assert -780 < out.meta["segmentation"]["thresholds"][0] < -120  # in the empty valley (untrimmed: 175)
     assert dice(out.array == 1, truth) >= 0.99
     with pytest.raises(ConfigError, match="tail_fraction"):
         bht(values, tail_fraction=0.5)
