@@ -16,7 +16,8 @@ temporary folder.
    (CLI, fresh process) with ``--workers 1`` with and without the report, and with
    ``--workers 2``; DeepMind and MONAI loops (nibabel loading + their metrics).
 
-Run: ``.venv/bin/python benchmarks/evaluation_bench.py [--repeats N]``. Takes a few minutes
+Run: ``.venv/bin/python benchmarks/evaluation_bench.py [--repeats N] [--pythonpath DIR]``
+(``--pythonpath``: extra CLI runs with e.g. ``isal`` importable from DIR). Takes a few minutes
 (MONAI dominates).
 """
 
@@ -140,6 +141,7 @@ def per_structure(cases, repeats: int) -> list[dict]:
                 record["max_rel_diff_vs_medpy_hd_assd"] = max(abs(ours[m] - medpy[m]) / max(abs(medpy[m]), 1e-12) for m in ("hd", "asd"))
             fastest = min(record["monai_s"], record["deepmind_s"], record.get("medpy_s", float("inf")))
             record["speedup_vs_fastest_peer"] = fastest / record["medseg_s"]
+            record["speedup_vs_monai"] = record["monai_s"] / record["medseg_s"]
             records.append(record)
             print(f"{case_id} label {label}: medseg {record['medseg_s']:.3f} s, MONAI {record['monai_s']:.2f} s, "
                   f"DeepMind {record['deepmind_s']:.2f} s -> {record['speedup_vs_fastest_peer']:.1f}x; "
@@ -150,13 +152,19 @@ def per_structure(cases, repeats: int) -> list[dict]:
 # -- whole folder --------------------------------------------------------------------------------
 
 
-def run_process(command: list[str], repeats: int) -> float:
-    times = []
+def run_processes(commands: dict[str, tuple[list[str], dict | None]], repeats: int) -> dict[str, float]:
+    """Median wall time of each command, run in fresh processes, interleaved repeat by repeat
+    (so a busy moment on a shared machine hits every variant alike)."""
+    import os
+
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run(command, check=False, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, (command, extra_env) in commands.items():
+            env = {**os.environ, **(extra_env or {})}
+            start = time.perf_counter()
+            subprocess.run(command, check=False, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 READ_SCRIPT = """
@@ -179,18 +187,22 @@ def folder_peer_loop(cases, structure_fn) -> float:
     return time.perf_counter() - start
 
 
-def whole_folder(cases, folder: Path, repeats: int) -> dict:
+def whole_folder(cases, folder: Path, repeats: int, pythonpath: str | None) -> dict:
     files = [str(p) for _, r, q in cases for p in (r, q)]
     out = folder / "out"
     common = [MEDSEG, "evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "ref"), "--out", str(out), "--no-progress",
               "--metrics", "hd,hd95,asd"]  # fmt: skip
-    figures = {
-        "read_nibabel_process_s": run_process([PYTHON, "-c", READ_SCRIPT, *files], repeats),
-        "medseg_workers1_s": run_process(common + ["--workers", "1"], repeats),
-        "medseg_workers1_no_report_s": run_process(common + ["--workers", "1", "--no-report"], repeats),
-        "medseg_workers2_s": run_process(common + ["--workers", "2"], repeats),
-        "medseg_all_metrics_workers1_s": run_process(common[:-2] + ["--workers", "1"], repeats),
+    commands = {
+        "read_nibabel_process_s": ([PYTHON, "-c", READ_SCRIPT, *files], None),
+        "medseg_workers1_s": (common + ["--workers", "1"], None),
+        "medseg_workers1_no_report_s": (common + ["--workers", "1", "--no-report"], None),
+        "medseg_workers2_s": (common + ["--workers", "2"], None),
+        "medseg_all_metrics_workers1_s": (common[:-2] + ["--workers", "1"], None),
     }
+    if pythonpath:  # optional accelerators (e.g. isal) installed outside the environment
+        commands["medseg_workers1_extra_path_s"] = (common + ["--workers", "1"], {"PYTHONPATH": pythonpath})
+        commands["medseg_workers1_no_report_extra_path_s"] = (common + ["--workers", "1", "--no-report"], {"PYTHONPATH": pythonpath})
+    figures = run_processes(commands, repeats)
     import nibabel as nib
 
     start = time.perf_counter()
@@ -223,14 +235,14 @@ def table(records: list[dict], folder: dict, decompressor: str) -> str:
         "Per structure, computation alone (arrays in memory), all distance metrics (hd, hd95, asd, nsd at 1 mm); "
         "seconds (medians); speed-up = fastest peer / medseg; values checked against MONAI (same definitions).",
         "",
-        "| case | label | shape | medseg s | MONAI s | DeepMind s | MedPy s | speed-up | max rel. diff vs MONAI |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | label | shape | medseg s | MONAI s | DeepMind s | MedPy s | vs fastest peer | vs MONAI | max rel. diff vs MONAI |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         medpy = f"{r['medpy_s']:.2f}" if "medpy_s" in r else "-"
         lines.append(
             f"| {r['case']} | {r['label']} | {'x'.join(map(str, r['shape']))} | {r['medseg_s']:.3f} | {r['monai_s']:.2f} | "
-            f"{r['deepmind_s']:.2f} | {medpy} | {r['speedup_vs_fastest_peer']:.1f}x | {r['max_rel_diff_vs_monai']:.1e} |"
+            f"{r['deepmind_s']:.2f} | {medpy} | {r['speedup_vs_fastest_peer']:.1f}x | {r['speedup_vs_monai']:.0f}x | {r['max_rel_diff_vs_monai']:.1e} |"
         )
     speedups = [r["speedup_vs_fastest_peer"] for r in records]
     lines += [
@@ -254,9 +266,13 @@ def table(records: list[dict], folder: dict, decompressor: str) -> str:
         ("`medseg evaluate --workers 1 --no-report`", "medseg_workers1_no_report_s"),
         ("`medseg evaluate --workers 2`", "medseg_workers2_s"),
         ("`medseg evaluate --workers 1`, all 13 metrics", "medseg_all_metrics_workers1_s"),
+        ("`medseg evaluate --workers 1` with `isal` importable (extra path)", "medseg_workers1_extra_path_s"),
+        ("`medseg evaluate --workers 1 --no-report` with `isal` importable", "medseg_workers1_no_report_extra_path_s"),
         ("DeepMind surface-distance loop (nibabel loading)", "deepmind_folder_s"),
         ("MONAI loop (nibabel loading)", "monai_folder_s"),
     ):
+        if key not in folder:
+            continue
         value = folder[key]
         lines.append(f"| {label} | {value:.2f} | {value / read:.2f}x | {fastest / value:.1f}x |")
     return "\n".join(lines)
@@ -265,6 +281,7 @@ def table(records: list[dict], folder: dict, decompressor: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pythonpath", help="extra PYTHONPATH for additional CLI runs, e.g. a folder where `pip install --target DIR isal` put isal")
     args = parser.parse_args()
     if not KITS.is_dir():
         print(f"needs {KITS}", file=sys.stderr)
@@ -275,7 +292,7 @@ def main() -> int:
         folder = Path(tmp)
         cases = make_data(folder)
         records = per_structure(cases, args.repeats)
-        folder_figures = whole_folder(cases, folder, args.repeats)
+        folder_figures = whole_folder(cases, folder, max(args.repeats, 5), args.pythonpath)
     print(folder_figures)
     markdown = table(records, folder_figures, DECOMPRESSOR)
     write_results("evaluation", {"structures": records, "folder": folder_figures, "gzip": DECOMPRESSOR}, markdown)

@@ -87,11 +87,23 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     from medseg.evaluation.batch import run_folder
 
+    manifest_inputs = {}
+    if args.manifest:  # the data layer reads manifests; evaluation gets plain paths and names
+        from medseg.data.manifest import load_manifest
+
+        manifest = load_manifest(args.manifest)
+        with_labels = [e for e in manifest.cases if e.label is not None]
+        manifest_inputs = {
+            "references": {e.case_id: e.label for e in with_labels},
+            "images": {e.case_id: e.image for e in with_labels},
+            "known_labels": manifest.label_names,
+            "source": str(args.manifest),
+        }
     run_result = run_folder(
         args.pred,
         args.ref,
         args.out,
-        manifest=args.manifest,
+        **manifest_inputs,
         labels=args.labels,
         workers=args.workers,
         progress=not args.no_progress,

@@ -218,6 +218,12 @@ def _outcomes(pairs: list[CasePair], settings: Settings, workers: int) -> Iterab
         return
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    # import what the workers need before they are forked, so each does not import it again
+    import medseg.evaluation.case  # noqa: F401
+    import medseg.evaluation.reading  # noqa: F401
+    import medseg.io  # noqa: F401
+    import nibabel  # noqa: F401
+
     with ProcessPoolExecutor(max_workers=workers) as pool:
         pending = set()
         queue = iter(pairs)
@@ -239,7 +245,10 @@ def run_folder(
     ref_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
     *,
-    manifest: str | Path | None = None,
+    references: dict[str, Path] | None = None,
+    images: dict[str, Path] | None = None,
+    known_labels: dict[int, str] | None = None,
+    source: str | None = None,
     labels: object = None,
     workers: int = 1,
     progress: bool = False,
@@ -252,25 +261,17 @@ def run_folder(
 ) -> FolderRun:
     """Evaluate every case and write the outputs; see :func:`evaluate_folder` (which returns a
     DataFrame) for the arguments. Returns a :class:`FolderRun` of plain Python objects."""
-    from medseg.evaluation.case import evaluate_case, normalise_labels  # noqa: F401  (validates options early)
+    from medseg.evaluation.case import normalise_labels
     from medseg.evaluation.metrics import check_metrics, check_policy
 
     check_metrics(case_options.get("metrics"))
     check_policy(case_options.get("empty_policy", "worst"))
-    known: dict[int, str] = {}
-    references = images = None
-    if manifest is not None:
-        from medseg.data.manifest import load_manifest
-
-        loaded = load_manifest(manifest)
-        known = {v: n for v, n in loaded.label_names.items() if v != 0}
-        references = {e.case_id: e.label for e in loaded.cases if e.label is not None}
-        images = {e.case_id: e.image for e in loaded.cases if e.label is not None}
-        if not references:
-            raise ConfigError(f"{manifest}: the manifest lists no case with a reference label map")
-    elif ref_dir is not None:
+    known: dict[int, str] = {v: n for v, n in (known_labels or {}).items() if v != 0}
+    if references is not None and not references:
+        raise ConfigError(f"{source or 'references'}: no case with a reference label map")
+    if references is None and ref_dir is not None and not known:
         found = _find_dataset_json(Path(ref_dir))
-        if found is not None and labels is None:
+        if found is not None:
             known = _labels_from_dataset_json(found)
     if isinstance(labels, str):
         label_names = parse_labels(labels, known)
@@ -316,7 +317,7 @@ def run_folder(
     all_labels = _fill_absent_labels(rows, outcomes, label_names, case_options)
     outcomes.sort(key=lambda o: o.case_id)
     rows = [row for o in outcomes for row in o.rows]
-    run = FolderRun(rows, outcomes, matching, all_labels, _options_record(pred_dir, ref_dir, manifest, label_names, workers, atol_mm, resample_pred_to_ref, case_options), interrupted)
+    run = FolderRun(rows, outcomes, matching, all_labels, _options_record(pred_dir, ref_dir, source, label_names, workers, atol_mm, resample_pred_to_ref, case_options), interrupted)
     if out is not None:
         _write_csv(out / "metrics.csv", rows)
         _write_regions(out / "regions.csv", outcomes)
@@ -344,8 +345,10 @@ def evaluate_folder(
     Args:
         pred_dir: predicted label maps (searched recursively).
         ref_dir: reference label maps; cases are matched by name (see
-            :mod:`medseg.evaluation.matching`). Or pass ``manifest=`` (a ``dataset.json``,
-            CSV or phantom YAML read by :func:`medseg.data.manifest.load_manifest`) instead.
+            :mod:`medseg.evaluation.matching`). Or pass ``references={case_id: path}`` (and
+            optionally ``images={case_id: path}`` for the overlays, ``known_labels={value:
+            name}`` and ``source`` naming where they came from), e.g. from a dataset manifest
+            (``medseg evaluate --manifest`` does this with :func:`medseg.data.manifest.load_manifest`).
         out_dir: where ``metrics.csv``, ``summary.json``, ``regions.csv`` and ``report.md``
             go (nothing is written when ``None``).
         options: ``labels`` (``{value: name}``, values, or the ``--labels`` text: a
@@ -414,13 +417,13 @@ def _label_order(label: str) -> tuple[int, str]:
     return (int(label), "") if str(label).isdigit() else (1 << 30, str(label))
 
 
-def _options_record(pred_dir, ref_dir, manifest, labels, workers, atol_mm, resample, case_options) -> dict[str, Any]:
+def _options_record(pred_dir, ref_dir, source, labels, workers, atol_mm, resample, case_options) -> dict[str, Any]:
     from medseg.evaluation.reading import DECOMPRESSOR
 
     record = {
         "pred": str(pred_dir),
         "ref": str(ref_dir) if ref_dir is not None else None,
-        "manifest": str(manifest) if manifest is not None else None,
+        "manifest": str(source) if source is not None else None,
         "labels": {str(k): v for k, v in labels.items()} if labels else "all found",
         "workers": workers,
         "geometry_tolerance_mm": atol_mm,

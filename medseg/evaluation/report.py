@@ -185,7 +185,7 @@ def _figures(out: Path, run, worst) -> list[tuple[str, Path]]:
     if worst:
         path = _worst_cases(plt, worst, folder, run.label_names)
         if path is not None:
-            made.append(("Worst cases (lowest mean dice): reference solid, prediction dashed", path))
+            made.append(("Worst cases (lowest mean dice): reference solid, prediction light dashed, same colour per label", path))
     return made
 
 
@@ -310,6 +310,12 @@ def _image_slice(outcome, snapshot) -> np.ndarray | None:
         return None
 
 
+def _lighter(colour: str, amount: float = 0.6) -> tuple[float, float, float]:
+    """``colour`` (hex) mixed with white."""
+    rgb = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    return tuple(c + (1 - c) * amount for c in rgb)  # type: ignore[return-value]
+
+
 def _worst_cases(plt, worst, folder: Path, label_names) -> Path | None:
     fig, axes = plt.subplots(1, len(worst), figsize=(4.0 * len(worst), 4.4), squeeze=False)
     for ax, (score, outcome) in zip(axes[0], worst):
@@ -324,9 +330,10 @@ def _worst_cases(plt, worst, folder: Path, label_names) -> Path | None:
         values = sorted((set(np.unique(ref).tolist()) | set(np.unique(pred).tolist())) - {0})
         for i, value in enumerate(values):
             colour = _COLOURS[i % len(_COLOURS)]
-            for mask, style, width in ((ref == value, "solid", 1.6), (pred == value, "dashed", 1.1)):
+            light = _lighter(colour)  # prediction: a light dashed line, visible on top of the reference's
+            for mask, style, width, tone in ((ref == value, "solid", 2.0, colour), (pred == value, "dashed", 1.2, light)):
                 if mask.any() and min(mask.shape) > 1:
-                    ax.contour(mask.T.astype(float), levels=[0.5], colors=[colour], linestyles=style, linewidths=width, origin="lower")
+                    ax.contour(mask.T.astype(float), levels=[0.5], colors=[tone], linestyles=style, linewidths=width, origin="lower")
         ax.set_title(f"{outcome.case_id}: mean dice {score:.3f}\naxis {snap['axis']}, slice {snap['slice']}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
