@@ -269,3 +269,21 @@ def test_array_input_gets_a_diagonal_grid_and_volume_input_refuses_a_second_spac
         otsu(np.zeros((4, 4)))
     with pytest.raises(GeometryError, match="NaN"):
         otsu(np.array([[[np.nan, 1.0]]]))
+
+
+def test_simpleitk_hand_over_keeps_every_voxel_at_its_world_position():
+    """to_sitk passes the array without transposing: index order reversed, geometry reversed to match."""
+    from medseg.classical._common import from_sitk, itk_order, to_sitk
+
+    rotation = np.array([[0.0, -1.0, 0.0], [0.6, 0.0, -0.8], [0.8, 0.0, 0.6]])  # oblique, proper rotation
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * [0.7, 1.1, 2.5]
+    affine[:3, 3] = [12.0, -30.0, 55.0]
+    array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    image = to_sitk(array, affine)
+    for ijk in [(0, 0, 0), (3, 1, 5), (2, 4, 0)]:
+        lps = np.array(image.TransformIndexToPhysicalPoint(itk_order(ijk)))
+        ras = affine[:3, :3] @ ijk + affine[:3, 3]
+        assert np.allclose(lps * [-1, -1, 1], ras)
+        assert image[itk_order(ijk)] == array[ijk]
+    assert np.array_equal(from_sitk(image), array)

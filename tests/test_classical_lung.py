@@ -33,11 +33,11 @@ def phantom_cases():
     return {seed: make_ct_thorax(seed) for seed in (0, 1, 2)}
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lung_ct_matches_the_phantom_lungs(phantom_cases, seed):
+@pytest.mark.parametrize("seed, air", [(0, -320.0), (1, -320.0), (2, -320.0), (2, "otsu")])
+def test_lung_ct_matches_the_phantom_lungs(phantom_cases, seed, air):
     """Phantom truth: label 1 left lung, 2 right lung (3 heart is not ours). Dice >= 0.95 per lung."""
     image, truth = phantom_cases[seed]
-    out = lung_ct(image)
+    out = lung_ct(image, air_threshold_hu=air)
     assert out.array.dtype == np.uint8 and np.array_equal(out.affine, image.affine)
     assert set(np.unique(out.array)) == {0, LEFT_LUNG, RIGHT_LUNG}
     for label in (LEFT_LUNG, RIGHT_LUNG):

@@ -84,3 +84,14 @@ def test_region_grow_fills_a_phantom_lung_from_a_world_seed(seed):
     seed_mm = image.affine[:3, :3] @ np.asarray(deepest, float) + image.affine[:3, 3]
     out = region_grow(image, [seed_mm], seeds_in="world", lower=-1100, upper=-400)
     assert dice(out.array == 1, lung) >= 0.95  # measured 0.98-0.99
+
+
+def test_itk_hand_over_keeps_every_voxel_at_its_world_position(sphere):
+    from medseg.classical._common import itk_order, to_itk
+
+    volume, _ = sphere
+    image = to_itk(volume.array, volume.affine)
+    for ijk in [(0, 0, 0), (20, 20, 12), (47, 3, 23)]:
+        lps = np.array(image.TransformIndexToPhysicalPoint(itk_order(ijk)))
+        assert np.allclose(lps * [-1, -1, 1], volume.affine[:3, :3] @ ijk + volume.affine[:3, 3])
+        assert image.GetPixel(itk_order(ijk)) == pytest.approx(float(volume.array[ijk]))

@@ -81,14 +81,17 @@ def image_output(volume: Volume, values: np.ndarray, method: str, **meta: Any) -
 
 
 def to_sitk(array: np.ndarray, affine: np.ndarray):
-    """A SimpleITK image of ``array`` (``[i, j, k]``) with the grid's spacing, origin and direction (LPS+).
+    """A SimpleITK image of ``array`` (``[i, j, k]``) with the grid's exact geometry (LPS+), without copying axes.
 
-    SimpleITK's index ``(x, y, z)`` is medseg's ``(i, j, k)``; :func:`from_sitk` undoes it.
+    SimpleITK reads a NumPy array as ``[z, y, x]``, so the image's index ``(x, y, z)`` is
+    medseg's ``(k, j, i)``: reversed. Spacing and direction columns are reversed to match, so
+    every voxel keeps its world position. Pass per-axis parameters (kernel radii, seeds) in
+    ``(k, j, i)`` order (:func:`itk_order`); :func:`from_sitk` gives ``[i, j, k]`` back.
     """
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0)))
-    spacing, origin, direction = itk_geometry_from_affine(affine)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    spacing, origin, direction = _reversed_geometry(affine)
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(direction)
@@ -96,32 +99,56 @@ def to_sitk(array: np.ndarray, affine: np.ndarray):
 
 
 def from_sitk(image) -> np.ndarray:
-    """The voxels of a SimpleITK image as an array indexed ``[i, j, k]``."""
+    """The voxels of a SimpleITK image made by :func:`to_sitk` as an array indexed ``[i, j, k]``."""
     import SimpleITK as sitk
 
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    return sitk.GetArrayFromImage(image)
+
+
+#: pixel types the ``itk`` package wraps for the region-growing filters; others go in as float32
+_ITK_PIXEL_TYPES = (np.int16, np.uint8, np.uint16, np.float32, np.float64)
 
 
 def to_itk(array: np.ndarray, affine: np.ndarray):
-    """An ITK (``itk`` package) float32 image of ``array`` with the grid's spacing, origin and direction (LPS+).
+    """An ITK (``itk`` package) image of ``array`` with the grid's exact geometry (LPS+), axes not copied.
 
-    ITK's index ``(x, y, z)`` is medseg's ``(i, j, k)``.
+    As for :func:`to_sitk`, ITK's index ``(x, y, z)`` is medseg's ``(k, j, i)``; spacing and
+    direction are reversed to match. int16, uint8, uint16, float32 and float64 keep their
+    type (ITK Python wraps those); anything else becomes float32.
     """
     import itk
 
-    image = itk.image_from_array(np.ascontiguousarray(np.asarray(array, dtype=np.float32).transpose(2, 1, 0)))
-    spacing, origin, direction = itk_geometry_from_affine(affine)
+    image = itk.image_from_array(np.ascontiguousarray(itk_pixels(array)))
+    spacing, origin, direction = _reversed_geometry(affine)
     image.SetSpacing([float(s) for s in spacing])
     image.SetOrigin([float(o) for o in origin])
     image.SetDirection(itk.matrix_from_array(np.asarray(direction, dtype=np.float64).reshape(3, 3)))
     return image
 
 
+def itk_pixels(array: np.ndarray) -> np.ndarray:
+    """``array`` in a pixel type ITK Python wraps: int16, uint8, uint16, float32, float64 as they are, else float32."""
+    values = np.asarray(array)
+    return values if values.dtype in _ITK_PIXEL_TYPES else values.astype(np.float32)
+
+
 def from_itk(image) -> np.ndarray:
-    """The voxels of an ITK image as an array indexed ``[i, j, k]``."""
+    """The voxels of an ITK image made by :func:`to_itk` as an array indexed ``[i, j, k]``."""
     import itk
 
-    return np.asarray(itk.array_from_image(image)).transpose(2, 1, 0)
+    return np.asarray(itk.array_from_image(image))
+
+
+def itk_order(values: Sequence) -> list:
+    """Per-axis values ``(i, j, k)`` (an index, radii) in the ``(k, j, i)`` order of :func:`to_sitk`/:func:`to_itk` images."""
+    return list(values)[::-1]
+
+
+def _reversed_geometry(affine: np.ndarray) -> tuple[tuple, tuple, tuple]:
+    """LPS+ ``(spacing, origin, direction_row_major)`` for an image whose axes are ``(k, j, i)``."""
+    spacing, origin, direction = itk_geometry_from_affine(affine)
+    columns = np.asarray(direction, dtype=np.float64).reshape(3, 3)[:, ::-1]
+    return tuple(spacing[::-1]), origin, tuple(columns.ravel())
 
 
 def world_to_index(affine: np.ndarray, points_mm: np.ndarray) -> np.ndarray:

@@ -11,6 +11,8 @@ from medseg.classical._common import (
     as_volume,
     finite_values,
     from_itk,
+    itk_order,
+    itk_pixels,
     label_output,
     positive_float,
     positive_int,
@@ -39,8 +41,8 @@ def region_grow(
 ) -> Volume:
     """Grow one region (label 1) from seed voxels through face-connected (6-neighbour) voxels.
 
-    ITK (``import itk``) does the growing on a float32 ITK image carrying the volume's
-    spacing, origin and direction:
+    ITK (``import itk``) does the growing on an ITK image carrying the volume's spacing,
+    origin and direction (int16 CT stays int16; types ITK Python does not wrap become float32):
 
     * ``criterion="tolerance"``: ``itk.ConnectedThresholdImageFilter`` adds every voxel
       connected to a seed whose value lies in ``[lower, upper]``. By default the interval is
@@ -79,13 +81,15 @@ def region_grow(
 
     import itk
 
-    itk_image = to_itk(values, volume.affine)
-    image_type = itk.Image[itk.F, 3]
+    pixels = itk_pixels(values)
+    itk_image = to_itk(pixels, volume.affine)
+    image_type = type(itk_image)
     if criterion == "tolerance":
         low, high = _interval(seed_values, tolerance, lower, upper)
         grow = itk.ConnectedThresholdImageFilter[image_type, image_type].New(Input=itk_image)
-        grow.SetLower(low)
-        grow.SetUpper(high)
+        pixel_low, pixel_high = _pixel_interval(low, high, pixels.dtype)
+        grow.SetLower(pixel_low)
+        grow.SetUpper(pixel_high)
         outside = int(np.count_nonzero((seed_values < low) | (seed_values > high)))
         details = {"lower": low, "upper": high, "seeds_outside_interval": outside}
     else:
@@ -96,7 +100,7 @@ def region_grow(
         details = {"multiplier": float(multiplier), "iterations": int(iterations), "neighbourhood_radius": int(neighbourhood_radius)}
     grow.SetReplaceValue(1)
     for seed in seed_voxels:
-        grow.AddSeed([int(index) for index in seed])
+        grow.AddSeed([int(index) for index in itk_order(seed)])
     grow.Update()
     region = from_itk(grow.GetOutput()) > 0
     if criterion == "confidence":
@@ -134,6 +138,16 @@ def seed_indices(volume: Volume, seeds: Sequence[Sequence[float]], seeds_in: str
             + (f" (nearest voxel {indices[outside][0].tolist()})" if seeds_in == "world" else "")
         )
     return indices
+
+
+def _pixel_interval(low: float, high: float, dtype: np.dtype) -> tuple[float, float]:
+    """``[low, high]`` as bounds ITK accepts for ``dtype`` pixels: whole numbers within the type's range."""
+    if not np.issubdtype(dtype, np.integer):
+        return float(low), float(high)
+    info = np.iinfo(dtype)
+    pixel_low = int(min(max(np.ceil(low), info.min), info.max))
+    pixel_high = int(max(min(np.floor(high), info.max), info.min))
+    return pixel_low, pixel_high
 
 
 def _interval(seed_values: np.ndarray, tolerance: float | None, lower: float | None, upper: float | None) -> tuple[float, float]:

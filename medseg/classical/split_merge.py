@@ -162,7 +162,8 @@ def adjacent_pairs(leaf_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         differ = low != high
         a, b = low[differ], high[differ]
         keys.append(np.minimum(a, b) * n + np.maximum(a, b))
-    unique = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+    unique = np.sort(np.concatenate(keys))  # sort + neighbour test: faster than np.unique's hashing here
+    unique = unique[np.concatenate([[True], unique[1:] != unique[:-1]])] if unique.size else unique
     return unique // n, unique % n
 
 
@@ -204,37 +205,58 @@ def _merge(
     tolerance: float,
     min_region_voxels: int,
 ) -> np.ndarray:
-    """Union-find merge of adjacent leaves; returns the root (region) of each leaf."""
-    n = len(counts)
-    parent = list(range(n))
+    """Union-find merge of adjacent leaves; returns the root (region) of each leaf.
+
+    Pairs are visited most similar first (by leaf means). Pass 1 merges two regions when
+    their current means differ by at most ``tolerance``; pass 2 visits only pairs touching a
+    region smaller than ``min_region_voxels`` (regions only grow, so no other pair can
+    qualify) and merges them. The loops are plain Python with path halving inlined.
+    """
+    parent = list(range(len(counts)))
     size = counts.tolist()
     total = sums.tolist()
     means = sums / counts
     order = np.argsort(np.abs(means[first] - means[second]), kind="stable")
-    pairs = list(zip(first[order].tolist(), second[order].tolist()))
+    first, second = first[order], second[order]
 
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    def union(a: int, b: int) -> None:
-        if size[a] < size[b]:
-            a, b = b, a
-        parent[b] = a
-        size[a] += size[b]
-        total[a] += total[b]
-
-    for a, b in pairs:
-        root_a, root_b = find(a), find(b)
-        if root_a != root_b and abs(total[root_a] / size[root_a] - total[root_b] / size[root_b]) <= tolerance:
-            union(root_a, root_b)
+    for a, b in zip(first.tolist(), second.tolist()):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a != b and abs(total[a] / size[a] - total[b] / size[b]) <= tolerance:
+            if size[a] < size[b]:
+                a, b = b, a
+            parent[b] = a
+            size[a] += size[b]
+            total[a] += total[b]
     if min_region_voxels > 1:
-        for a, b in pairs:
-            root_a, root_b = find(a), find(b)
-            if root_a != root_b and min(size[root_a], size[root_b]) < min_region_voxels:
-                union(root_a, root_b)
-    return np.array([find(x) for x in range(n)], dtype=np.int64)
+        roots = _roots(parent)
+        region_size = np.bincount(roots, weights=counts, minlength=len(counts))
+        small = np.minimum(region_size[roots[first]], region_size[roots[second]]) < min_region_voxels
+        for a, b in zip(first[small].tolist(), second[small].tolist()):
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            while parent[b] != b:
+                parent[b] = parent[parent[b]]
+                b = parent[b]
+            if a != b and min(size[a], size[b]) < min_region_voxels:
+                if size[a] < size[b]:
+                    a, b = b, a
+                parent[b] = a
+                size[a] += size[b]
+                total[a] += total[b]
+    return _roots(parent)
+
+
+def _roots(parent: list[int]) -> np.ndarray:
+    """Root of every element of a union-find forest (vectorised pointer jumping)."""
+    roots = np.asarray(parent, dtype=np.int64)
+    while True:
+        jumped = roots[roots]
+        if np.array_equal(jumped, roots):
+            return roots
+        roots = jumped

@@ -14,10 +14,8 @@ from medseg.classical._common import (
     ImageInput,
     as_volume,
     finite_values,
-    from_sitk,
     label_output,
     positive_int,
-    to_sitk,
 )
 from medseg.errors import ConfigError
 from medseg.io import Volume
@@ -110,19 +108,21 @@ def otsu(
         return label_output(volume, np.zeros(volume.shape, np.uint8), "otsu", classes=classes, thresholds=[])
     import SimpleITK as sitk
 
-    sitk_image = to_sitk(_sitk_friendly(values), volume.affine)
+    # a histogram method: the voxel order and geometry do not matter, so the array goes to
+    # SimpleITK as it is (no transposed copy) and comes back in the same order
+    sitk_image = sitk.GetImageFromArray(_sitk_friendly(values))
     if classes == 2:
         otsu_filter = sitk.OtsuThresholdImageFilter()
         otsu_filter.SetInsideValue(0)  # values <= threshold
         otsu_filter.SetOutsideValue(1)
         otsu_filter.SetNumberOfHistogramBins(bins)
-        labels = from_sitk(otsu_filter.Execute(sitk_image))
+        labels = sitk.GetArrayFromImage(otsu_filter.Execute(sitk_image))
         cuts = [float(otsu_filter.GetThreshold())]
     else:
         multi_filter = sitk.OtsuMultipleThresholdsImageFilter()
         multi_filter.SetNumberOfThresholds(classes - 1)
         multi_filter.SetNumberOfHistogramBins(bins)
-        labels = from_sitk(multi_filter.Execute(sitk_image))
+        labels = sitk.GetArrayFromImage(multi_filter.Execute(sitk_image))
         cuts = [float(t) for t in multi_filter.GetThresholds()]
     return label_output(volume, labels, "otsu", classes=classes, bins=bins, thresholds=cuts)
 
@@ -228,5 +228,5 @@ def _check_ranges(ranges: Sequence[tuple[float, float]]) -> list[tuple[float, fl
 
 
 def _sitk_friendly(values: np.ndarray) -> np.ndarray:
-    """Booleans as uint8 (SimpleITK has no boolean pixel type)."""
-    return values.astype(np.uint8) if values.dtype == np.bool_ else values
+    """C-contiguous, booleans as uint8 (SimpleITK has no boolean pixel type)."""
+    return np.ascontiguousarray(values.astype(np.uint8) if values.dtype == np.bool_ else values)
