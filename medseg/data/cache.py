@@ -108,21 +108,32 @@ def case_files(cache_dir: str | Path, case_id: str) -> dict[str, Path]:
     return {"image": cache_dir / f"{case_id}.npy", "label": cache_dir / f"{case_id}_seg.npy", "meta": cache_dir / f"{case_id}.json"}
 
 
-def sample_class_locations(label: np.ndarray, per_class: int, seed: int = 0) -> dict[str, list[list[int]]]:
+def sample_class_locations(label: np.ndarray, per_class: int, seed: int = 0, chunk_voxels: int = 1 << 24) -> dict[str, list[list[int]]]:
     """Up to ``per_class`` voxel coordinates ``[x, y, z]`` per foreground class (value > 0),
-    drawn uniformly without replacement (seeded). Empty label map: ``{}``."""
+    drawn uniformly without replacement (seeded). Works through the flattened label in chunks
+    of ``chunk_voxels`` so memory stays bounded for large volumes. Empty label map: ``{}``."""
     rng = np.random.default_rng(seed)
     flat = label.reshape(-1)
-    counts = np.bincount(flat, minlength=1) if flat.dtype == np.uint8 else None
-    values = np.flatnonzero(counts) if counts is not None else np.unique(flat)
+    counts = np.bincount(flat) if flat.dtype == np.uint8 else None
+    if counts is None:
+        values, value_counts = np.unique(flat, return_counts=True)
+        counts_by_value = dict(zip(values.tolist(), value_counts.tolist()))
+    else:
+        counts_by_value = {v: int(c) for v, c in enumerate(counts) if c}
     locations: dict[str, list[list[int]]] = {}
-    for value in values:
-        if value == 0:
+    for value, count in sorted(counts_by_value.items()):
+        if value == 0 or count == 0:
             continue
-        index = np.flatnonzero(flat == value)
-        if index.size > per_class:
-            index = np.sort(rng.choice(index, size=per_class, replace=False))
-        coords = np.stack(np.unravel_index(index, label.shape), axis=1)
+        ranks = np.sort(rng.choice(count, size=min(per_class, count), replace=False))
+        chosen, seen = [], 0
+        for start in range(0, flat.size, chunk_voxels):
+            index = np.flatnonzero(flat[start : start + chunk_voxels] == value)
+            lo, hi = np.searchsorted(ranks, seen), np.searchsorted(ranks, seen + index.size)
+            if hi > lo:
+                chosen.append(index[ranks[lo:hi] - seen] + start)
+            seen += index.size
+        flat_index = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+        coords = np.stack(np.unravel_index(flat_index, label.shape), axis=1)
         locations[str(int(value))] = coords.astype(int).tolist()
     return locations
 

@@ -100,8 +100,13 @@ def _as_float_tensor(array):
 
 
 def _interpolate_linear(volume, shape_out: Sequence[int], z_axis: int | None):
-    """(C, X, Y, Z) float tensor -> (C, *shape_out); trilinear, or bilinear + nearest along ``z_axis``."""
-    import torch
+    """(C, X, Y, Z) float tensor -> (C, *shape_out); trilinear, or linear in-plane + nearest along ``z_axis``.
+
+    "Separate z" is done without moving axes: nearest-neighbour selection along ``z_axis``
+    (before the in-plane step when it reduces the slice count, after it otherwise) and a
+    trilinear interpolation that leaves ``z_axis`` at its size, which is an exact identity
+    along that axis (the sampling positions fall on the voxel centres, weights 1 and 0).
+    """
     import torch.nn.functional as F
 
     shape_out = tuple(int(n) for n in shape_out)
@@ -109,18 +114,28 @@ def _interpolate_linear(volume, shape_out: Sequence[int], z_axis: int | None):
         return volume
     if z_axis is None:
         return F.interpolate(volume[None], size=shape_out, mode="trilinear", align_corners=False)[0]
-    # in-plane: move the slice axis to the batch dimension, bilinear per slice
-    axis = z_axis + 1
-    moved = volume.movedim(axis, 0)  # (Z, C, a, b)
-    plane_out = tuple(n for a, n in enumerate(shape_out) if a != z_axis)
-    if tuple(moved.shape[2:]) != plane_out:
-        moved = F.interpolate(moved, size=plane_out, mode="bilinear", align_corners=False)
-    # through-plane: nearest neighbour with the same centre mapping ("nearest-exact")
-    n_in, n_out = moved.shape[0], shape_out[z_axis]
-    if n_in != n_out:
-        index = torch.from_numpy(nearest_indices(n_in, n_out))
-        moved = moved.index_select(0, index)
-    return moved.movedim(0, axis).contiguous()
+    n_in, n_out = int(volume.shape[z_axis + 1]), shape_out[z_axis]
+    if n_out <= n_in:
+        volume = _select_slices(volume, z_axis, n_in, n_out)
+    plane_size = tuple(n if a != z_axis else int(volume.shape[z_axis + 1]) for a, n in enumerate(shape_out))
+    if tuple(volume.shape[1:]) != plane_size:
+        volume = F.interpolate(volume[None], size=plane_size, mode="trilinear", align_corners=False)[0]
+    if n_out > n_in:
+        volume = _select_slices(volume, z_axis, n_in, n_out)
+    return volume
+
+
+def _select_slices(volume, z_axis: int, n_in: int, n_out: int):
+    """Nearest-neighbour selection of ``n_out`` slices along ``z_axis`` (NumPy ``take`` on CPU,
+    which is much faster there than ``torch.index_select``; ``index_select`` on GPU)."""
+    import torch
+
+    if n_in == n_out:
+        return volume
+    index = nearest_indices(n_in, n_out)
+    if volume.device.type == "cpu":
+        return torch.from_numpy(np.take(volume.numpy(), index, axis=z_axis + 1))
+    return volume.index_select(z_axis + 1, torch.from_numpy(index).to(volume.device))
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
@@ -147,7 +162,7 @@ def resample_image(
     _check_spatial(image, shape_out)
     shape_out = tuple(int(n) for n in shape_out)
     if tuple(image.shape[1:]) == shape_out:
-        return np.asarray(image, dtype=np.float32)
+        return np.array(image, dtype=np.float32)  # a copy: later steps work in place
     if mode == "bspline":
         return _resample_bspline(image, shape_out, separate_z)
     if mode == "nearest":

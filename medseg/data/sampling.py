@@ -42,13 +42,16 @@ from medseg.data.cache import CachedCase, load_cache_plan, open_cache
 from medseg.errors import ConfigError
 
 
-def read_region(array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: Sequence[float] | float = 0.0) -> np.ndarray:
+def read_region(
+    array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: Sequence[float] | float = 0.0, dtype=None
+) -> np.ndarray:
     """Copy the box ``[start, start + size)`` of the last three axes of ``array`` (a NumPy or
     memory-mapped array); parts outside the array are ``fill`` (per leading channel, or one
-    value). Only the overlapping region is read. Returns a new array (float32 for floating
-    input, else the input dtype)."""
+    value). Only the overlapping region is read. Returns a new array of ``dtype`` (default
+    float32 for floating input, else the input dtype)."""
     lead = array.shape[:-3]
-    dtype = np.float32 if np.issubdtype(array.dtype, np.floating) else array.dtype
+    if dtype is None:
+        dtype = np.float32 if np.issubdtype(array.dtype, np.floating) else array.dtype
     out = np.empty(lead + tuple(int(s) for s in size), dtype=dtype)
     if np.isscalar(fill):
         out[...] = fill
@@ -172,10 +175,7 @@ class PatchSampler:
         locations = self._class_locations(index).get(value)
         if locations is None or len(locations) == 0:
             return index, None, None
-        voxel = locations[int(rng.integers(len(locations)))]
-        if self.dims == 2:  # the slice is the voxel's; the in-plane position centres on it
-            voxel = voxel.copy()
-        return index, value, voxel
+        return index, value, locations[int(rng.integers(len(locations)))]
 
     # -- drawing ---------------------------------------------------------------------------
     def sample_patch(self, rng: np.random.Generator, forced: bool) -> dict[str, Any]:
@@ -197,7 +197,10 @@ class PatchSampler:
                 crop_start[axis] = int(math.floor(centre - (extent[axis_in_patch] - 1) / 2))
         fill = case.meta.get("channel_min", [0.0] * image_array.shape[0])
         image = read_region(image_array, crop_start, box, fill)
-        label = read_region(label_array, crop_start, box, 0)[None] if label_array is not None else None
+        resamples = params is not None and params.resamples
+        label = None
+        if label_array is not None:  # float32 when it will be resampled (grid_sample needs float)
+            label = read_region(label_array, crop_start, box, 0, np.float32 if resamples else None)[None]
         if self.dims == 2:
             image = image.squeeze(self.slice_axis + 1)
             label = label.squeeze(self.slice_axis + 1) if label is not None else None
