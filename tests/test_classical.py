@@ -287,3 +287,17 @@ def test_simpleitk_hand_over_keeps_every_voxel_at_its_world_position():
         assert np.allclose(lps * [-1, -1, 1], ras)
         assert image[itk_order(ijk)] == array[ijk]
     assert np.array_equal(from_sitk(image), array)
+
+
+@pytest.mark.parametrize("method, options", [("otsu", {"classes": 3}), ("kmeans", {"k": 3, "sample_size": 5000}), ("split-merge", {})])
+def test_outputs_are_scored_by_medseg_evaluation(method, options):
+    """Any label output shares the input grid, so medseg.evaluation scores it against the truth as is."""
+    from medseg.evaluation import evaluate_volumes
+
+    volume, truth = three_class_volume(np.random.default_rng(10))
+    out = segment(volume, method, **options)
+    if method == "split-merge":  # regions 1..n by mean: region r is class r - 1
+        out = out.with_array((out.array - 1).astype(np.uint8))
+    result = evaluate_volumes(volume.with_array(truth), out, labels=[1, 2], metrics="dice")
+    for label in (1, 2):
+        assert result.value(label, "dice") >= 0.98
