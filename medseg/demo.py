@@ -84,11 +84,12 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
         raise ValueError(f"no demo preset {preset!r} for {kind!r}; presets: default, long, smoke")
     settings = PRESETS[(kind, preset)]
     out = Path(out_dir).expanduser().resolve()
-    if out.exists():
-        if not (out / "demo_summary.json").exists() and any(out.iterdir()):
+    if out.exists():  # replace an earlier (possibly interrupted) demo, never anything else
+        if not (out / ".medseg-demo").exists() and any(out.iterdir()):
             raise FileExistsError(f"{out}: exists and is not an earlier demo folder; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / ".medseg-demo").write_text("written by medseg demo; the folder is replaced by the next demo run\n")
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
