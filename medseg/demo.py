@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from medseg.errors import MedsegError
+
 
 @dataclass(frozen=True)
 class DemoSettings:
@@ -86,7 +88,7 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
     out = Path(out_dir).expanduser().resolve()
     if out.exists():  # replace an earlier (possibly interrupted) demo, never anything else
         if not (out / ".medseg-demo").exists() and any(out.iterdir()):
-            raise FileExistsError(f"{out}: exists and is not an earlier demo folder; choose another --out")
+            raise MedsegError(f"{out}: exists and is not an earlier demo folder; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / ".medseg-demo").write_text("written by medseg demo; the folder is replaced by the next demo run\n")
