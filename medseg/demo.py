@@ -62,6 +62,8 @@ def demo_config(settings: DemoSettings) -> dict[str, Any]:
             "patch_size": settings.patch_size,
             "batch_size": settings.batch_size,
             "workers": 1,
+            # the chest phantom's labels name sides: never mirror the left-right axis
+            "augmentation": "augmentation.yaml" if settings.kind == "ct-thorax" else "default",
         },
         "model": {"base_channels": settings.base_channels, "max_channels": settings.max_channels},
         "optim": {"lr": settings.lr},
@@ -106,6 +108,7 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
     splits = ["train"] * settings.n_train + ["val"] * settings.n_val + ["test"] * settings.n_test
     _write_manifest(out / "manifest.csv", kind, ids, splits)
     (out / "config.yaml").write_text(yaml.safe_dump(demo_config(settings), sort_keys=False))
+    (out / "augmentation.yaml").write_text(yaml.safe_dump({"spatial": {"flip": {"p": 0.5, "axes": [1, 2]}}}))
     timings["phantoms_s"] = time.perf_counter() - started
 
     say(f"2/4 planning, preprocessing and training a {settings.configuration.upper()} U-Net "

@@ -55,7 +55,8 @@ class Predictor:
         model: run folder or checkpoint file written by ``medseg train``.
         device: ``cpu``, ``cuda`` or ``None`` (CUDA when available).
         overlap: sliding-window overlap in [0, 1) (default: the run's validation overlap).
-        tta: mirroring test-time augmentation over the in-plane axes (2D) or all axes (3D).
+        tta: mirroring test-time augmentation along the axes the training augmentation flipped
+            (none if it flipped none: mirroring a left/right-labelled task would swap sides).
         batch_size: windows per forward pass (default: the run's training batch size).
         postprocess: a ``postprocess`` section (dict) overriding the run's.
     """
@@ -101,8 +102,7 @@ class Predictor:
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
         self.slice_axis = int(self.settings.get("slice_axis", 2))
-        spatial_axes = [a for a in range(3) if self.configuration == "3d" or a != self.slice_axis]
-        self.mirror_axes = spatial_axes if tta else []
+        self.mirror_axes = [int(a) for a in saved.get("mirror_axes", [])] if tta else []
 
     @torch.no_grad()
     def predict(self, image: str | Path | Volume, case_id: str | None = None, keep_probabilities: bool = False) -> PredictionResult:

@@ -186,6 +186,25 @@ def network_settings(config: TrainingConfig, plan: dict[str, Any]) -> dict[str, 
     return settings
 
 
+def mirror_axes_from_augmentation(augmentation: str, settings: dict[str, Any], configuration: str) -> list[int]:
+    """Volume axes the training flipped (``spatial.flip``): the axes test-time mirroring may use.
+
+    Mirroring at test time along an axis the network never saw flipped would be wrong, e.g. the
+    left-right axis for labels that name sides (left/right lung). For 2D, patch axes map to the
+    plan's in-plane axes.
+    """
+    from medseg.data.config import load_augmentation_config
+
+    if augmentation == "none":
+        return []
+    flip = load_augmentation_config(None if augmentation == "default" else augmentation)["spatial"]["flip"]
+    if flip["p"] <= 0:
+        return []
+    if configuration == "3d":
+        return sorted(int(a) for a in flip["axes"] if a < 3)
+    return sorted(int(settings["in_plane_axes"][a]) for a in flip["axes"] if a < 2)
+
+
 def check_patch_fits(settings: dict[str, Any], cases: list[Any], configuration: str) -> None:
     """Refuse a patch larger than every preprocessed case along some axis (it would be mostly padding)."""
     shapes = np.array([c.shape for c in cases])
@@ -327,6 +346,7 @@ def train(
         loss = DeepSupervisionLoss(loss)
     config_dict = {
         "config": to_dict(config), "plan": plan, "settings": settings, "in_channels": in_channels,
+        "mirror_axes": mirror_axes_from_augmentation(config.data.augmentation, settings, config.data.configuration),
         "labels": {str(k): v for k, v in labels.items()}, "fold": fold,
     }
     trainer = Trainer(
