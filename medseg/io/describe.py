@@ -17,7 +17,7 @@ def looks_like_label_map(array: np.ndarray) -> bool:
     """Integer (or bool) values >= 0 with at most ``MAX_LABELS`` distinct values. Empty: False."""
     if array.size == 0 or not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
         return False
-    sample = array.ravel()[:: max(1, array.size // 1_000_000)]
+    sample = array.ravel(order="K")[:: max(1, array.size // 1_000_000)]
     return sample.min() >= 0 and np.unique(sample).size <= MAX_LABELS and np.unique(array).size <= MAX_LABELS
 
 
@@ -52,7 +52,7 @@ def describe_volume(volume: Volume, label: bool | None = None) -> dict[str, Any]
             for v, c in zip(values, counts)
         }
     else:
-        sample = array.ravel()[:: max(1, array.size // 2_000_000)]
+        sample = array.ravel(order="K")[:: max(1, array.size // 2_000_000)]
         p1, p50, p99 = np.percentile(sample, [1, 50, 99])
         info["intensity"] = {
             "min": float(array.min()),

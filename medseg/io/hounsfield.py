@@ -32,7 +32,7 @@ def looks_like_hu(array: np.ndarray, max_samples: int = 2_000_000) -> bool:
     values without the intercept applied start near 0, MRI and normalised images are not
     negative around -1000, so both give False. An empty array gives False.
     """
-    flat = np.asarray(array).ravel()
+    flat = np.asarray(array).ravel(order="K")  # a view for C- or Fortran-ordered arrays
     if flat.size == 0:
         return False
     if flat.size > max_samples:  # a strided sample is plenty for percentiles

@@ -169,7 +169,7 @@ def _read_nifti(path: Path, frame: int | None) -> Volume:
         "rescale_applied_by": "medseg (nibabel scaling)" if scaled else "none",
         "on_disk_dtype": str(header.get_data_dtype()),
     }
-    return Volume(np.ascontiguousarray(array), affine, str(path), meta)
+    return Volume(array, affine, str(path), meta)  # NIfTI is stored Fortran-order: keep it, no copy
 
 
 def _read_itk(path: Path, frame: int | None) -> Volume:
@@ -199,7 +199,7 @@ def _read_itk(path: Path, frame: int | None) -> Volume:
     if array.dtype == np.float64:
         array = array.astype(np.float32)
     meta = {"format": "nrrd" if path.name.lower().endswith((".nrrd", ".nhdr")) else "metaimage", "rescale_applied_by": "none"}
-    return Volume(np.ascontiguousarray(array), affine_from_itk(spacing, origin, direction), str(path), meta)
+    return Volume(array, affine_from_itk(spacing, origin, direction), str(path), meta)
 
 
 def _take_3d(array: np.ndarray, path: Path, frame: int | None) -> np.ndarray:

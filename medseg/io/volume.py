@@ -32,7 +32,9 @@ class Volume:
     """A 3D voxel array with its voxel-to-world geometry.
 
     Attributes:
-        array: voxel values, indexed ``[i, j, k]`` (see the module docstring).
+        array: voxel values, indexed ``[i, j, k]`` (see the module docstring). Readers return
+            the file's memory layout without copying (NIfTI and transposed ITK/DICOM arrays are
+            Fortran-ordered); use ``np.ascontiguousarray`` where C order matters.
         affine: 4 x 4 voxel-index to RAS+ world-mm matrix.
         source: the file or folder it was read from, if any (used in error messages).
         meta: free-form facts about how it was read (modality, Hounsfield handling, DICOM
