@@ -43,7 +43,7 @@ class DemoSettings:
 
 
 PRESETS: dict[tuple[str, str], DemoSettings] = {
-    ("ct-thorax", "default"): DemoSettings("ct-thorax", 10, 2, 4, "3d", 30, 12, [64, 64, 32], 2, 8, 64, 0.01, 10),
+    ("ct-thorax", "default"): DemoSettings("ct-thorax", 10, 2, 4, "3d", 50, 12, [64, 64, 32], 2, 8, 64, 0.01, 10),
     ("ct-thorax", "long"): DemoSettings("ct-thorax", 24, 4, 8, "3d", 100, 25, [96, 64, 40], 2, 16, 128, 0.01, 10),
     ("ct-thorax", "smoke"): DemoSettings("ct-thorax", 3, 1, 2, "3d", 2, 2, [32, 32, 16], 2, 4, 16, 0.01, 1),
     ("cardiac-mri", "default"): DemoSettings("cardiac-mri", 12, 2, 4, "2d", 30, 12, [128, 128], 8, 8, 64, 0.01, 10),
