@@ -14,7 +14,7 @@ import numpy as np
 from medseg.io import Volume, save_volume
 
 
-def make_case(rng: np.random.Generator, shape, spacing, ct: bool, affine_flip: bool = False):
+def make_case(rng: np.random.Generator, shape, spacing, ct: bool, affine_flip: bool = False, swap_yz: bool = False):
     grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), axis=-1)
     centre = (np.asarray(shape) - 1) / 2
     radii = np.asarray(shape) * 0.42
@@ -42,19 +42,24 @@ def make_case(rng: np.random.Generator, shape, spacing, ct: bool, affine_flip: b
     if affine_flip:  # LPS-like axes
         affine[0, 0] *= -1
         affine[1, 1] *= -1
+    if swap_yz:  # array axis 1 points Superior, axis 2 Anterior (like a differently tilted stack)
+        affine[[1, 2], :3] = affine[[2, 1], :3]
     affine[:3, 3] = [-20.0, 10.0, 5.0]
     return image, label, affine
 
 
-def write_dataset(root: Path, n: int = 4, ct: bool = False, seed: int = 0, shapes=None, spacings=None, unlabelled: int = 0) -> Path:
-    """Write ``n`` cases under ``root`` and a CSV manifest; returns the manifest path."""
+def write_dataset(
+    root: Path, n: int = 4, ct: bool = False, seed: int = 0, shapes=None, spacings=None, unlabelled: int = 0, swap_yz=()
+) -> Path:
+    """Write ``n`` cases under ``root`` and a CSV manifest; returns the manifest path.
+    Cases whose index is in ``swap_yz`` get axes 1 and 2 pointing S and A instead of A and S."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
         shape = shapes[i] if shapes else (40 + 2 * (i % 3), 36 + 2 * (i % 2), 16 + (i % 2))
         spacing = spacings[i] if spacings else (1.0 + 0.05 * (i % 2), 1.0, 2.5 + 0.1 * (i % 3))
-        image, label, affine = make_case(rng, shape, spacing, ct, affine_flip=bool(i % 2))
+        image, label, affine = make_case(rng, shape, spacing, ct, affine_flip=bool(i % 2), swap_yz=i in swap_yz)
         case = f"case_{i:02d}"
         save_volume(Volume(image, affine), root / f"{case}_img.nii.gz")
         has_label = i < n - unlabelled

@@ -78,6 +78,28 @@ def test_anisotropic_dataset_resamples_the_slice_axis_separately(tmp_path):
     assert three_d["strides"][1][2] == 1  # and no pooling across them first
 
 
+def test_oblique_stacks_with_scattered_slice_axes_keep_the_file_voxel_order(tmp_path):
+    from medseg.data.cache import open_cache, preprocess_dataset
+    from medseg.data.restore import restore_to_original
+    from medseg.io import load_volume
+
+    shapes = [(44, 40, 8)] * 3
+    spacings = [(1.0, 1.0, 8.0)] * 3
+    manifest = load_manifest(write_dataset(tmp_path, n=3, shapes=shapes, spacings=spacings, swap_yz=(1,)))
+    plan = plan_dataset(manifest)
+    pre = plan["preprocessing"]
+    assert pre["orientation"] == "none" and "file voxel order" in plan["notes"][0]
+    assert pre["target_spacing_mm"] == [1.0, 1.0, 8.0] and plan["configurations"]["2d"]["slice_axis"] == 2
+    forced = plan_dataset(manifest, {"orientation": "RAS"})["preprocessing"]
+    assert forced["orientation"] == "RAS"
+    preprocess_dataset(manifest, plan, tmp_path / "cache")
+    for case in open_cache(tmp_path / "cache"):
+        assert case.meta["steps"][1]["permutation"] == [0, 1, 2]
+        assert np.argmax(case.spacing_mm) == 2  # every case slices along the same array axis
+        original = load_volume(manifest.case(case.case_id).label, label=True)
+        np.testing.assert_array_equal(restore_to_original(np.asarray(case.label()), case.meta), original.array)
+
+
 def test_patch_size_shrinks_with_the_memory_budget():
     spacing, patch = [1.0, 1.0, 1.0], [160, 160, 160]
     strides, _ = pool_and_kernels(spacing, patch)

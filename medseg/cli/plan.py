@@ -46,7 +46,8 @@ def summary_lines(plan: dict) -> str:
     lines = [
         f"dataset {plan['dataset']['name']}: {fp['n_cases']} cases, {'CT' if pre['ct'] else plan['dataset']['modality'] or 'non-CT'}, "
         f"original orientations {', '.join(fp['orientations_original'])}",
-        f"median spacing {fp['spacing_mm']['median']} mm -> target {pre['target_spacing_mm']} mm ({pre['orientation']} axis order)"
+        f"median spacing {fp['spacing_mm']['median']} mm (RAS order) -> target {pre['target_spacing_mm']} mm "
+        f"({'file voxel' if pre['orientation'] == 'none' else pre['orientation']} axis order)"
         + (f", anisotropic: axis {pre['separate_z_axis']} resampled separately" if pre["anisotropic"] else ""),
         "normalisation: " + "; ".join(
             f"channel {n['channel']} {n['scheme']}" + (f" clip {n['clip']} mean {n['mean']:.4g} std {n['std']:.4g}" if n["scheme"] == "ct" else "")

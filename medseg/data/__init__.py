@@ -26,6 +26,7 @@ _EXPORTS = {
     "preprocess_case": "medseg.data.transforms",
     "restore_to_original": "medseg.data.restore",
     "restore_volume": "medseg.data.restore",
+    "restore_labels_from_probabilities": "medseg.data.restore",
     "final_shape": "medseg.data.restore",
     "original_affine": "medseg.data.restore",
     # resampling primitives

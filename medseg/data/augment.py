@@ -186,9 +186,9 @@ class Augmenter:
         return out, (out_label.round().to(label_dtype) if out_label is not None else None)
 
     def _elastic_field(self, elastic: Mapping[str, float], generator: torch.Generator | None) -> torch.Tensor:
-        """Smooth random displacement (voxels) on the patch grid: Gaussian noise on a control
-        grid every ``sigma`` voxels, interpolated (cubic-like smoothness from two linear
-        passes), scaled so the largest displacement is ``magnitude``."""
+        """Random displacement field ``(*patch, d)`` in voxels: Gaussian noise on a control grid
+        with one point every ``sigma`` voxels, interpolated (bi/trilinear) to the patch and
+        scaled so the largest component is ``magnitude`` voxels."""
         control = [max(2, int(math.ceil(n / elastic["sigma"])) + 1) for n in self.patch_size]
         noise = torch.randn((self.dims, *control), generator=generator)
         mode = "trilinear" if self.dims == 3 else "bilinear"

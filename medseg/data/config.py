@@ -91,11 +91,13 @@ def axes_list(value: Any) -> list[int]:
 
 
 def axcodes(value: Any) -> str:
-    """A three-letter orientation code such as ``RAS`` or ``LPS``."""
+    """A three-letter orientation code such as ``RAS`` or ``LPS``, or ``auto`` / ``none``."""
+    if isinstance(value, str) and value.lower() in ("auto", "none"):
+        return value.lower()
     letters = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
     code = str(value).upper() if isinstance(value, str) else ""
     if len(code) != 3 or any(c not in letters for c in code) or len({letters[c] for c in code}) != 3:
-        raise ValueError(f"expected an orientation code of three of R/L, A/P, S/I such as 'RAS', got {value!r}")
+        raise ValueError(f"expected 'auto', 'none' or an orientation code of three of R/L, A/P, S/I such as 'RAS', got {value!r}")
     return code
 
 
@@ -186,7 +188,7 @@ PREPROCESSING_SCHEMA: dict[str, Any] = {
 }
 
 PREPROCESSING_DEFAULTS: dict[str, Any] = {
-    "orientation": "RAS",
+    "orientation": "auto",
     "target_spacing_mm": "auto",
     "anisotropy_threshold": 3.0,
     "image_interpolation": "linear",

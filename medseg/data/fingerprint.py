@@ -95,6 +95,8 @@ def case_fingerprint(
         "spacing_mm": [round(float(s), 6) for s in spacing],
         "shape_after_crop": [int(n) for n in image.shape[1:]],
         "orientation_original": meta["steps"][0]["orientation"],
+        "permutation": [int(a) for a in meta["steps"][1]["permutation"]],
+        "spacing_mm_file_order": [round(float(v), 6) for v in meta["steps"][0]["spacing_mm"]],
         "ct": bool(meta.get("ct")),
         "label_voxels": label_counts,
         "channels": channels,

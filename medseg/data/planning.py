@@ -5,7 +5,9 @@ The plan (``medseg plan`` writes it as indented JSON) has four parts:
 * ``dataset``: name, manifest, labels, channels.
 * ``fingerprint``: see :mod:`medseg.data.fingerprint`.
 * ``preprocessing``: what every case goes through (shared by the 3D and 2D configurations,
-  so one cache serves both): canonical ``orientation``, ``target_spacing_mm`` (per-axis
+  so one cache serves both): ``orientation`` (RAS, or the files' voxel order when
+  reorienting would scatter the slice axis of oblique stacks; see
+  :func:`resolve_orientation`), ``target_spacing_mm`` (per-axis
   median of the dataset; for strongly anisotropic data the low-resolution axis takes the
   10th percentile, as nnU-Net does), ``anisotropy_threshold`` and ``separate_z`` handling,
   interpolation orders, ``crop`` mode, per-channel ``normalization`` (CT: clip to the
@@ -18,7 +20,7 @@ The plan (``medseg plan`` writes it as indented JSON) has four parts:
   ``gpu_memory_gib``; the 2D configuration slices along ``slice_axis`` (the lowest-resolution
   axis). Memory is an estimate (see :func:`estimate_unet_memory_gib`), not a measurement.
 
-Spacings, shapes and patch sizes are in the canonical orientation's axis order.
+Spacings, shapes and patch sizes are in the plan's orientation's axis order.
 """
 
 from __future__ import annotations
@@ -145,6 +147,47 @@ def _batch_size(config: dict[str, Any], network: Mapping[str, Any], minimum: int
 
 
 # -- the plan ---------------------------------------------------------------------------------
+def resolve_orientation(fingerprint: Mapping[str, Any], requested: str, threshold: float) -> tuple[str, str]:
+    """The orientation the plan uses, and why.
+
+    ``"auto"`` gives ``"RAS"`` unless reorienting would put the slice axis (the largest
+    spacing, in cases whose max/min spacing exceeds ``threshold``) on different RAS axes in
+    different cases while the files agree on it, as happens with oblique short-axis cardiac
+    stacks: then ``"none"`` (keep the file's voxel order), so every case slices along the same
+    array axis (which the 2D configuration and the anisotropic resampling rely on).
+    """
+    if requested != "auto":
+        return requested, "given in the preprocessing config"
+    ras_axes, file_axes = set(), set()
+    for case in fingerprint["cases"]:
+        if "permutation" not in case or "spacing_mm_file_order" not in case:
+            continue
+        spacing = np.asarray(case["spacing_mm_file_order"], dtype=np.float64)
+        if spacing.max() / spacing.min() <= threshold:
+            continue
+        file_axis = int(np.argmax(spacing))
+        file_axes.add(file_axis)
+        ras_axes.add(list(case["permutation"]).index(file_axis))
+    if len(ras_axes) > 1 and len(file_axes) == 1:
+        return "none", (
+            f"orientation: the files' slice axis (axis {file_axes.pop()}) would become RAS axes {sorted(ras_axes)} in "
+            "different cases, so the file voxel order is kept (orientation 'none')"
+        )
+    return "RAS", "orientation: RAS (auto)"
+
+
+def _in_file_order(case: Mapping[str, Any]) -> dict[str, Any]:
+    """A fingerprinted case with spacing and shapes put back in the file's axis order."""
+    permutation = case["permutation"]
+    out = dict(case)
+    for key in ("spacing_mm", "shape", "shape_after_crop"):
+        values = [0] * 3
+        for oriented_axis, file_axis in enumerate(permutation):
+            values[file_axis] = case[key][oriented_axis]
+        out[key] = values
+    return out
+
+
 def target_spacing(fingerprint: Mapping[str, Any], threshold: float) -> tuple[list[float], str]:
     """Median spacing per axis; for anisotropic data the coarse axis may use its 10th
     percentile (nnU-Net's rule). Returns ``(spacing_mm, explanation)``."""
@@ -196,6 +239,9 @@ def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Mappin
     ``None`` for the defaults)."""
     config = load_preprocessing_config(config)
     threshold = float(config["anisotropy_threshold"])
+    orientation, orientation_note = resolve_orientation(fingerprint, config["orientation"], threshold)
+    if orientation == "none":
+        fingerprint = {**fingerprint, "cases": [_in_file_order(c) if "permutation" in c else c for c in fingerprint["cases"]]}
     if config["target_spacing_mm"] == "auto":
         spacing, spacing_note = target_spacing(fingerprint, threshold)
     else:
@@ -237,7 +283,7 @@ def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Mappin
     )
 
     preprocessing = {
-        "orientation": config["orientation"],
+        "orientation": orientation,
         "target_spacing_mm": spacing,
         "anisotropic": anisotropic,
         "anisotropy_threshold": threshold,
@@ -252,10 +298,12 @@ def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Mappin
         "cache_dtype": config["cache_dtype"],
         "class_locations_per_class": config["class_locations_per_class"],
     }
+    axis_order = "the files' voxel order" if orientation == "none" else f"the canonical orientation ({orientation}) axis order"
     notes = [
+        orientation_note,
         f"target spacing: {spacing_note}",
-        "spacings, shapes and patch sizes are in the canonical orientation "
-        f"({config['orientation']}) axis order; shapes in voxels, spacings in mm",
+        f"spacings, shapes and patch sizes are in {axis_order}; shapes in voxels, spacings in mm "
+        "(the fingerprint's dataset summary is in RAS order)",
         "estimated_memory_gib is a rough estimate for training with mixed precision, not a measurement",
     ]
     if anisotropic:
@@ -293,7 +341,10 @@ def plan_dataset(
 
     settings = load_preprocessing_config(config)
     crop = settings["crop"]
-    fingerprint = dataset_fingerprint(manifest, orientation=settings["orientation"], crop=crop, workers=workers, seed=seed, progress=progress)
+    fingerprint_orientation = settings["orientation"] if settings["orientation"] not in ("auto", "none") else "RAS"
+    fingerprint = dataset_fingerprint(
+        manifest, orientation=fingerprint_orientation, crop=crop, workers=workers, seed=seed, progress=progress
+    )
     return make_plan(fingerprint, manifest, settings)
 
 

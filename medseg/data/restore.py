@@ -179,6 +179,30 @@ def restore_to_original(
     return array[0] if kind == "label" else array
 
 
+def restore_labels_from_probabilities(probabilities, record: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Arg-max label map (uint8, original shape) from class probabilities or logits
+    ``(C, X, Y, Z)`` on the preprocessed grid, each channel restored linearly
+    (:func:`restore_to_original`) one at a time, so memory holds at most two full-size float32
+    volumes whatever the number of classes (a running maximum and the current channel).
+    Outside the cropped region the background (channel 0) wins. NumPy or torch input."""
+    n_channels = int(probabilities.shape[0])
+    best_score = None
+    labels = None
+    for channel in range(n_channels):
+        outside = 1.0 if channel == 0 else 0.0
+        score = restore_to_original(probabilities[channel : channel + 1], record, kind="probabilities", outside_value=[outside])[0]
+        if _is_tensor(score):
+            score = score.cpu().numpy()
+        if best_score is None:
+            best_score = np.array(score, dtype=np.float32, copy=True)
+            labels = np.zeros(best_score.shape, dtype=np.uint8 if n_channels <= 256 else np.uint16)
+            continue
+        better = score > best_score
+        labels[better] = channel
+        np.maximum(best_score, score, out=best_score)
+    return labels
+
+
 def restore_volume(prediction, record: Mapping[str, Any], **kwargs: Any) -> Volume:
     """:func:`restore_to_original` for a label map (or a single-channel map), as a
     :class:`~medseg.io.Volume` with the original affine, ready for ``save_volume``."""

@@ -220,11 +220,20 @@ class PatchSampler:
         patches = [self.sample_patch(rng, forced=i >= batch_size - n_forced) for i in range(batch_size)]
         labels = [p["label"] for p in patches]
         return {
-            "image": torch.stack([p["image"] for p in patches]),
-            "label": torch.stack(labels) if all(label is not None for label in labels) else None,
+            "image": _stack([p["image"] for p in patches]),
+            "label": _stack(labels) if all(label is not None for label in labels) else None,
             "case_id": [p["case_id"] for p in patches],
             "forced_class": torch.tensor([p["forced_class"] for p in patches], dtype=torch.int64),
         }
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``; inside a DataLoader worker the result is allocated in shared memory
+    directly, so handing the batch to the main process needs no further copy."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.stack(tensors)
+    out = torch.empty((len(tensors), *tensors[0].shape), dtype=tensors[0].dtype).share_memory_()
+    return torch.stack(tensors, out=out)
 
 
 class PatchBatchDataset(torch.utils.data.Dataset):

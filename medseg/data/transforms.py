@@ -168,18 +168,23 @@ class EnsureChannelFirstd(_RecordingTransform):
 
 class Orientationd(_RecordingTransform):
     """Permute and flip axes so they point along ``axcodes`` (default ``"RAS"``); exact, no
-    interpolation (oblique grids go to the closest axes and stay oblique)."""
+    interpolation (oblique grids go to the closest axes and stay oblique). ``"none"`` keeps the
+    file's voxel order (recorded as the identity), e.g. for oblique stacks whose slice axis
+    would land on different canonical axes in different cases."""
 
     def __init__(self, keys=("image", "label"), axcodes: str = "RAS", **kwargs):
         super().__init__(keys, **kwargs)
-        self.axcodes = spatial.check_axcodes(axcodes)
+        self.axcodes = "none" if str(axcodes).lower() == "none" else spatial.check_axcodes(axcodes)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         out = dict(data)
         keys = self.present(data)
         affine = current_affine(out, self.meta_key)
         shape_in = _spatial_shape(out, keys)
-        permutation, flips = spatial.orientation_plan(affine, self.axcodes)
+        if self.axcodes == "none":
+            permutation, flips = [0, 1, 2], [False, False, False]
+        else:
+            permutation, flips = spatial.orientation_plan(affine, self.axcodes)
         for key in keys:
             out[key] = spatial.apply_orientation(out[key], permutation, flips)
         new_affine = affine @ spatial.reorient_index_map(shape_in, permutation, flips)
@@ -446,7 +451,8 @@ def build_preprocessing(
 ) -> Compose:
     """The default chain for a plan's ``"preprocessing"`` section (see :mod:`medseg.data.planning`).
 
-    load (medseg loader) -> channel first -> orientation (``orientation``, default RAS) -> crop
+    load (medseg loader) -> channel first -> orientation (``orientation``: a code such as RAS,
+    or ``none`` for the file's voxel order; default RAS) -> crop
     (``crop``: auto/body/nonzero/none) -> resample (``target_spacing_mm``,
     ``image_interpolation``, ``label_interpolation``, ``anisotropy_threshold``) -> normalise
     (``normalization``: per-channel schemes) -> contiguous arrays -> optional pad to ``pad_to``
