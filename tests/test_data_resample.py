@@ -136,3 +136,19 @@ def test_empty_input_and_bad_modes_raise():
         R.resample_image(np.zeros((1, 4, 4, 4), np.float32), (2, 2, 2), mode="cubic")
     with pytest.raises(ValueError, match="integer"):
         R.resample_label(np.zeros((4, 4, 4), np.float32), (2, 2, 2))
+
+
+def test_memory_layout_of_the_input_does_not_change_the_result():
+    volume = _smooth_volume((30, 26, 20))
+    fortran = np.asfortranarray(volume)
+    flipped = np.asfortranarray(volume[::-1, ::-1].copy())[::-1, ::-1]  # same values, odd strides
+    for shape_out in [(15, 13, 10), (45, 39, 30), (20, 26, 7)]:
+        expected = R.resample_image(volume[None], shape_out)
+        for variant in (fortran, flipped):  # the axes may be interpolated in another order: float rounding
+            np.testing.assert_allclose(R.resample_image(variant[None], shape_out), expected, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(
+            R.resample_image(fortran[None], shape_out, separate_z=2), R.resample_image(volume[None], shape_out, separate_z=2), rtol=1e-5, atol=1e-4
+        )
+        label = (volume > 0).astype(np.uint8) + (volume > 10)
+        for variant in (np.asfortranarray(label), np.asfortranarray(label[::-1].copy())[::-1]):
+            np.testing.assert_array_equal(R.resample_label(variant, shape_out), R.resample_label(label, shape_out))

@@ -63,7 +63,7 @@ def check_scheme(scheme: dict[str, Any], where: str = "normalization") -> dict[s
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
-    flat = values.reshape(-1)
+    flat = np.ravel(values, order="K")  # memory order: a view even for transposed arrays
     return flat[:: flat.size // _SAMPLE + 1] if flat.size > _SAMPLE else flat
 
 

@@ -93,10 +93,9 @@ def _as_float_tensor(array):
 
     if isinstance(array, torch.Tensor):
         return array.float() if array.dtype != torch.float32 else array
-    array = np.asarray(array)
-    if array.dtype != np.float32:
-        array = array.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    # one pass: convert to float32 and to C order (views from reorientation or Fortran-ordered
+    # arrays from the readers are copied once, not twice)
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def _interpolate_linear(volume, shape_out: Sequence[int], z_axis: int | None):
@@ -169,9 +168,24 @@ def resample_image(
         return _nearest(np.asarray(image), shape_out).astype(np.float32, copy=False)
     import torch
 
+    order = _memory_order(np.asarray(image))
+    if order != [0, 1, 2] and np.prod(shape_out) < np.prod(image.shape[1:]):
+        # e.g. Fortran-ordered arrays from the readers: interpolate in memory order (no
+        # transposing copy of the large input) and hand back a transposed view of the output
+        view = np.transpose(image, [0] + [1 + a for a in order])
+        z_axis = order.index(separate_z) if separate_z is not None else None
+        with torch.no_grad():
+            out = _interpolate_linear(_as_float_tensor(view), [shape_out[a] for a in order], z_axis).numpy()
+        return np.transpose(out, [0] + [1 + order.index(a) for a in range(3)])
     with torch.no_grad():
         out = _interpolate_linear(_as_float_tensor(image), shape_out, separate_z)
     return out.numpy()
+
+
+def _memory_order(array: np.ndarray) -> list[int]:
+    """Spatial axes (0..2 of the last three) from the slowest- to the fastest-varying in memory."""
+    strides = [abs(array.strides[array.ndim - 3 + a]) for a in range(3)]
+    return sorted(range(3), key=lambda a: -strides[a])
 
 
 def _resample_bspline(image: np.ndarray, shape_out: tuple[int, ...], separate_z: int | None) -> np.ndarray:
@@ -194,14 +208,20 @@ def _resample_bspline(image: np.ndarray, shape_out: tuple[int, ...], separate_z:
 
 
 def _nearest(array: np.ndarray, shape_out: Sequence[int]) -> np.ndarray:
-    """Nearest-neighbour resampling of the last three axes by index selection (any dtype, exact)."""
-    out = array
+    """Nearest-neighbour resampling of the last three axes by index selection (any dtype, exact).
+
+    Works in the array's memory order (e.g. Fortran order from the readers) and returns a
+    view in the original axis order, so no large transposing copy is made."""
+    array = np.asarray(array)
     offset = array.ndim - 3
-    for axis, n_out in enumerate(shape_out):
-        n_in = out.shape[offset + axis]
+    order = _memory_order(array)
+    lead = list(range(offset))
+    out = np.transpose(array, lead + [offset + a for a in order])
+    for position, axis in enumerate(order):
+        n_in, n_out = out.shape[offset + position], int(shape_out[axis])
         if n_in != n_out:
-            out = np.take(out, nearest_indices(n_in, int(n_out)), axis=offset + axis)
-    return out
+            out = np.take(out, nearest_indices(n_in, n_out), axis=offset + position)
+    return np.transpose(out, lead + [offset + order.index(a) for a in range(3)])
 
 
 def resample_label(
@@ -243,10 +263,11 @@ def resample_label(
 
 
 def _class_values(volume: np.ndarray) -> np.ndarray:
+    """Sorted label values present (memory-order traversal: no copy for Fortran-ordered maps)."""
+    flat = np.ravel(volume, order="K")
     if volume.dtype in (np.uint8, np.bool_):
-        counts = np.bincount(volume.ravel().view(np.uint8) if volume.dtype == np.bool_ else volume.ravel(), minlength=2)
-        return np.flatnonzero(counts)
-    return np.unique(volume)
+        return np.flatnonzero(np.bincount(flat.view(np.uint8), minlength=2))
+    return np.unique(flat)
 
 
 def _linear_argmax(volume: np.ndarray, shape_out: tuple[int, ...], separate_z: int | None) -> np.ndarray:
