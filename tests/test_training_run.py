@@ -95,7 +95,7 @@ def test_shipped_configs_validate():
     from conftest import PROJECT_ROOT, SHARED_DATA
 
     configs = PROJECT_ROOT / "configs"
-    for name in ("phantom_ct_thorax_3d.yaml", "phantom_cardiac_mri_2d.yaml") + (("acdc_2d.yaml",) if SHARED_DATA.is_dir() else ()):
+    for name in ("phantom_ct_thorax_3d.yaml", "phantom_cardiac_mri_2d.yaml") + (("acdc_2d.yaml", "acdc_2d_cpu.yaml") if SHARED_DATA.is_dir() else ()):
         config, _ = load_training_config(configs / name)
         assert Path(config.data.manifest).exists()
     with pytest.raises(ConfigError, match=r"chest_ct_lung_3d.yaml: data.manifest: file not found: .*my_chest_ct/dataset.json"):
