@@ -59,8 +59,10 @@ class LoopConfig:
         compile: wrap the model in ``torch.compile``.
         grad_clip: maximum gradient norm (0 disables clipping).
         val_every: validate every this many epochs (and after the last).
-        ema_alpha: smoothing of validation mean Dice for choosing the best checkpoint:
-            ``ema = alpha * ema + (1 - alpha) * dice``.
+        ema_alpha: per-epoch smoothing of validation mean Dice for choosing the best
+            checkpoint (nnU-Net: 0.9); with validation every ``val_every`` epochs each update is
+            ``ema = a * ema + (1 - a) * dice`` with ``a = ema_alpha ** val_every``, so sparse
+            validation does not make the average lag behind.
         seed: seeds the model initialisation, sampling and augmentation.
     """
 
@@ -295,7 +297,7 @@ class Trainer:
         result = validate(self.model, self.epoch)
         dice = {k: float(v) for k, v in result.get("dice", {}).items()}
         mean = sum(dice.values()) / len(dice) if dice else float("nan")
-        alpha = self.loop.ema_alpha
+        alpha = self.loop.ema_alpha**self.loop.val_every
         self.ema_dice = mean if self.ema_dice is None else alpha * self.ema_dice + (1 - alpha) * mean
         row = {f"val_dice_{name}": value for name, value in dice.items()}
         row.update({"val_mean_dice": mean, "val_ema_dice": self.ema_dice})
