@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,5 +27,6 @@ def run(args: argparse.Namespace) -> int:
         args.config, args.out, fold=args.fold, resume=args.resume, epochs=args.epochs,
         device=args.device, progress=not args.quiet,
     )
-    print(f"run folder: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(f"run folder: {run_dir}")
     return 0
