@@ -18,6 +18,7 @@ import numpy as np
 
 from medseg.errors import VolumeReadError
 from medseg.io import Volume
+from medseg.io.loader import as_label_array
 
 try:  # optional, faster DEFLATE (Intel ISA-L); identical output
     from isal import isal_zlib as _fast_zlib
@@ -103,28 +104,9 @@ def _label_volume_from_nifti_bytes(raw: bytes, path: Path) -> Volume:
         raise VolumeReadError(f"{path}: label map has shape {array.shape}; evaluation needs a 3D label map")
     if not (slope in (None, 1.0) and inter in (None, 0.0)):
         array = array.astype(np.float64) * (1.0 if slope is None else slope) + (0.0 if inter is None else inter)
-    array = _check_labels(array, path)
+    array = as_label_array(array, str(path))
     meta = {"format": "nifti", "kind": "label", "reader": "medseg.evaluation.reading"}
     return Volume(array, np.asarray(affine, dtype=np.float64), str(path), meta)
-
-
-def _check_labels(array: np.ndarray, path: Path) -> np.ndarray:
-    """Whole non-negative values; unsigned 8/16-bit arrays pass untouched, others are cast."""
-    if array.dtype in (np.uint8, np.uint16):
-        return array
-    if array.size == 0:
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise VolumeReadError(f"{path}: label map has non-integer values (is this an image, not a label map?)")
-    elif not np.issubdtype(array.dtype, np.integer):
-        raise VolumeReadError(f"{path}: label map has data type {array.dtype}; expected integers")
-    low, high = array.min(), array.max()
-    if low < 0:
-        raise VolumeReadError(f"{path}: label map has negative values (min {low})")
-    if high > 65535:
-        raise VolumeReadError(f"{path}: label values up to {high} do not fit in uint16")
-    return array.astype(np.uint8 if high <= 255 else np.uint16)
 
 
 def resample_nearest(volume: Volume, target: Volume) -> Volume:

@@ -108,7 +108,7 @@ def load_volume(
         volume = _read_itk(path, frame)
 
     if label:
-        volume.array = _as_label_array(volume.array, volume.name)
+        volume.array = as_label_array(volume.array, volume.name)
         volume.meta["kind"] = "label"
         return volume
     is_ct = ct
@@ -232,13 +232,22 @@ def _compact_int(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _as_label_array(array: np.ndarray, source: str) -> np.ndarray:
-    """Validate and cast a label map to uint8 (or uint16 when labels exceed 255)."""
+def as_label_array(array: np.ndarray, source: str) -> np.ndarray:
+    """Validate and cast a label map to uint8 (or uint16 when labels exceed 255).
+
+    uint8/uint16 arrays pass untouched (no copy); bool, other integer and whole-valued float
+    arrays are cast; anything else (non-integer floats, negative values, values above 65535,
+    non-numeric types) raises :class:`VolumeReadError` naming ``source``. Empty: uint8.
+    """
+    if array.dtype in (np.uint8, np.uint16):
+        return array
     if array.size == 0:
         return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
             raise VolumeReadError(f"{source}: label map has non-integer values (is this an image, not a label map?)")
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        raise VolumeReadError(f"{source}: label map has data type {array.dtype}; expected integers")
     low, high = array.min(), array.max()
     if low < 0:
         raise VolumeReadError(f"{source}: label map has negative values (min {low})")
@@ -268,7 +277,7 @@ def save_volume(volume: Volume, path: str | Path, *, label: bool | None = None) 
     path = Path(path).expanduser()
     if label is None:
         label = volume.meta.get("kind") == "label"
-    array = _as_label_array(volume.array, volume.name) if label else volume.array
+    array = as_label_array(volume.array, volume.name) if label else volume.array
     if array.dtype == np.float64:
         array = array.astype(np.float32)
     if array.dtype == np.bool_:
