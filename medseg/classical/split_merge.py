@@ -220,36 +220,35 @@ def _merge(
     first, second = first[order], second[order]
 
     for a, b in zip(first.tolist(), second.tolist()):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        while parent[b] != b:
-            parent[b] = parent[parent[b]]
-            b = parent[b]
+        a, b = _find(parent, a), _find(parent, b)
         if a != b and abs(total[a] / size[a] - total[b] / size[b]) <= tolerance:
-            if size[a] < size[b]:
-                a, b = b, a
-            parent[b] = a
-            size[a] += size[b]
-            total[a] += total[b]
+            _union(parent, size, total, a, b)
     if min_region_voxels > 1:
         roots = _roots(parent)
         region_size = np.bincount(roots, weights=counts, minlength=len(counts))
         small = np.minimum(region_size[roots[first]], region_size[roots[second]]) < min_region_voxels
         for a, b in zip(first[small].tolist(), second[small].tolist()):
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            while parent[b] != b:
-                parent[b] = parent[parent[b]]
-                b = parent[b]
+            a, b = _find(parent, a), _find(parent, b)
             if a != b and min(size[a], size[b]) < min_region_voxels:
-                if size[a] < size[b]:
-                    a, b = b, a
-                parent[b] = a
-                size[a] += size[b]
-                total[a] += total[b]
+                _union(parent, size, total, a, b)
     return _roots(parent)
+
+
+def _find(parent: list[int], node: int) -> int:
+    """Union-find root of ``node``, halving the path on the way (in place)."""
+    while parent[node] != node:
+        parent[node] = parent[parent[node]]
+        node = parent[node]
+    return node
+
+
+def _union(parent: list[int], size: list[float], total: list[float], a: int, b: int) -> None:
+    """Join the regions of roots ``a`` and ``b`` (the larger one stays root), pooling sizes and sums."""
+    if size[a] < size[b]:
+        a, b = b, a
+    parent[b] = a
+    size[a] += size[b]
+    total[a] += total[b]
 
 
 def _roots(parent: list[int]) -> np.ndarray:
