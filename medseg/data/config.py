@@ -249,35 +249,25 @@ def validate(config: Any, schema: Mapping[str, Any], defaults: Mapping[str, Any]
     return result
 
 
-def _read_yaml(path: str | Path) -> tuple[Any, str]:
-    import yaml
+def _load_section(config: Any, section: str, schema: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` (a YAML path, a dict or ``None``), unwrapping a lone top-level ``section:`` key."""
+    from medseg.config import load_yaml
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        return yaml.safe_load(path.read_text()), str(path)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    source = f"<{section} config>"
+    if isinstance(config, (str, Path)):
+        config, source = load_yaml(config), str(Path(config).expanduser())
+    if isinstance(config, Mapping) and set(config) == {section}:
+        config = config[section]
+    return validate(config, schema, defaults, source)
 
 
 def load_augmentation_config(config: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Augmentation settings from a YAML file, a dict (e.g. the ``augmentation`` section of a
     training config) or ``None`` (defaults). A top-level ``augmentation:`` key is unwrapped."""
-    source = "<augmentation config>"
-    if isinstance(config, (str, Path)):
-        config, source = _read_yaml(config)
-    if isinstance(config, Mapping) and set(config) == {"augmentation"}:
-        config = config["augmentation"]
-    return validate(config, AUGMENTATION_SCHEMA, AUGMENTATION_DEFAULTS, source)
+    return _load_section(config, "augmentation", AUGMENTATION_SCHEMA, AUGMENTATION_DEFAULTS)
 
 
 def load_preprocessing_config(config: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Planning / preprocessing settings from a YAML file, a dict or ``None`` (defaults).
     A top-level ``preprocessing:`` key is unwrapped."""
-    source = "<preprocessing config>"
-    if isinstance(config, (str, Path)):
-        config, source = _read_yaml(config)
-    if isinstance(config, Mapping) and set(config) == {"preprocessing"}:
-        config = config["preprocessing"]
-    return validate(config, PREPROCESSING_SCHEMA, PREPROCESSING_DEFAULTS, source)
+    return _load_section(config, "preprocessing", PREPROCESSING_SCHEMA, PREPROCESSING_DEFAULTS)
