@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -100,3 +101,23 @@ def test_shipped_configs_validate():
         assert Path(config.data.manifest).exists()
     with pytest.raises(ConfigError, match=r"chest_ct_lung_3d.yaml: data.manifest: file not found: .*my_chest_ct/dataset.json"):
         load_training_config(configs / "chest_ct_lung_3d.yaml")  # a template: the manifest is yours to give
+
+
+def test_example_figure_leaves_the_callers_matplotlib_backend_alone():
+    """TensorBoard's example slices are drawn without pyplot, so a notebook keeps its inline backend."""
+    import io
+
+    import matplotlib
+
+    from medseg.training.run import example_figure
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        reference = np.zeros((8, 8, 3), np.uint8)
+        reference[2:6, 2:6, 1] = 1
+        figure = example_figure("case", np.random.default_rng(0).random((8, 8, 3)), reference, reference, {1: "a"})
+        figure.savefig(io.BytesIO(), format="png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)

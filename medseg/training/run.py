@@ -264,13 +264,11 @@ def make_validator(config: TrainingConfig, settings: dict[str, Any], cases: list
 
 def example_figure(case_id: str, image: np.ndarray, reference: np.ndarray, prediction: np.ndarray, labels: dict[int, str]):
     """A matplotlib figure of the slice (across axis 2) with most reference foreground: truth and prediction contours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: never touch the caller's backend (e.g. a notebook's)
 
     k = int(np.argmax((reference > 0).sum(axis=(0, 1))))
-    figure, axis = plt.subplots(figsize=(4, 4), dpi=100)
+    figure = Figure(figsize=(4, 4), dpi=100)
+    axis = figure.subplots()
     axis.imshow(image[:, :, k].T, cmap="gray", origin="lower")
     for value in labels:
         if (reference[:, :, k] == value).any():
