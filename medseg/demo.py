@@ -160,13 +160,13 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
 
 
 def _write_manifest(path: Path, kind: str, ids: list[str], splits: list[str]) -> None:
+    from medseg.data.manifest import CaseEntry, write_csv_manifest
     from medseg.phantoms import labels_for
 
-    labels = ", ".join(f"{name}={value}" for name, value in labels_for(kind).items())
-    lines = [f"# name: demo_{kind}", f"# modality: {'CT' if kind == 'ct-thorax' else 'MRI'}", f"# labels: {labels}",
-             "case_id,image,label,split"]
-    lines += [f"{case},data/imagesTr/{case}_0000.nii.gz,data/labelsTr/{case}.nii.gz,{split}" for case, split in zip(ids, splits)]
-    path.write_text("\n".join(lines) + "\n")
+    data = path.parent / "data"
+    cases = [CaseEntry(case, (data / "imagesTr" / f"{case}_0000.nii.gz",), data / "labelsTr" / f"{case}.nii.gz", split)
+             for case, split in zip(ids, splits)]
+    write_csv_manifest(path, cases, labels_for(kind), name=f"demo_{kind}", modality="CT" if kind == "ct-thorax" else "MRI")
 
 
 def _summary_table(frame) -> tuple[str, float]:

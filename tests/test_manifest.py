@@ -10,7 +10,7 @@ import pytest
 
 from conftest import PROJECT_ROOT, shared_path
 from medseg.cli.main import main
-from medseg.data.manifest import load_manifest, validate_manifest
+from medseg.data.manifest import CaseEntry, load_manifest, validate_manifest, write_csv_manifest
 from medseg.errors import ConfigError
 from medseg.io import Volume, save_volume
 
@@ -84,6 +84,23 @@ def test_csv_manifest_with_metadata(tmp_path):
     assert validate_manifest(manifest) == []
 
 
+
+def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
+    _make_case(tmp_path, "a")
+    _make_case(tmp_path, "b")
+    elsewhere = tmp_path / "out" / "x"
+    cases = [CaseEntry("a", (tmp_path / "imagesTr" / "a_0000.nii.gz",), tmp_path / "labelsTr" / "a.nii.gz", "val", 1, "p,1"),
+             CaseEntry("b", (tmp_path / "imagesTr" / "b_0000.nii.gz",))]
+    labels = {"background": 0, "organ": 1, "lesion": 2}
+    for target in (tmp_path / "m.csv", elsewhere / "m.csv"):  # relative paths below the CSV, absolute above
+        manifest = load_manifest(write_csv_manifest(target, cases, labels, name="toy", modality="CT"))
+        assert manifest.cases == cases and manifest.labels == labels
+        assert (manifest.name, manifest.modality) == ("toy", "CT")
+    assert "imagesTr/a_0000.nii.gz" in (tmp_path / "m.csv").read_text()
+    assert str(tmp_path / "imagesTr") in (elsewhere / "m.csv").read_text()
+    two_channels = [CaseEntry("c", (tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"))]
+    with pytest.raises(ConfigError, match="case c has 2 image channels"):
+        write_csv_manifest(tmp_path / "c.csv", two_channels, labels)
 @pytest.mark.parametrize(
     "content, message",
     [

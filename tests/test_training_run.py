@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from medseg.cli.main import main
+from medseg.data.manifest import load_manifest
 from medseg.errors import ConfigError
 from medseg.training.checkpoint import load_checkpoint
 from medseg.training.run import load_training_config, train
@@ -46,6 +48,9 @@ def test_training_reduces_the_loss(tmp_path, kind, configuration, patch):
     assert state["config"]["settings"]["patch_size"] == patch
     for name in ("config.yaml", "plan.json", "splits.json", "checkpoint_latest.pt"):
         assert (run_dir / name).exists()
+    held_out = load_manifest(run_dir / "validation.csv")  # the fold's held-out cases, for predict/evaluate
+    assert [case.case_id for case in held_out] == json.loads((run_dir / "splits.json").read_text())["val"]
+    assert all(case.image.is_file() and case.label.is_file() for case in held_out)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -230,6 +230,53 @@ def _load_csv(path: Path) -> Manifest:
     channel = {0: meta["modality"]} if "modality" in meta else {0: ""}
     return Manifest(path, meta.get("name", path.stem), labels, channel, cases)
 
+
+
+def write_csv_manifest(
+    path: str | Path,
+    cases: Sequence[CaseEntry],
+    labels: Mapping[str, int],
+    *,
+    name: str | None = None,
+    modality: str | None = None,
+) -> Path:
+    """Write ``cases`` as a CSV manifest that :func:`load_manifest` reads back to the same cases.
+
+    Columns ``case_id,image,label,split,fold,group`` (empty cells for what a case lacks), headed by
+    ``# name:``, ``# modality:`` and ``# labels:`` lines. Files below the CSV's folder are written
+    relative to it, others as absolute paths. An empty ``cases`` writes a manifest with no rows.
+    The file is replaced atomically. Returns ``path``.
+
+    Raises:
+        ConfigError: a case has more than one image channel (the CSV holds one image per case).
+    """
+    import io
+
+    from medseg.data.cache import atomic_write_text
+
+    path = Path(path).expanduser()
+    root = path.parent.resolve()
+
+    def relative(file: Path | None) -> str:
+        if file is None:
+            return ""
+        file = Path(file).resolve()
+        return file.relative_to(root).as_posix() if file.is_relative_to(root) else str(file)
+
+    text = io.StringIO()
+    for key, value in (("name", name), ("modality", modality)):
+        if value:
+            text.write(f"# {key}: {value}\n")
+    text.write("# labels: " + ", ".join(f"{label}={value}" for label, value in sorted(labels.items(), key=lambda kv: kv[1])) + "\n")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(_CSV_COLUMNS)
+    for case in cases:
+        if len(case.images) != 1:
+            raise ConfigError(f"{path}: case {case.case_id} has {len(case.images)} image channels; a CSV manifest holds one")
+        writer.writerow([case.case_id, relative(case.image), relative(case.label), case.split or "",
+                         "" if case.fold is None else case.fold, case.group or ""])
+    atomic_write_text(path, text.getvalue())
+    return path
 
 def _load_phantom_yaml(path: Path) -> Manifest:
     import yaml

@@ -332,7 +332,7 @@ def train(
 
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_run_files(run_dir, config, plan, split, fold)
+        _write_run_files(run_dir, config, plan, split, fold, manifest)
 
     torch.manual_seed(config.train.seed)
     model = build_unet(
@@ -374,11 +374,18 @@ def train(
     return run_dir
 
 
-def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any], split: dict[str, list[str]], fold: int) -> None:
+def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any], split: dict[str, list[str]], fold: int, manifest) -> None:
+    """config.yaml (as used), plan.json, splits.json and validation.csv: the fold's held-out cases as a
+    manifest, ready for ``medseg predict --input`` and ``medseg evaluate --manifest``."""
     import yaml
 
     from medseg.data.cache import atomic_write_text
+    from medseg.data.manifest import write_csv_manifest
 
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     atomic_write_text(run_dir / "plan.json", json.dumps(plan, indent=1) + "\n")
     atomic_write_text(run_dir / "splits.json", json.dumps({"fold": fold, **split}, indent=1) + "\n")
+    held_out = [manifest.case(case_id) for case_id in split["val"]]
+    if held_out and all(len(case.images) == 1 for case in held_out):  # a CSV manifest holds one channel
+        write_csv_manifest(run_dir / "validation.csv", held_out, manifest.labels,
+                           name=f"{manifest.name} fold {fold} validation", modality=manifest.channel_names.get(0))
