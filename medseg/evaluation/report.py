@@ -316,8 +316,24 @@ def _lighter(colour: str, amount: float = 0.6) -> tuple[float, float, float]:
     return tuple(c + (1 - c) * amount for c in rgb)  # type: ignore[return-value]
 
 
+def _label_colours(values, label_names) -> dict[int, str]:
+    """One colour per label value, fixed by the value's rank among the scored labels (the box
+    plots' order), so a label has the same colour in every panel whichever labels a slice shows;
+    values that are not scored follow them."""
+    order = sorted(label_names or {}) + sorted(set(values) - set(label_names or {}))
+    return {value: _COLOURS[i % len(_COLOURS)] for i, value in enumerate(order)}
+
+
 def _worst_cases(plt, worst, folder: Path, label_names) -> Path | None:
     fig, axes = plt.subplots(1, len(worst), figsize=(4.0 * len(worst), 4.4), squeeze=False)
+    drawn = {
+        int(v)
+        for _, outcome in worst
+        for part in ("reference", "prediction")
+        for v in np.unique(outcome.snapshot[part]).tolist()
+        if v != 0
+    }
+    colours = _label_colours(drawn, label_names)
     for ax, (score, outcome) in zip(axes[0], worst):
         snap = outcome.snapshot
         ref, pred = snap["reference"], snap["prediction"]
@@ -328,8 +344,8 @@ def _worst_cases(plt, worst, folder: Path, label_names) -> Path | None:
         low, high = (np.percentile(background, [1, 99]) if image is not None else (0, 1))
         ax.imshow(background, cmap="gray", vmin=low, vmax=high if high > low else low + 1, origin="lower", aspect=aspect, interpolation="nearest")
         values = sorted((set(np.unique(ref).tolist()) | set(np.unique(pred).tolist())) - {0})
-        for i, value in enumerate(values):
-            colour = _COLOURS[i % len(_COLOURS)]
+        for value in values:
+            colour = colours[int(value)]
             light = _lighter(colour)  # prediction: a light dashed line, visible on top of the reference's
             for mask, style, width, tone in ((ref == value, "solid", 2.0, colour), (pred == value, "dashed", 1.2, light)):
                 if mask.any() and min(mask.shape) > 1:
@@ -337,7 +353,13 @@ def _worst_cases(plt, worst, folder: Path, label_names) -> Path | None:
         ax.set_title(f"{outcome.case_id}: mean dice {score:.3f}\naxis {snap['axis']}, slice {snap['slice']}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.88, bottom=0.02, wspace=0.08)
+    from matplotlib.lines import Line2D
+
+    names = label_names or {}
+    handles = [Line2D([], [], color=colours[v], lw=2, label=names.get(v, str(v))) for v in sorted(drawn)]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.88, bottom=0.08 if handles else 0.02, wspace=0.08)
     path = _save(fig, folder / "worst_cases.png", dpi=100)
     plt.close(fig)
     return path
