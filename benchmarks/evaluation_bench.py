@@ -121,7 +121,7 @@ def medpy_structure(ref, pred, spacing, label):
 
 
 def per_structure(cases, repeats: int) -> list[dict]:
-    from medseg.evaluation.reading import read_label_map
+    from medseg.io import read_label_map
 
     records = []
     smallest = min(cases, key=lambda c: c[1].stat().st_size)[0]
@@ -286,7 +286,7 @@ def main() -> int:
     if not KITS.is_dir():
         print(f"needs {KITS}", file=sys.stderr)
         return 1
-    from medseg.evaluation.reading import DECOMPRESSOR
+    from medseg.io.labelmaps import DECOMPRESSOR
 
     with tempfile.TemporaryDirectory(prefix="medseg-eval-bench-") as tmp:
         folder = Path(tmp)

@@ -1,4 +1,4 @@
-"""Folder evaluation: matching, per-case checks, outputs, CLI, compare, fast label reading."""
+"""Folder evaluation: matching, per-case checks, outputs, CLI, compare, nearest-neighbour resampling."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import json
 import math
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from conftest import shared_path
 from medseg.cli.main import main
-from medseg.errors import ConfigError, VolumeReadError
+from medseg.errors import ConfigError
 from medseg.evaluation import compare, evaluate_folder, match_cases, summarise
 from medseg.evaluation.matching import case_key
-from medseg.evaluation.reading import read_label_map, resample_nearest
+from medseg.evaluation.resampling import resample_nearest
 from medseg.io import Volume, load_volume, save_volume
 
 AFFINE = np.diag([0.8, 0.8, 4.0, 1.0])
@@ -197,38 +196,7 @@ def test_cli_errors_are_config_errors(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), "--out", str(tmp_path / "o"), "--labels", "organ"]) == 1
 
 
-# -- reading ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.shared_data
-@pytest.mark.parametrize(
-    "relative",
-    ["kits19_labels/case_00061_segmentation.nii.gz", "msd_prostate_labels/prostate_00.nii.gz", "acdc_subset/patient001/patient001_ED_gt.nii.gz"],
-)
-def test_fast_reader_equals_load_volume(relative):
-    path = shared_path(relative)
-    fast, reference = read_label_map(path), load_volume(path, label=True)
-    assert np.array_equal(fast.array, reference.array) and fast.array.dtype == reference.array.dtype
-    assert np.array_equal(fast.affine, reference.affine)
-
-
-def test_reader_handles_scaling_4d_singletons_and_rejects_bad_files(tmp_path):
-    array = np.zeros((5, 6, 7, 1), np.int16)
-    array[1:3, 1:3, 1:3, 0] = 3
-    image = nib.Nifti1Image(array, AFFINE)
-    nib.save(image, tmp_path / "x.nii.gz")
-    volume = read_label_map(tmp_path / "x.nii.gz")
-    assert volume.shape == (5, 6, 7) and volume.array.dtype == np.uint8 and volume.array.max() == 3
-    scaled = nib.Nifti1Image(array.astype(np.int16), AFFINE)
-    scaled.header.set_slope_inter(2.0, 0.0)
-    nib.save(scaled, tmp_path / "scaled.nii")
-    assert read_label_map(tmp_path / "scaled.nii").array.max() == 6
-    (tmp_path / "cut.nii.gz").write_bytes((tmp_path / "x.nii.gz").read_bytes()[:60])
-    with pytest.raises(VolumeReadError, match="cut.nii.gz"):
-        read_label_map(tmp_path / "cut.nii.gz")
-    nib.save(nib.Nifti1Image(np.full((3, 3, 3), 0.5, np.float32), AFFINE), tmp_path / "image.nii.gz")
-    with pytest.raises(VolumeReadError, match="non-integer"):
-        read_label_map(tmp_path / "image.nii.gz")
+# -- resampling ------------------------------------------------------------------------------------
 
 
 def test_resample_nearest_onto_a_shifted_grid():

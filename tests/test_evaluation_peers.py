@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from conftest import shared_path
 from medseg.evaluation import evaluate_case
-from medseg.evaluation.reading import read_label_map
+from medseg.io import read_label_map
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 torch = pytest.importorskip("torch")

@@ -1,4 +1,5 @@
-"""medseg.io on real scans: geometry and HU checked against SimpleITK, error paths, round trips."""
+"""medseg.io on real scans: geometry and HU checked against SimpleITK, error paths, round trips,
+and the fast readers (read_grid, read_label_map) checked against load_volume."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from medseg.io import (
     load_image_and_label,
     load_volume,
     looks_like_hu,
+    read_grid,
+    read_label_map,
     save_volume,
 )
 from medseg.io.volume import affine_from_itk
@@ -325,3 +328,127 @@ def test_image_label_mismatch(tmp_path):
         load_image_and_label(tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz")
     with pytest.raises(GeometryError, match=r"shape \(6, 6, 4\) != \(6, 6, 5\)"):
         load_image_and_label(tmp_path / "img.nii.gz", tmp_path / "lab2.nii.gz")
+
+
+# -- fast readers: read_grid (header only) and read_label_map, against load_volume -----------
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "kits19_labels/case_00061_segmentation.nii.gz",
+        "msd_prostate_labels/prostate_00.nii.gz",
+        "acdc_subset/patient001/patient001_ED_gt.nii.gz",
+        "ct_3slice_dcmqi/segmentations/heart_seg.nrrd",  # not NIfTI: through load_volume
+    ],
+)
+def test_read_label_map_equals_load_volume(relative):
+    path = shared_path(relative)
+    fast, reference = read_label_map(path), load_volume(path, label=True)
+    assert np.array_equal(fast.array, reference.array) and fast.array.dtype == reference.array.dtype
+    assert np.array_equal(fast.affine, reference.affine)
+
+
+def test_read_label_map_handles_scaling_4d_singletons_and_rejects_bad_files(tmp_path):
+    affine = np.diag([0.8, 0.8, 4.0, 1.0])
+    array = np.zeros((5, 6, 7, 1), np.int16)
+    array[1:3, 1:3, 1:3, 0] = 3
+    nib.save(nib.Nifti1Image(array, affine), tmp_path / "x.nii.gz")
+    volume = read_label_map(tmp_path / "x.nii.gz")
+    assert volume.shape == (5, 6, 7) and volume.array.dtype == np.uint8 and volume.array.max() == 3
+    scaled = nib.Nifti1Image(array.astype(np.int16), affine)
+    scaled.header.set_slope_inter(2.0, 0.0)
+    nib.save(scaled, tmp_path / "scaled.nii")
+    assert read_label_map(tmp_path / "scaled.nii").array.max() == 6
+    (tmp_path / "cut.nii.gz").write_bytes((tmp_path / "x.nii.gz").read_bytes()[:60])
+    with pytest.raises(VolumeReadError, match="cut.nii.gz"):
+        read_label_map(tmp_path / "cut.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((3, 3, 3), 0.5, np.float32), affine), tmp_path / "image.nii.gz")
+    with pytest.raises(VolumeReadError, match="non-integer"):
+        read_label_map(tmp_path / "image.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3, 2), np.uint8), affine), tmp_path / "frames.nii.gz")
+    with pytest.raises(VolumeReadError, match=r"frames.nii.gz: label map has shape \(3, 3, 3, 2\)"):
+        read_label_map(tmp_path / "frames.nii.gz")
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    with pytest.raises(VolumeReadError, match="empty.nii.gz: unreadable or truncated NIfTI"):
+        read_label_map(tmp_path / "empty.nii.gz")
+    with pytest.raises(VolumeReadError, match="absent.nii.gz: cannot read"):
+        read_label_map(tmp_path / "absent.nii.gz")
+
+
+def _assert_grid_matches_load_volume(path: Path) -> None:
+    grid, volume = read_grid(path), load_volume(path, ct=False)
+    assert grid.shape == volume.shape, path.name
+    np.testing.assert_array_equal(grid.affine, volume.affine, err_msg=path.name)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "kits19_labels/case_00003_segmentation.nii.gz",  # IPL orientation
+        "sunnybrook_lv/SCD0000101_phase07_image.nii.gz",  # oblique short axis
+        "totalseg_ct/example_mr_sm.nii.gz",  # LPS
+        "ct_3slice_dcmqi/segmentations/heart_seg.nrrd",
+        "ct_3slice_dcmqi/paramaps/pm-example.nrrd",
+        THREE_SLICE,  # a DICOM folder: read_grid falls back to load_volume
+    ],
+)
+def test_read_grid_equals_load_volume_on_real_files(relative):
+    path = shared_path(relative)
+    _assert_grid_matches_load_volume(path)
+    grid = read_grid(path)
+    if relative.endswith(".nii.gz"):
+        assert str(grid.stored_dtype) == load_volume(path, ct=False).meta["on_disk_dtype"]
+    elif relative.endswith(".nrrd"):
+        assert grid.stored_dtype == sitk.GetArrayViewFromImage(sitk.ReadImage(str(path))).dtype
+    assert grid.scaled is False
+
+
+@pytest.mark.parametrize("kind", ["ct", "mri"])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_read_grid_equals_load_volume_on_phantoms(tmp_path, kind, suffix):
+    from medseg.phantoms import make_cardiac_mri, make_ct_thorax
+
+    make = make_ct_thorax if kind == "ct" else make_cardiac_mri  # LPS grid / oblique grid
+    image, label = make(5, shape=(32, 36, 12))
+    for volume, is_label in ((image, False), (label, True)):
+        path = save_volume(volume, tmp_path / f"{kind}_{'label' if is_label else 'image'}{suffix}", label=is_label)
+        _assert_grid_matches_load_volume(path)
+        grid = read_grid(path)
+        np.testing.assert_allclose(grid.affine, volume.affine, atol=1e-5)  # float32 on disk
+        assert grid.stored_dtype == (np.uint8 if is_label else np.int16)
+
+
+def test_read_grid_reads_only_the_header(tmp_path):
+    path = save_volume(Volume(np.zeros((20, 20, 20), np.int16), _oblique_affine()), tmp_path / "x.nii")
+    expected = read_grid(path)
+    path.write_bytes(path.read_bytes()[:400])  # header kept, voxel data cut
+    with pytest.raises(VolumeReadError, match="x.nii"):
+        load_volume(path)
+    grid = read_grid(path)
+    assert grid.shape == (20, 20, 20) and grid.stored_dtype == np.int16
+    np.testing.assert_array_equal(grid.affine, expected.affine)
+
+
+def test_read_grid_scaling_2d_4d_and_bad_files(tmp_path):
+    _write_scaled_ct(tmp_path / "ct.nii.gz", np.zeros((4, 4, 2), np.uint16), 1.0, -1024.0)
+    grid = read_grid(tmp_path / "ct.nii.gz")
+    assert grid.scaled is True and grid.stored_dtype == np.uint16
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3, 2), np.int16), np.eye(4)), str(tmp_path / "cine.nii.gz"))
+    assert read_grid(tmp_path / "cine.nii.gz").shape == (4, 5, 3)  # first three axes
+    flat = sitk.GetImageFromArray(np.zeros((6, 7), np.uint8))  # SimpleITK order [y, x]
+    flat.SetSpacing((0.5, 0.75))
+    flat.SetOrigin((10.0, -4.0))
+    sitk.WriteImage(flat, str(tmp_path / "flat.mha"))
+    assert read_grid(tmp_path / "flat.mha").shape == (7, 6, 1)
+    _assert_grid_matches_load_volume(tmp_path / "flat.mha")
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 4, 5, 3), np.uint8), isVector=True), str(tmp_path / "rgb.mha"))
+    with pytest.raises(VolumeReadError, match="rgb.mha: has 3 components per voxel"):
+        read_grid(tmp_path / "rgb.mha")
+    for name in ("empty.nii.gz", "empty.nrrd"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(VolumeReadError, match=f"{name}: unreadable header"):
+            read_grid(tmp_path / name)
+    for name in ("absent.nii.gz", "absent.mha"):
+        with pytest.raises(VolumeReadError, match=f"{name}: unreadable header"):
+            read_grid(tmp_path / name)

@@ -24,16 +24,15 @@ from medseg.evaluation.surfaces import SurfaceDistances, bounding_box, surface_d
 
 
 def __getattr__(name: str):
-    # the batch layer pulls in more (pandas, the file reader); load it on first use
-    if name in ("evaluate_folder", "summarise", "compare", "match_cases", "read_label_map"):
-        from medseg.evaluation import batch, comparison, matching, reading, summary
+    # the batch layer pulls in more (pandas, the report writers); load it on first use
+    if name in ("evaluate_folder", "summarise", "compare", "match_cases"):
+        from medseg.evaluation import batch, comparison, matching, summary
 
         return {
             "evaluate_folder": batch.evaluate_folder,
             "summarise": summary.summarise,
             "compare": comparison.compare,
             "match_cases": matching.match_cases,
-            "read_label_map": reading.read_label_map,
         }[name]
     raise AttributeError(f"module 'medseg.evaluation' has no attribute {name!r}")
 
@@ -53,7 +52,6 @@ __all__ = [
     "evaluate_folder",
     "evaluate_volumes",
     "match_cases",
-    "read_label_map",
     "split_regions",
     "summarise",
     "surface_distances",

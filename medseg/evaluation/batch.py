@@ -1,6 +1,6 @@
 """Evaluate a whole folder (or manifest) of predictions: matching, per-case checks, outputs.
 
-Per case: both label maps are read (:func:`medseg.evaluation.reading.read_label_map`), their
+Per case: both label maps are read (:func:`medseg.io.read_label_map`), their
 voxel grids compared (same shape; origin, spacing and axes within ``atol_mm``), and the case
 scored with :func:`medseg.evaluation.case.evaluate_case`. A case that cannot be read, whose
 grids differ (unless ``resample_pred_to_ref``) or that has no prediction fails with a
@@ -86,8 +86,8 @@ class FolderRun:
 def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
     """Read, check and score one case; never raises for a bad case (the error is returned)."""
     from medseg.evaluation.case import evaluate_case
-    from medseg.evaluation.reading import read_label_map, resample_nearest
-    from medseg.io import grid_mismatch
+    from medseg.evaluation.resampling import resample_nearest
+    from medseg.io import grid_mismatch, read_label_map
 
     start = time.perf_counter()
     outcome = CaseOutcome(pair.case_id, reference=str(pair.reference), prediction=str(pair.prediction or ""), image=str(pair.image) if pair.image else None)
@@ -220,7 +220,7 @@ def _outcomes(pairs: list[CasePair], settings: Settings, workers: int) -> Iterab
 
     # import what the workers need before they are forked, so each does not import it again
     import medseg.evaluation.case  # noqa: F401
-    import medseg.evaluation.reading  # noqa: F401
+    import medseg.evaluation.resampling  # noqa: F401
     import medseg.io  # noqa: F401
     import nibabel  # noqa: F401
 
@@ -418,7 +418,7 @@ def _label_order(label: str) -> tuple[int, str]:
 
 
 def _options_record(pred_dir, ref_dir, source, labels, workers, atol_mm, resample, case_options) -> dict[str, Any]:
-    from medseg.evaluation.reading import DECOMPRESSOR
+    from medseg.io.labelmaps import DECOMPRESSOR
 
     record = {
         "pred": str(pred_dir),

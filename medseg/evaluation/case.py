@@ -238,7 +238,7 @@ def evaluate_volumes(reference, prediction, labels: object = None, *, atol_mm: f
     Spacing and affine come from the reference volume. ``options`` are those of
     :func:`evaluate_case`. Raises :class:`GeometryError` (naming both files) when the volumes
     do not share a voxel grid within ``atol_mm`` (resample first, e.g. with
-    :func:`medseg.evaluation.reading.resample_nearest`).
+    :func:`medseg.evaluation.resampling.resample_nearest`).
     """
     from medseg.io import check_same_grid
 

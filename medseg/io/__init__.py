@@ -1,11 +1,15 @@
 """Files and geometry: read and write volumes, DICOM series, Hounsfield units.
 
 See :mod:`medseg.io.volume` for the axis and coordinate convention used everywhere.
+:func:`load_volume` reads everything; two faster readers do less: :func:`read_grid` (shape
+and affine from the header alone) and :func:`read_label_map` (label maps, NIfTI viewed in place).
 """
 
 from medseg.io.describe import describe_volume, looks_like_label_map
 from medseg.io.dicom import find_dicom_series, read_dicom_series
+from medseg.io.headers import FileGrid, read_grid
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
+from medseg.io.labelmaps import read_label_map
 from medseg.io.loader import (
     case_id_from_path,
     file_format,
@@ -19,6 +23,7 @@ from medseg.io.volume import Volume, check_same_grid, grid_mismatch, orientation
 
 __all__ = [
     "AIR_FLOOR_HU",
+    "FileGrid",
     "Volume",
     "case_id_from_path",
     "check_same_grid",
@@ -33,6 +38,8 @@ __all__ = [
     "looks_like_label_map",
     "orientation_code",
     "read_dicom_series",
+    "read_grid",
+    "read_label_map",
     "save_volume",
     "spacing_from_affine",
     "strip_channel_suffix",

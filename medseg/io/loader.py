@@ -18,7 +18,7 @@ import numpy as np
 from medseg.errors import GeometryError, VolumeReadError
 from medseg.io.dicom import is_dicom_file, read_dicom_series
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
-from medseg.io.volume import Volume, affine_from_itk, check_same_grid, itk_geometry_from_affine
+from medseg.io.volume import Volume, affine_from_sitk, check_same_grid, itk_geometry_from_affine
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -143,7 +143,7 @@ def _read_nifti(path: Path, frame: int | None) -> Volume:
             raise VolumeReadError(f"{path}: not a NIfTI file ({type(image).__name__})")
         header = image.header
         slope, inter = image.dataobj.slope, image.dataobj.inter
-        scaled = not (slope in (None, 1.0) and inter in (None, 0.0))
+        scaled = nifti_is_scaled(slope, inter)
         raw = np.asanyarray(image.dataobj.get_unscaled()) if hasattr(image.dataobj, "get_unscaled") else np.asanyarray(image.dataobj)
         raw = np.asarray(raw)
     except VolumeReadError:
@@ -179,27 +179,27 @@ def _read_itk(path: Path, frame: int | None) -> Volume:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise VolumeReadError(f"{path}: unreadable or truncated file ({str(exc).strip().splitlines()[-1]})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise VolumeReadError(
-            f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel (vector/RGB); medseg needs scalar 3D volumes"
-        )
+    require_scalar(image.GetNumberOfComponentsPerPixel(), path)
     dim = image.GetDimension()
     array = sitk.GetArrayFromImage(image).transpose(tuple(range(dim))[::-1])  # -> [i, j, k(, t)]
-    spacing = np.array(image.GetSpacing(), float)
-    origin = np.array(image.GetOrigin(), float)
-    direction = np.array(image.GetDirection(), float).reshape(dim, dim)
-    if dim == 2:
-        spacing, origin = np.append(spacing, 1.0), np.append(origin, 0.0)
-        full = np.eye(3)
-        full[:2, :2] = direction
-        direction = full
-    elif dim > 3:
-        spacing, origin, direction = spacing[:3], origin[:3], direction[:3, :3]
     array = _take_3d(array, path, frame)
     if array.dtype == np.float64:
         array = array.astype(np.float32)
     meta = {"format": "nrrd" if path.name.lower().endswith((".nrrd", ".nhdr")) else "metaimage", "rescale_applied_by": "none"}
-    return Volume(array, affine_from_itk(spacing, origin, direction), str(path), meta)
+    return Volume(array, affine_from_sitk(image), str(path), meta)
+
+
+def require_scalar(components_per_voxel: int, path: Path) -> None:
+    """Raise :class:`VolumeReadError` naming ``path`` unless a file has one component per voxel."""
+    if components_per_voxel != 1:
+        raise VolumeReadError(
+            f"{path}: has {components_per_voxel} components per voxel (vector/RGB); medseg needs scalar 3D volumes"
+        )
+
+
+def nifti_is_scaled(slope: float | None, inter: float | None) -> bool:
+    """True when NIfTI ``scl_slope``/``scl_inter`` change the stored values (``None`` = absent, as nibabel reports)."""
+    return not (slope in (None, 1.0) and inter in (None, 0.0))
 
 
 def _take_3d(array: np.ndarray, path: Path, frame: int | None) -> np.ndarray:

@@ -123,6 +123,24 @@ def affine_from_itk(spacing: np.ndarray, origin: np.ndarray, direction: np.ndarr
     return LPS_TO_RAS @ affine_lps
 
 
+def affine_from_sitk(image_or_reader: Any) -> np.ndarray:
+    """RAS+ affine (mm) of the first three axes of a SimpleITK image or header-read ``ImageFileReader``.
+
+    Both expose ``GetDimension``, ``GetSpacing``, ``GetOrigin`` and ``GetDirection`` (LPS+).
+    A 2D image gets a third axis of 1 mm through the origin; axes beyond the third are dropped.
+    """
+    dim = image_or_reader.GetDimension()
+    spacing = np.array(image_or_reader.GetSpacing(), float)[:3]
+    origin = np.array(image_or_reader.GetOrigin(), float)[:3]
+    direction = np.array(image_or_reader.GetDirection(), float).reshape(dim, dim)[:3, :3]
+    if dim == 2:
+        spacing, origin = np.append(spacing, 1.0), np.append(origin, 0.0)
+        full = np.eye(3)
+        full[:2, :2] = direction
+        direction = full
+    return affine_from_itk(spacing, origin, direction)
+
+
 def itk_geometry_from_affine(affine: np.ndarray) -> tuple[tuple, tuple, tuple]:
     """Inverse of :func:`affine_from_itk`: ``(spacing, origin, direction_row_major)`` in LPS+."""
     affine_lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)

@@ -12,7 +12,7 @@ Formats (:mod:`medseg.submission.formats`): ``msd`` / nnU-Net, ``acdc``, ``rle-c
 This layer imports :mod:`medseg.io` and :mod:`medseg.errors` only.
 """
 
-from medseg.submission.cases import ImageCase, align_to_grid, discover_images, match_predictions, read_grid
+from medseg.submission.cases import ImageCase, align_to_grid, discover_images, match_predictions
 from medseg.submission.check import DEFAULT_ATOL_MM, CheckProblem, CheckReport, check_submission
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import FORMATS, SubmissionFormat, get_format, parse_allowed_labels
@@ -44,7 +44,6 @@ __all__ = [
     "parse_label_map",
     "parse_slice_image_id",
     "prepare_submission",
-    "read_grid",
     "read_metrics_csv",
     "remap_labels",
     "rle_decode",

@@ -1,4 +1,6 @@
-"""Finding the cases of a submission: images, predictions, and their voxel grids.
+"""Finding the cases of a submission (images, predictions) and putting predictions on the image grid.
+
+Grids are read from file headers with :func:`medseg.io.read_grid`.
 
 Case ids
 --------
@@ -25,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.io import Volume, grid_mismatch, load_volume
-from medseg.io.loader import ITK_SUFFIXES, NIFTI_SUFFIXES, case_id_from_path
-from medseg.io.volume import affine_from_itk
+from medseg.io import FileGrid, Volume, case_id_from_path, grid_mismatch
+from medseg.io.loader import ITK_SUFFIXES, NIFTI_SUFFIXES
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import SubmissionFormat
 
@@ -45,16 +46,6 @@ class ImageCase:
     case_id: str
     image_path: Path
     aliases: tuple[str, ...] = ()
-
-
-@dataclass
-class FileGrid:
-    """Voxel grid of a file read from its header: shape ``(n_i, n_j, n_k)``, RAS+ affine (mm), stored dtype."""
-
-    shape: tuple[int, int, int]
-    affine: np.ndarray
-    stored_dtype: np.dtype
-    scaled: bool = False
 
 
 @dataclass
@@ -192,79 +183,6 @@ def _prediction_case(raw_id: str, by_name: dict[str, str]) -> str | None:
         if raw_id.endswith(suffix) and raw_id[: -len(suffix)] in by_name:
             return by_name[raw_id[: -len(suffix)]]
     return None
-
-
-def read_grid(path: str | Path) -> FileGrid:
-    """Voxel grid of a volume file from its header only (fast: no voxel data is read).
-
-    NIfTI through nibabel (the affine nibabel reports, as :func:`medseg.io.load_volume`
-    uses), NRRD/MetaImage through SimpleITK's ``ReadImageInformation``; other inputs fall
-    back to :func:`medseg.io.load_volume`. Files with 4 or more axes report the first three
-    (a multi-channel MSD image shares its grid across channels); 2D files get ``n_k = 1``.
-
-    Raises:
-        VolumeReadError: missing or unreadable file (named).
-    """
-    from medseg.errors import VolumeReadError
-
-    path = Path(path)
-    name = path.name.lower()
-    try:
-        if name.endswith(NIFTI_SUFFIXES):
-            return _nifti_grid(path)
-        if name.endswith(ITK_SUFFIXES):
-            return _itk_grid(path)
-    except VolumeReadError:
-        raise
-    except Exception as exc:  # nibabel / SimpleITK raise many types for bad files
-        detail = (str(exc).strip().splitlines() or [""])[-1]
-        raise VolumeReadError(f"{path}: unreadable header ({type(exc).__name__}: {detail})") from None
-    volume = load_volume(path)
-    return FileGrid(volume.shape, volume.affine, volume.array.dtype)
-
-
-def _nifti_grid(path: Path) -> FileGrid:
-    import nibabel as nib
-
-    image = nib.load(str(path))
-    shape = tuple(int(n) for n in image.shape[:3])
-    shape = shape + (1,) * (3 - len(shape))
-    slope, inter = image.dataobj.slope, image.dataobj.inter
-    scaled = not (slope in (None, 1.0) and inter in (None, 0.0))
-    return FileGrid(shape, np.asarray(image.affine, float), np.dtype(image.get_data_dtype()), scaled)
-
-
-_SITK_DTYPES = {
-    "sitkUInt8": np.uint8, "sitkInt8": np.int8, "sitkUInt16": np.uint16, "sitkInt16": np.int16,
-    "sitkUInt32": np.uint32, "sitkInt32": np.int32, "sitkUInt64": np.uint64, "sitkInt64": np.int64,
-    "sitkFloat32": np.float32, "sitkFloat64": np.float64,
-}
-
-
-def _itk_grid(path: Path) -> FileGrid:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    dim = reader.GetDimension()
-    size = list(reader.GetSize())[:3]
-    spacing = np.array(reader.GetSpacing(), float)[:3]
-    origin = np.array(reader.GetOrigin(), float)[:3]
-    direction = np.array(reader.GetDirection(), float).reshape(dim, dim)[:3, :3]
-    if dim == 2:
-        size, spacing, origin = size + [1], np.append(spacing, 1.0), np.append(origin, 0.0)
-        full = np.eye(3)
-        full[:2, :2] = direction
-        direction = full
-    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
-    by_id = {getattr(sitk, key): dtype for key, dtype in _SITK_DTYPES.items()}
-    dtype = np.dtype(by_id.get(reader.GetPixelID(), object))
-    if reader.GetNumberOfComponents() != 1:
-        from medseg.errors import VolumeReadError
-
-        raise VolumeReadError(f"{path}: {pixel} with {reader.GetNumberOfComponents()} components per voxel; expected scalar")
-    return FileGrid(tuple(int(n) for n in size), affine_from_itk(spacing, origin, direction), dtype)
 
 
 def align_to_grid(volume: Volume, grid: FileGrid, atol_mm: float = 1e-3) -> tuple[np.ndarray, str | None]:

@@ -31,8 +31,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io import case_id_from_path, grid_mismatch, load_volume, orientation_code
-from medseg.submission.cases import FileGrid, ImageCase, discover_images, read_grid
+from medseg.io import FileGrid, case_id_from_path, grid_mismatch, load_volume, orientation_code, read_grid
+from medseg.submission.cases import ImageCase, discover_images
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import (
     MANIFEST_NAME,

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io import Volume, load_volume, save_volume
-from medseg.submission.cases import FileGrid, ImageCase, align_to_grid, discover_images, match_predictions, read_grid
+from medseg.io import FileGrid, Volume, load_volume, read_grid, save_volume
+from medseg.submission.cases import ImageCase, align_to_grid, discover_images, match_predictions
 from medseg.submission.check import DEFAULT_ATOL_MM, CheckReport, check_submission, effective_allowed_labels
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import METRICS_JSON_NAME, RLE_CSV_NAME, SubmissionFormat, get_format
