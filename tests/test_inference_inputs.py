@@ -13,8 +13,11 @@ def test_folder_of_files_and_channels(tmp_path):
     for name in ("b_0000.nii.gz", "b_0001.nii.gz", "a.nrrd", "c_0000.mha"):
         save_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
+    save_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / "d_0001.nii.gz")  # no d_0000: a case of its own
     cases = discover_inputs(tmp_path)
-    assert [(c.case_id, c.path.name) for c in cases] == [("a", "a.nrrd"), ("b", "b_0000.nii.gz"), ("c", "c_0000.mha")]
+    assert [(c.case_id, [p.name for p in c.channels]) for c in cases] == [
+        ("a", ["a.nrrd"]), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]), ("c", ["c_0000.mha"]), ("d", ["d_0001.nii.gz"])
+    ]
 
 
 def test_dicom_series_folders(tmp_path):

@@ -124,3 +124,36 @@ def test_failing_case_is_reported_and_others_continue(ct_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 predicted" in out and "FAILED bad" in out
     assert (tmp_path / "o" / "good.nii.gz").exists()
+
+
+@pytest.mark.slow
+def test_a_two_channel_model_predicts_from_every_channel(tmp_path):
+    """nnU-Net channel files <case>_0000, <case>_0001 form one input; a wrong channel count is a clear error."""
+    import json
+
+    from medseg.errors import MedsegError
+    from medseg.io import Volume, save_volume
+    from medseg.phantoms import case_ids, write_phantom_dataset
+
+    root = tmp_path / "data"
+    write_phantom_dataset("cardiac-mri", 3, 4, root, progress=False)
+    for image_path in sorted((root / "imagesTr").glob("*_0000.nii.gz")):
+        image = load_volume(image_path)
+        second = Volume(np.sqrt(np.abs(image.array)).astype(np.float32), image.affine)
+        save_volume(second, image_path.with_name(image_path.name.replace("_0000", "_0001")))
+    labels = json.loads((root / "dataset.json").read_text())["labels"]
+    (root / "dataset.json").write_text(json.dumps(
+        {"name": "two", "channel_names": {"0": "MRI", "1": "sqrt"}, "labels": labels, "file_ending": ".nii.gz"}))
+    config = {
+        "data": {"manifest": "data/dataset.json", "cache": "cache", "configuration": "2d", "patch_size": [64, 64],
+                 "batch_size": 2, "workers": 0, "folds": 3, "augmentation": "none"},
+        "model": {"base_channels": 4, "max_channels": 16},
+        "train": {"epochs": 1, "iterations_per_epoch": 1, "val_every": 1},
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    run = train(tmp_path / "train.yaml", tmp_path / "run", progress=False)
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(run), "--input", str(root / "imagesTr"), "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{case}.nii.gz" for case in case_ids("cardiac-mri", 3)]
+    with pytest.raises(MedsegError, match=r"takes 2 channel\(s\) \(MRI, sqrt\), got 1"):
+        Predictor(run).predict(next((root / "imagesTr").glob("*_0000.nii.gz")))

@@ -16,18 +16,27 @@ from medseg.errors import MedsegError
 
 @dataclass(frozen=True)
 class InputCase:
+    """One scan to predict: ``path`` is its (first) channel, ``more_channels`` the others in order."""
+
     case_id: str
     path: Path
+    more_channels: tuple[Path, ...] = ()
+
+    @property
+    def channels(self) -> tuple[Path, ...]:
+        """Every channel's file, in channel order."""
+        return (self.path, *self.more_channels)
 
 
 def discover_inputs(path: str | Path) -> list[InputCase]:
     """Cases to predict under ``path``, sorted by case id.
 
     * a volume file (NIfTI/NRRD/MHA, or a DICOM file: its series) -> one case;
-    * a manifest (``.json``, ``.csv``, ``.yaml``) -> its cases' first-channel images;
+    * a manifest (``.json``, ``.csv``, ``.yaml``) -> its cases, with every channel's image;
     * a folder holding a DICOM series directly -> one case;
-    * any other folder -> every volume file in it (only channel ``_0000`` of multi-channel
-      nnU-Net names) and every subfolder that holds a DICOM series.
+    * any other folder -> every volume file in it and every subfolder that holds a DICOM
+      series; nnU-Net channel files ``<case>_0000``, ``<case>_0001``, ... form one case with
+      its channels in that order.
 
     Raises :class:`MedsegError` when nothing is found or two inputs share a case id.
     """
@@ -39,7 +48,7 @@ def discover_inputs(path: str | Path) -> list[InputCase]:
     if path.is_file() and path.suffix.lower() in (".json", ".csv", ".yaml", ".yml"):
         from medseg.data.manifest import load_manifest
 
-        cases = [InputCase(c.case_id, c.image) for c in load_manifest(path)]
+        cases = [InputCase(c.case_id, c.images[0], tuple(c.images[1:])) for c in load_manifest(path)]
     elif path.is_file():
         cases = [InputCase(strip_channel_suffix(case_id_from_path(path)), path)]
     elif _holds_dicom(path):
@@ -57,12 +66,12 @@ def discover_inputs(path: str | Path) -> list[InputCase]:
                 kind = file_format(child)
             except MedsegError:
                 continue  # not an image (notes, json, ...)
-            case_id = case_id_from_path(child)
-            if kind != "dicom" and case_id[-5:-4] == "_" and case_id[-4:].isdigit() and not case_id.endswith("_0000"):
-                continue  # further channels of a multi-channel case
             if kind == "dicom":
                 continue  # loose DICOM files: the folder itself is the case
-            cases.append(InputCase(strip_channel_suffix(case_id), child))
+            case_id = case_id_from_path(child)
+            if _channel_number(case_id) not in (None, 0) and _first_channel(child, case_id).is_file():
+                continue  # a further channel: gathered with its _0000 file
+            cases.append(InputCase(strip_channel_suffix(case_id), child, _more_channels(child, case_id)))
     if not cases:
         raise MedsegError(f"{path}: no volumes to predict (NIfTI, NRRD, MHA files or DICOM series folders)")
     seen: dict[str, Path] = {}
@@ -86,6 +95,31 @@ def shard(cases: list[InputCase], num_shards: int, shard_id: int) -> list[InputC
 
 def _shard_of(case_id: str, num_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "big") % num_shards
+
+
+def _channel_number(case_id: str) -> int | None:
+    """``3`` for ``lung_001_0003``; ``None`` without an nnU-Net channel suffix."""
+    suffix = case_id[-5:]
+    return int(suffix[1:]) if suffix[:1] == "_" and suffix[1:].isdigit() else None
+
+
+def _channel_file(path: Path, case_id: str, channel: int) -> Path:
+    """``path``'s sibling for another channel: ``lung_001_0003.nii.gz`` -> ``lung_001_000<channel>.nii.gz``."""
+    return path.with_name(f"{case_id[:-4]}{channel:04d}{path.name[len(case_id):]}")
+
+
+def _first_channel(path: Path, case_id: str) -> Path:
+    return _channel_file(path, case_id, 0)
+
+
+def _more_channels(first: Path, case_id: str) -> tuple[Path, ...]:
+    """Files ``<case>_0001``, ``<case>_0002``, ... beside ``first`` (``<case>_0000``), in order, until one is missing."""
+    if _channel_number(case_id) != 0:
+        return ()
+    found: list[Path] = []
+    while (candidate := _channel_file(first, case_id, len(found) + 1)).is_file():
+        found.append(candidate)
+    return tuple(found)
 
 
 def _holds_dicom(folder: Path) -> bool:

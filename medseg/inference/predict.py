@@ -93,10 +93,11 @@ class Predictor:
         self.device = torch.device(device_kind)
         self.overlap = training["validation"]["overlap"] if overlap is None else overlap
         self.batch_size = batch_size or max(2, int(self.settings["batch_size"]))
-        in_channels = int(saved["in_channels"])
+        self.in_channels = int(saved["in_channels"])
+        self.channel_names = [str(name) for name in self.plan.get("dataset", {}).get("channel_names", {}).values()] or ["?"] * self.in_channels
         model_config = from_dict(UNetConfig, training["model"], "model")
         self.model = build_unet(
-            model_config, in_channels, self.num_classes, self.settings["strides"], self.settings["kernel_sizes"],
+            model_config, self.in_channels, self.num_classes, self.settings["strides"], self.settings["kernel_sizes"],
             self.settings.get("base_channels", 32), self.settings.get("max_channels", 320),
         )
         self.model.load_state_dict(state["model"])
@@ -105,11 +106,17 @@ class Predictor:
         self.mirror_axes = [int(a) for a in saved.get("mirror_axes", [])] if tta else []
 
     @torch.no_grad()
-    def predict(self, image: str | Path | Volume, case_id: str | None = None, keep_probabilities: bool = False) -> PredictionResult:
+    def predict(
+        self, image: str | Path | Volume | Sequence[str | Path | Volume], case_id: str | None = None, keep_probabilities: bool = False
+    ) -> PredictionResult:
         """Label map (uint8 :class:`Volume` on the input's grid) for one scan.
 
-        ``keep_probabilities`` also returns per-class probabilities on the original grid
-        (float16, one array per class value).
+        ``image``: the scan, or one file/Volume per channel (in the training's channel order,
+        all on one grid) for a multi-channel model. ``keep_probabilities`` also returns
+        per-class probabilities on the original grid (float16, one array per class value).
+
+        Raises:
+            MedsegError: the number of channels differs from the model's.
         """
         from medseg.data.restore import original_affine, restore_to_original
         from medseg.data.transforms import preprocess_case
@@ -117,8 +124,14 @@ class Predictor:
         from medseg.models.sliding_window import predict_volume
 
         started = time.perf_counter()
-        name = case_id or (str(image) if not isinstance(image, Volume) else image.name)
-        sample = preprocess_case(image, self.plan["preprocessing"], case_id=case_id)
+        channels = list(image) if isinstance(image, (list, tuple)) else [image]
+        name = case_id or (str(channels[0]) if not isinstance(channels[0], Volume) else channels[0].name)
+        if len(channels) != self.in_channels:
+            raise MedsegError(
+                f"{name}: the model takes {self.in_channels} channel(s) ({', '.join(self.channel_names)}), got {len(channels)}; "
+                "give one file per channel (nnU-Net names <case>_0000, <case>_0001, ... or a manifest)"
+            )
+        sample = preprocess_case(channels, self.plan["preprocessing"], case_id=case_id)
         tensor = torch.as_tensor(np.ascontiguousarray(sample["image"]), dtype=torch.float32)
         logits = self._logits(tensor)
         probabilities = torch.softmax(logits, dim=0)
@@ -194,7 +207,7 @@ def predict_cases(
             report["skipped"].append(case.case_id)
             continue
         try:
-            result = predictor.predict(case.path, case.case_id, keep_probabilities=save_probabilities)
+            result = predictor.predict(list(case.channels), case.case_id, keep_probabilities=save_probabilities)
         except (MedsegError, RuntimeError, ValueError) as exc:
             report["failed"][case.case_id] = f"{case.path}: {exc}"
             if progress:
