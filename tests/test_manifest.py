@@ -99,8 +99,8 @@ def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
     assert "imagesTr/a_0000.nii.gz" in (tmp_path / "m.csv").read_text()
     assert str(tmp_path / "imagesTr") in (elsewhere / "m.csv").read_text()
     two_channels = [CaseEntry("c", (tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"))]
-    with pytest.raises(ConfigError, match="case c has 2 image channels"):
-        write_csv_manifest(tmp_path / "c.csv", two_channels, labels)
+    assert load_manifest(write_csv_manifest(tmp_path / "c.csv", two_channels, labels)).cases == two_channels
+    assert "c_0000.nii.gz;c_0001.nii.gz" in (tmp_path / "c.csv").read_text()
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -155,5 +155,8 @@ def test_a_two_channel_model_predicts_from_every_channel(tmp_path):
     out = tmp_path / "pred"
     assert main(["predict", "--model", str(run), "--input", str(root / "imagesTr"), "--out", str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{case}.nii.gz" for case in case_ids("cardiac-mri", 3)]
+    held_out = tmp_path / "held_out"  # the run's validation.csv lists both channels of its cases
+    assert main(["predict", "--model", str(run), "--input", str(run / "validation.csv"), "--out", str(held_out), "--quiet"]) == 0
+    assert len(list(held_out.glob("*.nii.gz"))) == 1
     with pytest.raises(MedsegError, match=r"takes 2 channel\(s\) \(MRI, sqrt\), got 1"):
         Predictor(run).predict(next((root / "imagesTr").glob("*_0000.nii.gz")))

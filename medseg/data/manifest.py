@@ -8,7 +8,8 @@ folder.
   MSD ``modality``), ``file_ending`` and either a ``training`` list of
   ``{"image": ..., "label": ...}`` or, if absent, the files ``imagesTr/<case>_0000<ending>``
   (further channels ``_0001``, ...) with ``labelsTr/<case><ending>``.
-* **CSV** with a header ``case_id,image,label`` and optional ``split`` (train/val/test),
+* **CSV** with a header ``case_id,image,label`` (``image``: one file, or one per channel
+  separated by ``;``) and optional ``split`` (train/val/test),
   ``fold`` (integer) and ``group`` (e.g. a patient id: cases of one group always land in the
   same fold). Leading ``# key: value`` lines give ``name``, ``modality`` and ``labels``
   (``# labels: background=0, rv_cavity=1, ...``).
@@ -210,7 +211,7 @@ def _load_csv(path: Path) -> Manifest:
         cases.append(
             CaseEntry(
                 row["case_id"].strip(),
-                ((root / row["image"].strip()).resolve(),),
+                tuple((root / image.strip()).resolve() for image in row["image"].split(";") if image.strip()),
                 (root / row["label"].strip()).resolve() if (row.get("label") or "").strip() else None,
                 split,
                 int(fold) if fold is not None else None,
@@ -243,12 +244,10 @@ def write_csv_manifest(
     """Write ``cases`` as a CSV manifest that :func:`load_manifest` reads back to the same cases.
 
     Columns ``case_id,image,label,split,fold,group`` (empty cells for what a case lacks), headed by
-    ``# name:``, ``# modality:`` and ``# labels:`` lines. Files below the CSV's folder are written
-    relative to it, others as absolute paths. An empty ``cases`` writes a manifest with no rows.
-    The file is replaced atomically. Returns ``path``.
-
-    Raises:
-        ConfigError: a case has more than one image channel (the CSV holds one image per case).
+    ``# name:``, ``# modality:`` and ``# labels:`` lines; a multi-channel case's images are
+    joined by ``;``. Files below the CSV's folder are written relative to it, others as absolute
+    paths. An empty ``cases`` writes a manifest with no rows. The file is replaced atomically.
+    Returns ``path``.
     """
     import io
 
@@ -271,9 +270,7 @@ def write_csv_manifest(
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(_CSV_COLUMNS)
     for case in cases:
-        if len(case.images) != 1:
-            raise ConfigError(f"{path}: case {case.case_id} has {len(case.images)} image channels; a CSV manifest holds one")
-        writer.writerow([case.case_id, relative(case.image), relative(case.label), case.split or "",
+        writer.writerow([case.case_id, ";".join(relative(image) for image in case.images), relative(case.label), case.split or "",
                          "" if case.fold is None else case.fold, case.group or ""])
     atomic_write_text(path, text.getvalue())
     return path

@@ -386,6 +386,6 @@ def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any]
     atomic_write_text(run_dir / "plan.json", json.dumps(plan, indent=1) + "\n")
     atomic_write_text(run_dir / "splits.json", json.dumps({"fold": fold, **split}, indent=1) + "\n")
     held_out = [manifest.case(case_id) for case_id in split["val"]]
-    if held_out and all(len(case.images) == 1 for case in held_out):  # a CSV manifest holds one channel
+    if held_out:
         write_csv_manifest(run_dir / "validation.csv", held_out, manifest.labels,
                            name=f"{manifest.name} fold {fold} validation", modality=manifest.channel_names.get(0))
