@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from data_synthetic import write_dataset
 
-from medseg.data.cache import input_signature, open_cache, preprocess_dataset
+from medseg.data.cache import atomic_save_npy, atomic_write_text, input_signature, open_cache, preprocess_dataset
 from medseg.data.manifest import load_manifest
 from medseg.data.planning import plan_dataset, save_plan
 from medseg.data.restore import restore_to_original
@@ -108,3 +108,15 @@ def test_preprocess_cli_with_worker_processes_reports_failures(dataset, tmp_path
     assert "case_01 failed" in captured.err and "failed.json" in captured.err
     assert "preprocessed 3 case(s)" in captured.out
     assert sorted(c.case_id for c in open_cache(cache_dir)) == ["case_00", "case_02", "case_03"]
+
+
+def test_atomic_writes_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    umask = os.umask(0o027)  # neither the common 022 nor mkstemp's 077
+    try:
+        text = atomic_write_text(tmp_path / "run" / "config.yaml", "a: 1\n")
+        array = atomic_save_npy(tmp_path / "cache" / "case.npy", np.zeros(3, np.uint8))
+    finally:
+        os.umask(umask)
+    assert text.stat().st_mode & 0o777 == 0o640 and text.read_text() == "a: 1\n"
+    assert array.stat().st_mode & 0o777 == 0o640 and np.load(array).tolist() == [0, 0, 0]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cache", "case.npy", "config.yaml", "run"]  # no temporaries

@@ -278,6 +278,32 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_default_file_mode_is_what_open_and_mkdir_give(tmp_path, monkeypatch):
+    import os
+
+    import medseg.io.loader as loader
+    from medseg.io import default_file_mode
+
+    umask = os.umask(0o027)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "plain_dir").mkdir()
+        from_proc = default_file_mode(), default_file_mode(folder=True)
+
+        def no_proc(*args, **kwargs):
+            raise OSError("no /proc here (injected)")
+
+        monkeypatch.setattr(loader, "open", no_proc, raising=False)  # the os.umask fallback
+        fallback = default_file_mode(), default_file_mode(folder=True)
+        umask_after = os.umask(0o027)
+    finally:
+        os.umask(umask)
+    assert from_proc == fallback == (0o640, 0o750)
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "plain_dir").stat().st_mode & 0o777 == 0o750
+    assert umask_after == 0o027  # the fallback restored the umask
+
+
 def test_atomic_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(Exception):
         save_volume(Volume(np.zeros((3, 3, 3), dtype=object), np.eye(4)), tmp_path / "bad.nii.gz")
@@ -449,6 +475,24 @@ def test_read_grid_scaling_2d_4d_and_bad_files(tmp_path):
         (tmp_path / name).write_bytes(b"")
         with pytest.raises(VolumeReadError, match=f"{name}: unreadable header"):
             read_grid(tmp_path / name)
-    for name in ("absent.nii.gz", "absent.mha"):
-        with pytest.raises(VolumeReadError, match=f"{name}: unreadable header"):
-            read_grid(tmp_path / name)
+
+
+def test_read_grid_names_a_missing_file_like_load_volume(tmp_path):
+    for name in ("absent.nii.gz", "absent.mha", "absent_dicom_folder"):
+        path = tmp_path / name
+        with pytest.raises(VolumeReadError) as from_load_volume:
+            load_volume(path)
+        with pytest.raises(VolumeReadError) as from_read_grid:
+            read_grid(path)
+        assert str(from_read_grid.value) == str(from_load_volume.value) == f"{path}: no such file or folder"
+
+
+def test_read_grid_expands_home_like_load_volume(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("x.nii.gz", "x.mha"):  # nibabel expands "~" itself, SimpleITK does not
+        save_volume(Volume(np.zeros((3, 4, 5), np.uint8), _oblique_affine()), tmp_path / name, label=True)
+        grid = read_grid(f"~/{name}")
+        assert grid.shape == load_volume(f"~/{name}", label=True).shape == (3, 4, 5)
+    with pytest.raises(VolumeReadError) as missing:
+        read_grid("~/absent.nii.gz")
+    assert str(missing.value) == f"{tmp_path / 'absent.nii.gz'}: no such file or folder"

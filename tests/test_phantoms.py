@@ -320,3 +320,16 @@ def test_cli_kinds_match_the_api_and_labels():
     assert labels_for("cardiac-mri")["lv_cavity"] == 3
     with pytest.raises(ConfigError):
         labels_for("nope")
+
+
+def test_gzip_header_rewrite_keeps_the_file_permissions(tmp_path):
+    from medseg.phantoms.dataset import make_gzip_deterministic
+
+    path = tmp_path / "x.nii.gz"
+    with open(path, "wb") as raw, gzip.GzipFile(filename="x.nii", mode="wb", fileobj=raw, mtime=12345) as zipped:
+        zipped.write(b"payload")
+    path.chmod(0o644)
+    make_gzip_deterministic(path)
+    data = path.read_bytes()
+    assert data[4:8] == b"\0\0\0\0" and not data[3] & 0x08 and gzip.decompress(data) == b"payload"
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -123,6 +123,15 @@ def test_atomic_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
+def test_checkpoint_gets_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        path = save_checkpoint({"epoch": 1}, tmp_path / "ckpt.pt")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 def _ddp_worker(rank: int, world_size: int, port: int, run_dir: str, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     import torch.distributed as dist

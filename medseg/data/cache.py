@@ -37,18 +37,29 @@ import numpy as np
 
 from medseg.data.manifest import CaseEntry, Manifest
 from medseg.errors import ConfigError, MedsegError
+from medseg.io import default_file_mode
 
 CACHE_VERSION = 1
 
 
 # -- atomic writes --------------------------------------------------------------------------
 def _temporary(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` (open descriptor, name) with the permissions ``open()``
+    would give ``path`` (``mkstemp``'s 0600 would hide run folders and caches from colleagues)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    try:
+        os.chmod(tmp_name, default_file_mode())
+    except BaseException:
+        os.close(handle)
+        os.unlink(tmp_name)
+        raise
+    return handle, tmp_name
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write text to ``path`` via a temporary file in the same folder and a rename."""
+    """Write text to ``path`` via a temporary file in the same folder and a rename; the file gets
+    the usual permissions (0666 minus the umask, :func:`medseg.io.default_file_mode`)."""
     path = Path(path)
     handle, tmp = _temporary(path)
     try:
@@ -62,7 +73,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
-    """``np.save`` to ``path`` atomically (temporary file, then rename)."""
+    """``np.save`` to ``path`` atomically (temporary file, then rename), with the usual permissions."""
     path = Path(path)
     handle, tmp = _temporary(path)
     try:

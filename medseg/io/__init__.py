@@ -12,6 +12,7 @@ from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.labelmaps import read_label_map
 from medseg.io.loader import (
     case_id_from_path,
+    default_file_mode,
     file_format,
     label_dtype,
     load_image_and_label,
@@ -27,6 +28,7 @@ __all__ = [
     "Volume",
     "case_id_from_path",
     "check_same_grid",
+    "default_file_mode",
     "describe_volume",
     "file_format",
     "find_dicom_series",

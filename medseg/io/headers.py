@@ -46,13 +46,15 @@ def read_grid(path: str | Path) -> FileGrid:
     SimpleITK's ``ReadImageInformation`` (LPS+ converted to RAS+); any other input (a DICOM
     series or file) falls back to a full :func:`medseg.io.load_volume`. Files with 4 or more
     axes report the first three (a multi-channel MSD image shares its grid across channels);
-    2D files get ``n_k = 1``.
+    2D files get ``n_k = 1``. A leading ``~`` in ``path`` is expanded, as by ``load_volume``.
 
     Raises:
         VolumeReadError: missing, empty or unreadable file, or a vector (multi-component)
             NRRD/MetaImage; the message names the file.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise VolumeReadError(f"{path}: no such file or folder")
     name = path.name.lower()
     try:
         if name.endswith(NIFTI_SUFFIXES):

@@ -294,7 +294,7 @@ def save_volume(volume: Volume, path: str | Path, *, label: bool | None = None) 
             _write_nifti(array, volume.affine, tmp_name)
         else:
             _write_itk(array, volume.affine, tmp_name)
-        os.chmod(tmp_name, _default_file_mode())  # mkstemp creates 0600; give the usual permissions
+        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
@@ -302,11 +302,33 @@ def save_volume(volume: Volume, path: str | Path, *, label: bool | None = None) 
     return path
 
 
-def _default_file_mode() -> int:
-    """0o666 minus the process umask: what ``open()`` would have given a new file."""
-    umask = os.umask(0)
+def default_file_mode(*, folder: bool = False) -> int:
+    """The permission bits a new file (``0o666``) or folder (``0o777``, ``folder=True``) gets
+    from ``open()`` / ``mkdir()``: those minus the process umask (e.g. ``0o644`` / ``0o755``
+    under umask 022).
+
+    ``tempfile.mkstemp`` creates files with ``0o600`` and ``mkdtemp`` folders with ``0o700``;
+    atomic writers ``os.chmod`` their temporary to this before renaming it into place, so the
+    result is as readable by colleagues as a file written directly. The umask is read from
+    ``/proc/self/status`` where Linux provides it (the process umask is left alone), else by
+    setting and restoring it with ``os.umask``.
+    """
+    base = 0o777 if folder else 0o666
+    return base & ~_process_umask()
+
+
+def _process_umask() -> int:
+    """The process umask (e.g. ``0o022``), left unchanged where ``/proc/self/status`` reports it."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)  # not thread-safe, hence only the fallback
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 def _write_nifti(array: np.ndarray, affine: np.ndarray, path: str) -> None:

@@ -232,6 +232,7 @@ def make_gzip_deterministic(path: Path) -> None:
     try:
         with open(tmp_name, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped:
             zipped.write(data)
+        os.chmod(tmp_name, path.stat().st_mode & 0o7777)  # keep the file's permissions (mkstemp made it 0600)
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):

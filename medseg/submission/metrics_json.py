@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.io import default_file_mode
 from medseg.submission.errors import SubmissionError
 
 METRICS_CSV_COLUMNS = ("case", "label", "region", "metric", "value", "flag")
@@ -125,7 +126,8 @@ def _json_number(value: float) -> float | None:
 
 
 def write_metrics_json(metrics_csv: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """Read ``metrics_csv``, write the Grand Challenge ``metrics.json`` atomically; return the dict."""
+    """Read ``metrics_csv``, write the Grand Challenge ``metrics.json`` atomically (with the usual
+    permissions, 0666 minus the umask); return the dict."""
     content = metrics_json_from_rows(read_metrics_csv(metrics_csv))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +136,7 @@ def write_metrics_json(metrics_csv: str | Path, out_path: str | Path) -> dict[st
         with os.fdopen(handle, "w") as stream:
             json.dump(content, stream, indent=2, allow_nan=False)
             stream.write("\n")
+        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600
         os.replace(tmp_name, out_path)
     finally:
         if os.path.exists(tmp_name):

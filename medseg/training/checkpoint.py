@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from medseg.errors import MedsegError
+from medseg.io import default_file_mode
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename), with the usual
+    permissions (0666 minus the umask, :func:`medseg.io.default_file_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -31,6 +33,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             torch.save(state, stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600; colleagues may need to read it
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
