@@ -345,7 +345,7 @@ def test_check_of_zip_catches_tampering_and_wrapping_folder(msd_submission, tmp_
             data = source.read(info)
             target.writestr(info, data + b"\0" if info.filename == "case_002.nii.gz" else data)
     lines = problem_lines(check_submission("msd", tampered, images))
-    assert "FAIL case_002.nii.gz: SHA-256 differs from manifest.json (file changed after packaging)" in lines
+    assert "FAIL case_002: case_002.nii.gz: SHA-256 differs from manifest.json (file changed after packaging)" in lines
     wrapped = tmp_path / "wrapped.zip"
     with zipfile.ZipFile(wrapped, "w") as archive:
         for path in sorted((root / "clean").iterdir()):
@@ -353,6 +353,67 @@ def test_check_of_zip_catches_tampering_and_wrapping_folder(msd_submission, tmp_
     lines = problem_lines(check_submission("msd", wrapped, images))
     assert any("inside the folder clean/" in line for line in lines)
     assert any(line.startswith("FAIL case_000: missing") for line in lines)
+
+
+def rewrite_zip(source_path: Path, target_path: Path, change) -> Path:
+    """Copy a zip member by member; ``change(name, data)`` returns new bytes, or ``None`` to drop the member."""
+    with zipfile.ZipFile(source_path) as source, zipfile.ZipFile(target_path, "w") as target:
+        for info in source.infolist():
+            data = change(info.filename, source.read(info))
+            if data is not None:
+                target.writestr(info, data)
+    return target_path
+
+
+def test_manifest_problems_fail_their_case_in_the_summary(msd_submission, tmp_path):
+    root, images, _ = msd_submission
+    zip_path = write_submission_zip(root / "clean", tmp_path / "sub.zip", "msd", "test")
+    tampered = rewrite_zip(zip_path, tmp_path / "tampered.zip", lambda name, data: data + b"\0" if name == "case_001.nii.gz" else data)
+    report = check_submission("msd", tampered, images)
+    assert report.failed_cases() == ["case_001"] and not report.errors(None)
+    assert "FAIL case_001: case_001.nii.gz: SHA-256 differs from manifest.json (file changed after packaging)" in report.lines()
+    assert report.lines()[-1] == "FAIL: 2/3 cases passed, 1 problem(s), 0 warning(s)"
+
+    dropped = rewrite_zip(zip_path, tmp_path / "dropped.zip", lambda name, data: None if name == "case_000.nii.gz" else data)
+    report = check_submission("msd", dropped, images)
+    assert report.failed_cases() == ["case_000"] and not report.errors(None)
+    assert "FAIL case_000: case_000.nii.gz: listed in manifest.json but not in the zip" in report.lines()
+    assert report.lines()[-1] == "FAIL: 2/3 cases passed, 2 problem(s), 0 warning(s)"  # and "missing: expected ..."
+    with zipfile.ZipFile(dropped, "a") as archive:
+        archive.writestr("notes.txt", "added after packaging")
+    report = check_submission("msd", dropped, images)
+    assert "FAIL notes.txt: in the zip but not listed in manifest.json" in report.lines()  # no case: the whole zip's
+    assert report.failed_cases() == ["case_000"]
+
+
+def test_zip_records_the_python_call_when_no_command_is_given(msd_submission, tmp_path):
+    root, images, _ = msd_submission
+    zip_path = write_submission_zip(root / "clean", tmp_path / "sub.zip", "msd", cases=CASES)
+    with zipfile.ZipFile(zip_path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    expected = f"medseg.submission.write_submission_zip({str(root / 'clean')!r}, {str(zip_path)!r}, 'msd')"
+    assert manifest["command"] == expected and manifest["cases"] == CASES and manifest["format"] == "msd"
+    assert check_submission("msd", zip_path, images).ok
+
+
+def test_written_zip_folder_and_metrics_json_get_the_usual_permissions(tmp_path):
+    from medseg.submission.metrics_json import write_metrics_json
+
+    umask = os.umask(0o027)  # group may read, others nothing: neither the default 022 nor mkstemp's 077
+    try:
+        images, preds, _ = make_dataset(tmp_path)
+        write_metrics_csv(tmp_path / "metrics.csv", CASES)
+        out = tmp_path / "gc"
+        result = prepare_submission("gc", preds, images, out, metrics_csv=tmp_path / "metrics.csv", zip_path=tmp_path / "gc.zip")
+        write_metrics_json(tmp_path / "metrics.csv", tmp_path / "alone" / "metrics.json")
+    finally:
+        os.umask(umask)
+    assert result.ok, result.check.lines()
+    assert out.stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "gc.zip").stat().st_mode & 0o777 == 0o640
+    assert (out / "metrics.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "alone" / "metrics.json").stat().st_mode & 0o777 == 0o640
+    assert (out / "predictions" / "case_000.mha").stat().st_mode & 0o777 == 0o640
 
 
 def test_zip_writing_is_atomic(msd_submission, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ Every problem is one line naming the case (or file) and what is wrong. Checks:
 * ``rle-csv``: header, ``<case>_slice_<k>`` names, one row per slice (and class), valid
   runs inside the image (which fixes the 2D shape; RLE carries no affine);
 * ``grand-challenge``: ``metrics.json`` layout and that it covers exactly the submitted cases;
-* a zip made by medseg: every file's SHA-256 equals the manifest's;
+* a zip made by medseg: every file's SHA-256 equals the manifest's (a mismatch fails the file's case);
 * emptiness: a case that is all background is a warning (a failure for ``acdc``, where every
   case shows the heart); all cases empty is a failure.
 """
@@ -200,8 +200,14 @@ def _check_manifest(fmt: SubmissionFormat, folder: Path, report: CheckReport) ->
     except ValueError as exc:
         report.add(None, f"{MANIFEST_NAME}: not valid JSON ({exc})")
         return
-    for line in manifest_problems(folder, manifest, fmt.name):
-        report.add(None, line)
+    for problem in manifest_problems(folder, manifest, fmt.name):
+        report.add(_case_of_file(fmt, problem.relpath, report), problem.message)
+
+
+def _case_of_file(fmt: SubmissionFormat, relpath: str | None, report: CheckReport) -> str | None:
+    """The expected case a submission file answers (so its problems fail that case), else ``None``."""
+    case_id = fmt.case_from_relpath(relpath) if relpath is not None else None
+    return case_id if case_id in report.cases else None
 
 
 # -- folder -------------------------------------------------------------------------------

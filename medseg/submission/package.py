@@ -8,7 +8,9 @@ The zip holds the submission's files at its root plus ``manifest.json``::
 
 Writing is atomic: everything goes to a temporary file (or folder) in the destination's
 folder, which is renamed into place with ``os.replace`` only when complete. A failure leaves
-the previous zip/folder (if any) untouched and no half-written one.
+the previous zip/folder (if any) untouched and no half-written one. The zip and the folder get
+the permissions ``open()`` / ``mkdir()`` would have given them (0666 / 0777 minus the umask,
+:func:`medseg.io.default_file_mode`), not ``mkstemp``'s private 0600 / 0700.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
+from medseg.io import default_file_mode
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import MANIFEST_NAME
 
@@ -70,7 +73,7 @@ def write_submission_zip(
     folder: str | Path,
     zip_path: str | Path,
     format_name: str,
-    command: str,
+    command: str | None = None,
     cases: list[str] | None = None,
 ) -> Path:
     """Zip a submission folder (files at the zip's root) with ``manifest.json``, atomically.
@@ -80,13 +83,25 @@ def write_submission_zip(
     only when complete; on any failure the temporary file is removed and the exception
     propagates, leaving an existing ``zip_path`` untouched. Returns ``zip_path``.
 
+    Args:
+        folder: the submission folder; every file under it goes into the zip.
+        zip_path: the zip to write (a leading ``~`` is expanded here and in ``folder``).
+        format_name: the format name recorded in the manifest (``medseg check`` compares it with
+            the format it checks against).
+        command: how the submission was made, recorded as the manifest's ``command`` (``medseg
+            submit`` passes its command line). ``None``: this call itself, e.g.
+            ``medseg.submission.write_submission_zip('/data/sub', '/data/sub.zip', 'acdc')``.
+        cases: case ids recorded in the manifest (``None``: an empty list).
+
     Raises:
         SubmissionError: ``folder`` is missing or empty.
     """
-    folder, zip_path = Path(folder), Path(zip_path).expanduser()
+    folder, zip_path = Path(folder).expanduser(), Path(zip_path).expanduser()
     rels = [rel for rel in files_under(folder)] if folder.is_dir() else []
     if not rels:
         raise SubmissionError(f"{folder}: nothing to zip (missing or empty folder)")
+    if command is None:
+        command = f"medseg.submission.write_submission_zip({str(folder)!r}, {str(zip_path)!r}, {format_name!r})"
     manifest = build_manifest(folder, format_name, command, cases)
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=zip_path.parent, prefix=f".tmp-{zip_path.name}-", suffix=".zip")
@@ -99,6 +114,7 @@ def write_submission_zip(
                 compression = zipfile.ZIP_STORED if rel.lower().endswith(_STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
                 archive.write(folder / rel, arcname=rel, compress_type=compression)
             archive.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n", compress_type=zipfile.ZIP_DEFLATED)
+        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600
         os.replace(tmp_name, zip_path)
     finally:
         if os.path.exists(tmp_name):
@@ -106,24 +122,41 @@ def write_submission_zip(
     return zip_path
 
 
-def manifest_problems(folder: str | Path, manifest: Any, format_name: str) -> list[str]:
-    """Compare an extracted submission with its manifest: files, SHA-256, format. One line per problem."""
+class ManifestProblem(NamedTuple):
+    """One difference between an extracted zip and its manifest.
+
+    ``relpath`` is the file it concerns (relative POSIX path inside the zip), ``None`` for the
+    manifest as a whole; ``message`` is the report line (it names the file).
+    """
+
+    relpath: str | None
+    message: str
+
+
+def manifest_problems(folder: str | Path, manifest: Any, format_name: str) -> list[ManifestProblem]:
+    """Compare an extracted submission with its manifest: files, SHA-256, format.
+
+    Returns one :class:`ManifestProblem` per problem, with the file it concerns (so the
+    checker can charge it to that file's case); ``[]`` when the zip matches its manifest.
+    """
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        return [f"{MANIFEST_NAME}: not a medseg manifest (no 'files' mapping)"]
+        return [ManifestProblem(None, f"{MANIFEST_NAME}: not a medseg manifest (no 'files' mapping)")]
     folder = Path(folder)
     problems = []
     if manifest.get("format") not in (None, format_name):
-        problems.append(f"{MANIFEST_NAME}: made for format {manifest.get('format')!r}, checked as {format_name!r}")
+        problems.append(
+            ManifestProblem(None, f"{MANIFEST_NAME}: made for format {manifest.get('format')!r}, checked as {format_name!r}")
+        )
     present = set(files_under(folder)) - {MANIFEST_NAME}
     listed = set(manifest["files"])
     for rel in sorted(listed - present):
-        problems.append(f"{rel}: listed in {MANIFEST_NAME} but not in the zip")
+        problems.append(ManifestProblem(rel, f"{rel}: listed in {MANIFEST_NAME} but not in the zip"))
     for rel in sorted(present - listed):
-        problems.append(f"{rel}: in the zip but not listed in {MANIFEST_NAME}")
+        problems.append(ManifestProblem(rel, f"{rel}: in the zip but not listed in {MANIFEST_NAME}"))
     for rel in sorted(present & listed):
         expected = (manifest["files"][rel] or {}).get("sha256")
         if expected != sha256_file(folder / rel):
-            problems.append(f"{rel}: SHA-256 differs from {MANIFEST_NAME} (file changed after packaging)")
+            problems.append(ManifestProblem(rel, f"{rel}: SHA-256 differs from {MANIFEST_NAME} (file changed after packaging)"))
     return problems
 
 
@@ -134,7 +167,8 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
     Yields the temporary folder to fill. On success it replaces ``out_dir``: a missing or
     empty ``out_dir`` directly; a non-empty one only with ``overwrite`` (the old folder is
     renamed aside, the new one renamed in, then the old one deleted). On failure the
-    temporary folder is deleted and ``out_dir`` is left as it was.
+    temporary folder is deleted and ``out_dir`` is left as it was. The folder gets the
+    permissions ``mkdir`` would give it (0777 minus the umask), not ``mkdtemp``'s 0700.
 
     Raises:
         SubmissionError: ``out_dir`` is a file, or a non-empty folder without ``overwrite``.
@@ -144,6 +178,7 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
     try:
+        os.chmod(tmp_dir, default_file_mode(folder=True))  # mkdtemp creates 0700
         yield tmp_dir
         if out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
