@@ -5,16 +5,20 @@ unknown keys, wrong types and values its ``__post_init__`` refuses, with a
 :class:`~medseg.errors.ConfigError` that names the file, the key path (``train.lr``) and the
 reason. Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``,
 ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
-dataclasses.
+dataclasses. A field made with :func:`setting` (or :func:`bounded`, :func:`span`) also carries
+a rule, such as a range, and the words its errors use (``intensity.gamma.p must be a
+probability in [0, 1], got 1.5``); an unknown key gets a "did you mean" hint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from medseg.errors import ConfigError
 
@@ -29,13 +33,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "", sou
         raise ConfigError(f"{prefix}{where or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        names = ", ".join(_join(where, str(k)) for k in unknown)
+        names = ", ".join(_join(where, str(k)) + _did_you_mean(str(k), fields) for k in unknown)
         raise ConfigError(f"{prefix}unknown key(s) {names}; allowed: {', '.join(sorted(fields))}")
-    values = {}
-    for name, raw in data.items():
-        values[name] = _convert(raw, hints[name], _join(where, name), prefix)
+    values = {name: _field_value(raw, hints[name], fields[name], _join(where, name), prefix) for name, raw in data.items()}
     missing = [
         name
         for name, f in fields.items()
@@ -47,6 +49,28 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "", sou
         return cls(**values)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{prefix}{exc}") from None
+
+
+def setting(default: Any, what: str, valid: Callable[[Any], bool] | None = None) -> Any:
+    """A dataclass field with an immutable ``default`` (use tuples, not lists) whose value
+    :func:`from_dict` also checks with ``valid`` (given the converted value; ``False`` refuses it).
+    Any error for this key, a wrong type included, then reads ``<key> must be <what>, got <value>``."""
+    return dataclasses.field(default=default, metadata={"what": what, "valid": valid})
+
+
+def bounded(default: float, low: float = -math.inf, high: float = math.inf, noun: str = "") -> Any:
+    """A :func:`setting` for a number with ``low <= value <= high``; errors say e.g. ``a probability
+    in [0, 1]`` (``noun`` defaults to ``an integer`` or ``a number``, after the type of ``default``)."""
+    noun = noun or ("an integer" if isinstance(default, int) else "a number")
+    limits = f"in [{low:g}, {high:g}]" if low > -math.inf and high < math.inf else f">= {low:g}" if low > -math.inf else f"<= {high:g}"
+    return setting(default, f"{noun} {limits}", lambda value: low <= value <= high)
+
+
+def span(default: tuple[float, float], low: float = -math.inf, high: float = math.inf) -> Any:
+    """A :func:`setting` for a ``[min, max]`` pair (annotate it ``tuple[float, float]``) with
+    ``low <= min <= max <= high``."""
+    limits = (f"{low:g} <= " if low > -math.inf else "") + "min <= max" + (f" <= {high:g}" if high < math.inf else "")
+    return setting(default, f"[min, max] with {limits}", lambda pair: low <= pair[0] <= pair[1] <= high)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -68,12 +92,39 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def to_dict(config: Any) -> Any:
-    """Plain (YAML/JSON-ready) form of a config dataclass."""
-    return dataclasses.asdict(config)
+    """Plain (YAML/JSON-ready) form of a config dataclass: nested dicts, tuples as lists."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
+
+
+def _did_you_mean(name: str, allowed: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _field_value(raw: Any, annotation: Any, field: dataclasses.Field, where: str, prefix: str) -> Any:
+    """``raw`` converted to ``annotation``, and checked by the field's :func:`setting` rule."""
+    what, valid = field.metadata.get("what"), field.metadata.get("valid")
+    if what is None:
+        return _convert(raw, annotation, where, prefix)
+    try:
+        value = _convert(raw, annotation, where, prefix)
+        if valid is None or valid(value):
+            return value
+    except ConfigError:
+        pass
+    raise ConfigError(f"{prefix}{where} must be {what}, got {raw!r}")
 
 
 def _convert(value: Any, annotation: Any, where: str, prefix: str) -> Any:

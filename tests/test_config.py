@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+import yaml
 
-from medseg.config import from_dict, load_yaml
+from medseg.config import bounded, from_dict, load_yaml, span, to_dict
 from medseg.errors import ConfigError
 from medseg.models import UNetConfig
 from medseg.training.losses import LossConfig
@@ -19,6 +20,8 @@ class Section:
     patch_size: list[int] = field(default_factory=lambda: [64, 64, 32])
     lr: float = 0.01
     note: str | None = None
+    dropout: float = bounded(0.0, 0, 1, "a fraction")
+    window: tuple[float, float] = span((0.0, 1.0), 0, 10)
 
 
 def test_valid_config_builds_nested_sections():
@@ -31,6 +34,7 @@ def test_valid_config_builds_nested_sections():
     "data, message",
     [
         ({"modle": {}}, r"unknown key\(s\) modle"),
+        ({"windw": [0, 1]}, r"unknown key\(s\) windw \(did you mean 'window'\?\)"),
         ({"model": {"base_chanels": 8}}, r"unknown key\(s\) model.base_chanels"),
         ({"lr": "fast"}, "lr must be a number, got 'fast'"),
         ({"patch_size": [64, "x", 32]}, r"patch_size\[1\] must be an integer"),
@@ -39,6 +43,10 @@ def test_valid_config_builds_nested_sections():
         ({"model": {"norm": "group"}}, "model.norm must be 'instance' or 'batch'"),
         ({"loss": {"name": "hinge"}}, "loss.name must be one of"),
         ({"model": [1, 2]}, "model must be a mapping"),
+        ({"dropout": 1.5}, r"dropout must be a fraction in \[0, 1\], got 1.5"),
+        ({"dropout": "none"}, r"dropout must be a fraction in \[0, 1\], got 'none'"),
+        ({"window": [5, 2]}, r"window must be \[min, max\] with 0 <= min <= max <= 10, got \[5, 2\]"),
+        ({"window": [1, 2, 3]}, r"window must be \[min, max\]"),
     ],
 )
 def test_errors_name_file_and_key(data, message):
@@ -55,3 +63,10 @@ def test_load_yaml_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_yaml(tmp_path / "list.yaml")
+
+
+def test_ranges_convert_and_the_plain_form_round_trips():
+    config = from_dict(Section, {"window": [1, 2], "dropout": 1})
+    assert config.window == (1.0, 2.0) and config.dropout == 1.0
+    plain = to_dict(config)
+    assert plain["window"] == [1.0, 2.0] and from_dict(Section, yaml.safe_load(yaml.safe_dump(plain))) == config

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from medseg.config import to_dict
 from medseg.data.config import (
-    AUGMENTATION_DEFAULTS,
-    PREPROCESSING_DEFAULTS,
+    AugmentationConfig,
+    IntensityAugmentation,
+    PreprocessingConfig,
+    Rotation,
     load_augmentation_config,
     load_preprocessing_config,
 )
@@ -19,20 +22,25 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_shipped_yaml_files_spell_out_the_defaults():
-    assert load_augmentation_config(CONFIGS / "augmentation_default.yaml") == AUGMENTATION_DEFAULTS
-    assert load_preprocessing_config(CONFIGS / "preprocessing_default.yaml") == PREPROCESSING_DEFAULTS
-    assert load_augmentation_config(None) == AUGMENTATION_DEFAULTS
+    assert load_augmentation_config(CONFIGS / "augmentation_default.yaml") == AugmentationConfig()
+    assert load_preprocessing_config(CONFIGS / "preprocessing_default.yaml") == PreprocessingConfig()
+    assert load_augmentation_config(None) == AugmentationConfig()
     elastic = load_augmentation_config(CONFIGS / "augmentation_elastic.yaml")
-    assert elastic["spatial"]["elastic"]["p"] == 0.2 and elastic["spatial"]["rotation"] == AUGMENTATION_DEFAULTS["spatial"]["rotation"]
+    assert elastic.spatial.elastic.p == 0.2 and elastic.spatial.rotation == Rotation()
     none = load_augmentation_config(CONFIGS / "augmentation_none.yaml")
-    assert all(v["p"] == 0.0 for v in none["intensity"].values())
-    assert load_preprocessing_config(CONFIGS / "preprocessing_ct_lung_window.yaml")["ct_clip"] == [-1000.0, 400.0]
+    assert all(v["p"] == 0.0 for v in to_dict(none.intensity).values())
+    assert load_preprocessing_config(CONFIGS / "preprocessing_ct_lung_window.yaml").ct_clip == (-1000.0, 400.0)
+    assert load_augmentation_config(CONFIGS / "augmentation_lateralised.yaml").spatial.flip.axes == (1, 2)
 
 
 def test_partial_config_is_merged_with_defaults_and_wrapped_sections_unwrap():
     config = load_augmentation_config({"augmentation": {"spatial": {"rotation": {"p": 0.5}}}})
-    assert config["spatial"]["rotation"] == {"p": 0.5, "degrees": [-30.0, 30.0]}
-    assert config["intensity"] == AUGMENTATION_DEFAULTS["intensity"]
+    assert config.spatial.rotation == Rotation(p=0.5, degrees=(-30.0, 30.0))
+    assert config.intensity == IntensityAugmentation()
+    assert load_preprocessing_config({"orientation": "lps", "network": {"patch_size_2d": [64, 48]}}).orientation == "LPS"
+    # the plain form round-trips (what `medseg plan` edits before planning)
+    plain = to_dict(PreprocessingConfig())
+    assert plain["network"]["patch_size_3d"] is None and load_preprocessing_config(plain) == PreprocessingConfig()
 
 
 @pytest.mark.parametrize(
@@ -41,9 +49,10 @@ def test_partial_config_is_merged_with_defaults_and_wrapped_sections_unwrap():
         ({"spatial": {"rotaton": {"p": 0.1}}}, "spatial.rotaton", "did you mean 'rotation'"),
         ({"intensity": {"gamma": {"p": 1.5}}}, "intensity.gamma.p", "probability in [0, 1]"),
         ({"intensity": {"gamma": {"p": "often"}}}, "intensity.gamma.p", "probability"),
-        ({"spatial": {"scale": {"range": [1.4, 0.7]}}}, "spatial.scale.range", "min must not exceed max"),
+        ({"spatial": {"scale": {"range": [1.4, 0.7]}}}, "spatial.scale.range", "min <= max"),
+        ({"spatial": {"scale": {"range": [0.7]}}}, "spatial.scale.range", "[min, max]"),
         ({"spatial": {"flip": {"axes": [0, 3]}}}, "spatial.flip.axes", "spatial axes"),
-        ({"spatial": {"rotation": 30}}, "spatial.rotation", "expected a mapping"),
+        ({"spatial": {"rotation": 30}}, "spatial.rotation", "must be a mapping"),
         ({"intensity": {"gamma": {"retain_stats": "yes"}}}, "intensity.gamma.retain_stats", "true or false"),
     ],
 )
@@ -57,12 +66,14 @@ def test_augmentation_errors_name_the_key(config, key, reason):
     "config, key",
     [
         ({"target_spacing_mm": [1.0, 1.0]}, "target_spacing_mm"),
+        ({"target_spacing_mm": [1.0, 0.0, 1.0]}, "target_spacing_mm"),
         ({"target_spacing_mm": "median"}, "target_spacing_mm"),
         ({"orientation": "RAR"}, "orientation"),
         ({"ct_clip": [400, -1000]}, "ct_clip"),
         ({"network": {"gpu_memory": 8}}, "network.gpu_memory"),
         ({"network": {"patch_size_3d": [64, 64]}}, "network.patch_size_3d"),
         ({"cache_dtype": "float64"}, "cache_dtype"),
+        ({"network": {"gpu_memory_gib": 0.01}}, "network.gpu_memory_gib"),
     ],
 )
 def test_preprocessing_errors_name_the_key(config, key):

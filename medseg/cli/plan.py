@@ -18,21 +18,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medseg.config import to_dict
     from medseg.data.config import load_preprocessing_config
     from medseg.data.manifest import load_manifest
     from medseg.data.planning import plan_dataset, save_plan
 
     manifest = load_manifest(args.manifest)
-    config = load_preprocessing_config(args.config)
+    config = to_dict(load_preprocessing_config(args.config))  # overridden below, validated by plan_dataset
     if args.target_spacing:
-        config = load_preprocessing_config({**config, "target_spacing_mm": list(args.target_spacing)})
-    if args.gpu_memory_gib is not None or args.base_channels is not None:
-        network = dict(config["network"])
-        if args.gpu_memory_gib is not None:
-            network["gpu_memory_gib"] = args.gpu_memory_gib
-        if args.base_channels is not None:
-            network["base_channels"] = args.base_channels
-        config = load_preprocessing_config({**config, "network": network})
+        config["target_spacing_mm"] = list(args.target_spacing)
+    if args.gpu_memory_gib is not None:
+        config["network"]["gpu_memory_gib"] = args.gpu_memory_gib
+    if args.base_channels is not None:
+        config["network"]["base_channels"] = args.base_channels
     plan = plan_dataset(manifest, config, workers=max(1, args.workers), progress=not args.quiet, seed=args.seed)
     path = save_plan(plan, args.out)
     print(summary_lines(plan))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medseg.data.config import load_augmentation_config
+from medseg.data.config import AugmentationConfig, load_augmentation_config
 
 
 @dataclass
@@ -71,14 +71,14 @@ class Augmenter:
     """Draws and applies augmentation for patches of ``patch_size`` voxels.
 
     Args:
-        config: augmentation config (path, dict, ``None`` for defaults; see
-            :func:`~medseg.data.config.load_augmentation_config`).
+        config: augmentation config (:class:`~medseg.data.config.AugmentationConfig`, YAML
+            path, dict, ``None`` for defaults; see :func:`~medseg.data.config.load_augmentation_config`).
         patch_size: output patch size, 2 or 3 spatial axes (voxels).
         spacing_mm: voxel spacing of the patch axes (mm), for physical rotations and to
             decide in-plane-only rotation (max/min spacing > 3). Default isotropic.
     """
 
-    def __init__(self, config: str | Mapping[str, Any] | None, patch_size: Sequence[int], spacing_mm: Sequence[float] | None = None):
+    def __init__(self, config: AugmentationConfig | str | Mapping[str, Any] | None, patch_size: Sequence[int], spacing_mm: Sequence[float] | None = None):
         self.config = load_augmentation_config(config)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.dims = len(self.patch_size)
@@ -92,12 +92,11 @@ class Augmenter:
     # -- drawing ---------------------------------------------------------------------------
     def draw(self, rng: np.random.Generator) -> AugmentationParams:
         """Draw one patch's parameters from ``rng`` (every random number comes from it)."""
-        spatial, intensity = self.config["spatial"], self.config["intensity"]
+        spatial, intensity = self.config.spatial, self.config.intensity
         params = AugmentationParams(torch_seed=int(rng.integers(0, 2**62)))
         matrix = None
-        rotation_cfg = spatial["rotation"]
-        if rng.random() < rotation_cfg["p"]:
-            low, high = np.deg2rad(rotation_cfg["degrees"])
+        if rng.random() < spatial.rotation.p:
+            low, high = np.deg2rad(spatial.rotation.degrees)
             if self.dims == 3 and not self.anisotropic:
                 rotation = _rotation_3d(rng.uniform(low, high, size=3))
             else:
@@ -105,40 +104,36 @@ class Augmenter:
                 rotation = _rotation_in_plane(rng.uniform(low, high), self.dims, plane)  # type: ignore[arg-type]
             # physical rotation: voxel offsets -> mm -> rotate -> voxel offsets
             matrix = np.diag(1.0 / self.spacing) @ rotation @ np.diag(self.spacing)
-        scale_cfg = spatial["scale"]
-        if rng.random() < scale_cfg["p"]:
-            factor = rng.uniform(*scale_cfg["range"])
+        if rng.random() < spatial.scale.p:
+            factor = rng.uniform(*spatial.scale.range)
             matrix = (np.eye(self.dims) if matrix is None else matrix) * factor
         params.matrix = matrix
-        elastic_cfg = spatial["elastic"]
-        if rng.random() < elastic_cfg["p"]:
+        if rng.random() < spatial.elastic.p:
             params.elastic = {
-                "magnitude": float(rng.uniform(*elastic_cfg["magnitude_voxels"])),
-                "sigma": float(rng.uniform(*elastic_cfg["sigma_voxels"])),
+                "magnitude": float(rng.uniform(*spatial.elastic.magnitude_voxels)),
+                "sigma": float(rng.uniform(*spatial.elastic.sigma_voxels)),
             }
-        flip_cfg = spatial["flip"]
-        params.flips = [a for a in flip_cfg["axes"] if a < self.dims and rng.random() < flip_cfg["p"]]
-        rot90_cfg = spatial["rot90"]
-        axes = tuple(a for a in rot90_cfg["axes"] if a < self.dims)[:2]
-        if len(axes) == 2 and rng.random() < rot90_cfg["p"]:
+        params.flips = [a for a in spatial.flip.axes if a < self.dims and rng.random() < spatial.flip.p]
+        axes = tuple(a for a in spatial.rot90.axes if a < self.dims)[:2]
+        if len(axes) == 2 and rng.random() < spatial.rot90.p:
             square = self.patch_size[axes[0]] == self.patch_size[axes[1]]
             params.rot90 = (int(rng.integers(1, 4)) if square else 2, axes)  # type: ignore[assignment]
         for name in ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "low_resolution", "gamma"):
-            cfg = intensity[name]
-            if rng.random() >= cfg["p"]:
+            cfg = getattr(intensity, name)
+            if rng.random() >= cfg.p:
                 continue
             if name == "gaussian_noise":
-                params.intensity[name] = float(rng.uniform(*cfg["variance"]))
+                params.intensity[name] = float(rng.uniform(*cfg.variance))
             elif name == "gaussian_blur":
-                params.intensity[name] = float(rng.uniform(*cfg["sigma"]))
+                params.intensity[name] = float(rng.uniform(*cfg.sigma))
             elif name == "brightness":
-                params.intensity[name] = float(rng.uniform(*cfg["multiplier"]))
+                params.intensity[name] = float(rng.uniform(*cfg.multiplier))
             elif name == "contrast":
-                params.intensity[name] = float(rng.uniform(*cfg["factor"]))
+                params.intensity[name] = float(rng.uniform(*cfg.factor))
             elif name == "low_resolution":
-                params.intensity[name] = float(rng.uniform(*cfg["zoom"]))
+                params.intensity[name] = float(rng.uniform(*cfg.zoom))
             elif name == "gamma":
-                params.intensity[name] = (float(rng.uniform(*cfg["gamma"])), bool(rng.random() < cfg["p_invert"]))
+                params.intensity[name] = (float(rng.uniform(*cfg.gamma)), bool(rng.random() < cfg.p_invert))
         return params
 
     def source_extent(self, params: AugmentationParams) -> tuple[int, ...]:
@@ -230,7 +225,7 @@ class Augmenter:
             image = simulate_low_resolution(image, ops["low_resolution"])
         if "gamma" in ops:
             gamma, invert = ops["gamma"]
-            image = adjust_gamma(image, gamma, invert, self.config["intensity"]["gamma"]["retain_stats"])
+            image = adjust_gamma(image, gamma, invert, self.config.intensity.gamma.retain_stats)
         return image
 
     def __call__(

@@ -1,273 +1,205 @@
-"""YAML configuration of preprocessing (planning overrides) and augmentation, validated.
+"""YAML configuration of preprocessing (planning overrides) and augmentation, as dataclasses.
 
-Every key is checked: an unknown key (with a "did you mean" hint), a wrong type or a value
-out of range raises :class:`~medseg.errors.ConfigError` whose message names the file and the
-dotted key, e.g. ``configs/aug.yaml: intensity.gamma.p: expected a probability in [0, 1],
-got 1.5``. Missing keys take the defaults below (:data:`AUGMENTATION_DEFAULTS`,
-:data:`PREPROCESSING_DEFAULTS`), which are also what ``configs/augmentation_default.yaml`` and
-``configs/preprocessing_default.yaml`` spell out.
+:func:`load_preprocessing_config` and :func:`load_augmentation_config` validate a YAML file or
+a dict with :func:`medseg.config.from_dict`: an unknown key (with a "did you mean" hint), a
+wrong type or a value out of range raises :class:`~medseg.errors.ConfigError` naming the file
+and the dotted key, e.g. ``configs/aug.yaml: intensity.gamma.p must be a probability in
+[0, 1], got 1.5``. Missing keys take the defaults below, which ``configs/augmentation_default.yaml``
+and ``configs/preprocessing_default.yaml`` spell out. Ranges are ``(min, max)`` tuples drawn
+uniformly; probabilities ``p`` are per patch; spacings in mm and sizes in voxels, in the
+plan's axis order.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Literal, Mapping, TypeVar
 
-from medseg.errors import ConfigError
+from medseg.config import bounded, from_dict, load_yaml, setting, span
 
-# -- field checkers ---------------------------------------------------------------------------
-Checker = Callable[[Any], Any]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+T = TypeVar("T")
 
 
-def probability(value: Any) -> float:
-    if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"expected a probability in [0, 1], got {value!r}")
-    return float(value)
+def probability(default: float) -> Any:
+    """A :func:`~medseg.config.setting` for a probability in [0, 1]."""
+    return bounded(default, 0.0, 1.0, "a probability")
 
 
-def number(low: float | None = None, high: float | None = None) -> Checker:
-    def check(value: Any) -> float:
-        if not _is_number(value):
-            raise ValueError(f"expected a number, got {value!r}")
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise ValueError(f"expected a number in [{low}, {high}], got {value!r}")
-        return float(value)
-
-    return check
+def axis_list(default: tuple[int, ...]) -> Any:
+    """A setting for a list of spatial axes (0, 1, 2)."""
+    return setting(default, "a list of spatial axes among 0, 1, 2", lambda v: all(0 <= a <= 2 for a in v))
 
 
-def integer(low: int | None = None) -> Checker:
-    def check(value: Any) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"expected an integer, got {value!r}")
-        if low is not None and value < low:
-            raise ValueError(f"expected an integer >= {low}, got {value!r}")
-        return int(value)
-
-    return check
+# -- augmentation (medseg.data.augment) -------------------------------------------------------
+@dataclass
+class Rotation:  # about each axis (3D); in-plane only for 2D and anisotropic patches
+    p: float = probability(0.2)
+    degrees: tuple[float, float] = span((-30.0, 30.0), -180, 180)
 
 
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
+@dataclass
+class Scale:  # size of the sampled region (> 1: more context)
+    p: float = probability(0.2)
+    range: tuple[float, float] = span((0.7, 1.4), 0.05, 20)
 
 
-def value_range(low: float | None = None, high: float | None = None) -> Checker:
-    """A ``[min, max]`` pair of numbers with min <= max, inside ``[low, high]``."""
-
-    def check(value: Any) -> list[float]:
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)):
-            raise ValueError(f"expected [min, max] (two numbers), got {value!r}")
-        a, b = float(value[0]), float(value[1])
-        if a > b:
-            raise ValueError(f"min must not exceed max, got {list(value)}")
-        if (low is not None and a < low) or (high is not None and b > high):
-            raise ValueError(f"values must lie in [{low}, {high}], got {list(value)}")
-        return [a, b]
-
-    return check
+@dataclass
+class Elastic:
+    p: float = probability(0.0)
+    magnitude_voxels: tuple[float, float] = span((0.0, 4.0), 0, 100)
+    sigma_voxels: tuple[float, float] = span((8.0, 12.0), 1, 100)
 
 
-def choice(*options: str) -> Checker:
-    def check(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(map(str, options))}, got {value!r}")
-        return value
-
-    return check
+@dataclass
+class Flip:  # p per axis
+    p: float = probability(0.5)
+    axes: tuple[int, ...] = axis_list((0, 1, 2))
 
 
-def axes_list(value: Any) -> list[int]:
-    if not (isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2 for v in value)):
-        raise ValueError(f"expected a list of spatial axes among 0, 1, 2, got {value!r}")
-    return [int(v) for v in value]
+@dataclass
+class Rot90:  # exact 90-degree rotations in the plane of `axes`
+    p: float = probability(0.0)
+    axes: tuple[int, ...] = axis_list((0, 1))
 
 
-def axcodes(value: Any) -> str:
-    """A three-letter orientation code such as ``RAS`` or ``LPS``, or ``auto`` / ``none``."""
-    if isinstance(value, str) and value.lower() in ("auto", "none"):
-        return value.lower()
-    letters = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
-    code = str(value).upper() if isinstance(value, str) else ""
-    if len(code) != 3 or any(c not in letters for c in code) or len({letters[c] for c in code}) != 3:
-        raise ValueError(f"expected 'auto', 'none' or an orientation code of three of R/L, A/P, S/I such as 'RAS', got {value!r}")
-    return code
+@dataclass
+class SpatialAugmentation:
+    rotation: Rotation = field(default_factory=Rotation)
+    scale: Scale = field(default_factory=Scale)
+    elastic: Elastic = field(default_factory=Elastic)
+    flip: Flip = field(default_factory=Flip)
+    rot90: Rot90 = field(default_factory=Rot90)
 
 
-def spacing_or_auto(value: Any) -> Any:
-    if value == "auto":
-        return value
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(_is_number(v) and v > 0 for v in value):
-        return [float(v) for v in value]
-    raise ValueError(f"expected 'auto' or three positive spacings in mm [x, y, z], got {value!r}")
+@dataclass
+class GaussianNoise:
+    p: float = probability(0.1)
+    variance: tuple[float, float] = span((0.0, 0.1), 0)
 
 
-def window_or_percentiles(value: Any) -> Any:
-    if value == "percentiles":
-        return value
-    try:
-        return value_range()(value)
-    except ValueError:
-        raise ValueError(f"expected 'percentiles' or a HU window [low, high], got {value!r}") from None
+@dataclass
+class GaussianBlur:
+    p: float = probability(0.2)
+    sigma: tuple[float, float] = span((0.5, 1.0), 0, 10)  # voxels
 
 
-def optional(checker: Checker) -> Checker:
-    def check(value: Any) -> Any:
-        return None if value is None else checker(value)
-
-    return check
-
-
-# -- schemas ----------------------------------------------------------------------------------
-AUGMENTATION_SCHEMA: dict[str, Any] = {
-    "spatial": {
-        "rotation": {"p": probability, "degrees": value_range(-180, 180)},
-        "scale": {"p": probability, "range": value_range(0.05, 20)},
-        "elastic": {"p": probability, "magnitude_voxels": value_range(0, 100), "sigma_voxels": value_range(1, 100)},
-        "flip": {"p": probability, "axes": axes_list},
-        "rot90": {"p": probability, "axes": axes_list},
-    },
-    "intensity": {
-        "gaussian_noise": {"p": probability, "variance": value_range(0, None)},
-        "gaussian_blur": {"p": probability, "sigma": value_range(0, 10)},
-        "brightness": {"p": probability, "multiplier": value_range(0, None)},
-        "contrast": {"p": probability, "factor": value_range(0, None)},
-        "low_resolution": {"p": probability, "zoom": value_range(0.05, 1)},
-        "gamma": {"p": probability, "gamma": value_range(0.01, 10), "p_invert": probability, "retain_stats": boolean},
-    },
-}
-
-AUGMENTATION_DEFAULTS: dict[str, Any] = {
-    "spatial": {
-        "rotation": {"p": 0.2, "degrees": [-30.0, 30.0]},
-        "scale": {"p": 0.2, "range": [0.7, 1.4]},
-        "elastic": {"p": 0.0, "magnitude_voxels": [0.0, 4.0], "sigma_voxels": [8.0, 12.0]},
-        "flip": {"p": 0.5, "axes": [0, 1, 2]},
-        "rot90": {"p": 0.0, "axes": [0, 1]},
-    },
-    "intensity": {
-        "gaussian_noise": {"p": 0.1, "variance": [0.0, 0.1]},
-        "gaussian_blur": {"p": 0.2, "sigma": [0.5, 1.0]},
-        "brightness": {"p": 0.15, "multiplier": [0.75, 1.25]},
-        "contrast": {"p": 0.15, "factor": [0.75, 1.25]},
-        "low_resolution": {"p": 0.25, "zoom": [0.5, 1.0]},
-        "gamma": {"p": 0.3, "gamma": [0.7, 1.5], "p_invert": 0.1, "retain_stats": True},
-    },
-}
-
-PREPROCESSING_SCHEMA: dict[str, Any] = {
-    "orientation": axcodes,
-    "target_spacing_mm": spacing_or_auto,
-    "anisotropy_threshold": number(1.0, None),
-    "image_interpolation": choice("linear", "bspline"),
-    "label_interpolation": choice("nearest", "linear"),
-    "keep_all_classes": boolean,
-    "crop": choice("auto", "body", "nonzero", "none"),
-    "crop_margin_voxels": integer(0),
-    "normalization": choice("auto", "ct", "zscore", "percentile", "none"),
-    "ct_clip": window_or_percentiles,
-    "zscore_nonzero_mask": choice("auto", "always", "never"),
-    "cache_dtype": choice("float32", "float16"),
-    "class_locations_per_class": integer(1),
-    "network": {
-        "base_channels": integer(1),
-        "max_channels": integer(1),
-        "gpu_memory_gib": number(0.1, None),
-        "batch_size_3d": integer(1),
-        "max_batch_size_2d": integer(1),
-        "patch_size_3d": optional(lambda v: _voxels(v, 3)),
-        "patch_size_2d": optional(lambda v: _voxels(v, 2)),
-    },
-}
-
-PREPROCESSING_DEFAULTS: dict[str, Any] = {
-    "orientation": "auto",
-    "target_spacing_mm": "auto",
-    "anisotropy_threshold": 3.0,
-    "image_interpolation": "linear",
-    "label_interpolation": "nearest",
-    "keep_all_classes": True,
-    "crop": "auto",
-    "crop_margin_voxels": 2,
-    "normalization": "auto",
-    "ct_clip": "percentiles",
-    "zscore_nonzero_mask": "auto",
-    "cache_dtype": "float32",
-    "class_locations_per_class": 2000,
-    "network": {
-        "base_channels": 32,
-        "max_channels": 320,
-        "gpu_memory_gib": 8.0,
-        "batch_size_3d": 2,
-        "max_batch_size_2d": 64,
-        "patch_size_3d": None,
-        "patch_size_2d": None,
-    },
-}
+@dataclass
+class Brightness:
+    p: float = probability(0.15)
+    multiplier: tuple[float, float] = span((0.75, 1.25), 0)
 
 
-def _voxels(value: Any, n: int) -> list[int]:
-    if isinstance(value, (list, tuple)) and len(value) == n and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        return [int(v) for v in value]
-    raise ValueError(f"expected {n} positive voxel counts, got {value!r}")
+@dataclass
+class Contrast:
+    p: float = probability(0.15)
+    factor: tuple[float, float] = span((0.75, 1.25), 0)
 
 
-# -- validation -------------------------------------------------------------------------------
-def validate(config: Any, schema: Mapping[str, Any], defaults: Mapping[str, Any], source: str = "<config>", prefix: str = "") -> dict[str, Any]:
-    """Check ``config`` against ``schema`` and fill in ``defaults``; returns a new dict.
-
-    Raises :class:`ConfigError` naming ``source`` and the dotted key on an unknown key, a
-    wrong type or an out-of-range value. ``None`` or an empty mapping gives the defaults.
-    """
-    if config is None:
-        config = {}
-    where = prefix.rstrip(".") or "top level"
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {type(config).__name__} {config!r}")
-    result = copy.deepcopy(dict(defaults))
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if key not in schema:
-            hint = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"{source}: {dotted}: unknown key{suggestion}; allowed here: {', '.join(map(str, schema))}")
-        rule = schema[key]
-        if isinstance(rule, Mapping):
-            result[key] = validate(value, rule, defaults.get(key, {}), source, f"{dotted}.")
-        else:
-            try:
-                result[key] = rule(value)
-            except ValueError as exc:
-                raise ConfigError(f"{source}: {dotted}: {exc}") from None
-    return result
+@dataclass
+class LowResolution:
+    p: float = probability(0.25)
+    zoom: tuple[float, float] = span((0.5, 1.0), 0.05, 1)
 
 
-def _load_section(config: Any, section: str, schema: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``config`` (a YAML path, a dict or ``None``), unwrapping a lone top-level ``section:`` key."""
-    from medseg.config import load_yaml
+@dataclass
+class Gamma:
+    p: float = probability(0.3)
+    gamma: tuple[float, float] = span((0.7, 1.5), 0.01, 10)
+    p_invert: float = probability(0.1)
+    retain_stats: bool = True
 
+
+@dataclass
+class IntensityAugmentation:
+    gaussian_noise: GaussianNoise = field(default_factory=GaussianNoise)
+    gaussian_blur: GaussianBlur = field(default_factory=GaussianBlur)
+    brightness: Brightness = field(default_factory=Brightness)
+    contrast: Contrast = field(default_factory=Contrast)
+    low_resolution: LowResolution = field(default_factory=LowResolution)
+    gamma: Gamma = field(default_factory=Gamma)
+
+
+@dataclass
+class AugmentationConfig:
+    """Patch augmentation settings (see ``configs/augmentation_default.yaml``)."""
+
+    spatial: SpatialAugmentation = field(default_factory=SpatialAugmentation)
+    intensity: IntensityAugmentation = field(default_factory=IntensityAugmentation)
+
+
+# -- preprocessing (medseg.data.planning) -----------------------------------------------------
+def _is_orientation(code: str) -> bool:
+    """``auto``, ``none`` or three of R/L, A/P, S/I, one per axis (any case)."""
+    code = code.upper()
+    return code in ("AUTO", "NONE") or (len(code) == 3 and sorted("RLAPSI".find(c) // 2 for c in code) == [0, 1, 2])
+
+
+def _voxels(n: int) -> Any:
+    return setting(None, f"null or {n} positive voxel counts", lambda v: v is None or min(v) > 0)
+
+
+@dataclass
+class NetworkSettings:
+    base_channels: int = bounded(32, 1)
+    max_channels: int = bounded(320, 1)
+    gpu_memory_gib: float = bounded(8.0, 0.1)  # budget the patch size is fitted to
+    batch_size_3d: int = bounded(2, 1)
+    max_batch_size_2d: int = bounded(64, 1)
+    patch_size_3d: tuple[int, int, int] | None = _voxels(3)  # None: fitted to the budget
+    patch_size_2d: tuple[int, int] | None = _voxels(2)
+
+
+@dataclass
+class PreprocessingConfig:
+    """Planning settings (see ``configs/preprocessing_default.yaml``)."""
+
+    orientation: str = setting("auto", "'auto', 'none' or an orientation code such as 'RAS' (three of R/L, A/P, S/I)", _is_orientation)
+    target_spacing_mm: Literal["auto"] | tuple[float, float, float] = setting(
+        "auto", "'auto' or three positive spacings in mm [x, y, z]", lambda v: v == "auto" or min(v) > 0
+    )
+    anisotropy_threshold: float = bounded(3.0, 1.0)
+    image_interpolation: Literal["linear", "bspline"] = "linear"
+    label_interpolation: Literal["nearest", "linear"] = "nearest"
+    keep_all_classes: bool = True
+    crop: Literal["auto", "body", "nonzero", "none"] = "auto"
+    crop_margin_voxels: int = bounded(2, 0)
+    normalization: Literal["auto", "ct", "zscore", "percentile", "none"] = "auto"
+    ct_clip: Literal["percentiles"] | tuple[float, float] = setting(
+        "percentiles", "'percentiles' or a HU window [low, high] with low <= high", lambda v: v == "percentiles" or v[0] <= v[1]
+    )
+    zscore_nonzero_mask: Literal["auto", "always", "never"] = "auto"
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    class_locations_per_class: int = bounded(2000, 1)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+
+    def __post_init__(self) -> None:
+        lower = self.orientation.lower()
+        self.orientation = lower if lower in ("auto", "none") else self.orientation.upper()
+
+
+# -- loading ----------------------------------------------------------------------------------
+def _load(cls: type[T], config: Any, section: str) -> T:
+    """Validate ``config`` (an instance, a YAML path, a dict or ``None``) into ``cls``,
+    unwrapping a lone top-level ``section:`` key."""
+    if isinstance(config, cls):
+        return config
     source = f"<{section} config>"
     if isinstance(config, (str, Path)):
-        config, source = load_yaml(config), str(Path(config).expanduser())
+        source = str(Path(config).expanduser())
+        config = load_yaml(source)
     if isinstance(config, Mapping) and set(config) == {section}:
         config = config[section]
-    return validate(config, schema, defaults, source)
+    return from_dict(cls, config, source=source)
 
 
-def load_augmentation_config(config: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_augmentation_config(config: str | Path | Mapping[str, Any] | AugmentationConfig | None = None) -> AugmentationConfig:
     """Augmentation settings from a YAML file, a dict (e.g. the ``augmentation`` section of a
     training config) or ``None`` (defaults). A top-level ``augmentation:`` key is unwrapped."""
-    return _load_section(config, "augmentation", AUGMENTATION_SCHEMA, AUGMENTATION_DEFAULTS)
+    return _load(AugmentationConfig, config, "augmentation")
 
 
-def load_preprocessing_config(config: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_preprocessing_config(config: str | Path | Mapping[str, Any] | PreprocessingConfig | None = None) -> PreprocessingConfig:
     """Planning / preprocessing settings from a YAML file, a dict or ``None`` (defaults).
     A top-level ``preprocessing:`` key is unwrapped."""
-    return _load_section(config, "preprocessing", PREPROCESSING_SCHEMA, PREPROCESSING_DEFAULTS)
+    return _load(PreprocessingConfig, config, "preprocessing")

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medseg.data.config import load_preprocessing_config
+from medseg.data.config import NetworkSettings, PreprocessingConfig, load_preprocessing_config
 from medseg.data.manifest import Manifest
 from medseg.errors import ConfigError
 
@@ -106,7 +106,7 @@ def _fit_patch(
     spacing_mm: Sequence[float],
     median_shape: Sequence[float],
     initial_voxels: float,
-    network: Mapping[str, Any],
+    network: NetworkSettings,
     batch_size: int,
 ) -> dict[str, Any]:
     spacing = np.asarray(spacing_mm, dtype=np.float64)
@@ -114,13 +114,13 @@ def _fit_patch(
     inverse = 1.0 / spacing
     patch = inverse * (initial_voxels / np.prod(inverse)) ** (1.0 / len(spacing))
     patch = np.maximum(np.round(np.minimum(patch, median)), 1).astype(int)
-    budget = float(network["gpu_memory_gib"])
+    budget = network.gpu_memory_gib
     for _ in range(1000):
         strides, kernels = pool_and_kernels(spacing, patch)
         factors = divisibility(strides)
         patch = np.array([max(f, int(math.ceil(p / f) * f)) for p, f in zip(patch, factors)])
         memory = estimate_unet_memory_gib(
-            patch, strides, base_channels=network["base_channels"], max_channels=network["max_channels"], batch_size=batch_size
+            patch, strides, base_channels=network.base_channels, max_channels=network.max_channels, batch_size=batch_size
         )
         if memory <= budget or np.all(patch <= np.array(factors)):
             break
@@ -137,11 +137,11 @@ def _fit_patch(
     }
 
 
-def _batch_size(config: dict[str, Any], network: Mapping[str, Any], minimum: int, maximum: int, dataset_voxels: float) -> int:
+def _batch_size(config: dict[str, Any], network: NetworkSettings, minimum: int, maximum: int, dataset_voxels: float) -> int:
     per_sample = estimate_unet_memory_gib(
-        config["patch_size"], config["strides"], base_channels=network["base_channels"], max_channels=network["max_channels"], batch_size=1
+        config["patch_size"], config["strides"], base_channels=network.base_channels, max_channels=network.max_channels, batch_size=1
     ) - 1.0
-    fits = int((float(network["gpu_memory_gib"]) - 1.0) // max(per_sample, 1e-9))
+    fits = int((network.gpu_memory_gib - 1.0) // max(per_sample, 1e-9))
     cap = int(MAX_BATCH_DATASET_FRACTION * dataset_voxels // max(1, np.prod(config["patch_size"])))
     return int(max(minimum, min(maximum, fits, cap)))
 
@@ -209,22 +209,22 @@ def target_spacing(fingerprint: Mapping[str, Any], threshold: float) -> tuple[li
     return [round(float(s), 6) for s in target], note
 
 
-def _normalization(fingerprint: Mapping[str, Any], manifest: Manifest, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _normalization(fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig) -> list[dict[str, Any]]:
     schemes = []
     for channel in fingerprint["intensity_foreground"]:
         name = str(channel.get("name", "")).upper()
-        choice = config["normalization"]
+        choice = config.normalization
         is_ct = (name == "CT") or (not name and fingerprint["ct"]) or (name == "" and manifest.modality == "CT")
         if choice == "auto":
             choice = "ct" if is_ct else "zscore"
         entry: dict[str, Any] = {"channel": channel["channel"], "channel_name": channel.get("name", ""), "scheme": choice}
         if choice == "ct":
-            clip = config["ct_clip"]
+            clip = config.ct_clip
             if clip == "percentiles":
                 clip = [channel["percentile_00_5"], channel["percentile_99_5"]]
             entry.update(clip=[float(clip[0]), float(clip[1])], mean=float(channel["mean"]), std=float(max(channel["std"], 1e-6)))
         elif choice == "zscore":
-            mask_rule = config["zscore_nonzero_mask"]
+            mask_rule = config.zscore_nonzero_mask
             use_mask = mask_rule == "always" or (mask_rule == "auto" and fingerprint["crop_size_fraction_median"] < 0.75)
             entry["use_nonzero_mask"] = bool(use_mask)
         elif choice == "percentile":
@@ -233,53 +233,53 @@ def _normalization(fingerprint: Mapping[str, Any], manifest: Manifest, config: M
     return schemes
 
 
-def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Derive the plan (see the module docstring) from a dataset fingerprint and the
-    preprocessing config (:func:`~medseg.data.config.load_preprocessing_config` output, or
-    ``None`` for the defaults)."""
+    preprocessing config (anything :func:`~medseg.data.config.load_preprocessing_config`
+    takes; ``None`` for the defaults)."""
     config = load_preprocessing_config(config)
-    threshold = float(config["anisotropy_threshold"])
-    orientation, orientation_note = resolve_orientation(fingerprint, config["orientation"], threshold)
+    threshold = config.anisotropy_threshold
+    orientation, orientation_note = resolve_orientation(fingerprint, config.orientation, threshold)
     if orientation == "none":
         fingerprint = {**fingerprint, "cases": [_in_file_order(c) if "permutation" in c else c for c in fingerprint["cases"]]}
-    if config["target_spacing_mm"] == "auto":
+    if config.target_spacing_mm == "auto":
         spacing, spacing_note = target_spacing(fingerprint, threshold)
     else:
-        spacing, spacing_note = [float(s) for s in config["target_spacing_mm"]], "given in the preprocessing config"
+        spacing, spacing_note = [float(s) for s in config.target_spacing_mm], "given in the preprocessing config"
     spacing_arr = np.asarray(spacing)
     anisotropic = bool(spacing_arr.max() / spacing_arr.min() > threshold)
     cases = fingerprint["cases"]
     resampled = np.array([np.asarray(c["shape_after_crop"]) * np.asarray(c["spacing_mm"]) / spacing_arr for c in cases])
     median_shape = np.median(resampled, axis=0)
     dataset_voxels = float(np.sum(np.prod(resampled, axis=1)))
-    network = config["network"]
+    network = config.network
 
-    three_d = _fit_patch(spacing, median_shape, 256.0**3, network, network["batch_size_3d"])
-    if network.get("patch_size_3d"):
-        three_d["patch_size"] = list(network["patch_size_3d"])
+    three_d = _fit_patch(spacing, median_shape, 256.0**3, network, network.batch_size_3d)
+    if network.patch_size_3d:
+        three_d["patch_size"] = list(network.patch_size_3d)
         three_d["strides"], three_d["kernel_sizes"] = pool_and_kernels(spacing, three_d["patch_size"])
-    three_d["batch_size"] = _batch_size(three_d, network, network["batch_size_3d"], max(network["batch_size_3d"], 2), dataset_voxels)
+    three_d["batch_size"] = _batch_size(three_d, network, network.batch_size_3d, max(network.batch_size_3d, 2), dataset_voxels)
     three_d.update(
         spacing_mm=spacing,
         median_shape_voxels=[int(round(s)) for s in median_shape],
-        base_channels=network["base_channels"],
-        max_channels=network["max_channels"],
+        base_channels=network.base_channels,
+        max_channels=network.max_channels,
     )
 
     slice_axis = int(np.argmax(spacing_arr)) if anisotropic or spacing_arr.max() > spacing_arr.min() * 1.01 else 2
     in_plane = [a for a in range(3) if a != slice_axis]
     two_d = _fit_patch(spacing_arr[in_plane], median_shape[in_plane], 2048.0**2, network, 2)
-    if network.get("patch_size_2d"):
-        two_d["patch_size"] = list(network["patch_size_2d"])
+    if network.patch_size_2d:
+        two_d["patch_size"] = list(network.patch_size_2d)
         two_d["strides"], two_d["kernel_sizes"] = pool_and_kernels(spacing_arr[in_plane], two_d["patch_size"], max_stages=8)
-    two_d["batch_size"] = _batch_size(two_d, network, 2, network["max_batch_size_2d"], dataset_voxels)
+    two_d["batch_size"] = _batch_size(two_d, network, 2, network.max_batch_size_2d, dataset_voxels)
     two_d.update(
         slice_axis=slice_axis,
         in_plane_axes=in_plane,
         spacing_mm=[spacing[a] for a in in_plane],
         median_shape_voxels=[int(round(median_shape[a])) for a in in_plane],
-        base_channels=network["base_channels"],
-        max_channels=network["max_channels"],
+        base_channels=network.base_channels,
+        max_channels=network.max_channels,
     )
 
     preprocessing = {
@@ -288,15 +288,15 @@ def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Mappin
         "anisotropic": anisotropic,
         "anisotropy_threshold": threshold,
         "separate_z_axis": int(np.argmax(spacing_arr)) if anisotropic else None,
-        "image_interpolation": config["image_interpolation"],
-        "label_interpolation": config["label_interpolation"],
-        "keep_all_classes": config["keep_all_classes"],
-        "crop": config["crop"],
-        "crop_margin_voxels": config["crop_margin_voxels"],
+        "image_interpolation": config.image_interpolation,
+        "label_interpolation": config.label_interpolation,
+        "keep_all_classes": config.keep_all_classes,
+        "crop": config.crop,
+        "crop_margin_voxels": config.crop_margin_voxels,
         "ct": bool(fingerprint["ct"]) if manifest.modality in ("", "CT") else False,
         "normalization": _normalization(fingerprint, manifest, config),
-        "cache_dtype": config["cache_dtype"],
-        "class_locations_per_class": config["class_locations_per_class"],
+        "cache_dtype": config.cache_dtype,
+        "class_locations_per_class": config.class_locations_per_class,
     }
     axis_order = "the files' voxel order" if orientation == "none" else f"the canonical orientation ({orientation}) axis order"
     notes = [
@@ -330,7 +330,7 @@ def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Mappin
 
 def plan_dataset(
     manifest: Manifest,
-    config: str | Path | Mapping[str, Any] | None = None,
+    config: str | Path | Mapping[str, Any] | PreprocessingConfig | None = None,
     *,
     workers: int = 1,
     progress: bool = False,
@@ -340,10 +340,9 @@ def plan_dataset(
     from medseg.data.fingerprint import dataset_fingerprint
 
     settings = load_preprocessing_config(config)
-    crop = settings["crop"]
-    fingerprint_orientation = settings["orientation"] if settings["orientation"] not in ("auto", "none") else "RAS"
+    fingerprint_orientation = settings.orientation if settings.orientation not in ("auto", "none") else "RAS"
     fingerprint = dataset_fingerprint(
-        manifest, orientation=fingerprint_orientation, crop=crop, workers=workers, seed=seed, progress=progress
+        manifest, orientation=fingerprint_orientation, crop=settings.crop, workers=workers, seed=seed, progress=progress
     )
     return make_plan(fingerprint, manifest, settings)
 

@@ -197,12 +197,12 @@ def mirror_axes_from_augmentation(augmentation: str, settings: dict[str, Any], c
 
     if augmentation == "none":
         return []
-    flip = load_augmentation_config(None if augmentation == "default" else augmentation)["spatial"]["flip"]
-    if flip["p"] <= 0:
+    flip = load_augmentation_config(None if augmentation == "default" else augmentation).spatial.flip
+    if flip.p <= 0:
         return []
     if configuration == "3d":
-        return sorted(int(a) for a in flip["axes"] if a < 3)
-    return sorted(int(settings["in_plane_axes"][a]) for a in flip["axes"] if a < 2)
+        return sorted(int(a) for a in flip.axes if a < 3)
+    return sorted(int(settings["in_plane_axes"][a]) for a in flip.axes if a < 2)
 
 
 def check_patch_fits(settings: dict[str, Any], cases: list[Any], configuration: str) -> None:
