@@ -40,3 +40,20 @@ def test_worst_case_overlays_colour_each_label_the_same_in_every_panel(tmp_path,
     assert rv_then_lv[0] == report._COLOURS[0]
     legend = [text.get_text() for text in figures[0].legends[0].get_texts()]
     assert legend == ["rv", "lv"]
+
+
+def test_bland_altman_names_bias_and_limits_and_handles_empty_input():
+    from matplotlib.figure import Figure
+
+    from medseg.evaluation import bland_altman_axes
+
+    reference = np.array([10.0, 20.0, 30.0, 40.0])
+    predicted = reference + np.array([1.0, 3.0, 1.0, 3.0])  # differences: mean 2, sd 1.1547
+    ax = Figure().subplots()
+    bland_altman_axes(ax, reference, predicted, "lv", "(ml)", "prediction - reference")
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["bias 2", "95 % limits -0.263 .. 4.26"]
+    assert ax.get_ylabel() == "difference (prediction - reference) (ml)"
+    empty = Figure().subplots()
+    bland_altman_axes(empty, np.array([]), np.array([]), "none", "(ml)")  # no warning, no legend
+    assert empty.get_legend() is None

@@ -11,7 +11,10 @@ Python API (plain Python objects; pandas where a table is the natural answer):
 * :func:`summarise` -- per label, region and metric: mean, std, median, min, max, n, n_flagged,
   and the foreground mean over labels.
 * :func:`compare` -- paired differences between two runs with Wilcoxon and paired t-test
-  p-values.
+  p-values; :func:`write_comparison` writes them (with Bland-Altman plots) for two
+  ``metrics.csv`` files, as ``medseg evaluate compare`` does.
+* :func:`case_key` -- the case name a file is matched by; :func:`bland_altman_axes` -- the
+  reports' Bland-Altman plot, for your own figures.
 
 Metric definitions and the empty-mask policy: :mod:`medseg.evaluation.metrics`; surfaces and
 distances: :mod:`medseg.evaluation.surfaces`; regions: :mod:`medseg.evaluation.regions`.
@@ -23,16 +26,22 @@ from medseg.evaluation.regions import RegionSplit, choose_region_axis, split_reg
 from medseg.evaluation.surfaces import SurfaceDistances, bounding_box, surface_distances, surface_mask
 
 
+_LAZY = ("evaluate_folder", "summarise", "compare", "write_comparison", "match_cases", "case_key", "bland_altman_axes")
+
+
 def __getattr__(name: str):
     # the batch layer pulls in more (pandas, the report writers); load it on first use
-    if name in ("evaluate_folder", "summarise", "compare", "match_cases"):
-        from medseg.evaluation import batch, comparison, matching, summary
+    if name in _LAZY:
+        from medseg.evaluation import batch, comparison, matching, report, summary
 
         return {
             "evaluate_folder": batch.evaluate_folder,
             "summarise": summary.summarise,
             "compare": comparison.compare,
+            "write_comparison": comparison.write_comparison,
             "match_cases": matching.match_cases,
+            "case_key": matching.case_key,
+            "bland_altman_axes": report.bland_altman_axes,
         }[name]
     raise AttributeError(f"module 'medseg.evaluation' has no attribute {name!r}")
 
@@ -45,7 +54,9 @@ __all__ = [
     "CaseResult",
     "RegionSplit",
     "SurfaceDistances",
+    "bland_altman_axes",
     "bounding_box",
+    "case_key",
     "choose_region_axis",
     "compare",
     "evaluate_case",
@@ -56,4 +67,5 @@ __all__ = [
     "summarise",
     "surface_distances",
     "surface_mask",
+    "write_comparison",
 ]

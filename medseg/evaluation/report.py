@@ -257,7 +257,7 @@ def _volume_plots(plt, rows, folder: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(2, len(pairs), figsize=(3.4 * len(pairs), 6.2), squeeze=False)
     for column, (label, (ref, pred)) in enumerate(pairs.items()):
-        bland_altman_axes(axes[0][column], ref, pred, f"label {label}", "volume (ml)")
+        bland_altman_axes(axes[0][column], ref, pred, f"label {label}", "volume (ml)", "prediction - reference")
         _correlation_axes(axes[1][column], ref, pred, label)
     fig.subplots_adjust(left=0.12 if len(pairs) == 1 else 0.08, right=0.97, top=0.94, bottom=0.08, hspace=0.35, wspace=0.35)
     path = _save(fig, folder / "volumes.png")
@@ -265,21 +265,28 @@ def _volume_plots(plt, rows, folder: Path) -> Path | None:
     return path
 
 
-def bland_altman_axes(ax, a: np.ndarray, b: np.ndarray, title: str, unit: str) -> None:
-    """Draw a Bland-Altman plot of paired values ``a`` (x-axis reference) and ``b`` on ``ax``:
-    mean of each pair vs the difference ``b - a``, with the bias and 95 % limits of agreement."""
+def bland_altman_axes(ax, a: np.ndarray, b: np.ndarray, title: str, unit: str, difference: str = "B - A") -> None:
+    """Draw a Bland-Altman plot of paired values ``a`` (the reference, e.g. reference volumes in ml)
+    and ``b`` on ``ax``: the mean of each pair (x) against the difference ``b - a`` (y), with a
+    line at zero, the bias (mean difference) and the 95 % limits of agreement (bias +- 1.96 sd of
+    the differences), each named in the legend. ``unit`` is printed on both axes, ``difference``
+    names the difference on the y-axis (e.g. ``"prediction - reference"``). Empty inputs draw
+    empty axes; one pair has limits equal to the bias."""
     mean, diff = (a + b) / 2.0, b - a
+    ax.axhline(0.0, color="lightgrey", lw=0.8)
     ax.scatter(mean, diff, s=12, alpha=0.7)
-    bias = float(diff.mean())
-    sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
-    ax.axhline(bias, color="k", lw=1, label=f"bias {bias:.3g}")
-    for limit in (bias - 1.96 * sd, bias + 1.96 * sd):
-        ax.axhline(limit, color="grey", lw=0.8, ls="--")
+    if diff.size:
+        bias = float(diff.mean())
+        sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+        ax.axhline(bias, color="k", lw=1, label=f"bias {bias:.3g}")
+        for sign in (-1, 1):
+            ax.axhline(bias + sign * 1.96 * sd, color="grey", lw=0.8, ls="--",
+                       label=f"95 % limits {bias - 1.96 * sd:.3g} .. {bias + 1.96 * sd:.3g}" if sign < 0 else None)
+        ax.legend(fontsize=7, loc="best")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(f"mean {unit}", fontsize=8)
-    ax.set_ylabel(f"difference (B - A) {unit}", fontsize=8)
+    ax.set_ylabel(f"difference ({difference}) {unit}", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="best")
 
 
 def _correlation_axes(ax, ref: np.ndarray, pred: np.ndarray, label: str) -> None:
