@@ -281,7 +281,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 def test_default_file_mode_is_what_open_and_mkdir_give(tmp_path, monkeypatch):
     import os
 
-    import medseg.io.loader as loader
+    import medseg.io.atomic as atomic
     from medseg.io import default_file_mode
 
     umask = os.umask(0o027)
@@ -293,7 +293,7 @@ def test_default_file_mode_is_what_open_and_mkdir_give(tmp_path, monkeypatch):
         def no_proc(*args, **kwargs):
             raise OSError("no /proc here (injected)")
 
-        monkeypatch.setattr(loader, "open", no_proc, raising=False)  # the os.umask fallback
+        monkeypatch.setattr(atomic, "open", no_proc, raising=False)  # the os.umask fallback
         fallback = default_file_mode(), default_file_mode(folder=True)
         umask_after = os.umask(0o027)
     finally:
@@ -302,6 +302,41 @@ def test_default_file_mode_is_what_open_and_mkdir_give(tmp_path, monkeypatch):
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "plain_dir").stat().st_mode & 0o777 == 0o750
     assert umask_after == 0o027  # the fallback restored the umask
+
+
+def test_atomic_path_renames_into_place_with_the_usual_mode(tmp_path):
+    import os
+
+    from medseg.io import atomic_path
+
+    target = tmp_path / "new" / "seg.nii.gz"
+    umask = os.umask(0o027)  # neither the common 022 nor mkstemp's 077
+    try:
+        with atomic_path(target, suffix=".nii.gz") as tmp:
+            assert tmp.parent == target.parent and tmp.name.endswith(".nii.gz") and tmp.exists()
+            assert not target.exists()  # nothing visible at the target until the block ends
+            tmp.write_bytes(b"new")
+        with atomic_path(tmp_path / "kept.txt", mode=0o600) as tmp:
+            tmp.write_text("private")
+    finally:
+        os.umask(umask)
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept.txt", "new", "seg.nii.gz"]  # no temporaries
+
+
+def test_atomic_path_failure_leaves_the_target_untouched(tmp_path):
+    from medseg.io import atomic_path
+
+    target = tmp_path / "metrics.csv"
+    target.write_text("old")
+    target.chmod(0o600)
+    with pytest.raises(RuntimeError, match="writer failed"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-written")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "old" and target.stat().st_mode & 0o777 == 0o600
+    assert list(tmp_path.iterdir()) == [target]  # the temporary is gone
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):

@@ -13,19 +13,18 @@ Layout of a cache folder (``medseg preprocess --out CACHE``)::
     CACHE/failed.json          cases that failed in the last run and why (absent if none)
 
 Arrays are written with :func:`numpy.save`, so ``np.load(path, mmap_mode="r")`` maps them and
-a patch read touches only the patch's pages. Every file is written atomically (temporary
-file in the same folder, then ``os.replace``) and the case JSON is written last, so a case
-counts as done only when all its files are complete. A case is skipped when its JSON
-records the same input signature: sizes and modification times of its input files (every
-file of a DICOM folder) and the hash of the plan's ``preprocessing`` section.
+a patch read touches only the patch's pages. Every file is written atomically
+(:func:`medseg.io.atomic_path`: temporary file in the same folder, then ``os.replace``) and
+the case JSON is written last, so a case counts as done only when all its files are
+complete. A case is skipped when its JSON records the same input signature: sizes and
+modification times of its input files (every file of a DICOM folder) and the hash of the
+plan's ``preprocessing`` section.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 import traceback
 import zlib
@@ -37,52 +36,17 @@ import numpy as np
 
 from medseg.data.manifest import CaseEntry, Manifest
 from medseg.errors import ConfigError, MedsegError
-from medseg.io import default_file_mode
+from medseg.io import atomic_path, atomic_write_text
 
 CACHE_VERSION = 1
 
 
-# -- atomic writes --------------------------------------------------------------------------
-def _temporary(path: Path) -> tuple[int, str]:
-    """A temporary file beside ``path`` (open descriptor, name) with the permissions ``open()``
-    would give ``path`` (``mkstemp``'s 0600 would hide run folders and caches from colleagues)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    try:
-        os.chmod(tmp_name, default_file_mode())
-    except BaseException:
-        os.close(handle)
-        os.unlink(tmp_name)
-        raise
-    return handle, tmp_name
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write text to ``path`` via a temporary file in the same folder and a rename; the file gets
-    the usual permissions (0666 minus the umask, :func:`medseg.io.default_file_mode`)."""
-    path = Path(path)
-    handle, tmp = _temporary(path)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
-    """``np.save`` to ``path`` atomically (temporary file, then rename), with the usual permissions."""
+    """``np.save`` (C order, no pickles) to ``path`` atomically, with the usual permissions
+    (:func:`medseg.io.atomic_path`)."""
     path = Path(path)
-    handle, tmp = _temporary(path)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
     return path
 
 

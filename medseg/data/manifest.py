@@ -29,7 +29,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from medseg.errors import ConfigError, MedsegError
-from medseg.io.loader import strip_channel_suffix
+from medseg.io import atomic_write_text, strip_channel_suffix
 
 _CSV_COLUMNS = ("case_id", "image", "label", "split", "fold", "group")
 
@@ -250,8 +250,6 @@ def write_csv_manifest(
     Returns ``path``.
     """
     import io
-
-    from medseg.data.cache import atomic_write_text
 
     path = Path(path).expanduser()
     root = path.parent.resolve()

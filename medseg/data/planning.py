@@ -36,6 +36,7 @@ import numpy as np
 from medseg.data.config import NetworkSettings, PreprocessingConfig, load_preprocessing_config
 from medseg.data.manifest import Manifest
 from medseg.errors import ConfigError
+from medseg.io import atomic_write_text
 
 PLAN_VERSION = 1
 #: Values stored per voxel for backpropagation, relative to one conv output (empirical; puts
@@ -368,8 +369,6 @@ def readable_json(value: Any, indent: int = 2, _level: int = 0) -> str:
 def save_plan(plan: Mapping[str, Any], path: str | Path) -> Path:
     """Write the plan as readable JSON (:func:`readable_json`), atomically (temporary file,
     then rename)."""
-    from medseg.data.cache import atomic_write_text
-
     path = Path(path).expanduser()
     return atomic_write_text(path, readable_json(plan) + "\n")
 

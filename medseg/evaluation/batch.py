@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 from medseg.errors import ConfigError, MedsegError
 from medseg.evaluation.matching import CasePair, Matching, match_cases
+from medseg.io import atomic_path, atomic_write_text
 
 CSV_COLUMNS = ("case", "label", "region", "metric", "value", "flag")
 #: how many worst cases get an overlay figure
@@ -467,12 +467,10 @@ def _csv_values(row: dict[str, Any]) -> list[Any]:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         writer.writerows(_csv_values(row) for row in rows)
-    os.replace(tmp, path)
 
 
 def _write_regions(path: Path, outcomes: list[CaseOutcome]) -> None:
@@ -493,9 +491,7 @@ def _write_regions(path: Path, outcomes: list[CaseOutcome]) -> None:
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_jsonable(document), indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_jsonable(document), indent=2) + "\n")
 
 
 def _jsonable(value: Any) -> Any:

@@ -3,8 +3,10 @@
 See :mod:`medseg.io.volume` for the axis and coordinate convention used everywhere.
 :func:`load_volume` reads everything; two faster readers do less: :func:`read_grid` (shape
 and affine from the header alone) and :func:`read_label_map` (label maps, NIfTI viewed in place).
+:func:`atomic_path` / :func:`atomic_write_text` replace a file atomically with the usual permissions.
 """
 
+from medseg.io.atomic import atomic_path, atomic_write_text, default_file_mode
 from medseg.io.describe import describe_volume, looks_like_label_map
 from medseg.io.dicom import find_dicom_series, read_dicom_series
 from medseg.io.headers import FileGrid, read_grid
@@ -12,7 +14,6 @@ from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.labelmaps import read_label_map
 from medseg.io.loader import (
     case_id_from_path,
-    default_file_mode,
     file_format,
     label_dtype,
     load_image_and_label,
@@ -26,6 +27,8 @@ __all__ = [
     "AIR_FLOOR_HU",
     "FileGrid",
     "Volume",
+    "atomic_path",
+    "atomic_write_text",
     "case_id_from_path",
     "check_same_grid",
     "default_file_mode",

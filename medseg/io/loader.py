@@ -7,8 +7,6 @@ folder, or one file of the series; see :mod:`medseg.io.dicom`).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, VolumeReadError
+from medseg.io.atomic import atomic_path
 from medseg.io.dicom import is_dicom_file, read_dicom_series
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.volume import Volume, affine_from_sitk, check_same_grid, itk_geometry_from_affine
@@ -264,13 +263,14 @@ def label_dtype(array: np.ndarray) -> np.dtype:
 def save_volume(volume: Volume, path: str | Path, *, label: bool | None = None) -> Path:
     """Write a volume; NIfTI-1 for ``.nii``/``.nii.gz``, SimpleITK for ``.nrrd``/``.mha``/``.mhd``.
 
-    The write is atomic (a temporary file renamed into place), so an interrupted run never
-    leaves a half-written file. Label maps (``label=True``, or ``volume.meta["kind"] ==
-    "label"`` when ``label`` is None) are written as uint8 (uint16 above 255) after checking
-    the values are whole and non-negative. NIfTI gets identical qform and sform (code 1,
-    scanner) and mm units; the header stores the affine in float32, so a geometry read from a
-    NIfTI file round-trips bit-exactly and one from DICOM to float32 precision (< 1e-5 mm for
-    coordinates below 256 mm).
+    The write is atomic (:func:`medseg.io.atomic.atomic_path`: a temporary file renamed into
+    place, permissions 0666 minus the umask), so an interrupted run never leaves a half-written
+    file; missing parent folders are created. Label maps (``label=True``, or
+    ``volume.meta["kind"] == "label"`` when ``label`` is None) are written as uint8 (uint16
+    above 255) after checking the values are whole and non-negative. NIfTI gets identical
+    qform and sform (code 1, scanner) and mm units; the header stores the affine in float32,
+    so a geometry read from a NIfTI file round-trips bit-exactly and one from DICOM to float32
+    precision (< 1e-5 mm for coordinates below 256 mm).
 
     Returns the path written.
     """
@@ -282,53 +282,16 @@ def save_volume(volume: Volume, path: str | Path, *, label: bool | None = None) 
         array = array.astype(np.float32)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
     name = path.name.lower()
     suffix = next((s for s in NIFTI_SUFFIXES + ITK_SUFFIXES if name.endswith(s)), None)
     if suffix is None:
         raise VolumeReadError(f"{path}: cannot write this file type; use .nii.gz, .nii, .nrrd, .mha or .mhd")
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:
         if suffix in NIFTI_SUFFIXES:
-            _write_nifti(array, volume.affine, tmp_name)
+            _write_nifti(array, volume.affine, str(tmp))
         else:
-            _write_itk(array, volume.affine, tmp_name)
-        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+            _write_itk(array, volume.affine, str(tmp))
     return path
-
-
-def default_file_mode(*, folder: bool = False) -> int:
-    """The permission bits a new file (``0o666``) or folder (``0o777``, ``folder=True``) gets
-    from ``open()`` / ``mkdir()``: those minus the process umask (e.g. ``0o644`` / ``0o755``
-    under umask 022).
-
-    ``tempfile.mkstemp`` creates files with ``0o600`` and ``mkdtemp`` folders with ``0o700``;
-    atomic writers ``os.chmod`` their temporary to this before renaming it into place, so the
-    result is as readable by colleagues as a file written directly. The umask is read from
-    ``/proc/self/status`` where Linux provides it (the process umask is left alone), else by
-    setting and restoring it with ``os.umask``.
-    """
-    base = 0o777 if folder else 0o666
-    return base & ~_process_umask()
-
-
-def _process_umask() -> int:
-    """The process umask (e.g. ``0o022``), left unchanged where ``/proc/self/status`` reports it."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o022)  # not thread-safe, hence only the fallback
-    os.umask(umask)
-    return umask
 
 
 def _write_nifti(array: np.ndarray, affine: np.ndarray, path: str) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from medseg.errors import ConfigError
-from medseg.io import Volume, save_volume
+from medseg.io import Volume, atomic_path, atomic_write_text, save_volume
 from medseg.phantoms.cardiac_mri import CARDIAC_MRI_LABELS, make_cardiac_mri
 from medseg.phantoms.ct_thorax import CT_THORAX_LABELS, make_ct_thorax
 from medseg.phantoms.shapes import check_seed
@@ -181,7 +179,7 @@ def write_phantom_dataset(
         "test": [],
         MARKER_KEY: {"kind": kind, "seed": int(seed), "n": len(ids), "options": _jsonable(options or {}), "case_seeds": seeds},
     }
-    _write_text_atomic(dataset_json, json.dumps(content, indent=2) + "\n")
+    atomic_write_text(dataset_json, json.dumps(content, indent=2) + "\n")
     return dataset_json
 
 
@@ -213,7 +211,8 @@ def _previous_files(dataset_json: Path) -> set[str]:
 
 
 def make_gzip_deterministic(path: Path) -> None:
-    """Ensure a ``.gz`` file's header has modification time 0 and no file name (rewrites it if not).
+    """Ensure a ``.gz`` file's header has modification time 0 and no file name (rewrites it if not,
+    atomically, keeping the file's permissions).
 
     nibabel (>= 4) already writes such headers; this guards against writers that do not, so
     the same data always gives the same bytes. Files that do not end in ``.gz`` are left alone.
@@ -227,24 +226,7 @@ def make_gzip_deterministic(path: Path) -> None:
     if len(header) == 10 and header[4:8] == b"\x00\x00\x00\x00" and not has_name:
         return
     data = gzip.decompress(path.read_bytes())
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".gz")
-    os.close(handle)
-    try:
-        with open(tmp_name, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped:
+    keep_mode = path.stat().st_mode & 0o7777  # a rewrite, not a new file: keep its permissions
+    with atomic_path(path, suffix=".gz", mode=keep_mode) as tmp, open(tmp, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped:
             zipped.write(data)
-        os.chmod(tmp_name, path.stat().st_mode & 0o7777)  # keep the file's permissions (mkstemp made it 0600)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, renamed into place (normal permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

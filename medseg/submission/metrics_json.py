@@ -27,14 +27,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medseg.io import default_file_mode
+from medseg.io import atomic_write_text
 from medseg.submission.errors import SubmissionError
 
 METRICS_CSV_COLUMNS = ("case", "label", "region", "metric", "value", "flag")
@@ -127,20 +125,9 @@ def _json_number(value: float) -> float | None:
 
 def write_metrics_json(metrics_csv: str | Path, out_path: str | Path) -> dict[str, Any]:
     """Read ``metrics_csv``, write the Grand Challenge ``metrics.json`` atomically (with the usual
-    permissions, 0666 minus the umask); return the dict."""
+    permissions, 0666 minus the umask, via :func:`medseg.io.atomic_write_text`); return the dict."""
     content = metrics_json_from_rows(read_metrics_csv(metrics_csv))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(content, stream, indent=2, allow_nan=False)
-            stream.write("\n")
-        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600
-        os.replace(tmp_name, out_path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    atomic_write_text(out_path, json.dumps(content, indent=2, allow_nan=False) + "\n")
     return content
 
 

@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
-from medseg.io import default_file_mode
+from medseg.io import atomic_path, default_file_mode
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import MANIFEST_NAME
 
@@ -103,22 +103,13 @@ def write_submission_zip(
     if command is None:
         command = f"medseg.submission.write_submission_zip({str(folder)!r}, {str(zip_path)!r}, {format_name!r})"
     manifest = build_manifest(folder, format_name, command, cases)
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=zip_path.parent, prefix=f".tmp-{zip_path.name}-", suffix=".zip")
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(tmp_name, "w") as archive:
-            for rel in rels:
-                if rel == MANIFEST_NAME:
-                    continue
-                compression = zipfile.ZIP_STORED if rel.lower().endswith(_STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
-                archive.write(folder / rel, arcname=rel, compress_type=compression)
-            archive.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n", compress_type=zipfile.ZIP_DEFLATED)
-        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600
-        os.replace(tmp_name, zip_path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_path(zip_path, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for rel in rels:
+            if rel == MANIFEST_NAME:
+                continue
+            compression = zipfile.ZIP_STORED if rel.lower().endswith(_STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
+            archive.write(folder / rel, arcname=rel, compress_type=compression)
+        archive.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n", compress_type=zipfile.ZIP_DEFLATED)
     return zip_path
 
 

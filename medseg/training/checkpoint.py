@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +18,18 @@ import numpy as np
 import torch
 
 from medseg.errors import MedsegError
-from medseg.io import default_file_mode
+from medseg.io import atomic_path
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename), with the usual
-    permissions (0666 minus the umask, :func:`medseg.io.default_file_mode`)."""
+    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename, via
+    :func:`medseg.io.atomic_path`), with the usual permissions (0666 minus the umask); missing
+    parent folders are created."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600; colleagues may need to read it
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        torch.save(state, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
     return path
 
 

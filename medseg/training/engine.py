@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Literal
 
 import torch
 
+from medseg.io import atomic_path
 from medseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -355,12 +356,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as stream:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:

@@ -379,8 +379,8 @@ def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any]
     manifest, ready for ``medseg predict --input`` and ``medseg evaluate --manifest``."""
     import yaml
 
-    from medseg.data.cache import atomic_write_text
     from medseg.data.manifest import write_csv_manifest
+    from medseg.io import atomic_write_text
 
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     atomic_write_text(run_dir / "plan.json", json.dumps(plan, indent=1) + "\n")

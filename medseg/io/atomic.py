@@ -1,0 +1,92 @@
+"""Atomic file writes: a temporary file beside the target, renamed over it only when complete.
+
+Every writer in medseg that replaces a file (volumes, cache arrays, checkpoints, CSV/JSON
+reports, submission zips) goes through :func:`atomic_path`, so a reader of the target sees
+either the old file or the new one, never a half-written one, and the new file gets the
+permissions ``open()`` would have given it rather than ``mkstemp``'s private ``0o600``.
+Standard library only (``tempfile``, ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, suffix: str = "", mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary file path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary is an empty file named ``.tmp-<name>-<random><suffix>`` in ``path``'s folder
+    (created, with missing parents, if needed), so the rename stays on one file system. Give
+    ``suffix`` when the writer chooses its format from the extension (``".nii.gz"`` for nibabel,
+    ``".npy"`` for ``np.save``). The block writes to the yielded path by name (reopen it; it may
+    also be replaced, e.g. by a library that writes its own file at that name).
+
+    What a reader of ``path`` observes: the previous file (or no file) until the block has
+    finished, then the complete new file, swapped in by one ``os.replace`` (atomic on POSIX).
+    Before the rename the temporary gets ``mode`` (``None``: :func:`default_file_mode`, i.e.
+    0666 minus the umask, what ``open()`` gives a new file; pass ``path.stat().st_mode & 0o7777``
+    to keep an existing file's permissions).
+
+    Failure: if the block, the ``chmod`` or the rename raises (any exception, ``KeyboardInterrupt``
+    included), the temporary is deleted, ``path`` is left exactly as it was, and the exception
+    propagates. Nothing is fsynced: a caller that must survive a power cut fsyncs inside the block.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-", suffix=suffix)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, default_file_mode() if mode is None else mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_path` (same guarantees: old or new content,
+    never partial; permissions 0666 minus the umask; the parent folder is created if missing).
+
+    Encoding and newline translation are ``open(path, "w")``'s defaults. Empty ``text`` writes an
+    empty file. Returns ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as stream:
+            stream.write(text)
+    return path
+
+
+def default_file_mode(*, folder: bool = False) -> int:
+    """The permission bits a new file (``0o666``) or folder (``0o777``, ``folder=True``) gets
+    from ``open()`` / ``mkdir()``: those minus the process umask (e.g. ``0o644`` / ``0o755``
+    under umask 022).
+
+    ``tempfile.mkstemp`` creates files with ``0o600`` and ``mkdtemp`` folders with ``0o700``;
+    atomic writers ``os.chmod`` their temporary to this before renaming it into place, so the
+    result is as readable by colleagues as a file written directly. The umask is read from
+    ``/proc/self/status`` where Linux provides it (the process umask is left alone), else by
+    setting and restoring it with ``os.umask``.
+    """
+    base = 0o777 if folder else 0o666
+    return base & ~_process_umask()
+
+
+def _process_umask() -> int:
+    """The process umask (e.g. ``0o022``), left unchanged where ``/proc/self/status`` reports it."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)  # not thread-safe, hence only the fallback
+    os.umask(umask)
+    return umask
