@@ -11,34 +11,35 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
 #: Must equal ``medseg.phantoms.PHANTOM_KINDS`` (kept here so ``medseg --help`` stays fast; a test checks).
 KINDS = ("ct-thorax", "cardiac-mri")
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of cases, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"need at least 1 case, got {value}")
-    return value
+def _whole_number(minimum: int, expected: str) -> Callable[[str], int]:
+    """An argparse ``type``: ``int(text)`` when it is at least ``minimum``, else the error
+    "expected <expected>, got '<text>'"."""
+
+    def parse(text: str) -> int:
+        try:
+            value: int | None = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"the seed must be non-negative, got {value}")
-    return value
+_case_count = _whole_number(1, "a whole number of cases, at least 1")
+_seed = _whole_number(0, "a non-negative integer seed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", required=True, choices=KINDS, help="which phantom: %(choices)s")
-    parser.add_argument("--n", type=_count, default=8, metavar="N", help="number of cases (default %(default)s)")
+    parser.add_argument("--n", type=_case_count, default=8, metavar="N", help="number of cases (default %(default)s)")
     parser.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed; same seed, same bytes (default %(default)s)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (imagesTr/, labelsTr/, dataset.json)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

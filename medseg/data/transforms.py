@@ -76,8 +76,14 @@ class _RecordingTransform(MapTransform):
     def present(self, data: Mapping[Hashable, Any]) -> list[Hashable]:
         return [k for k in self.key_iterator(data) if data[k] is not None]
 
-    def record(self, data: dict, step: dict[str, Any]) -> None:
-        data[self.meta_key].setdefault("steps", []).append(step)
+    def record(self, data: dict, step: dict[str, Any], affine: np.ndarray | None = None) -> None:
+        """Append ``step`` to ``data[meta_key]["steps"]`` and, when given, store the new grid's
+        ``affine`` (4 x 4, RAS+ mm). The meta dict and its step list are copied first, so the
+        input sample's meta is never changed."""
+        meta = data[self.meta_key] = dict(data[self.meta_key])
+        if affine is not None:
+            meta["affine"] = _json_affine(affine)
+        meta["steps"] = [*meta.get("steps", []), step]
 
 
 class LoadVolumed(MapTransform):
@@ -188,9 +194,6 @@ class Orientationd(_RecordingTransform):
         for key in keys:
             out[key] = spatial.apply_orientation(out[key], permutation, flips)
         new_affine = affine @ spatial.reorient_index_map(shape_in, permutation, flips)
-        out[self.meta_key] = meta = dict(out[self.meta_key])
-        meta["affine"] = _json_affine(new_affine)
-        meta["steps"] = list(meta.get("steps", []))
         self.record(
             out,
             {
@@ -202,6 +205,7 @@ class Orientationd(_RecordingTransform):
                 "shape_in": _ints(shape_in),
                 "shape_out": _ints(shape_in[p] for p in permutation),
             },
+            affine=new_affine,
         )
         return out
 
@@ -264,12 +268,10 @@ class CropForegroundd(_RecordingTransform):
         for key in keys:
             out[key] = spatial.crop(out[key], box)
         affine = current_affine(out, self.meta_key) @ spatial.crop_index_map(box)
-        out[self.meta_key] = meta = dict(out[self.meta_key])
-        meta["affine"] = _json_affine(affine)
-        meta["steps"] = list(meta.get("steps", []))
         self.record(
             out,
             {"step": "crop", "bbox": [_ints(b) for b in box], "shape_in": _ints(shape_in), "shape_out": _ints(e - s for s, e in box)},
+            affine=affine,
         )
         return out
 
@@ -322,9 +324,6 @@ class Resampled(_RecordingTransform):
             else:
                 out[key] = resample_lib.resample_image(array, shape_out, mode=self.image_mode, separate_z=z_axis)
         new_affine = resample_lib.resampled_affine(affine, shape_in, shape_out)
-        out[self.meta_key] = meta = dict(out[self.meta_key])
-        meta["affine"] = _json_affine(new_affine)
-        meta["steps"] = list(meta.get("steps", []))
         self.record(
             out,
             {
@@ -338,6 +337,7 @@ class Resampled(_RecordingTransform):
                 "image_mode": self.image_mode,
                 "label_mode": self.label_mode,
             },
+            affine=new_affine,
         )
         return out
 
@@ -365,8 +365,6 @@ class NormalizeIntensityd(_RecordingTransform):
                 scheme = self.schemes[channel if len(self.schemes) > 1 else 0]
                 used.append({"key": str(key), "channel": channel, **intensity_lib.normalize(array[channel], scheme)})
             out[key] = array
-        out[self.meta_key] = meta = dict(out[self.meta_key])
-        meta["steps"] = list(meta.get("steps", []))
         self.record(out, {"step": "normalize", "channels": used})
         return out
 
@@ -395,12 +393,10 @@ class PadToSized(_RecordingTransform):
             else:
                 out[key] = spatial.pad(array, widths, self.image_value or 0.0)
         affine = current_affine(out, self.meta_key) @ spatial.pad_index_map(widths)
-        out[self.meta_key] = meta = dict(out[self.meta_key])
-        meta["affine"] = _json_affine(affine)
-        meta["steps"] = list(meta.get("steps", []))
         self.record(
             out,
             {"step": "pad", "widths": [_ints(w) for w in widths], "shape_in": _ints(shape_in), "shape_out": _ints(np.add(shape_in, np.sum(widths, axis=1)))},
+            affine=affine,
         )
         return out
 

@@ -32,15 +32,14 @@ from scipy import ndimage
 
 from medseg.io import Volume
 from medseg.phantoms.shapes import (
-    check_options,
-    check_seed,
-    check_shape,
     check_vector,
     ellipsoid_level,
     json_floats,
+    phantom_volumes,
     radial_wobble,
     rotation_matrix,
     smooth_field,
+    start_phantom,
     superellipse_level,
 )
 
@@ -103,10 +102,7 @@ def make_cardiac_mri(seed: int, **options: Any) -> tuple[Volume, Volume]:
         runs from the base, slice 0, to the apex). ``image.meta["phantom"]`` records the
         drawn parameters, including ``base_slice`` and ``apex_slice``.
     """
-    opts = check_options("cardiac-mri", options, CARDIAC_MRI_DEFAULTS)
-    shape = check_shape("cardiac-mri", opts["shape"], (32, 32, 4))
-    seed = check_seed("cardiac-mri", seed)
-    rng = np.random.default_rng(seed)
+    opts, shape, rng = start_phantom("cardiac-mri", seed, options, CARDIAC_MRI_DEFAULTS, (32, 32, 4))
 
     spacing_mm = _spacing(rng, opts["spacing_mm"], shape)
     noise_fraction = float(rng.uniform(0.02, 0.05)) if opts["noise_fraction"] is None else float(opts["noise_fraction"])
@@ -143,22 +139,18 @@ def make_cardiac_mri(seed: int, **options: Any) -> tuple[Volume, Volume]:
     image = np.clip(np.rint(noisy * scale), 0, np.iinfo(np.int16).max).astype(np.int16)
 
     lv_slices = np.flatnonzero((label == CARDIAC_MRI_LABELS["lv_myocardium"]).any(axis=(0, 1)))
-    meta = {
-        "modality": "MR",
-        "kind": "image",
-        "phantom": {
-            "kind": "cardiac-mri",
-            "seed": int(seed),
-            "spacing_mm": json_floats(spacing_mm),
-            "slice_thickness_mm": round(float(thickness), 3),
-            "base_slice": 0,
-            "apex_slice": int(lv_slices[-1]) if lv_slices.size else None,
-            "noise_fraction": round(noise_fraction, 4),
-            "bias_strength": round(bias_strength, 4),
-            "long_axis_ras": json_floats(axes[:, 2]),
-        },
+    phantom = {
+        "kind": "cardiac-mri",
+        "seed": int(seed),
+        "spacing_mm": json_floats(spacing_mm),
+        "slice_thickness_mm": round(float(thickness), 3),
+        "base_slice": 0,
+        "apex_slice": int(lv_slices[-1]) if lv_slices.size else None,
+        "noise_fraction": round(noise_fraction, 4),
+        "bias_strength": round(bias_strength, 4),
+        "long_axis_ras": json_floats(axes[:, 2]),
     }
-    return Volume(image, affine, None, meta), Volume(label, affine.copy(), None, {"kind": "label", "phantom": meta["phantom"]})
+    return phantom_volumes(image, label, affine, {"modality": "MR", "kind": "image"}, phantom)
 
 
 def _voxel_world(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

@@ -27,18 +27,17 @@ from medseg.io import Volume
 from medseg.phantoms.shapes import (
     TubeCanvas,
     apply_affine,
-    check_options,
-    check_seed,
-    check_shape,
     check_vector,
     correlated_noise,
     ellipsoid_level,
     index_coordinates,
     json_floats,
+    phantom_volumes,
     radial_wobble,
     rotation_matrix,
     smooth_field,
     smoothstep,
+    start_phantom,
     superellipse_level,
 )
 
@@ -99,10 +98,7 @@ def make_ct_thorax(seed: int, **options: Any) -> tuple[Volume, Volume]:
         Superior; the affine is RAS+ in mm (orientation code ``"LPS"``). ``image.meta``
         records the drawn parameters under ``"phantom"``.
     """
-    opts = check_options("ct-thorax", options, CT_THORAX_DEFAULTS)
-    shape = check_shape("ct-thorax", opts["shape"], (24, 24, 12))
-    seed = check_seed("ct-thorax", seed)
-    rng = np.random.default_rng(seed)
+    opts, shape, rng = start_phantom("ct-thorax", seed, options, CT_THORAX_DEFAULTS, (24, 24, 12))
 
     spacing_mm = _spacing(rng, opts["spacing_mm"], shape)
     roll_deg = float(rng.uniform(-8, 8)) if opts["rotation_deg"] is None else float(opts["rotation_deg"])
@@ -127,19 +123,15 @@ def make_ct_thorax(seed: int, **options: Any) -> tuple[Volume, Volume]:
     image += noise_hu * correlated_noise(rng, shape, (0.6, 0.6, 0.3))
     image_hu = np.clip(np.rint(image), CT_MIN_HU, CT_MAX_HU).astype(np.int16)
 
-    meta = {
-        "modality": "CT",
-        "kind": "ct",
-        "phantom": {
-            "kind": "ct-thorax",
-            "seed": int(seed),
-            "spacing_mm": json_floats(spacing_mm),
-            "roll_deg": round(roll_deg, 3),
-            "translation_mm": json_floats(translation),
-            "noise_hu": round(noise_hu, 3),
-        },
+    phantom = {
+        "kind": "ct-thorax",
+        "seed": int(seed),
+        "spacing_mm": json_floats(spacing_mm),
+        "roll_deg": round(roll_deg, 3),
+        "translation_mm": json_floats(translation),
+        "noise_hu": round(noise_hu, 3),
     }
-    return Volume(image_hu, affine, None, meta), Volume(label, affine.copy(), None, {"kind": "label", "phantom": meta["phantom"]})
+    return phantom_volumes(image_hu, label, affine, {"modality": "CT", "kind": "ct"}, phantom)
 
 
 def _spacing(rng: np.random.Generator, requested: Any, shape: tuple[int, int, int]) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import ConfigError
+from medseg.io import Volume
 
 
 def rotation_matrix(axis: np.ndarray | list[float], angle_rad: float) -> np.ndarray:
@@ -166,6 +167,34 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels:
     Same as :func:`correlated_noise` with large ``sigma_voxels``; named separately for intent.
     """
     return correlated_noise(rng, shape, sigma_voxels)
+
+
+def start_phantom(
+    kind: str, seed: object, options: dict, defaults: dict, min_shape: tuple[int, int, int]
+) -> tuple[dict, tuple[int, int, int], np.random.Generator]:
+    """Check a generator's inputs: ``(options merged over defaults, grid shape in voxels, rng)``.
+
+    Runs :func:`check_options`, :func:`check_shape` (on ``options["shape"]``, at least
+    ``min_shape``) and :func:`check_seed`, in that order, then makes
+    ``numpy.random.default_rng(seed)``, the case's only source of randomness. Raises
+    :class:`ConfigError` naming ``kind``.
+    """
+    opts = check_options(kind, options, defaults)
+    shape = check_shape(kind, opts["shape"], min_shape)
+    return opts, shape, np.random.default_rng(check_seed(kind, seed))
+
+
+def phantom_volumes(
+    image: np.ndarray, label: np.ndarray, affine: np.ndarray, image_meta: dict, phantom: dict
+) -> tuple[Volume, Volume]:
+    """``(image, label)`` volumes on one grid (``affine``: RAS+, mm) sharing the ``phantom`` record.
+
+    The image's meta is ``image_meta`` (e.g. ``{"modality": "CT", "kind": "ct"}``) plus
+    ``"phantom"``; the label's is ``{"kind": "label", "phantom": phantom}``. The label gets its
+    own copy of the affine.
+    """
+    meta = {**image_meta, "phantom": phantom}
+    return Volume(image, affine, None, meta), Volume(label, affine.copy(), None, {"kind": "label", "phantom": phantom})
 
 
 def check_seed(kind: str, seed: object) -> int:
