@@ -152,3 +152,27 @@ def test_kits_ipl_label_with_anisotropic_slices_round_trip():
     restored = restore_to_original(coarser["label"], coarser["meta"], label_interpolation="linear")
     assert restored.shape == original.shape
     assert min(_dice_per_class(original.array, restored).values()) > 0.9
+
+
+def test_restoring_a_cropped_reoriented_prediction_holds_one_full_size_array():
+    """Uncropping writes straight into the file's axis order, so undoing the orientation is free."""
+    import tracemalloc
+
+    affine = np.array([[0, 0, -2.0, 50], [-1.5, 0, 0, 20], [0, 1.2, 0, -30], [0, 0, 0, 1]])  # permuted and flipped
+    image = np.zeros((60, 50, 40), np.float32)
+    image[10:50, 5:45, 8:30] = np.random.default_rng(0).random((40, 40, 22)) + 1.0
+    mask = np.zeros(image.shape, np.uint8)
+    mask[20:40, 10:30, 10:25] = 1
+    pre = {"target_spacing_mm": [2.0, 1.5, 1.2], "normalization": [{"scheme": "zscore"}], "crop": "nonzero"}
+    sample = preprocess_case(Volume(image, affine), pre, label=Volume(mask, affine))
+    names = [step["step"] for step in sample["meta"]["steps"]]
+    assert "orientation" in names and "crop" in names and "resample" in names
+    label = sample["label"][0]
+    probabilities = (label == 1).astype(np.float32)[None]  # native spacing: the resample step is a no-op
+    tracemalloc.start()
+    restored = restore_to_original(probabilities, sample["meta"], outside_value=0.0)
+    peak_bytes = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(restored[0], mask)
+    assert restored.flags.c_contiguous
+    assert peak_bytes < 1.5 * restored.nbytes  # one full-size array, not a second copy to undo the orientation

@@ -77,10 +77,35 @@ def _fill(shape: tuple[int, ...], like, values: Sequence[float]):
     return out
 
 
-def _uncrop(array, bbox: Sequence[Sequence[int]], shape_in: Sequence[int], values: Sequence[float]):
-    out = _fill((array.shape[0], *[int(n) for n in shape_in]), array, values)
+def _uncrop(array, bbox: Sequence[Sequence[int]], shape_in: Sequence[int], values: Sequence[float], layout=None):
+    """``array`` put back into the uncropped ``shape_in``, the rest filled per channel with ``values``.
+
+    ``layout``: the ``(permutation, flips)`` of the orientation step undone next. A NumPy result
+    is then allocated in the original file's axis order and filled through an oriented view, so
+    undoing the orientation is a free view rather than a second full-size copy (the peak memory
+    of restoring a large scan is one full-size array, not two).
+    """
+    shape = (array.shape[0], *[int(n) for n in shape_in])
+    if layout is None or _is_tensor(array):
+        out = _fill(shape, array, values)
+    else:
+        permutation, flips = layout
+        original = [0, 0, 0]
+        for oriented_axis, file_axis in enumerate(permutation):
+            original[file_axis] = shape[1 + oriented_axis]
+        out = spatial.apply_orientation(np.empty((shape[0], *original), dtype=array.dtype), permutation, flips)
+        for channel, value in enumerate(values):
+            out[channel] = value
     out[(slice(None),) + tuple(slice(int(s), int(e)) for s, e in bbox)] = array
     return out
+
+
+def _next_orientation(steps_left: Sequence[Mapping[str, Any]]):
+    """``(permutation, flips)`` when the only spatial step left to undo is one orientation step."""
+    spatial_steps = [step for step in steps_left if step["step"] not in ("load", "normalize")]
+    if len(spatial_steps) == 1 and spatial_steps[0]["step"] == "orientation":
+        return spatial_steps[0]["permutation"], spatial_steps[0]["flips"]
+    return None
 
 
 def restore_to_original(
@@ -145,7 +170,8 @@ def restore_to_original(
         fill = [float(outside_value)] * n_channels
     else:
         fill = [float(v) for v in outside_value]
-    for step in reversed(steps):
+    undo = list(reversed(steps))
+    for position, step in enumerate(undo):
         name = step["step"]
         if name == "pad":
             shape = array.shape[1:]
@@ -162,7 +188,7 @@ def restore_to_original(
             else:
                 array = resample_lib._linear_argmax(array[0], shape_in, z_axis)[None]
         elif name == "crop":
-            array = _uncrop(array, step["bbox"], step["shape_in"], fill)
+            array = _uncrop(array, step["bbox"], step["shape_in"], fill, _next_orientation(undo[position + 1 :]))
         elif name == "orientation":
             array = spatial.invert_orientation(array, step["permutation"], step["flips"])
         elif name == "load":

@@ -140,19 +140,20 @@ class Predictor:
         best = labels = None
         kept: dict[int, np.ndarray] = {}
         for value in range(self.num_classes):  # one class at a time on the original grid
-            channel = restore_to_original(
-                probabilities[value : value + 1].contiguous(), record, kind="probabilities",
+            channel = restore_to_original(  # NumPy in and out: restored without a second full-size copy
+                probabilities[value : value + 1].numpy(), record, kind="probabilities",
                 outside_value=[1.0 if value == 0 else 0.0],
-            )
-            channel = np.asarray(channel.cpu() if isinstance(channel, torch.Tensor) else channel)[0]
-            if best is None:
-                best, labels = channel.copy(), np.zeros(channel.shape, np.uint8)
-            else:
-                better = channel > best
-                best[better] = channel[better]
-                labels[better] = value
+            )[0]
             if keep_probabilities:
                 kept[value] = channel.astype(np.float16)
+            if best is None:  # a fresh array each class: the first one becomes the running maximum
+                best, labels = channel, np.zeros(channel.shape, np.uint8)
+            else:
+                better = channel > best
+                np.copyto(best, channel, where=better)
+                labels[better] = value
+                del better
+            del channel  # before the next class is restored: one full-size class at a time
         affine = original_affine(record)
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         labels = postprocess(labels, spacing, self.postprocess)
