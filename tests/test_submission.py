@@ -335,6 +335,74 @@ def test_empty_case_warns_and_all_empty_fails(msd_submission, tmp_path):
     assert check_submission("msd", out, images).ok  # one empty case is only a warning
 
 
+def only_labels(labels: np.ndarray, keep: set[int]) -> np.ndarray:
+    """``labels`` with every value not in ``keep`` set to background."""
+    return np.where(np.isin(labels, list(keep)), labels, 0).astype(np.uint8)
+
+
+NEVER_PREDICTED = "WARN label(s) {} allowed but absent from every one of the {} cases: a model that never predicts them (or a wrong --label-map)?"
+
+
+def test_allowed_labels_absent_from_every_case_warn_once(msd_submission, tmp_path):
+    _, images, truth = msd_submission
+    out = tmp_path / "sub"
+    for case in CASES:  # a model that only ever predicts label 3
+        save_volume(Volume(only_labels(truth[case], {3}), AFFINE), out / f"{case}.nii.gz", label=True)
+    report = check_submission("msd", out, images, allowed_labels="0-3")
+    assert report.ok  # a warning, not a failure
+    assert NEVER_PREDICTED.format("1, 2", 3) in report.lines()
+    assert report.lines()[-1] == "PASS: 3/3 cases passed, 0 problem(s), 1 warning(s)"
+    dataset_json = tmp_path / "dataset.json"
+    dataset_json.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "vessel": 2, "tumour": 3, "cyst": 4}}))
+    lines = check_submission("msd", out, images, allowed_labels=dataset_json).lines()
+    assert NEVER_PREDICTED.format("1 (liver), 2 (vessel), 4 (cyst)", 3) in lines
+    # no warning: allowed labels unknown; a label missing from one case only; every label predicted somewhere
+    assert not any("absent from every" in line for line in check_submission("msd", out, images).lines())
+    save_volume(Volume(only_labels(truth["case_000"], {1, 2, 3}), AFFINE), out / "case_000.nii.gz", label=True)
+    save_volume(Volume(only_labels(truth["case_001"], {2, 3}), AFFINE), out / "case_001.nii.gz", label=True)
+    assert problem_lines(check_submission("msd", out, images, allowed_labels="0-3")) == []
+
+
+def test_absent_labels_need_two_cases_and_some_foreground(tmp_path):
+    images, _, truth = make_dataset(tmp_path, cases=["case_000"])
+    out = tmp_path / "one"
+    save_volume(Volume(only_labels(truth["case_000"], {3}), AFFINE), out / "case_000.nii.gz", label=True)
+    report = check_submission("msd", out, images, allowed_labels="0-3")
+    assert report.ok and problem_lines(report) == []  # one case lacking labels 1, 2 is not suspicious by itself
+    images, _, _ = make_dataset(tmp_path / "two", cases=["case_000", "case_001"])
+    out = tmp_path / "empty"
+    for case in ("case_000", "case_001"):
+        save_volume(Volume(np.zeros(SHAPE, np.uint8), AFFINE), out / f"{case}.nii.gz", label=True)
+    lines = problem_lines(check_submission("msd", out, images, allowed_labels="0-3"))
+    assert "FAIL all 2 submitted case(s) are empty (all background)" in lines
+    assert not any("absent from every" in line for line in lines)  # already a failure
+
+
+def test_acdc_submission_never_predicting_rv_and_myocardium_warns_with_names(tmp_path, capsys):
+    cases = ["patient101_ED", "patient101_ES", "patient102_ED", "patient102_ES"]
+    images, preds, truth = make_dataset(tmp_path, cases, image_name="{}.nii.gz")
+    for case in cases:
+        save_volume(Volume(only_labels(truth[case], {3}), AFFINE), preds / f"{case}.nii.gz", label=True)
+    out = tmp_path / "acdc"
+    code = main(["submit", "--format", "acdc", "--pred", str(preds), "--images", str(images), "--out", str(out)])
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 0, printed
+    assert "wrote patient101_ED: patient101_ED.nii.gz -> patient101_ED.nii.gz (labels [0, 3])" in printed
+    expected = NEVER_PREDICTED.format("1 (right-ventricle cavity), 2 (left-ventricle myocardium)", 4)
+    assert expected in printed
+    assert main(["submit", "check", "--format", "acdc", str(out), "--images", str(images)]) == 0
+    assert expected in capsys.readouterr().out.splitlines()
+
+
+def test_rle_per_class_labels_absent_from_every_case_warn(tmp_path):
+    images, preds, truth = make_dataset(tmp_path)
+    for case in CASES:
+        save_volume(Volume(only_labels(truth[case], {1, 3}), AFFINE), preds / f"{case}.nii.gz", label=True)
+    result = prepare_submission("rle-csv", preds, images, tmp_path / "rle", rle_per_class=True, allowed_labels="0-3")
+    assert result.ok
+    assert problem_lines(result.check) == [NEVER_PREDICTED.format("2", 3)]
+
+
 def test_check_of_zip_catches_tampering_and_wrapping_folder(msd_submission, tmp_path):
     root, images, _ = msd_submission
     zip_path = write_submission_zip(root / "clean", tmp_path / "sub.zip", "msd", "test")

@@ -15,7 +15,12 @@ Every problem is one line naming the case (or file) and what is wrong. Checks:
 * ``grand-challenge``: ``metrics.json`` layout and that it covers exactly the submitted cases;
 * a zip made by medseg: every file's SHA-256 equals the manifest's (a mismatch fails the file's case);
 * emptiness: a case that is all background is a warning (a failure for ``acdc``, where every
-  case shows the heart); all cases empty is a failure.
+  case shows the heart); all cases empty is a failure;
+* labels never predicted: when the allowed labels are known (``--labels``, a dataset.json, and
+  always for ``acdc``), a foreground label that is allowed but absent from every case is one
+  submission-level warning naming the labels (with their names from the dataset.json or the
+  format), e.g. a model that never predicts the myocardium. See :func:`never_predicted_labels`
+  for when it applies.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from medseg.submission.formats import (
     RLE_CSV_NAME,
     SubmissionFormat,
     get_format,
+    label_names,
     parse_allowed_labels,
 )
 from medseg.submission.metrics_json import metrics_json_problems
@@ -135,18 +141,21 @@ def check_submission(
     """
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     allowed = effective_allowed_labels(fmt, allowed_labels)
+    names = label_names(fmt, allowed_labels)
     target = Path(target).expanduser()
     expected = discover_images(images_dir, fmt)
     report = CheckReport(fmt.name, str(target), list(expected))
     if target.is_file():
         with tempfile.TemporaryDirectory(prefix="medseg-check-") as folder:
             if _extract_zip(target, Path(folder), report):
-                _check_folder(fmt, Path(folder), expected, allowed, atol_mm, report, in_zip=True)
+                present = _check_folder(fmt, Path(folder), expected, allowed, atol_mm, report, in_zip=True)
+                _warn_never_predicted(report, allowed, names, present)
                 _check_manifest(fmt, Path(folder), report)
         return report
     if not target.is_dir():
         raise SubmissionError(f"{target}: no such submission folder or zip")
-    _check_folder(fmt, target, expected, allowed, atol_mm, report, in_zip=False)
+    present = _check_folder(fmt, target, expected, allowed, atol_mm, report, in_zip=False)
+    _warn_never_predicted(report, allowed, names, present)
     return report
 
 
@@ -219,7 +228,8 @@ def _check_folder(
     atol_mm: float,
     report: CheckReport,
     in_zip: bool,
-) -> None:
+) -> dict[str, set[int]]:
+    """Check every file of the submission; return the label values found per readable case."""
     files = files_under(folder)
     found: dict[str, str] = {}
     for rel in files:
@@ -239,16 +249,17 @@ def _check_folder(
             report.add(None, f"{fixed}: missing (a {fmt.name} submission needs it)")
     if fmt.name == "rle-csv":
         if RLE_CSV_NAME in files:
-            _check_rle_csv(folder / RLE_CSV_NAME, expected, allowed, report)
-        return
-    empty_cases = []
+            return _check_rle_csv(folder / RLE_CSV_NAME, expected, allowed, report)
+        return {}
+    present_by_case: dict[str, set[int]] = {}
     for case_id, case in expected.items():
         if case_id not in found:
             report.add(case_id, f"missing: expected {fmt.volume_relpath(case_id)}")
             continue
-        if _check_volume(fmt, folder / found[case_id], found[case_id], case, allowed, atol_mm, report):
-            empty_cases.append(case_id)
-    if found and len(empty_cases) == len(found):
+        present = _check_volume(fmt, folder / found[case_id], found[case_id], case, allowed, atol_mm, report)
+        if present is not None:
+            present_by_case[case_id] = present
+    if found and len(present_by_case) == len(found) and not any(v > 0 for p in present_by_case.values() for v in p):
         report.add(None, f"all {len(found)} submitted case(s) are empty (all background)")
     if METRICS_JSON_NAME in fmt.fixed_files and METRICS_JSON_NAME in files:
         try:
@@ -258,6 +269,7 @@ def _check_folder(
         else:
             for line in metrics_json_problems(content, list(expected)):
                 report.add(None, line)
+    return present_by_case
 
 
 def _did_you_mean(fmt: SubmissionFormat, rel: str, expected: dict[str, ImageCase]) -> str:
@@ -273,18 +285,18 @@ def _did_you_mean(fmt: SubmissionFormat, rel: str, expected: dict[str, ImageCase
 
 def _check_volume(
     fmt: SubmissionFormat, path: Path, rel: str, case: ImageCase, allowed: frozenset[int] | None, atol_mm: float, report: CheckReport
-) -> bool:
-    """Check one case's label volume; return True when it is all background."""
+) -> set[int] | None:
+    """Check one case's label volume; return the label values it holds (``None``: not readable)."""
     case_id = case.case_id
     if rel.endswith(".gz") and not _is_gzip(path):
         report.add(case_id, f"{rel}: named .gz but not gzip-compressed")
-        return False
+        return None
     try:
         grid = read_grid(path)
         image_grid = read_grid(case.image_path)
     except MedsegError as exc:
         report.add(case_id, str(exc))
-        return False
+        return None
     if grid.stored_dtype != np.uint8 or grid.scaled:
         scaling = " with intensity scaling (scl_slope/scl_inter)" if grid.scaled else ""
         report.add(case_id, f"{rel}: stored as {grid.stored_dtype}{scaling}; expected uint8 labels")
@@ -299,7 +311,7 @@ def _check_volume(
         labels = load_volume(path, label=True).array
     except MedsegError as exc:
         report.add(case_id, str(exc))
-        return False
+        return None
     counts = np.bincount(labels.ravel()) if labels.size else np.zeros(1, np.int64)
     present = np.flatnonzero(counts)
     if allowed is not None:
@@ -313,7 +325,61 @@ def _check_volume(
         absent = sorted(set(fmt.allowed_labels) - {0} - {int(v) for v in present})
         if absent:
             report.add(case_id, f"{rel}: labels {absent} absent (every {fmt.name} structure is expected)", "warning")
-    return is_empty
+    return {int(v) for v in present}
+
+
+def never_predicted_labels(allowed: frozenset[int] | None, present_by_case: dict[str, set[int]]) -> list[int]:
+    """Allowed foreground labels (> 0) found in none of the cases, sorted; ``[]`` when the check does not apply.
+
+    ``present_by_case`` maps each readable case to the label values it holds. The check
+    applies only when
+
+    * the allowed labels are known (``allowed`` is not ``None``): without them nothing says
+      which labels a model should predict;
+    * at least two cases were read: one case lacking a structure is common (a lesion label
+      in a case without lesions; ``acdc`` already warns per case), but a label missing from
+      every case of a test set usually means a model that never predicts it, or a wrong
+      ``--label-map``;
+    * some case holds foreground: when every case is empty that is already a failure.
+
+    Pure Python set arithmetic; no input (``{}``) gives ``[]``.
+    """
+    if allowed is None or len(present_by_case) < 2:
+        return []
+    found = set().union(*present_by_case.values())
+    if not found - {0}:
+        return []
+    return sorted(allowed - {0} - found)
+
+
+def _warn_never_predicted(
+    report: CheckReport, allowed: frozenset[int] | None, names: dict[int, str], present_by_case: dict[str, set[int]]
+) -> None:
+    """Add the submission-level warning of :func:`never_predicted_labels`, naming the labels."""
+    absent = never_predicted_labels(allowed, present_by_case)
+    if not absent:
+        return
+    shown = _label_list(absent, names)
+    readable = " readable" if len(present_by_case) < len(report.cases) else ""
+    report.add(
+        None,
+        f"label(s) {shown} allowed but absent from every one of the {len(present_by_case)}{readable} cases: "
+        "a model that never predicts them (or a wrong --label-map)?",
+        "warning",
+    )
+
+
+def _label_list(values: list[int], names: dict[int, str]) -> str:
+    """``"1 (liver), 2 (tumour)"`` with names; without, runs of three or more as ranges (``"1, 2, 4-255"``)."""
+    if any(v in names for v in values):
+        return ", ".join(f"{v} ({names[v]})" if v in names else str(v) for v in values)
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) >= 3 else ", ".join(map(str, run)) for run in runs)
 
 
 def _flip_hint(grid: FileGrid, image_grid: FileGrid) -> str:
@@ -342,17 +408,20 @@ def _ranges(values: list[int]) -> str:
 
 
 # -- rle-csv ------------------------------------------------------------------------------
-def _check_rle_csv(path: Path, expected: dict[str, ImageCase], allowed: frozenset[int] | None, report: CheckReport) -> None:
+def _check_rle_csv(
+    path: Path, expected: dict[str, ImageCase], allowed: frozenset[int] | None, report: CheckReport
+) -> dict[str, set[int]]:
+    """Check ``submission.csv``; return the classes with some foreground per case (per-class CSV only, else ``{}``)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
         report.add(None, f"{RLE_CSV_NAME}: unreadable ({exc})")
-        return
+        return {}
     header = [h.strip() for h in rows[0]] if rows else []
     if header not in (["ImageId", "EncodedPixels"], ["ImageId", "ClassId", "EncodedPixels"]):
         report.add(None, f"{RLE_CSV_NAME}: header {','.join(header) or '(none)'} should be ImageId,EncodedPixels or ImageId,ClassId,EncodedPixels")
-        return
+        return {}
     per_class = len(header) == 3
     grids: dict[str, FileGrid] = {}
     seen: dict[str, dict[tuple[int, int], str]] = defaultdict(dict)
@@ -426,3 +495,10 @@ def _check_rle_csv(path: Path, expected: dict[str, ImageCase], allowed: frozense
             report.add(case_id, "all slices empty (empty prediction)", "warning")
     if seen and empty_cases == len(seen):
         report.add(None, f"all {empty_cases} submitted case(s) are empty (all background)")
+    if not per_class:  # one binary class: which label it stands for is not recorded
+        return {}
+    return {
+        case_id: {0} | {label for (_, label), encoded in entries.items() if encoded}
+        for case_id, entries in seen.items()
+        if grids.get(case_id) is not None
+    }

@@ -163,7 +163,27 @@ def parse_allowed_labels(spec: str | Path | None) -> frozenset[int] | None:
     return frozenset(values)
 
 
+def label_names(fmt: SubmissionFormat, spec: str | Path | frozenset[int] | None) -> dict[int, str]:
+    """Names of label values, for messages: ``{value: name}``, background 0 included when named.
+
+    From a ``dataset.json`` given as ``spec`` (either layout, see :func:`parse_allowed_labels`),
+    else the format's own names (``acdc``: 1 right-ventricle cavity, 2 left-ventricle
+    myocardium, 3 left-ventricle cavity), else ``{}`` (ranges such as ``"0-3"`` carry no names).
+    """
+    if isinstance(spec, (str, Path)) and str(spec).strip():
+        text = str(spec).strip()
+        path = Path(text).expanduser()
+        if text.lower().endswith(".json") or path.is_file():
+            return _dataset_json_labels(path)
+    return dict(ACDC_LABELS) if fmt.name == "acdc" else {}
+
+
 def _labels_from_dataset_json(path: Path) -> frozenset[int]:
+    return frozenset(_dataset_json_labels(path)) | {0}
+
+
+def _dataset_json_labels(path: Path) -> dict[int, str]:
+    """``{value: name}`` from a dataset.json's ``labels`` (nnU-Net v2 or MSD / v1 layout)."""
     try:
         content = json.loads(path.read_text())
     except FileNotFoundError:
@@ -173,19 +193,19 @@ def _labels_from_dataset_json(path: Path) -> frozenset[int]:
     labels = content.get("labels") if isinstance(content, dict) else None
     if not isinstance(labels, dict) or not labels:
         raise ConfigError(f"{path}: has no 'labels' mapping")
-    values: set[int] = {0}
+    names: dict[int, str] = {}
     for key, value in labels.items():
         if isinstance(value, int) and not isinstance(value, bool):
-            values.add(value)  # nnU-Net v2: name -> value
+            names[value] = str(key)  # nnU-Net v2: name -> value
         elif str(key).isdigit():
-            values.add(int(key))  # MSD / nnU-Net v1: "value" -> name
+            names[int(key)] = str(value)  # MSD / nnU-Net v1: "value" -> name
         else:
             raise ConfigError(
                 f"{path}: label {key!r}: {value!r} is neither name -> integer nor \"integer\" -> name "
                 "(region-based labels are not supported)"
             )
-    _check_uint8(values, str(path))
-    return frozenset(values)
+    _check_uint8(set(names), str(path))
+    return dict(sorted(names.items()))
 
 
 def _check_uint8(values: set[int], where: str) -> None:

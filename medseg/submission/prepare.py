@@ -5,8 +5,9 @@ For each expected case (one per image): read the prediction (:func:`medseg.io.lo
 tolerance, or permuting/flipping axes exactly when the prediction was saved in another
 orientation; anything else is an error), remap labels, convert to uint8 and write the
 format's file(s). The output folder is built under a temporary name and renamed into place
-only when every case was written; then it is checked with :func:`check_submission`, and the
-zip (with manifest) is written only when that check passes.
+only when every case was written; then it is checked with :func:`check_submission` (whose
+warnings, e.g. an allowed label absent from every case, are reported but do not fail it), and
+the zip (with manifest) is written only when that check passes.
 """
 
 from __future__ import annotations
@@ -159,7 +160,8 @@ def prepare_submission(
             write_metrics_json(_metrics_csv_path(metrics_csv, pred_dir), tmp_dir / METRICS_JSON_NAME)
 
     result = PreparedSubmission(fmt.name, out_dir, prepared)
-    result.check = check_submission(fmt, out_dir, images_dir, allowed_labels=allowed, atol_mm=atol_mm)
+    # the user's spec, not ``allowed``: a dataset.json also gives the label names the check's messages use
+    result.check = check_submission(fmt, out_dir, images_dir, allowed_labels=allowed_labels, atol_mm=atol_mm)
     if zip_path is not None and result.check.ok:
         result.zip_path = write_submission_zip(
             out_dir, zip_path, fmt.name, command or _api_command(fmt, pred_dir, images_dir, out_dir), list(match.files)
