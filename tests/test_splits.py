@@ -4,7 +4,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from medseg.data.manifest import CaseEntry, Manifest, load_manifest
-from medseg.data.splits import fold_of, kfold_splits
+from medseg.data.splits import case_group, fold_of, kfold_splits, suspected_same_patient
 from medseg.errors import ConfigError
 
 
@@ -39,3 +39,30 @@ def test_too_few_groups():
     cases = [CaseEntry(f"c{i}", (PROJECT_ROOT,), group="same") for i in range(6)]
     with pytest.raises(ConfigError, match="1 patients/groups cannot fill 5 folds"):
         kfold_splits(_manifest(cases), 5)
+
+
+def _frames(ids):
+    return _manifest([CaseEntry(case_id, (PROJECT_ROOT,)) for case_id in ids])
+
+
+def test_group_pattern_keeps_each_patients_frames_in_one_fold():
+    """A dataset.json has no group column: data.group_pattern names the patient from the case id."""
+    ids = [f"patient{p:03d}_{frame}" for p in range(10) for frame in ("ED", "ES")]
+    assert case_group("patient007_ES", r"^(patient\d+)") == "patient007"
+    assert case_group("patient007_ES", r"patient\d+") == "patient007"  # no capture group: the whole match
+    for split in kfold_splits(_frames(ids), 5, seed=0, group_pattern=r"^(patient\d+)"):
+        assert not {c[:10] for c in split["val"]} & {c[:10] for c in split["train"]}
+    ungrouped = kfold_splits(_frames(ids), 5, seed=0)
+    assert any({c[:10] for c in s["val"]} & {c[:10] for c in s["train"]} for s in ungrouped)  # what the pattern prevents
+    with pytest.raises(ConfigError, match="does not match case id 'scan_1'"):
+        kfold_splits(_frames(ids + ["scan_1"]), 5, group_pattern=r"^(patient\d+)")
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        case_group("patient001_ED", "(patient")
+
+
+def test_frames_of_one_patient_without_groups_are_noticed():
+    alike = suspected_same_patient(_frames(["patient001_ED", "patient001_ES", "patient002_ED", "lung_001", "lung_002"]))
+    assert alike == [["patient001_ED", "patient001_ES"]]
+    assert suspected_same_patient(_frames(["lung_001", "lung_002", "case_00000", "case_00001"])) == []
+    grouped = _manifest([CaseEntry(c, (PROJECT_ROOT,), group="p1") for c in ("p1_ED", "p1_ES")])
+    assert suspected_same_patient(grouped) == []

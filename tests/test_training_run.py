@@ -72,6 +72,7 @@ def test_cli_resume_extends_a_finished_run(tmp_path):
         ({"data": {"configuration": "4d"}}, "data.configuration must be one of"),
         ({"data": {"manifest": "missing.csv"}}, "data.manifest: file not found"),
         ({"loss": {"name": "hinge"}}, "loss.name must be one of"),
+        ({"data": {"group_pattern": "(patient"}}, r"data.group_pattern '\(patient' is not a valid regular expression"),
     ],
 )
 def test_bad_configs_fail_before_training(tmp_path, change, message):

@@ -8,6 +8,7 @@ single split (``test`` cases are left out of training and validation).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -16,12 +17,43 @@ from medseg.data.manifest import Manifest
 from medseg.errors import ConfigError
 
 
-def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
+def case_group(case_id: str, group_pattern: str) -> str:
+    """The patient/group a case id belongs to under ``group_pattern``, a regular expression searched
+    in the id: its first capture group if it has one, else the whole match
+    (``r"^(patient\\d+)"``: ``patient001_ED`` -> ``patient001``).
+
+    Raises:
+        ConfigError: the pattern does not compile or does not match ``case_id``.
+    """
+    try:
+        match = re.search(group_pattern, case_id)
+    except re.error as error:
+        raise ConfigError(f"data.group_pattern {group_pattern!r} is not a valid regular expression: {error}") from None
+    if match is None:
+        raise ConfigError(f"data.group_pattern {group_pattern!r} does not match case id {case_id!r}")
+    return match.group(1) if match.re.groups else match.group(0)
+
+
+def suspected_same_patient(manifest: Manifest) -> list[list[str]]:
+    """Cases without a group whose ids differ only in a last ``_word`` holding letters, like the
+    frames of one patient (``patient001_ED`` / ``patient001_ES``, ``case7_T1`` / ``case7_T2``):
+    lists of two or more such case ids. Ids ending in a number (``lung_001``) never count. Empty
+    when every case has a group or nothing looks alike."""
+    stems: dict[str, list[str]] = {}
+    for case in manifest.cases:
+        stem, sep, last = case.case_id.rpartition("_")
+        if case.group is None and sep and any(ch.isalpha() for ch in last) and any(ch.isdigit() for ch in stem):
+            stems.setdefault(stem, []).append(case.case_id)
+    return [sorted(ids) for ids in stems.values() if len(ids) > 1]
+
+
+def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0, group_pattern: str | None = None) -> list[dict[str, list[str]]]:
     """``[{"train": [case ids], "val": [case ids]}, ...]``, one entry per fold.
 
-    Groups (cases without a group form their own) are shuffled with ``seed`` and dealt to the
-    folds largest first, so fold sizes differ by as little as the groups allow. Raises
-    :class:`ConfigError` when there are fewer groups than folds.
+    Groups (a case's ``group``; else, with ``group_pattern``, :func:`case_group` of its id; else
+    the case alone) are shuffled with ``seed`` and dealt to the folds largest first, so fold
+    sizes differ by as little as the groups allow. Raises :class:`ConfigError` when there are
+    fewer groups than folds, or ``group_pattern`` does not match a case id.
     """
     cases = [c for c in manifest.cases if c.split != "test"]
     if all(c.split in ("train", "val") for c in cases) and any(c.split == "val" for c in cases):
@@ -42,7 +74,8 @@ def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0) -> list[di
         ]
     groups: dict[str, list[str]] = {}
     for case in cases:
-        groups.setdefault(case.group or case.case_id, []).append(case.case_id)
+        name = case.group or (case_group(case.case_id, group_pattern) if group_pattern else case.case_id)
+        groups.setdefault(name, []).append(case.case_id)
     if n_folds < 2:
         raise ConfigError(f"{manifest.path}: need at least 2 folds, got {n_folds}")
     if len(groups) < n_folds:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +32,7 @@ import torch
 
 from medseg.config import from_dict, load_yaml, to_dict
 from medseg.errors import ConfigError
-from medseg.models import UNetConfig, build_unet
+from medseg.models import UNetConfig, build_unet, stage_channels
 from medseg.training.engine import LoopConfig, OptimConfig, Trainer, init_distributed
 from medseg.training.losses import DeepSupervisionLoss, LossConfig, build_loss
 
@@ -54,6 +55,9 @@ class DataConfig:
         preprocess_workers: processes for preprocessing.
         folds: number of cross-validation folds (ignored when the manifest sets folds/splits).
         split_seed: seed of the fold assignment.
+        group_pattern: regular expression naming each case's patient from its id (first capture
+            group, else the whole match), so one patient's cases stay in one fold, for manifests
+            without a ``group`` column (e.g. a ``dataset.json``): ``"^(patient\\d+)"``.
     """
 
     manifest: str
@@ -70,12 +74,18 @@ class DataConfig:
     preprocess_workers: int = 1
     folds: int = 5
     split_seed: int = 0
+    group_pattern: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.foreground_ratio <= 1.0:
             raise ValueError(f"data.foreground_ratio must be in [0, 1], got {self.foreground_ratio}")
         if self.workers < 0 or self.preprocess_workers < 1:
             raise ValueError("data.workers must be >= 0 and data.preprocess_workers >= 1")
+        if self.group_pattern is not None:
+            try:
+                re.compile(self.group_pattern)
+            except re.error as error:
+                raise ValueError(f"data.group_pattern {self.group_pattern!r} is not a valid regular expression: {error}") from None
 
 
 @dataclass
@@ -183,6 +193,8 @@ def network_settings(config: TrainingConfig, plan: dict[str, Any]) -> dict[str, 
             raise ConfigError(f"data.patch_size {patch} must be divisible by {factors} (the U-Net's downsampling per axis)")
     if config.data.batch_size is not None:
         settings["batch_size"] = int(config.data.batch_size)
+    settings["base_channels"] = config.model.base_channels or settings.get("base_channels", 32)
+    settings["max_channels"] = config.model.max_channels or settings.get("max_channels", 320)
     return settings
 
 
@@ -301,7 +313,7 @@ def train(
     from medseg.data.cache import open_cache
     from medseg.data.manifest import load_manifest
     from medseg.data.sampling import make_patch_loader
-    from medseg.data.splits import fold_of, kfold_splits
+    from medseg.data.splits import fold_of, kfold_splits, suspected_same_patient
 
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     if epochs is not None:
@@ -322,7 +334,13 @@ def train(
         torch.distributed.barrier()
     plan = json.loads((Path(config.data.cache) / "plan.json").read_text())
     manifest = load_manifest(config.data.manifest)
-    split = fold_of(kfold_splits(manifest, config.data.folds, config.data.split_seed), fold)
+    split = fold_of(kfold_splits(manifest, config.data.folds, config.data.split_seed, config.data.group_pattern), fold)
+    computed_folds = not any(case.split or case.fold is not None for case in manifest.cases)
+    if context.is_main and computed_folds and config.data.group_pattern is None and (alike := suspected_same_patient(manifest)):
+        examples = "; ".join(", ".join(ids) for ids in alike[:3])
+        print(f"warning: {sum(map(len, alike))} cases look like several scans of one patient ({examples}{' ...' if len(alike) > 3 else ''}) "
+              "but have no group, so one patient may be in training and validation; set data.group_pattern "
+              "(e.g. '^(patient\\d+)') or a group column in a CSV manifest", flush=True)
     settings = network_settings(config, plan)
     train_cases = open_cache(config.data.cache, split["train"])
     val_cases = open_cache(config.data.cache, split["val"])
@@ -332,7 +350,12 @@ def train(
 
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_run_files(run_dir, config, plan, split, fold, manifest)
+        _write_run_files(run_dir, config, plan, split, fold, manifest, settings)
+        if progress:
+            channels = stage_channels(len(settings["strides"]), settings["base_channels"], settings["max_channels"])
+            print(f"training a {config.data.configuration.upper()} U-Net on {torch_device.type}: patch {settings['patch_size']} voxels, "
+                  f"batch {settings['batch_size']}, {in_channels} input channel(s), feature maps {channels}; fold {fold}: "
+                  f"{len(split['train'])} training / {len(split['val'])} validation cases (see network.json)", flush=True)
 
     torch.manual_seed(config.train.seed)
     model = build_unet(
@@ -374,9 +397,11 @@ def train(
     return run_dir
 
 
-def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any], split: dict[str, list[str]], fold: int, manifest) -> None:
-    """config.yaml (as used), plan.json, splits.json and validation.csv: the fold's held-out cases as a
-    manifest, ready for ``medseg predict --input`` and ``medseg evaluate --manifest``."""
+def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any], split: dict[str, list[str]], fold: int, manifest,
+                     settings: dict[str, Any]) -> None:
+    """config.yaml (as used), plan.json (the dataset's plan), network.json (the network actually trained:
+    the plan's configuration with the config's overrides), splits.json and validation.csv (the fold's
+    held-out cases as a manifest, ready for ``medseg predict --input`` and ``medseg evaluate --manifest``)."""
     import yaml
 
     from medseg.data.manifest import write_csv_manifest
@@ -384,6 +409,7 @@ def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any]
 
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     atomic_write_text(run_dir / "plan.json", json.dumps(plan, indent=1) + "\n")
+    atomic_write_text(run_dir / "network.json", json.dumps({"configuration": config.data.configuration, **settings}, indent=1) + "\n")
     atomic_write_text(run_dir / "splits.json", json.dumps({"fold": fold, **split}, indent=1) + "\n")
     held_out = [manifest.case(case_id) for case_id in split["val"]]
     if held_out:
