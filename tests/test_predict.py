@@ -126,6 +126,49 @@ def test_failing_case_is_reported_and_others_continue(ct_run, tmp_path, capsys):
     assert (tmp_path / "o" / "good.nii.gz").exists()
 
 
+def test_tta_says_which_axes_it_mirrors_before_predicting(ct_run, tmp_path, capsys):
+    from medseg.io import save_volume
+    from medseg.phantoms import make_ct_thorax
+    from medseg.training.checkpoint import load_checkpoint, save_checkpoint
+
+    image, _ = make_ct_thorax(5)
+    save_volume(image, tmp_path / "in" / "ct.nii.gz")
+    args = ["predict", "--input", str(tmp_path / "in"), "--quiet", "--tta"]
+    # ct_run trained with augmentation none: nothing was flipped, so --tta mirrors nothing, and says so
+    assert main(args + ["--model", str(ct_run), "--out", str(tmp_path / "plain")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "--tta: the training mirrored no axis (augmentation without flips, or labels that name sides such as "
+        "left/right?), so no mirroring is done: 1 pass per window"
+    )
+    assert lines[1].startswith("1 predicted")  # said once, before predicting
+    state = load_checkpoint(ct_run / "checkpoint_best.pt")  # the same run as if its training had flipped axes 1 and 2
+    state["config"]["mirror_axes"] = [2, 1]
+    save_checkpoint(state, tmp_path / "flipped.pt")
+    assert main(args + ["--model", str(tmp_path / "flipped.pt"), "--out", str(tmp_path / "mirrored")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "--tta: test-time mirroring along array axes 1 (posterior-anterior), 2 (inferior-superior) "
+        "of the preprocessed RAS grid: 4 passes per window"
+    )
+    assert lines[1].startswith("1 predicted")
+    assert main(["predict", "--model", str(tmp_path / "flipped.pt"), "--input", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "none"), "--quiet"]) == 0
+    assert not capsys.readouterr().out.startswith("--tta")  # without --tta nothing is said
+
+
+def test_mirroring_note_counts_passes_and_names_axes_only_for_anatomical_grids():
+    from medseg.inference.predict import mirroring_note
+
+    assert mirroring_note(False, [0, 1, 2]) is None
+    assert mirroring_note(True, [0, 1, 2], "LPS").endswith(
+        "axes 0 (left-right), 1 (posterior-anterior), 2 (inferior-superior) of the preprocessed LPS grid: 8 passes per window"
+    )
+    assert mirroring_note(True, [0], "none") == (
+        "--tta: test-time mirroring along array axes 0 of the preprocessed grid (the files' voxel order): 2 passes per window"
+    )
+
+
 @pytest.mark.slow
 def test_a_two_channel_model_predicts_from_every_channel(tmp_path):
     """nnU-Net channel files <case>_0000, <case>_0001 form one input; a wrong channel count is a clear error."""

@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="run folder (uses checkpoint_best.pt) or a checkpoint file")
     parser.add_argument("--input", required=True, help="a scan (file or DICOM folder), a folder of scans, or a manifest")
     parser.add_argument("--out", required=True, help="output folder: <case_id>.nii.gz (uint8) per case")
-    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (2^axes passes)")
+    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation along the axes the training flipped (2^axes passes; says which)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the run's)")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass")
@@ -27,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     cases = shard(discover_inputs(args.input), args.num_shards, args.shard_id)
     predictor = Predictor(args.model, device=args.device, overlap=args.overlap, tta=args.tta, batch_size=args.batch_size)
+    note = predictor.mirroring_note()
+    if note:
+        print(note, flush=True)
     report = predict_cases(
         predictor, cases, args.out, overwrite=args.overwrite, save_probabilities=args.save_probabilities, progress=not args.quiet
     )

@@ -56,7 +56,8 @@ class Predictor:
         device: ``cpu``, ``cuda`` or ``None`` (CUDA when available).
         overlap: sliding-window overlap in [0, 1) (default: the run's validation overlap).
         tta: mirroring test-time augmentation along the axes the training augmentation flipped
-            (none if it flipped none: mirroring a left/right-labelled task would swap sides).
+            (none if it flipped none: mirroring a left/right-labelled task would swap sides);
+            :meth:`mirroring_note` says which axes that is.
         batch_size: windows per forward pass (default: the run's training batch size).
         postprocess: a ``postprocess`` section (dict) overriding the run's.
     """
@@ -103,7 +104,12 @@ class Predictor:
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
         self.slice_axis = int(self.settings.get("slice_axis", 2))
+        self.tta = tta
         self.mirror_axes = [int(a) for a in saved.get("mirror_axes", [])] if tta else []
+
+    def mirroring_note(self) -> str | None:
+        """One line saying what ``tta`` does with this run (see :func:`mirroring_note`); ``None`` without ``tta``."""
+        return mirroring_note(self.tta, self.mirror_axes, self.plan.get("preprocessing", {}).get("orientation", "RAS"))
 
     @torch.no_grad()
     def predict(
@@ -178,6 +184,36 @@ class Predictor:
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             return run(torch.device("cpu"))  # stitch in host memory
+
+
+_AXIS_NAMES = {"R": "left-right", "L": "left-right", "A": "posterior-anterior", "P": "posterior-anterior",
+               "S": "inferior-superior", "I": "inferior-superior"}
+
+
+def mirroring_note(tta: bool, mirror_axes: Sequence[int], orientation: str | None = "RAS") -> str | None:
+    """One line saying which axes test-time mirroring flips and how many forward passes that costs.
+
+    ``mirror_axes`` are array axes 0, 1, 2 of the preprocessed ``[i, j, k]`` grid (the axes
+    the training augmentation flipped); every combination of flips is predicted, so ``n``
+    axes cost ``2**n`` forward passes per sliding window (2D: per window of slices).
+    ``orientation`` is the plan's (e.g. ``"RAS"``: axis 0 runs left-right, 1 posterior-anterior,
+    2 inferior-superior); ``"none"`` or ``None`` (the files' voxel order) names no direction.
+    Returns ``None`` when ``tta`` is False; with ``tta`` and no axis (empty ``mirror_axes``)
+    the line says that nothing is mirrored, and why that may be.
+    """
+    if not tta:
+        return None
+    if not mirror_axes:
+        return (
+            "--tta: the training mirrored no axis (augmentation without flips, or labels that name sides "
+            "such as left/right?), so no mirroring is done: 1 pass per window"
+        )
+    code = (orientation or "none").upper()
+    anatomical = len(code) == 3 and all(letter in _AXIS_NAMES for letter in code)
+    axes = sorted(int(a) for a in mirror_axes)
+    shown = ", ".join(f"{a} ({_AXIS_NAMES[code[a]]})" if anatomical else str(a) for a in axes)
+    grid = f"the preprocessed {code} grid" if anatomical else "the preprocessed grid (the files' voxel order)"
+    return f"--tta: test-time mirroring along array axes {shown} of {grid}: {2 ** len(axes)} passes per window"
 
 
 def predict_cases(
