@@ -531,3 +531,25 @@ def test_read_grid_expands_home_like_load_volume(tmp_path, monkeypatch):
     with pytest.raises(VolumeReadError) as missing:
         read_grid("~/absent.nii.gz")
     assert str(missing.value) == f"{tmp_path / 'absent.nii.gz'}: no such file or folder"
+
+
+@pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])
+def test_detached_header_formats_name_their_data_file_and_move_as_a_pair(tmp_path, suffix):
+    """A header + data pair: the header names the data file beside it (not a temporary), re-saving
+    leaves no stray files, and the pair still loads after being copied elsewhere."""
+    import shutil
+
+    volume = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.diag([0.5, 0.7, 2.0, 1.0]))
+    target = tmp_path / "out" / f"x{suffix}"
+    save_volume(volume, target)
+    save_volume(volume.with_array(volume.array + 1), target)
+    files = sorted(p.name for p in target.parent.iterdir())
+    assert len(files) == 2 and not any(name.startswith(".tmp") for name in files), files
+    header = target.read_text(errors="replace")
+    data_name = next(name for name in files if name != target.name)
+    assert data_name in header and ".tmp" not in header
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in files:
+        shutil.copy(target.parent / name, moved / name)
+    np.testing.assert_array_equal(load_volume(moved / target.name).array, volume.array + 1)

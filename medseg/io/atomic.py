@@ -1,8 +1,9 @@
 """Atomic file writes: a temporary file beside the target, renamed over it only when complete.
 
 Every writer in medseg that replaces a file (volumes, cache arrays, checkpoints, CSV/JSON
-reports, submission zips) goes through :func:`atomic_path`, so a reader of the target sees
-either the old file or the new one, never a half-written one, and the new file gets the
+reports, submission zips) goes through :func:`atomic_path` (a ``.mhd``/``.nhdr`` header and its
+data file are moved as a pair instead, see :func:`medseg.io.save_volume`), so a reader of the
+target sees either the old file or the new one, never a half-written one, and the new file gets the
 permissions ``open()`` would have given it rather than ``mkstemp``'s private ``0o600``.
 Standard library only (``tempfile``, ``os.replace``).
 """

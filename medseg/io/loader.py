@@ -7,6 +7,9 @@ folder, or one file of the series; see :mod:`medseg.io.dicom`).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,13 +17,15 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, VolumeReadError
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import atomic_path, default_file_mode
 from medseg.io.dicom import is_dicom_file, read_dicom_series
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.volume import Volume, affine_from_sitk, check_same_grid, itk_geometry_from_affine
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: formats whose header names a separate data file
+DETACHED_HEADER_SUFFIXES = (".nhdr", ".mhd")
 SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
 
 
@@ -265,7 +270,8 @@ def save_volume(volume: Volume, path: str | Path, *, label: bool | None = None) 
 
     The write is atomic (:func:`medseg.io.atomic.atomic_path`: a temporary file renamed into
     place, permissions 0666 minus the umask), so an interrupted run never leaves a half-written
-    file; missing parent folders are created. Label maps (``label=True``, or
+    file; ``.mhd``/``.nhdr`` write a header and a data file, moved into place data first, header
+    last. Missing parent folders are created. Label maps (``label=True``, or
     ``volume.meta["kind"] == "label"`` when ``label`` is None) are written as uint8 (uint16
     above 255) after checking the values are whole and non-negative. NIfTI gets identical
     qform and sform (code 1, scanner) and mm units; the header stores the affine in float32,
@@ -286,12 +292,31 @@ def save_volume(volume: Volume, path: str | Path, *, label: bool | None = None) 
     suffix = next((s for s in NIFTI_SUFFIXES + ITK_SUFFIXES if name.endswith(s)), None)
     if suffix is None:
         raise VolumeReadError(f"{path}: cannot write this file type; use .nii.gz, .nii, .nrrd, .mha or .mhd")
+    if suffix in DETACHED_HEADER_SUFFIXES:
+        _write_detached(array, volume.affine, path)
+        return path
     with atomic_path(path, suffix=suffix) as tmp:
         if suffix in NIFTI_SUFFIXES:
             _write_nifti(array, volume.affine, str(tmp))
         else:
             _write_itk(array, volume.affine, str(tmp))
     return path
+
+
+def _write_detached(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """``.mhd`` / ``.nhdr``: a header naming its data file (``.zraw``, ``.raw.gz``, ...). Both are
+    written under their final names in a temporary folder beside ``path`` (the header must name
+    the data file it will sit next to), then moved into place data first, header last, so the
+    header never points at a missing or half-written file; on failure nothing is moved."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
+    try:
+        _write_itk(array, affine, str(folder / path.name))
+        for written in sorted(folder.iterdir(), key=lambda f: f.name == path.name):  # the header last
+            os.chmod(written, default_file_mode())
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write_nifti(array: np.ndarray, affine: np.ndarray, path: str) -> None:
