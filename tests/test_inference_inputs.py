@@ -18,6 +18,8 @@ def test_folder_of_files_and_channels(tmp_path):
     assert [(c.case_id, [p.name for p in c.channels]) for c in cases] == [
         ("a", ["a.nrrd"]), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]), ("c", ["c_0000.mha"]), ("d", ["d_0001.nii.gz"])
     ]
+    single = discover_inputs(tmp_path / "b_0000.nii.gz")  # one file given: its sibling channels come too
+    assert [(c.case_id, [p.name for p in c.channels]) for c in single] == [("b", ["b_0000.nii.gz", "b_0001.nii.gz"])]
 
 
 def test_dicom_series_folders(tmp_path):

@@ -328,8 +328,8 @@ def test_gzip_header_rewrite_keeps_the_file_permissions(tmp_path):
     path = tmp_path / "x.nii.gz"
     with open(path, "wb") as raw, gzip.GzipFile(filename="x.nii", mode="wb", fileobj=raw, mtime=12345) as zipped:
         zipped.write(b"payload")
-    path.chmod(0o644)
+    path.chmod(0o640)  # neither mkstemp's 0600 nor the default 0644 under umask 022
     make_gzip_deterministic(path)
     data = path.read_bytes()
     assert data[4:8] == b"\0\0\0\0" and not data[3] & 0x08 and gzip.decompress(data) == b"payload"
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o640

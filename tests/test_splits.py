@@ -4,7 +4,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from medseg.data.manifest import CaseEntry, Manifest, load_manifest
-from medseg.data.splits import case_group, fold_of, kfold_splits, suspected_same_patient
+from medseg.data.splits import case_group, fold_of, given_splits, kfold_splits, suspected_same_patient
 from medseg.errors import ConfigError
 
 
@@ -66,3 +66,13 @@ def test_frames_of_one_patient_without_groups_are_noticed():
     assert suspected_same_patient(_frames(["lung_001", "lung_002", "case_00000", "case_00001"])) == []
     grouped = _manifest([CaseEntry(c, (PROJECT_ROOT,), group="p1") for c in ("p1_ED", "p1_ES")])
     assert suspected_same_patient(grouped) == []
+
+
+def test_given_splits_only_when_the_manifest_fixes_them():
+    """Test cases set aside, or folds on only some cases, still leave the folds to be computed."""
+    some_test = [CaseEntry("a", (PROJECT_ROOT,), split="test"), CaseEntry("b", (PROJECT_ROOT,)), CaseEntry("c", (PROJECT_ROOT,))]
+    assert given_splits(_manifest(some_test)) is None
+    partial_folds = [CaseEntry("a", (PROJECT_ROOT,), fold=0), CaseEntry("b", (PROJECT_ROOT,))]
+    assert given_splits(_manifest(partial_folds)) is None
+    fixed = [CaseEntry("a", (PROJECT_ROOT,), split="train"), CaseEntry("b", (PROJECT_ROOT,), split="val")]
+    assert given_splits(_manifest(fixed)) == [{"train": ["a"], "val": ["b"]}]

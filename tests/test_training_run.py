@@ -127,3 +127,13 @@ def test_example_figure_leaves_the_callers_matplotlib_backend_alone():
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_a_bad_augmentation_file_fails_before_planning(tmp_path):
+    config = write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])
+    (tmp_path / "aug.yaml").write_text("spatial: {flipp: {p: 0.5}}\n")
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["augmentation"] = "aug.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"aug.yaml.*flipp.*did you mean 'flip'"):
+        load_training_config(config)

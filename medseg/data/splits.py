@@ -47,14 +47,10 @@ def suspected_same_patient(manifest: Manifest) -> list[list[str]]:
     return [sorted(ids) for ids in stems.values() if len(ids) > 1]
 
 
-def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0, group_pattern: str | None = None) -> list[dict[str, list[str]]]:
-    """``[{"train": [case ids], "val": [case ids]}, ...]``, one entry per fold.
-
-    Groups (a case's ``group``; else, with ``group_pattern``, :func:`case_group` of its id; else
-    the case alone) are shuffled with ``seed`` and dealt to the folds largest first, so fold
-    sizes differ by as little as the groups allow. Raises :class:`ConfigError` when there are
-    fewer groups than folds, or ``group_pattern`` does not match a case id.
-    """
+def given_splits(manifest: Manifest) -> list[dict[str, list[str]]] | None:
+    """The splits the manifest fixes itself, or ``None`` when folds are to be computed from groups:
+    ``split`` values (every non-test case ``train`` or ``val``, at least one ``val``) give one split;
+    a ``fold`` on every non-test case gives one split per fold value."""
     cases = [c for c in manifest.cases if c.split != "test"]
     if all(c.split in ("train", "val") for c in cases) and any(c.split == "val" for c in cases):
         return [
@@ -64,14 +60,28 @@ def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0, group_patt
             }
         ]
     if cases and all(c.fold is not None for c in cases):
-        folds = sorted({c.fold for c in cases})
         return [
             {
                 "train": sorted(c.case_id for c in cases if c.fold != fold),
                 "val": sorted(c.case_id for c in cases if c.fold == fold),
             }
-            for fold in folds
+            for fold in sorted({c.fold for c in cases})
         ]
+    return None
+
+
+def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0, group_pattern: str | None = None) -> list[dict[str, list[str]]]:
+    """``[{"train": [case ids], "val": [case ids]}, ...]``, one entry per fold.
+
+    Groups (a case's ``group``; else, with ``group_pattern``, :func:`case_group` of its id; else
+    the case alone) are shuffled with ``seed`` and dealt to the folds largest first, so fold
+    sizes differ by as little as the groups allow. Raises :class:`ConfigError` when there are
+    fewer groups than folds, or ``group_pattern`` does not match a case id.
+    """
+    given = given_splits(manifest)
+    if given is not None:
+        return given
+    cases = [c for c in manifest.cases if c.split != "test"]
     groups: dict[str, list[str]] = {}
     for case in cases:
         name = case.group or (case_group(case.case_id, group_pattern) if group_pattern else case.case_id)

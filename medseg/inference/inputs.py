@@ -49,8 +49,9 @@ def discover_inputs(path: str | Path) -> list[InputCase]:
         from medseg.data.manifest import load_manifest
 
         cases = [InputCase(c.case_id, c.images[0], tuple(c.images[1:])) for c in load_manifest(path)]
-    elif path.is_file():
-        cases = [InputCase(strip_channel_suffix(case_id_from_path(path)), path)]
+    elif path.is_file():  # channel 0 of an nnU-Net name brings its sibling channels
+        case_id = case_id_from_path(path)
+        cases = [InputCase(strip_channel_suffix(case_id), path, _more_channels(path, case_id))]
     elif _holds_dicom(path):
         cases = [InputCase(path.name, path)]
     else:

@@ -95,7 +95,8 @@ class Predictor:
         self.overlap = training["validation"]["overlap"] if overlap is None else overlap
         self.batch_size = batch_size or max(2, int(self.settings["batch_size"]))
         self.in_channels = int(saved["in_channels"])
-        self.channel_names = [str(name) for name in self.plan.get("dataset", {}).get("channel_names", {}).values()] or ["?"] * self.in_channels
+        names = [str(name) for name in self.plan.get("dataset", {}).get("channel_names", {}).values()]
+        self.channel_names = (names + ["?"] * self.in_channels)[: self.in_channels]
         model_config = from_dict(UNetConfig, training["model"], "model")
         self.model = build_unet(
             model_config, self.in_channels, self.num_classes, self.settings["strides"], self.settings["kernel_sizes"],

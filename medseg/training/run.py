@@ -142,6 +142,13 @@ def load_training_config(path: str | Path, overrides: dict[str, dict[str, Any]] 
         value = getattr(data, key)
         if value not in (None, "default", "none") and not Path(value).exists():
             raise ConfigError(f"{path}: data.{key}: file not found: {value}")
+    # the files the config points to are checked now, not after planning and preprocessing
+    from medseg.data.config import load_augmentation_config, load_preprocessing_config
+
+    if data.augmentation not in ("default", "none"):
+        load_augmentation_config(data.augmentation)
+    if data.preprocessing is not None:
+        load_preprocessing_config(data.preprocessing)
     return config, base
 
 
@@ -313,7 +320,7 @@ def train(
     from medseg.data.cache import open_cache
     from medseg.data.manifest import load_manifest
     from medseg.data.sampling import make_patch_loader
-    from medseg.data.splits import fold_of, kfold_splits, suspected_same_patient
+    from medseg.data.splits import fold_of, given_splits, kfold_splits, suspected_same_patient
 
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     if epochs is not None:
@@ -335,7 +342,7 @@ def train(
     plan = json.loads((Path(config.data.cache) / "plan.json").read_text())
     manifest = load_manifest(config.data.manifest)
     split = fold_of(kfold_splits(manifest, config.data.folds, config.data.split_seed, config.data.group_pattern), fold)
-    computed_folds = not any(case.split or case.fold is not None for case in manifest.cases)
+    computed_folds = given_splits(manifest) is None
     if context.is_main and computed_folds and config.data.group_pattern is None and (alike := suspected_same_patient(manifest)):
         examples = "; ".join(", ".join(ids) for ids in alike[:3])
         print(f"warning: {sum(map(len, alike))} cases look like several scans of one patient ({examples}{' ...' if len(alike) > 3 else ''}) "
