@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,6 @@ def test_csv_manifest_with_metadata(tmp_path):
     assert validate_manifest(manifest) == []
 
 
-
 def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
     _make_case(tmp_path, "a")
     _make_case(tmp_path, "b")
@@ -101,6 +101,61 @@ def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
     two_channels = [CaseEntry("c", (tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"))]
     assert load_manifest(write_csv_manifest(tmp_path / "c.csv", two_channels, labels)).cases == two_channels
     assert "c_0000.nii.gz;c_0001.nii.gz" in (tmp_path / "c.csv").read_text()
+
+
+def test_written_csv_manifest_keeps_awkward_but_valid_values(tmp_path):
+    cases = [CaseEntry('a,"b" #1', (tmp_path / "a b.nii.gz",), tmp_path / "lab;el.nii.gz", "test", 0, "p;1 # x"),
+             CaseEntry("é", (tmp_path / "e.nii.gz",), None, None, None, None)]
+    labels = {"background": 0, "rv cavity: left": 1, "-1x": 2}
+    manifest = load_manifest(write_csv_manifest(tmp_path / "m.csv", cases, labels, name="toy: v2 # 1", modality="mri"))
+    assert manifest.cases == cases and manifest.labels == labels
+    assert (manifest.name, manifest.modality) == ("toy: v2 # 1", "MRI")
+
+
+def _case(case_id="a", images=("a_0000.nii.gz",), **fields) -> CaseEntry:
+    return CaseEntry(case_id, tuple(Path("/data") / image for image in images), **fields)
+
+
+LABELS = {"background": 0, "organ": 1}
+
+
+@pytest.mark.parametrize(
+    "cases, labels, header, message",
+    [
+        ([_case(images=("a;b_0000.nii.gz",))], LABELS, {}, "case 'a': image path '/data/a;b_0000.nii.gz' contains ';'"),
+        ([_case()], {"background": 0, "rv,cavity": 1}, {}, "label 'rv,cavity' contains ',' or '='"),
+        ([_case()], {"background": 0, "organ=lesion": 1}, {}, "label 'organ=lesion' contains ',' or '='"),
+        ([_case("#a")], LABELS, {}, "case '#a': case id starts with '#'"),
+        ([_case()], LABELS, {"name": "toy\n# labels: x=1"}, "name 'toy\\n# labels: x=1' contains a line break"),
+        ([_case()], LABELS, {"modality": "CT\r"}, "modality 'CT\\r' contains a line break"),
+        ([_case()], LABELS, {"name": "toy\u2028v2"}, "name 'toy\\u2028v2' contains a line break"),
+        ([_case("a\nb")], LABELS, {}, "case id contains a line break"),
+        ([_case(" a")], LABELS, {}, "case id has leading or trailing whitespace"),
+        ([_case("a ")], LABELS, {}, "case id has leading or trailing whitespace"),
+        ([_case("")], LABELS, {}, "case id is empty"),
+        ([_case(images=("a_0000.nii.gz ",))], LABELS, {}, "path '/data/a_0000.nii.gz ' has leading or trailing"),
+        ([_case(group=" p1")], LABELS, {}, "group ' p1' has leading or trailing whitespace"),
+        ([_case(group="")], LABELS, {}, "group '' is empty"),
+        ([_case(split="validation")], LABELS, {}, "split must be train, val, test or None"),
+        ([_case(fold=-1)], LABELS, {}, "fold must be a non-negative integer or None, got -1"),
+        ([_case(fold=True)], LABELS, {}, "fold must be a non-negative integer or None, got True"),
+        ([_case(images=())], LABELS, {}, "case 'a': no image file"),
+        ([_case(), _case("b", ("b_0.nii.gz", "b_1.nii.gz"))], LABELS, {}, "case 'b' has 2 image channel(s), but case 'a' has 1"),
+        ([_case(), _case()], LABELS, {}, "case id 'a' appears more than once"),
+        ([_case()], {"background": 0, "1": 2}, {}, "label '1' looks like an integer"),
+        ([_case()], {"background": 0, " organ": 1}, {}, "label ' organ' has leading or trailing whitespace"),
+        ([_case()], {"background": 0, "organ": 1, "lesion": 1}, {}, "label value 1 is used twice"),
+        ([_case()], {"background": 0, "organ": 1.5}, {}, "label 'organ' has value '1.5', which is not an integer"),
+        ([_case()], {"organ": 1}, {}, "lack value 0 (background), which the reader would add"),
+        ([_case()], {}, {}, "no labels given"),
+    ],
+)
+def test_csv_writer_refuses_what_would_not_read_back(tmp_path, cases, labels, header, message):
+    with pytest.raises(ConfigError, match=f"m.csv: .*{re.escape(message)}"):
+        write_csv_manifest(tmp_path / "m.csv", cases, labels, **header)
+    assert not (tmp_path / "m.csv").exists()
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -108,12 +163,18 @@ def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
         ("case_id,label\na,y.nii.gz\n", "missing image"),
         ("case_id,image\na,x.nii.gz\na,z.nii.gz\n", "appears more than once"),
         ("case_id,image,fold\na,x.nii.gz,one\n", "fold must be a non-negative integer"),
+        ("case_id,image,fold\na,x.nii.gz,\u00b2\n", "fold must be a non-negative integer"),
         ("# labels: organ\ncase_id,image\na,x.nii.gz\n", "must be name=value"),
+        ("case_id,image\n  ,x.nii.gz\n", "line 2 lacks case_id or image"),
+        ("# name: toy\ncase_id,image\na,x.nii.gz\nb,;\n", "line 4 (case 'b'): image cell ';' names no file"),
+        ("case_id,image\na, ; \n", "line 2 (case 'a'): image cell ' ; ' names no file"),
+        ("case_id,image\na,x.nii.gz\n\n# b has two\nb,y_0.nii.gz;y_1.nii.gz\n",
+         "line 5 (case 'b'): 2 image channel(s), but case 'a' has 1; every case needs the same channels"),
     ],
 )
 def test_bad_csv_manifests(tmp_path, content, message):
     (tmp_path / "bad.csv").write_text(content)
-    with pytest.raises(ConfigError, match=f"bad.csv: .*{message}"):
+    with pytest.raises(ConfigError, match=f"bad.csv: .*{re.escape(message)}"):
         load_manifest(tmp_path / "bad.csv")
 
 

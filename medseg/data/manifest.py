@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -118,7 +120,7 @@ def _parse_labels(raw: object, source: Path) -> dict[str, int]:
         raise ConfigError(f"{source}: 'labels' must be a non-empty mapping")
     labels: dict[str, int] = {}
     for key, value in raw.items():
-        if str(key).lstrip("-").isdigit() and isinstance(value, str):  # MSD: {"0": "background"}
+        if _looks_like_integer(str(key)) and isinstance(value, str):  # MSD: {"0": "background"}
             name, number = value, int(key)
         else:  # nnU-Net v2: {"background": 0}
             name, number = str(key), value
@@ -181,7 +183,7 @@ def _load_dataset_json(path: Path) -> Manifest:
 def _load_csv(path: Path) -> Manifest:
     meta: dict[str, str] = {}
     lines = path.read_text().splitlines()
-    body = []
+    body, body_line_numbers = [], []
     for number, line in enumerate(lines, 1):
         if line.startswith("#"):
             key, sep, value = line[1:].partition(":")
@@ -189,6 +191,7 @@ def _load_csv(path: Path) -> Manifest:
                 meta[key.strip().lower()] = value.strip()
         elif line.strip():
             body.append(line)
+            body_line_numbers.append(number)
     reader = csv.DictReader(body)
     columns = reader.fieldnames or []
     missing = [c for c in ("case_id", "image") if c not in columns]
@@ -198,26 +201,29 @@ def _load_csv(path: Path) -> Manifest:
     if unknown:
         raise ConfigError(f"{path}: unknown CSV column(s) {', '.join(unknown)}; allowed: {', '.join(_CSV_COLUMNS)}")
     root = path.parent
-    cases = []
-    for row_number, row in enumerate(reader, 2):
-        if not row["case_id"] or not row["image"]:
-            raise ConfigError(f"{path}: row {row_number} lacks case_id or image")
+    cases: list[CaseEntry] = []
+    for row in reader:
+        line_number = body_line_numbers[reader.line_num - 1]
+        case_id = (row["case_id"] or "").strip()
+        if not case_id or not row["image"]:
+            raise ConfigError(f"{path}: line {line_number} lacks case_id or image")
+        where = f"{path}: line {line_number} (case {case_id!r})"
+        images = tuple((root / image.strip()).resolve() for image in row["image"].split(";") if image.strip())
+        if not images:
+            raise ConfigError(f"{where}: image cell {row['image']!r} names no file")
+        if cases and len(images) != len(cases[0].images):
+            raise ConfigError(f"{where}: {len(images)} image channel(s), but case {cases[0].case_id!r} has "
+                              f"{len(cases[0].images)}; every case needs the same channels")
         fold = row.get("fold") or None
-        if fold is not None and not fold.strip().isdigit():
-            raise ConfigError(f"{path}: row {row_number}: fold must be a non-negative integer, got {fold!r}")
+        if fold is not None and not re.fullmatch(r"[0-9]+", fold.strip()):
+            raise ConfigError(f"{where}: fold must be a non-negative integer, got {fold!r}")
         split = (row.get("split") or "").strip() or None
         if split not in (None, "train", "val", "test"):
-            raise ConfigError(f"{path}: row {row_number}: split must be train, val or test, got {split!r}")
-        cases.append(
-            CaseEntry(
-                row["case_id"].strip(),
-                tuple((root / image.strip()).resolve() for image in row["image"].split(";") if image.strip()),
-                (root / row["label"].strip()).resolve() if (row.get("label") or "").strip() else None,
-                split,
-                int(fold) if fold is not None else None,
-                (row.get("group") or "").strip() or None,
-            )
-        )
+            raise ConfigError(f"{where}: split must be train, val or test, got {split!r}")
+        label = (row.get("label") or "").strip()
+        group = (row.get("group") or "").strip()
+        cases.append(CaseEntry(case_id, images, (root / label).resolve() if label else None, split,
+                               int(fold) if fold is not None else None, group or None))
     labels = {"background": 0}
     if "labels" in meta:
         pairs = {}
@@ -230,7 +236,6 @@ def _load_csv(path: Path) -> Manifest:
     _check_unique(cases, path)
     channel = {0: meta["modality"]} if "modality" in meta else {0: ""}
     return Manifest(path, meta.get("name", path.stem), labels, channel, cases)
-
 
 
 def write_csv_manifest(
@@ -246,8 +251,16 @@ def write_csv_manifest(
     Columns ``case_id,image,label,split,fold,group`` (empty cells for what a case lacks), headed by
     ``# name:``, ``# modality:`` and ``# labels:`` lines; a multi-channel case's images are
     joined by ``;``. Files below the CSV's folder are written relative to it, others as absolute
-    paths. An empty ``cases`` writes a manifest with no rows. The file is replaced atomically.
-    Returns ``path``.
+    paths; they read back resolved (absolute, symlinks followed). An empty ``cases`` writes a
+    manifest with no rows. The file is replaced atomically. Returns ``path``.
+
+    Raises :class:`ConfigError` naming the case or label, and writes nothing, for anything that
+    would read back differently or not at all: an empty text, a line break, leading or trailing
+    whitespace (the reader strips), a case id starting with ``#`` (a comment line), an image path
+    containing ``;`` (the channel separator), a case without images or with another channel count
+    than the first case, a repeated case id, a split other than train/val/test/None, a fold that is
+    not a non-negative integer, a label name containing ``,`` or ``=`` or looking like an integer,
+    a label value outside 0..65535 or used twice, or labels without value 0.
     """
     import io
 
@@ -263,15 +276,86 @@ def write_csv_manifest(
     text = io.StringIO()
     for key, value in (("name", name), ("modality", modality)):
         if value:
+            if problem := _text_problem(value):
+                raise ConfigError(f"{path}: {key} {value!r} {problem}; it would not read back the same")
             text.write(f"# {key}: {value}\n")
-    text.write("# labels: " + ", ".join(f"{label}={value}" for label, value in sorted(labels.items(), key=lambda kv: kv[1])) + "\n")
+    text.write(_labels_line(labels, path))
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(_CSV_COLUMNS)
     for case in cases:
-        writer.writerow([case.case_id, ";".join(relative(image) for image in case.images), relative(case.label), case.split or "",
-                         "" if case.fold is None else case.fold, case.group or ""])
+        writer.writerow(_csv_row(case, relative, path))
+    _check_unique(list(cases), path)
+    odd = next((case for case in cases if len(case.images) != len(cases[0].images)), None)
+    if odd is not None:
+        raise ConfigError(f"{path}: case {odd.case_id!r} has {len(odd.images)} image channel(s), but case "
+                          f"{cases[0].case_id!r} has {len(cases[0].images)}; every case needs the same channels")
     atomic_write_text(path, text.getvalue())
     return path
+
+
+def _text_problem(value: object) -> str | None:
+    """Why ``value`` would not read back unchanged from a CSV manifest cell or ``# key:`` line; None if it would."""
+    if not isinstance(value, str):
+        return f"is a {type(value).__name__}, not text"
+    if not value:
+        return "is empty"
+    if value.splitlines() != [value]:
+        return "contains a line break"
+    if value != value.strip():
+        return "has leading or trailing whitespace, which the reader strips"
+    return None
+
+
+def _labels_line(labels: Mapping[str, int], path: Path) -> str:
+    """The ``# labels:`` line for ``labels``; ConfigError naming the label if it would not read back the same."""
+    for label in labels:
+        problem = _text_problem(label)
+        if problem is None and ("," in label or "=" in label):
+            problem = "contains ',' or '=', which separate the '# labels:' entries"
+        if problem is None and _looks_like_integer(label):
+            problem = "looks like an integer, which the reader takes for an MSD-style value"
+        if problem:
+            raise ConfigError(f"{path}: label {label!r} {problem}; it would not read back the same")
+    if not labels:
+        raise ConfigError(f"{path}: no labels given; a manifest needs at least background=0")
+    written = {label: str(value) for label, value in labels.items()}  # what the reader will parse
+    if _parse_labels(written, path) != dict(labels):
+        raise ConfigError(f"{path}: labels {dict(labels)} lack value 0 (background), which the reader would add")
+    return "# labels: " + ", ".join(f"{label}={value}" for label, value in sorted(written.items(), key=lambda kv: int(kv[1]))) + "\n"
+
+
+def _csv_row(case: CaseEntry, relative: Callable[[Path | None], str], path: Path) -> list[object]:
+    """One CSV manifest row for ``case``; ConfigError naming the case if it would not read back the same."""
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"{path}: case {case.case_id!r}: {why}; it would not read back the same")
+
+    if problem := _text_problem(case.case_id):
+        raise refuse(f"case id {problem}")
+    if case.case_id.startswith("#"):
+        raise refuse("case id starts with '#', which marks a comment line")
+    if not case.images:
+        raise refuse("no image file")
+    images = [relative(image) for image in case.images]
+    label = relative(case.label)
+    for file in images + ([label] if case.label is not None else []):
+        if problem := _text_problem(file):
+            raise refuse(f"path {file!r} {problem}")
+    if any(";" in image for image in images):
+        raise refuse(f"image path {next(i for i in images if ';' in i)!r} contains ';', which separates channels")
+    if case.split not in (None, "train", "val", "test"):
+        raise refuse(f"split must be train, val, test or None, got {case.split!r}")
+    if case.fold is not None and (isinstance(case.fold, bool) or not isinstance(case.fold, Integral) or case.fold < 0):
+        raise refuse(f"fold must be a non-negative integer or None, got {case.fold!r}")
+    if case.group is not None and (problem := _text_problem(case.group)):
+        raise refuse(f"group {case.group!r} {problem}")
+    return [case.case_id, ";".join(images), label, case.split or "", "" if case.fold is None else int(case.fold), case.group or ""]
+
+
+def _looks_like_integer(text: str) -> bool:
+    """True for ``"3"`` or ``"-1"`` (ASCII digits): an MSD-style label key."""
+    return re.fullmatch(r"-?[0-9]+", text) is not None
+
 
 def _load_phantom_yaml(path: Path) -> Manifest:
     import yaml
