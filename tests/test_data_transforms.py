@@ -176,3 +176,20 @@ def test_restoring_a_cropped_reoriented_prediction_holds_one_full_size_array():
     np.testing.assert_array_equal(restored[0], mask)
     assert restored.flags.c_contiguous
     assert peak_bytes < 1.5 * restored.nbytes  # one full-size array, not a second copy to undo the orientation
+
+
+def test_labels_from_probabilities_leave_the_input_alone_and_keep_each_class():
+    """With nothing to undo (RAS, native spacing, a chain without a crop step) the restored class is
+    a view of the input: the running maximum must not write into it."""
+    image = np.random.default_rng(1).random((6, 5, 4)).astype(np.float32) + 1.0
+    pre = {"target_spacing_mm": [1.0, 1.0, 1.0], "normalization": [{"scheme": "none"}], "crop": "none"}
+    sample = preprocess_case(Volume(image, np.eye(4)), pre)
+    steps = [step for step in sample["meta"]["steps"] if step["step"] != "crop"]
+    probabilities = np.random.default_rng(2).random((3, 6, 5, 4)).astype(np.float32)
+    assert np.may_share_memory(restore_to_original(probabilities[:1], steps), probabilities)
+    before = probabilities.copy()
+    kept: dict = {}
+    labels = restore_labels_from_probabilities(probabilities, steps, keep_probabilities=kept)
+    np.testing.assert_array_equal(probabilities, before)
+    np.testing.assert_array_equal(labels, before.argmax(0))
+    assert sorted(kept) == [0, 1, 2] and kept[1].dtype == np.float16

@@ -205,27 +205,40 @@ def restore_to_original(
     return array[0] if kind == "label" else array
 
 
-def restore_labels_from_probabilities(probabilities, record: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Arg-max label map (uint8, original shape) from class probabilities or logits
-    ``(C, X, Y, Z)`` on the preprocessed grid, each channel restored linearly
-    (:func:`restore_to_original`) one at a time, so memory holds at most two full-size float32
-    volumes whatever the number of classes (a running maximum and the current channel).
-    Outside the cropped region the background (channel 0) wins. NumPy or torch input."""
-    n_channels = int(probabilities.shape[0])
-    best_score = None
-    labels = None
-    for channel in range(n_channels):
-        outside = 1.0 if channel == 0 else 0.0
-        score = restore_to_original(probabilities[channel : channel + 1], record, kind="probabilities", outside_value=[outside])[0]
+def restore_labels_from_probabilities(
+    probabilities, record: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, keep_probabilities: dict | None = None
+) -> np.ndarray:
+    """Arg-max label map (uint8; uint16 above 256 classes; original shape) from class
+    probabilities or logits ``(C, X, Y, Z)`` on the preprocessed grid.
+
+    Each class is restored linearly (:func:`restore_to_original`) one at a time and freed before
+    the next, so memory holds one restored class, the running maximum and the labels, whatever
+    the number of classes. Outside the cropped region the background (class 0) wins. NumPy or
+    torch input (a CPU tensor is read as NumPy; a CUDA tensor is restored on its device); the
+    input is not modified. ``keep_probabilities``: a dict that receives each class's restored
+    values (float16, original shape) under its class index. Ties go to the lower class.
+    """
+    if _is_tensor(probabilities) and probabilities.device.type == "cpu":
+        probabilities = probabilities.numpy()  # NumPy is restored without a second full-size copy
+    n_classes = int(probabilities.shape[0])
+    best = labels = None
+    for value in range(n_classes):
+        score = restore_to_original(
+            probabilities[value : value + 1], record, kind="probabilities", outside_value=[1.0 if value == 0 else 0.0]
+        )[0]
         if _is_tensor(score):
             score = score.cpu().numpy()
-        if best_score is None:
-            best_score = np.array(score, dtype=np.float32, copy=True)
-            labels = np.zeros(best_score.shape, dtype=np.uint8 if n_channels <= 256 else np.uint16)
-            continue
-        better = score > best_score
-        labels[better] = channel
-        np.maximum(best_score, score, out=best_score)
+        if keep_probabilities is not None:
+            keep_probabilities[value] = score.astype(np.float16)
+        if best is None:  # a fresh array becomes the running maximum (a view of the input is copied)
+            best = score.copy() if np.may_share_memory(score, probabilities) else score
+            labels = np.zeros(best.shape, dtype=np.uint8 if n_classes <= 256 else np.uint16)
+        else:
+            better = score > best
+            np.copyto(best, score, where=better)
+            labels[better] = value
+            del better
+        del score
     return labels
 
 

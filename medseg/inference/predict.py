@@ -125,7 +125,7 @@ class Predictor:
         Raises:
             MedsegError: the number of channels differs from the model's.
         """
-        from medseg.data.restore import original_affine, restore_to_original
+        from medseg.data.restore import original_affine, restore_labels_from_probabilities
         from medseg.data.transforms import preprocess_case
         from medseg.inference.postprocess import postprocess
         from medseg.models.sliding_window import predict_volume
@@ -144,28 +144,14 @@ class Predictor:
         probabilities = torch.softmax(logits, dim=0)
         del logits
         record = sample["meta"]
-        best = labels = None
-        kept: dict[int, np.ndarray] = {}
-        for value in range(self.num_classes):  # one class at a time on the original grid
-            channel = restore_to_original(  # NumPy in and out: restored without a second full-size copy
-                probabilities[value : value + 1].numpy(), record, kind="probabilities",
-                outside_value=[1.0 if value == 0 else 0.0],
-            )[0]
-            if keep_probabilities:
-                kept[value] = channel.astype(np.float16)
-            if best is None:  # a fresh array each class: the first one becomes the running maximum
-                best, labels = channel, np.zeros(channel.shape, np.uint8)
-            else:
-                better = channel > best
-                np.copyto(best, channel, where=better)
-                labels[better] = value
-                del better
-            del channel  # before the next class is restored: one full-size class at a time
+        kept: dict[int, np.ndarray] | None = {} if keep_probabilities else None
+        labels = restore_labels_from_probabilities(probabilities, record, keep_probabilities=kept)
+        del probabilities
         affine = original_affine(record)
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         labels = postprocess(labels, spacing, self.postprocess)
         volume = Volume(labels, affine, None, {"kind": "label", "case_id": name})
-        return PredictionResult(name, volume, time.perf_counter() - started, kept if keep_probabilities else None)
+        return PredictionResult(name, volume, time.perf_counter() - started, kept)
 
     def _logits(self, image: torch.Tensor) -> torch.Tensor:
         from medseg.models.sliding_window import predict_volume
