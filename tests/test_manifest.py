@@ -247,3 +247,9 @@ def test_shipped_phantom_manifests_are_well_formed():
     for name in ("phantom_ct_thorax.yaml", "phantom_cardiac_mri.yaml"):
         spec = yaml.safe_load((PROJECT_ROOT / "data_manifests" / name).read_text())
         assert set(spec) == {"name", "phantom", "root"} and spec["phantom"]["kind"] in ("ct-thorax", "cardiac-mri")
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused(tmp_path):
+    (tmp_path / "m.csv").write_text("case_id,image\na,x.nii.gz,y.nii.gz\n")  # a label without its column
+    with pytest.raises(ConfigError, match=r"line 2 \(case 'a'\): 3 cells but the header has 2 columns"):
+        load_manifest(tmp_path / "m.csv")

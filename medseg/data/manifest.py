@@ -208,6 +208,8 @@ def _load_csv(path: Path) -> Manifest:
         if not case_id or not row["image"]:
             raise ConfigError(f"{path}: line {line_number} lacks case_id or image")
         where = f"{path}: line {line_number} (case {case_id!r})"
+        if None in row:  # csv.DictReader keeps cells beyond the header under the key None
+            raise ConfigError(f"{where}: {len(columns) + len(row[None])} cells but the header has {len(columns)} columns ({','.join(columns)})")
         images = tuple((root / image.strip()).resolve() for image in row["image"].split(";") if image.strip())
         if not images:
             raise ConfigError(f"{where}: image cell {row['image']!r} names no file")
