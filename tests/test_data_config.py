@@ -111,3 +111,10 @@ def test_plan_validation_names_the_missing_key(tmp_path):
     }
     with pytest.raises(ConfigError, match=r"normalization\[0\]\.mean"):
         load_plan(plan)
+
+
+def test_a_config_built_in_python_is_validated_too():
+    from medseg.data.config import PreprocessingConfig, load_preprocessing_config
+
+    with pytest.raises(ConfigError, match="crop"):
+        load_preprocessing_config(PreprocessingConfig(crop="bogus"))

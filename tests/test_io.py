@@ -432,7 +432,7 @@ def test_read_label_map_handles_scaling_4d_singletons_and_rejects_bad_files(tmp_
     (tmp_path / "empty.nii.gz").write_bytes(b"")
     with pytest.raises(VolumeReadError, match="empty.nii.gz: unreadable or truncated NIfTI"):
         read_label_map(tmp_path / "empty.nii.gz")
-    with pytest.raises(VolumeReadError, match="absent.nii.gz: cannot read"):
+    with pytest.raises(VolumeReadError, match="absent.nii.gz: no such file or folder"):
         read_label_map(tmp_path / "absent.nii.gz")
 
 
@@ -553,3 +553,4 @@ def test_detached_header_formats_name_their_data_file_and_move_as_a_pair(tmp_pat
     for name in files:
         shutil.copy(target.parent / name, moved / name)
     np.testing.assert_array_equal(load_volume(moved / target.name).array, volume.array + 1)
+

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar
 
-from medseg.config import bounded, from_dict, load_yaml, setting, span
+from medseg.config import bounded, from_dict, load_yaml, setting, span, to_dict
 
 T = TypeVar("T")
 
@@ -182,9 +182,9 @@ class PreprocessingConfig:
 def _load(cls: type[T], config: Any, section: str) -> T:
     """Validate ``config`` (an instance, a YAML path, a dict or ``None``) into ``cls``,
     unwrapping a lone top-level ``section:`` key."""
-    if isinstance(config, cls):
-        return config
     source = f"<{section} config>"
+    if isinstance(config, cls):  # built in Python: validated like a file
+        config = to_dict(config)
     if isinstance(config, (str, Path)):
         source = str(Path(config).expanduser())
         config = load_yaml(source)

@@ -49,6 +49,8 @@ def read_label_map(path: str | Path) -> Volume:
         return load_volume(path, label=True)
     try:
         raw = path.read_bytes()
+    except FileNotFoundError:
+        raise VolumeReadError(f"{path}: no such file or folder") from None
     except OSError as exc:
         raise VolumeReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if raw[:2] == b"\x1f\x8b":
