@@ -553,4 +553,3 @@ def test_detached_header_formats_name_their_data_file_and_move_as_a_pair(tmp_pat
     for name in files:
         shutil.copy(target.parent / name, moved / name)
     np.testing.assert_array_equal(load_volume(moved / target.name).array, volume.array + 1)
-

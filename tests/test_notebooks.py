@@ -12,8 +12,6 @@ The notebooks are stored with their outputs stripped; the first test checks that
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from conftest import PROJECT_ROOT, SHARED_DATA
 

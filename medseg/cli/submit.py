@@ -150,7 +150,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     print(f"wrote {result.format} submission {result.out_dir} ({len(result.cases)} cases); checking it:")
     print("\n".join(result.check.lines()))
     if zip_path is not None:
-        print(f"wrote {result.zip_path}" if result.zip_path else f"zip not written: the submission failed its check")
+        print(f"wrote {result.zip_path}" if result.zip_path else "zip not written: the submission failed its check")
     return 0 if result.ok else 1
 
 

@@ -172,6 +172,7 @@ def preprocess_case_to_cache(entry: CaseEntry, plan: Mapping[str, Any], cache_di
         "spacing_mm": [round(float(s), 6) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))],
         "affine": meta["affine"],
         "ct": bool(meta.get("ct")),
+        **({"ct_channels": [bool(v) for v in meta["ct_channels"]]} if "ct_channels" in meta else {}),
         "channel_min": channel_min,
         "channel_max": channel_max,
         "class_voxels": classes,
@@ -343,7 +344,6 @@ def _run_jobs(jobs: list[tuple], workers: int) -> Iterable[dict[str, Any]]:
         for job in jobs:
             yield _job(job)
         return
-    import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 

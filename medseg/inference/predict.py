@@ -128,7 +128,6 @@ class Predictor:
         from medseg.data.restore import original_affine, restore_labels_from_probabilities
         from medseg.data.transforms import preprocess_case
         from medseg.inference.postprocess import postprocess
-        from medseg.models.sliding_window import predict_volume
 
         started = time.perf_counter()
         channels = list(image) if isinstance(image, (list, tuple)) else [image]

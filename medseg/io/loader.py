@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import GeometryError, VolumeReadError
+from medseg.errors import VolumeReadError
 from medseg.io.atomic import atomic_path, default_file_mode
 from medseg.io.dicom import is_dicom_file, read_dicom_series
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
