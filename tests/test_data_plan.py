@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,6 +59,7 @@ def test_ct_plan_uses_median_spacing_and_ct_normalisation(ct_manifest, ct_finger
         factors = divisibility(cfg["strides"])
         assert all(p % f == 0 for p, f in zip(cfg["patch_size"], factors))
         assert cfg["estimated_memory_gib"] <= 8.0 and cfg["batch_size"] >= 2
+    assert "ct_channels" not in pre and "ct_channels" not in plan["fingerprint"]  # single channel: the one flag, as before
     window = make_plan(ct_fingerprint, ct_manifest, {"ct_clip": [-1000, 400]})
     assert window["preprocessing"]["normalization"][0]["clip"] == [-1000.0, 400.0]
     load_plan(plan)  # a plan passes its own validation
@@ -148,3 +150,159 @@ def test_empty_or_broken_manifest_is_a_clear_error(tmp_path):
     empty.write_text("case_id,image,label\n")
     with pytest.raises(ConfigError, match="no cases"):
         plan_dataset(load_manifest(empty))
+
+
+# -- CT decided per channel (CT + PET) ----------------------------------------------------------
+def _write_ct_pet_dataset(root: Path) -> Path:
+    """Two ct-thorax phantom cases plus a PET-like channel (non-negative float, not HU) per
+    case; dataset.json names the channels CT and PET. Returns the dataset.json path."""
+    from medseg.io import Volume, load_volume, save_volume
+    from medseg.phantoms import write_phantom_dataset
+
+    dataset_json = write_phantom_dataset("ct-thorax", 2, 3, root, progress=False, options={"shape": (48, 48, 20)})
+    spec = json.loads(dataset_json.read_text())
+    for entry in spec["training"]:
+        ct = load_volume(root / entry["image"])
+        hu = ct.array.astype(np.float32)
+        uptake = np.where(hu > -500.0, np.clip((hu + 1000.0) / 200.0, 0.0, None) ** 1.5, 0.0)  # 0 outside the body and in the lungs
+        second = entry["image"].replace("_0000", "_0001")
+        save_volume(Volume(uptake.astype(np.float32), ct.affine, second), root / second)
+        entry["image"] = [entry["image"], second]
+    spec["channel_names"] = {"0": "CT", "1": "PET"}
+    spec.pop("modality", None)
+    spec.pop("medseg_phantom", None)
+    dataset_json.write_text(json.dumps(spec))
+    return dataset_json
+
+
+@pytest.fixture(scope="module")
+def ct_pet_json(tmp_path_factory) -> Path:
+    return _write_ct_pet_dataset(tmp_path_factory.mktemp("ct_pet"))
+
+
+def test_ct_plus_pet_dataset_plans_and_preprocesses_each_channel_as_its_kind(ct_pet_json):
+    from medseg.data.transforms import LoadVolumed, preprocess_case
+    from medseg.errors import VolumeReadError
+
+    manifest = load_manifest(ct_pet_json)
+    case = manifest.cases[0]
+    with pytest.raises(VolumeReadError, match="Hounsfield"):  # what one CT flag for all channels did
+        LoadVolumed(ct=True)({"image": list(case.images)})
+    plan = load_plan(plan_dataset(manifest))
+    pre = plan["preprocessing"]
+    assert pre["ct"] is True and pre["ct_channels"] == [True, False]
+    assert plan["fingerprint"]["ct_channels"] == [True, False]
+    assert [n["scheme"] for n in pre["normalization"]] == ["ct", "zscore"]
+    assert pre["normalization"][0]["clip"][0] < -500  # HU statistics from the CT channel only
+
+    sample = preprocess_case(list(case.images), pre, label=case.label, case_id=case.case_id)
+    image = sample["image"]
+    assert image.ndim == 4 and image.shape[0] == 2 and image.dtype == np.float32
+    assert sample["label"].shape[1:] == image.shape[1:]
+    assert sample["meta"]["ct"] is True and sample["meta"]["ct_channels"] == [True, False]
+    assert sample["meta"]["steps"][0]["ct_channels"] == [True, False]
+    # channel 0 is exactly what the CT channel alone gives with the CT scheme
+    alone = {**{k: v for k, v in pre.items() if k != "ct_channels"}, "normalization": [pre["normalization"][0]]}
+    ct_only = preprocess_case(case.images[0], alone, label=case.label, case_id=case.case_id)
+    np.testing.assert_array_equal(image[0], ct_only["image"][0])
+    scheme = pre["normalization"][0]
+    assert np.isclose(image[0].min(), (scheme["clip"][0] - scheme["mean"]) / scheme["std"], atol=1e-5)  # air clipped
+    # channel 1 is z-scored from its own (PET) values, never mapped to HU
+    record = sample["meta"]["steps"][-1]["channels"][1]
+    assert record["scheme"] == "zscore" and 0.0 < record["mean"] < 50.0
+    inside = image[1][image[1] != 0] if record["use_nonzero_mask"] else image[1]
+    assert abs(float(inside.mean())) < 0.05 and abs(float(inside.std()) - 1.0) < 0.05
+    # the cache stores both channels and says which is CT
+    from medseg.data.cache import case_files, preprocess_case_to_cache
+
+    cache_dir = ct_pet_json.parent / "cache"
+    preprocess_case_to_cache(case, plan, cache_dir)
+    files = case_files(cache_dir, case.case_id)
+    record = json.loads(files["meta"].read_text())
+    assert record["n_channels"] == 2 and record["ct"] is True and record["ct_channels"] == [True, False]
+    np.testing.assert_array_equal(np.load(files["image"]), image)
+
+
+def test_unnamed_channels_are_judged_by_their_values_and_channel_0_drives_the_crop(ct_pet_json):
+    from medseg.data.transforms import preprocess_case
+
+    spec = json.loads(ct_pet_json.read_text())
+    for entry in spec["training"]:
+        entry["image"] = entry["image"][::-1]  # PET first, then CT
+    spec["channel_names"] = {"0": "pet", "1": ""}
+    reversed_json = ct_pet_json.with_name("pet_first.json")
+    reversed_json.write_text(json.dumps(spec))
+    manifest = load_manifest(reversed_json)
+    plan = plan_dataset(manifest)
+    pre = plan["preprocessing"]
+    assert pre["ct"] is False and pre["ct_channels"] == [False, True]
+    assert [n["scheme"] for n in pre["normalization"]] == ["zscore", "ct"]
+    case = manifest.cases[0]
+    sample = preprocess_case(list(case.images), pre, label=case.label, case_id=case.case_id)
+    assert sample["image"].shape[0] == 2 and sample["meta"]["ct_channels"] == [False, True]
+    assert sample["meta"]["ct"] is False  # channel 0 (PET) is not CT: crop to its non-zero region
+    crop = sample["meta"]["steps"][2]
+    assert crop["step"] == "crop" and crop["bbox"] != [[0, n] for n in crop["shape_in"]]
+
+
+#: preprocessing_hash of the plan below, computed with the code before CT was decided per
+#: channel (commit b9cb2c0): a single-channel plan, and so its caches, must not change.
+LEGACY_SINGLE_CHANNEL_HASH = "68fd54e12929ab49"
+
+
+def _legacy_single_channel_fingerprint() -> dict:
+    cases = [
+        {"case_id": f"c{i}", "shape": [96, 96, 40], "shape_after_crop": [80 + 2 * i, 70, 40], "spacing_mm": [3.8, 3.8, 5.0 + 0.5 * i],
+         "permutation": [0, 1, 2], "spacing_mm_file_order": [3.8, 3.8, 5.0 + 0.5 * i], "orientation_original": "LPS", "ct": True,
+         "label_voxels": {"0": 1000, "1": 100}}
+        for i in range(3)
+    ]
+    return {"n_cases": 3, "ct": True, "cases": cases, "crop_size_fraction_median": 0.6,
+            "intensity_foreground": [{"channel": 0, "name": "CT", "percentile_00_5": -950.5, "percentile_99_5": 80.25, "mean": -600.0, "std": 320.5}]}
+
+
+def test_single_channel_ct_plan_and_its_hash_are_unchanged():
+    from medseg.data.planning import preprocessing_hash
+
+    class _Manifest:
+        name, path, modality, labels, channel_names = "legacy_ct", "dataset.json", "CT", {"background": 0, "lung": 1}, {0: "CT"}
+
+    plan = make_plan(_legacy_single_channel_fingerprint(), _Manifest())
+    assert plan["preprocessing"]["ct"] is True and "ct_channels" not in plan["preprocessing"]
+    assert preprocessing_hash(plan) == LEGACY_SINGLE_CHANNEL_HASH
+
+
+def test_old_plans_with_one_ct_flag_apply_it_to_every_channel(ct_pet_json):
+    from medseg.data.transforms import plan_ct, preprocess_case
+
+    assert plan_ct({"ct": True}) is True and plan_ct({"ct": False}) is False and plan_ct({}) is None
+    assert plan_ct({"ct": True, "ct_channels": [True, False]}) == [True, False]
+    with pytest.raises(ConfigError, match="ct_channels"):
+        plan_ct({"ct": True, "ct_channels": "yes"})
+    case = load_manifest(ct_pet_json).cases[0]
+    ct_scheme = {"scheme": "ct", "clip": [-1000.0, 400.0], "mean": -500.0, "std": 400.0}
+    old_plan = {"target_spacing_mm": [8.0, 8.0, 12.0], "crop": "auto", "ct": True, "normalization": [ct_scheme, ct_scheme]}
+    twice = preprocess_case([case.images[0], case.images[0]], old_plan, case_id=case.case_id)
+    assert twice["meta"]["ct_channels"] == [True, True]
+    np.testing.assert_array_equal(twice["image"][0], twice["image"][1])
+    with pytest.raises(ConfigError, match=f"{case.case_id}: 1 image channel"):
+        preprocess_case(case.images[0], {**old_plan, "ct_channels": [True, False]}, case_id=case.case_id)
+
+
+def test_plan_validation_and_channel_flags_from_names(tmp_path):
+    from medseg.data.fingerprint import channel_ct_flags
+
+    plan = {"preprocessing": {"orientation": "RAS", "target_spacing_mm": [1.0, 1.0, 1.0], "crop": "auto", "image_interpolation": "linear",
+                              "label_interpolation": "nearest", "normalization": [{"scheme": "zscore"}, {"scheme": "zscore"}]}}
+    load_plan(plan)
+    with pytest.raises(ConfigError, match="ct_channels"):
+        load_plan({"preprocessing": {**plan["preprocessing"], "ct_channels": [1, 0]}})
+    with pytest.raises(ConfigError, match="ct_channels has 3 entries"):
+        load_plan({"preprocessing": {**plan["preprocessing"], "ct_channels": [True, False, False]}})
+
+    class _Named:
+        modality, channel_names = "CT", {0: "CT", 1: "pet", 2: "", 3: " ct "}
+
+    assert channel_ct_flags(_Named(), 5) == [True, False, None, True, True]  # channel 4 is not named: like channel 0
+    csv_manifest = load_manifest(write_dataset(tmp_path, n=1, ct=True))  # a CSV names only the dataset's modality
+    assert csv_manifest.modality == "CT" and channel_ct_flags(csv_manifest, 2) == [True, True] and channel_ct_flags(csv_manifest, 0) == []

@@ -9,6 +9,11 @@ decision). The dataset fingerprint aggregates these: median / 10th percentile / 
 spacing per axis, median shapes, intensity percentiles 0.5 / 99.5, mean and std of the
 foreground (per channel; the CT normalisation uses them) and class voxel frequencies.
 Cases are read with the medseg loader (one at a time per worker process).
+
+Whether a channel is CT (read as Hounsfield units) is decided per channel
+(:func:`channel_ct_flags`): from the manifest's channel name where it gives one, else from
+what the file's values look like. Multi-channel fingerprints carry ``ct_channels`` (one
+bool per channel, per case and for the dataset); ``ct`` is channel 0's.
 """
 
 from __future__ import annotations
@@ -24,19 +29,41 @@ from medseg.data.manifest import CaseEntry, Manifest
 SAMPLES_PER_CASE = 10_000
 
 
-def _modality_ct(manifest: Manifest) -> bool | None:
-    modality = manifest.modality
-    if modality == "CT":
+def _name_ct(name: str) -> bool | None:
+    """``True`` for the channel name "CT" (any case), ``False`` for another non-empty name,
+    ``None`` (look at the data) for an empty one."""
+    name = str(name or "").strip().upper()
+    if name == "CT":
         return True
-    if modality:
-        return False
-    return None
+    return False if name else None
+
+
+def channel_ct_flags(manifest: Manifest, n_channels: int) -> list[bool | None]:
+    """Per image channel (index 0 .. ``n_channels - 1``): ``True`` when it is CT, ``False``
+    when not, ``None`` when the loader should decide from the values (``looks_like_hu``).
+
+    The channel's name in ``manifest.channel_names`` decides: "CT" (any case) is CT, any other
+    non-empty name is not, an empty name leaves it to the data. A channel the manifest does
+    not name at all (a CSV manifest's ``# modality:`` names only channel 0 but speaks for the
+    dataset) takes channel 0's name, as every channel did before names were read per
+    channel. ``n_channels`` <= 0 gives an empty list.
+    """
+    names = manifest.channel_names
+    return [_name_ct(names[c] if c in names else manifest.modality) for c in range(max(0, int(n_channels)))]
+
+
+def _load_ct_argument(flags: list[bool | None]) -> bool | None | list[bool | None]:
+    """What :class:`LoadVolumed` gets: one value when every channel agrees (exactly the
+    single-flag behaviour), else the per-channel list; ``None`` for no channels."""
+    if not flags:
+        return None
+    return flags[0] if len(set(flags)) == 1 else list(flags)
 
 
 def case_fingerprint(
     entry: CaseEntry,
     *,
-    ct: bool | None = None,
+    ct: bool | None | Sequence[bool | None] = None,
     orientation: str = "RAS",
     crop: str = "auto",
     samples: int = SAMPLES_PER_CASE,
@@ -44,11 +71,22 @@ def case_fingerprint(
 ) -> dict[str, Any]:
     """Fingerprint of one case (see the module docstring); plain JSON types.
 
+    ``ct``: as :class:`~medseg.data.transforms.LoadVolumed` takes it (one value for every
+    channel, or one per channel; ``None`` looks at the data). ``ct`` in the result is
+    channel 0's outcome; a multi-channel case also gets ``ct_channels``.
     Intensity samples are drawn with a generator seeded from ``seed`` and the case id, so a
     re-run gives the same fingerprint. A case without a label (or an empty one) samples the
     body / non-zero region instead of the labelled voxels.
     """
-    from medseg.data.transforms import CropForegroundd, EnsureChannelFirstd, LoadVolumed, Orientationd
+    from medseg.data.transforms import (
+        BODY_THRESHOLD_HU,
+        CropForegroundd,
+        EnsureChannelFirstd,
+        LoadVolumed,
+        Orientationd,
+        mixed_ct_channels,
+        mixed_foreground_mask,
+    )
 
     keys = ("image", "label")
     sample = {"image": list(entry.images), "label": entry.label, "meta": {"case_id": entry.case_id}}
@@ -72,7 +110,10 @@ def case_fingerprint(
     else:
         foreground = None
     if foreground is None or not foreground.any():
-        if meta.get("ct"):
+        mixed = mixed_ct_channels(meta, image)
+        if mixed is not None:
+            foreground = mixed_foreground_mask(image, mixed, BODY_THRESHOLD_HU)
+        elif meta.get("ct"):
             foreground = image[0] > -500.0
         else:
             foreground = (image != 0).any(axis=0)
@@ -89,7 +130,7 @@ def case_fingerprint(
                 "nonzero_fraction": float(np.count_nonzero(strided) / max(1, strided.size)),
             }
         )
-    return {
+    result = {
         "case_id": entry.case_id,
         "shape": [int(n) for n in shape],
         "spacing_mm": [round(float(s), 6) for s in spacing],
@@ -101,6 +142,9 @@ def case_fingerprint(
         "label_voxels": label_counts,
         "channels": channels,
     }
+    if len(channels) > 1:
+        result["ct_channels"] = [bool(v) for v in meta.get("ct_channels", [meta.get("ct")] * len(channels))]
+    return result
 
 
 def _case_job(args: tuple) -> dict[str, Any]:
@@ -132,8 +176,8 @@ def dataset_fingerprint(
     entries = list(cases if cases is not None else manifest.cases)
     if not entries:
         raise ConfigError(f"{manifest.path}: manifest lists no cases; nothing to plan")
-    kwargs = {"ct": _modality_ct(manifest), "orientation": orientation, "crop": crop, "seed": seed}
-    jobs = [(entry, kwargs) for entry in entries]
+    settings = {"orientation": orientation, "crop": crop, "seed": seed}
+    jobs = [(entry, {"ct": _load_ct_argument(channel_ct_flags(manifest, len(entry.images))), **settings}) for entry in entries]
     results: list[dict[str, Any]] = []
     if workers > 1:
         from medseg.data.cache import process_context
@@ -175,7 +219,10 @@ def _stats(values: np.ndarray) -> dict[str, list[float]]:
 
 def summarize(cases: list[dict[str, Any]], manifest: Manifest) -> dict[str, Any]:
     """Aggregate per-case fingerprints (see the module docstring). Sample lists are dropped
-    from the per-case entries of the result to keep the JSON readable."""
+    from the per-case entries of the result to keep the JSON readable.
+
+    ``ct``: whether most cases read channel 0 as CT; ``ct_channels`` (multi-channel datasets
+    only): the same per channel."""
     spacings = np.array([c["spacing_mm"] for c in cases], dtype=np.float64)
     shapes = np.array([c["shape"] for c in cases], dtype=np.float64)
     cropped = np.array([c["shape_after_crop"] for c in cases], dtype=np.float64)
@@ -221,10 +268,15 @@ def summarize(cases: list[dict[str, Any]], manifest: Manifest) -> dict[str, Any]
             "cases_present": int(present.get(value, 0)),
         }
     undeclared = sorted(v for v in totals if v not in names)
-    per_case = [{k: v for k, v in c.items() if k != "channels"} for c in cases]
+    per_case = [{k: v for k, v in c.items() if k not in ("channels", "ct_channels")} for c in cases]
+    per_channel_ct = {}
+    if n_channels > 1:  # single-channel fingerprints keep exactly their former keys
+        flags = np.array([c.get("ct_channels", [c["ct"]] * n_channels) for c in cases], dtype=bool)
+        per_channel_ct = {"ct_channels": [bool(v) for v in flags.mean(axis=0) >= 0.5]}
     return {
         "n_cases": len(cases),
         "ct": bool(np.mean([c["ct"] for c in cases]) >= 0.5),
+        **per_channel_ct,
         "orientations_original": sorted({c["orientation_original"] for c in cases}),
         "spacing_mm": _stats(spacings),
         "shape_voxels": _stats(shapes),

@@ -10,7 +10,9 @@ The plan (``medseg plan`` writes it as indented JSON) has four parts:
   :func:`resolve_orientation`), ``target_spacing_mm`` (per-axis
   median of the dataset; for strongly anisotropic data the low-resolution axis takes the
   10th percentile, as nnU-Net does), ``anisotropy_threshold`` and ``separate_z`` handling,
-  interpolation orders, ``crop`` mode, per-channel ``normalization`` (CT: clip to the
+  interpolation orders, ``crop`` mode, which channels are CT (``ct``: one flag for every
+  channel; ``ct_channels``: one per channel, written only when the channels differ, e.g.
+  CT + PET; see :func:`channel_is_ct`), per-channel ``normalization`` (CT: clip to the
   foreground 0.5/99.5 percentiles and z-score with the foreground mean/std; MRI and others:
   per-case z-score, inside the non-zero mask when cropping removed >= 25 % of the volume),
   cache dtype and how many voxel coordinates per class to store for oversampling.
@@ -210,12 +212,40 @@ def target_spacing(fingerprint: Mapping[str, Any], threshold: float) -> tuple[li
     return [round(float(s), 6) for s in target], note
 
 
+def channel_is_ct(fingerprint: Mapping[str, Any], manifest: Manifest) -> list[bool]:
+    """Whether each image channel is CT (one bool per entry of the fingerprint's
+    ``intensity_foreground``; empty when it has none).
+
+    A channel named "CT" (any case) in the manifest is CT and one with another non-empty name
+    is not (:func:`medseg.data.fingerprint.channel_ct_flags`); an unnamed channel is CT when
+    most cases' files looked like Hounsfield units (the fingerprint's ``ct_channels``, or its
+    single ``ct`` for fingerprints made before channels were told apart).
+    """
+    from medseg.data.fingerprint import channel_ct_flags
+
+    n_channels = len(fingerprint["intensity_foreground"])
+    detected = fingerprint.get("ct_channels") or [bool(fingerprint["ct"])] * n_channels
+    declared = channel_ct_flags(manifest, n_channels)
+    return [bool(detected[c]) if declared[c] is None else declared[c] for c in range(n_channels)]
+
+
+def _ct_settings(flags: list[bool]) -> dict[str, Any]:
+    """The plan's CT keys: ``ct`` (channel 0, which the body crop looks at) and, only when
+    the channels differ, ``ct_channels`` (one bool per channel). A plan whose channels agree
+    keeps the single flag it always had, so its content and :func:`preprocessing_hash` (and
+    therefore existing caches) stay as they were."""
+    settings: dict[str, Any] = {"ct": bool(flags[0]) if flags else False}
+    if len(set(flags)) > 1:
+        settings["ct_channels"] = [bool(f) for f in flags]
+    return settings
+
+
 def _normalization(fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig) -> list[dict[str, Any]]:
     schemes = []
-    for channel in fingerprint["intensity_foreground"]:
-        name = str(channel.get("name", "")).upper()
+    ct_flags = channel_is_ct(fingerprint, manifest)
+    for index, channel in enumerate(fingerprint["intensity_foreground"]):
         choice = config.normalization
-        is_ct = (name == "CT") or (not name and fingerprint["ct"]) or (name == "" and manifest.modality == "CT")
+        is_ct = ct_flags[index]
         if choice == "auto":
             choice = "ct" if is_ct else "zscore"
         entry: dict[str, Any] = {"channel": channel["channel"], "channel_name": channel.get("name", ""), "scheme": choice}
@@ -294,7 +324,7 @@ def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Prepro
         "keep_all_classes": config.keep_all_classes,
         "crop": config.crop,
         "crop_margin_voxels": config.crop_margin_voxels,
-        "ct": bool(fingerprint["ct"]) if manifest.modality in ("", "CT") else False,
+        **_ct_settings(channel_is_ct(fingerprint, manifest)),
         "normalization": _normalization(fingerprint, manifest, config),
         "cache_dtype": config.cache_dtype,
         "class_locations_per_class": config.class_locations_per_class,
@@ -403,6 +433,15 @@ def load_plan(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{source}: preprocessing.target_spacing_mm: expected three positive numbers, got {spacing!r}")
     for index, scheme in enumerate(pre["normalization"]):
         check_scheme(scheme, f"{source}: preprocessing.normalization[{index}]")
+    per_channel = pre.get("ct_channels")
+    if per_channel is not None:
+        if not (isinstance(per_channel, list) and per_channel and all(isinstance(v, bool) for v in per_channel)):
+            raise ConfigError(f"{source}: preprocessing.ct_channels: expected a list of true/false, one per image channel, got {per_channel!r}")
+        if len(pre["normalization"]) > 1 and len(per_channel) != len(pre["normalization"]):
+            raise ConfigError(
+                f"{source}: preprocessing.ct_channels has {len(per_channel)} entries but normalization has "
+                f"{len(pre['normalization'])} channels"
+            )
     return plan
 
 

@@ -94,7 +94,15 @@ class LoadVolumed(MapTransform):
     :class:`~medseg.io.Volume`. Output: ``image`` as ``(X, Y, Z)`` for one channel or
     ``(C, X, Y, Z)`` for several, in the file's dtype (CT in HU); ``label`` as uint8/uint16
     ``(X, Y, Z)``. Creates ``meta`` with the case id, the original geometry and the first
-    step record. ``ct``: ``None`` detects CT, ``True``/``False`` force it (see ``load_volume``).
+    step record.
+
+    ``ct``: whether image channels hold CT (read as Hounsfield units, padding to air; see
+    ``load_volume``): ``None`` decides from each file's values, ``True``/``False`` force it
+    for every channel, and a list gives one such value per channel (index = position in the
+    key's list of paths; its length must match). ``clip_hu`` applies to the channels not
+    marked ``False``. ``meta["ct"]`` (and the load record's ``ct``) says whether channel 0 of
+    the first image key was read as CT (the body crop and the fingerprint look at channel 0);
+    a multi-channel image also gets ``meta["ct_channels"]``, one bool per channel.
     """
 
     def __init__(
@@ -102,7 +110,7 @@ class LoadVolumed(MapTransform):
         keys=("image", "label"),
         label_keys=("label",),
         meta_key: str = META,
-        ct: bool | None = None,
+        ct: bool | None | Sequence[bool | None] = None,
         clip_hu: tuple[float, float] | None = None,
         atol_mm: float = 1e-3,
         allow_missing_keys: bool = True,
@@ -110,25 +118,46 @@ class LoadVolumed(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.label_keys = tuple(label_keys)
         self.meta_key = meta_key
+        if ct is not None and not isinstance(ct, bool):
+            ct = [None if v is None else bool(v) for v in ct]
+            if not ct:
+                raise ConfigError("LoadVolumed: ct is an empty list; give one value per image channel")
         self.ct, self.clip_hu, self.atol_mm = ct, clip_hu, atol_mm
 
-    def _load(self, value, label: bool) -> Volume:
+    def channel_ct(self, channel: int, n_channels: int, case_id: str = "<sample>") -> bool | None:
+        """The ``ct`` value for image channel ``channel`` (0-based) of ``n_channels``; raises
+        :class:`ConfigError` when a per-channel list does not have ``n_channels`` entries."""
+        if not isinstance(self.ct, list):
+            return self.ct
+        if len(self.ct) != n_channels:
+            raise ConfigError(
+                f"{case_id}: {n_channels} image channel(s) but CT is set for {len(self.ct)} channel(s) "
+                f"(ct_channels {self.ct}); the plan was made for a different number of channels"
+            )
+        return self.ct[channel]
+
+    def _load(self, value, label: bool, ct: bool | None = None) -> Volume:
         if isinstance(value, Volume):
             return value
-        return load_volume(value, label=label, ct=None if label else self.ct, clip_hu=None if label else self.clip_hu)
+        if label:
+            return load_volume(value, label=True)
+        return load_volume(value, ct=ct, clip_hu=None if ct is False else self.clip_hu)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         out = dict(data)
         reference: Volume | None = None
         sources: dict[str, list[str]] = {}
-        kinds: set[str] = set()
+        channel_kinds: list[str] | None = None
+        case_name = str((data.get(self.meta_key) or {}).get("case_id") or "<sample>")
         for key in self.key_iterator(data):
             value = data[key]
             if value is None:
                 continue
             is_label = key in self.label_keys
             values = list(value) if isinstance(value, (list, tuple)) else [value]
-            volumes = [self._load(v, is_label) for v in values]
+            volumes = [
+                self._load(v, is_label, None if is_label else self.channel_ct(c, len(values), case_name)) for c, v in enumerate(values)
+            ]
             for volume in volumes:
                 if reference is None:
                     reference = volume
@@ -136,8 +165,8 @@ class LoadVolumed(MapTransform):
                 problem = grid_mismatch(reference.affine, reference.shape, volume.affine, volume.shape, self.atol_mm)
                 if problem:
                     raise GeometryError(f"{volume.name} is not on the grid of {reference.name}: {problem}")
-            if not is_label:
-                kinds.update(str(v.meta.get("kind", "image")) for v in volumes)
+            if not is_label and channel_kinds is None:
+                channel_kinds = [str(v.meta.get("kind", "image")) for v in volumes]
             sources[str(key)] = [v.name for v in volumes]
             arrays = [v.array for v in volumes]
             out[key] = arrays[0] if len(arrays) == 1 else np.stack(arrays)
@@ -152,8 +181,15 @@ class LoadVolumed(MapTransform):
             "orientation": reference.orientation,
             "sources": sources,
         }
-        meta.update(case_id=case_id, affine=original["affine"], original=original, ct="ct" in kinds)
-        meta["steps"] = [{"step": "load", **original, "ct": "ct" in kinds}]
+        ct_channels = [kind == "ct" for kind in channel_kinds or []]
+        is_ct = bool(ct_channels and ct_channels[0])
+        meta.update(case_id=case_id, affine=original["affine"], original=original, ct=is_ct)
+        step: dict[str, Any] = {"step": "load", **original, "ct": is_ct}
+        if len(ct_channels) > 1:  # single-channel records keep exactly their former keys
+            meta["ct_channels"] = step["ct_channels"] = ct_channels
+        else:
+            meta.pop("ct_channels", None)
+        meta["steps"] = [step]
         out[self.meta_key] = meta
         return out
 
@@ -210,11 +246,33 @@ class Orientationd(_RecordingTransform):
         return out
 
 
+def mixed_ct_channels(meta: Mapping[str, Any], image: np.ndarray) -> list[bool] | None:
+    """``meta["ct_channels"]`` when ``image`` (``(C, X, Y, Z)``) has those channels and they
+    mix CT with other kinds; ``None`` otherwise (then channel 0's ``meta["ct"]`` speaks for
+    the image, as it always has)."""
+    flags = meta.get("ct_channels")
+    if not flags or len(set(bool(f) for f in flags)) < 2 or image.ndim != 4 or image.shape[0] != len(flags):
+        return None
+    return [bool(f) for f in flags]
+
+
+def mixed_foreground_mask(image: np.ndarray, ct_channels: Sequence[bool], body_threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+    """Foreground of an image ``(C, X, Y, Z)`` whose channels mix CT and other kinds: the
+    union of the CT channels' body (HU above ``body_threshold_hu``) and the other channels'
+    non-zero voxels. Returns a bool ``(X, Y, Z)`` array (all False for zero channels)."""
+    mask = np.zeros(image.shape[1:], dtype=bool)
+    for channel, is_ct in zip(image, ct_channels):
+        mask |= channel > body_threshold_hu if is_ct else channel != 0
+    return mask
+
+
 class CropForegroundd(_RecordingTransform):
     """Crop all keys to the bounding box of the body (CT: HU above ``body_threshold_hu``) or of
     the non-zero voxels (other images), grown by ``margin`` voxels.
 
-    ``mode``: ``"auto"`` (body for CT, non-zero otherwise), ``"body"``, ``"nonzero"`` or ``"none"``.
+    ``mode``: ``"auto"`` (body for CT, non-zero otherwise; an image whose channels mix CT and
+    other kinds, per ``meta["ct_channels"]``, uses the union of each channel's own region,
+    see :func:`mixed_foreground_mask`), ``"body"``, ``"nonzero"`` or ``"none"``.
     With ``include_label`` the box also contains every labelled voxel, so cropping never
     loses a label. The mask is judged on a 2x-strided copy for speed (the box is then at
     most one voxel larger). An empty mask means no crop (recorded as the full box).
@@ -243,10 +301,13 @@ class CropForegroundd(_RecordingTransform):
         mode = self.mode
         if mode == "none":
             return full
-        if mode == "auto":
+        mixed = mixed_ct_channels(data[self.meta_key], image)
+        if mode == "auto" and mixed is None:
             mode = "body" if data[self.meta_key].get("ct") else "nonzero"
         coarse = image[..., ::2, ::2, ::2]
-        if mode == "body":
+        if mode == "auto":
+            mask = mixed_foreground_mask(coarse, mixed, self.body_threshold_hu)
+        elif mode == "body":
             mask = coarse[0] > self.body_threshold_hu if coarse.ndim == 4 else coarse > self.body_threshold_hu
         else:
             mask = (coarse != 0).any(axis=0) if coarse.ndim == 4 else coarse != 0
@@ -439,6 +500,24 @@ class MedsegCompose(Compose):
 
 
 # -- the default chain from a plan -----------------------------------------------------------
+def plan_ct(preprocessing: Mapping[str, Any]) -> bool | None | list[bool]:
+    """What a plan's ``"preprocessing"`` section says about CT, as :class:`LoadVolumed` takes it.
+
+    ``ct_channels`` (a list, one bool per image channel; plans whose channels differ) wins;
+    otherwise ``ct`` (one bool, written by every plan) applies to every channel, as it always
+    has, so older plans load exactly as before; neither key gives ``None`` (decide from the
+    data). Raises :class:`ConfigError` for a ``ct_channels`` that is not a non-empty list of
+    booleans.
+    """
+    per_channel = preprocessing.get("ct_channels")
+    if per_channel is not None:
+        if not isinstance(per_channel, (list, tuple)) or not per_channel or not all(isinstance(v, bool) for v in per_channel):
+            raise ConfigError(f"preprocessing.ct_channels: expected a list of true/false, one per image channel, got {per_channel!r}")
+        return list(per_channel)
+    ct = preprocessing.get("ct")
+    return None if ct is None else bool(ct)
+
+
 def build_preprocessing(
     preprocessing: Mapping[str, Any],
     *,
@@ -456,9 +535,8 @@ def build_preprocessing(
     ``{"image": path(s), "label": path or None, "meta": {"case_id": ...}}``.
     """
     keys = tuple(keys)
-    ct = preprocessing.get("ct")
     chain = [
-        LoadVolumed(keys, ct=ct if ct is not None else None),
+        LoadVolumed(keys, ct=plan_ct(preprocessing)),
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes=preprocessing.get("orientation", "RAS")),
         CropForegroundd(keys, mode=preprocessing.get("crop", "auto"), margin=int(preprocessing.get("crop_margin_voxels", 2))),
