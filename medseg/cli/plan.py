@@ -41,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
 def summary_lines(plan: dict) -> str:
     """A few human-readable lines about a plan."""
     pre, fp = plan["preprocessing"], plan["fingerprint"]
+    kind = "CT" if pre["ct"] else plan["dataset"]["modality"] or "non-CT"
+    if "ct_channels" in pre:  # channels of different kinds, e.g. CT + PET
+        kind = "channels " + " + ".join("CT" if is_ct else "non-CT" for is_ct in pre["ct_channels"])
     lines = [
-        f"dataset {plan['dataset']['name']}: {fp['n_cases']} cases, {'CT' if pre['ct'] else plan['dataset']['modality'] or 'non-CT'}, "
+        f"dataset {plan['dataset']['name']}: {fp['n_cases']} cases, {kind}, "
         f"original orientations {', '.join(fp['orientations_original'])}",
         f"median spacing {fp['spacing_mm']['median']} mm (RAS order) -> target {pre['target_spacing_mm']} mm "
         f"({'file voxel' if pre['orientation'] == 'none' else pre['orientation']} axis order)"
