@@ -193,6 +193,9 @@ def test_ct_plus_pet_dataset_plans_and_preprocesses_each_channel_as_its_kind(ct_
     assert pre["ct"] is True and pre["ct_channels"] == [True, False]
     assert plan["fingerprint"]["ct_channels"] == [True, False]
     assert [n["scheme"] for n in pre["normalization"]] == ["ct", "zscore"]
+    from medseg.cli.plan import summary_lines
+
+    assert "channels CT + non-CT" in summary_lines(plan).splitlines()[0]
     assert pre["normalization"][0]["clip"][0] < -500  # HU statistics from the CT channel only
 
     sample = preprocess_case(list(case.images), pre, label=case.label, case_id=case.case_id)
