@@ -39,7 +39,7 @@ def make_trainer(run_dir, epochs=4, seed=0, distributed=None):
     torch.manual_seed(seed)
     strides, kernels = pool_and_kernels((1.0, 1.0, 2.0), PATCH, max_stages=3)
     model = build_unet(UNetConfig(base_channels=4), 1, 2, strides, kernels)
-    loop = LoopConfig(epochs=epochs, iterations_per_epoch=3, batch_size=2, val_every=2, seed=seed)
+    loop = LoopConfig(epochs=epochs, iterations_per_epoch=3, val_every=2, seed=seed)
     return Trainer(
         model, build_loss(LossConfig(), 2), OptimConfig(lr=0.02), loop, run_dir, torch.device("cpu"),
         config_dict={"note": "toy"}, distributed=distributed, progress=False,

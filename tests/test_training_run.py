@@ -73,6 +73,7 @@ def test_cli_resume_extends_a_finished_run(tmp_path):
         ({"data": {"manifest": "missing.csv"}}, "data.manifest: file not found"),
         ({"loss": {"name": "hinge"}}, "loss.name must be one of"),
         ({"data": {"group_pattern": "(patient"}}, r"data.group_pattern '\(patient' is not a valid regular expression"),
+        ({"postprocess": {"largest_componnt": [1]}}, r"unknown key\(s\) postprocess.largest_componnt"),
     ],
 )
 def test_bad_configs_fail_before_training(tmp_path, change, message):
@@ -137,3 +138,19 @@ def test_a_bad_augmentation_file_fails_before_planning(tmp_path):
     config.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"aug.yaml.*flipp.*did you mean 'flip'"):
         load_training_config(config)
+
+
+def test_editing_the_preprocessing_settings_plans_the_cache_again(tmp_path):
+    from medseg.training.run import prepare_cache
+
+    config_path = write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])
+    (tmp_path / "pre.yaml").write_text("target_spacing_mm: [8.0, 8.0, 8.0]\n")
+    raw = yaml.safe_load(config_path.read_text())
+    raw["data"]["preprocessing"] = "pre.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    first = prepare_cache(load_training_config(config_path)[0], progress=False)
+    assert first["preprocessing"]["target_spacing_mm"] == [8.0, 8.0, 8.0]
+    assert prepare_cache(load_training_config(config_path)[0], progress=False) == first  # unchanged: reused
+    (tmp_path / "pre.yaml").write_text("target_spacing_mm: [10.0, 10.0, 10.0]\n")
+    second = prepare_cache(load_training_config(config_path)[0], progress=False)
+    assert second["preprocessing"]["target_spacing_mm"] == [10.0, 10.0, 10.0]

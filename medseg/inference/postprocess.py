@@ -8,33 +8,12 @@ filling. An empty label map is returned unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
-
-@dataclass
-class PostprocessConfig:
-    """Which steps to apply, in this order: small-component removal, largest component, hole filling.
-
-    Attributes:
-        largest_component: labels (values) for which only the largest connected component is kept.
-        fill_holes: labels whose enclosed background cavities are filled (3D, face connectivity).
-        min_component_ml: remove components smaller than this many millilitres (0 = off), all labels.
-    """
-
-    largest_component: list[int] = field(default_factory=list)
-    fill_holes: list[int] = field(default_factory=list)
-    min_component_ml: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.min_component_ml < 0:
-            raise ValueError(f"postprocess.min_component_ml must be >= 0, got {self.min_component_ml}")
-        for name in ("largest_component", "fill_holes"):
-            if any(v <= 0 for v in getattr(self, name)):
-                raise ValueError(f"postprocess.{name} lists label values > 0, got {getattr(self, name)}")
+from medseg.training.run import PostprocessConfig  # the config section, validated with the training config
 
 
 def keep_largest_component(labels: np.ndarray, value: int) -> np.ndarray:

@@ -54,7 +54,6 @@ class LoopConfig:
     Attributes:
         epochs: epochs to train (``--epochs`` overrides; more than a finished run extends it).
         iterations_per_epoch: optimiser steps per epoch (per rank).
-        batch_size: patches per step (per rank).
         amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``,
             ``fp16`` or ``none``. CPU always trains in float32.
         compile: wrap the model in ``torch.compile``.
@@ -69,7 +68,6 @@ class LoopConfig:
 
     epochs: int = 50
     iterations_per_epoch: int = 50
-    batch_size: int = 2
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
     compile: bool = False
     grad_clip: float = 12.0
@@ -78,7 +76,7 @@ class LoopConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every"):
+        for name in ("epochs", "iterations_per_epoch", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_alpha < 1.0:

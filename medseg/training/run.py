@@ -102,6 +102,29 @@ class ValidationConfig:
 
 
 @dataclass
+class PostprocessConfig:
+    """The ``postprocess`` section, applied by ``medseg predict`` (:mod:`medseg.inference.postprocess`)
+    in this order: small-component removal, largest component, hole filling.
+
+    Attributes:
+        largest_component: labels (values) for which only the largest connected component is kept.
+        fill_holes: labels whose enclosed background cavities are filled (3D, face connectivity).
+        min_component_ml: remove components smaller than this many millilitres (0 = off), all labels.
+    """
+
+    largest_component: list[int] = field(default_factory=list)
+    fill_holes: list[int] = field(default_factory=list)
+    min_component_ml: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.min_component_ml < 0:
+            raise ValueError(f"postprocess.min_component_ml must be >= 0, got {self.min_component_ml}")
+        for name in ("largest_component", "fill_holes"):
+            if any(v <= 0 for v in getattr(self, name)):
+                raise ValueError(f"postprocess.{name} lists label values > 0, got {getattr(self, name)}")
+
+
+@dataclass
 class TrainingConfig:
     """A whole training config (one dataclass per section)."""
 
@@ -111,7 +134,7 @@ class TrainingConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    postprocess: dict[str, Any] = field(default_factory=dict)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
 def load_training_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> tuple[TrainingConfig, Path]:
@@ -155,26 +178,34 @@ def load_training_config(path: str | Path, overrides: dict[str, dict[str, Any]] 
 def prepare_cache(config: TrainingConfig, progress: bool = True) -> dict[str, Any]:
     """Plan (unless ``data.plan`` is given) and preprocess into ``data.cache``; return the plan.
 
-    A cache whose plan differs from the one to use is refilled for the changed cases only
-    (cases are keyed by their inputs and the plan). Raises :class:`ConfigError` when a case
-    fails to preprocess, naming it.
+    The cache keeps the plan it was filled with (``plan.json``) and what that plan was made from
+    (``planned_from.json``: the manifest and the preprocessing settings); the plan is made again
+    when either changed, e.g. after editing ``data.preprocessing``. A cache whose plan differs
+    from the one to use is refilled for the changed cases only (cases are keyed by their inputs
+    and the plan). Raises :class:`ConfigError` when a case fails to preprocess, naming it.
     """
     from medseg.data.cache import preprocess_dataset
+    from medseg.data.config import load_preprocessing_config
     from medseg.data.manifest import load_manifest
     from medseg.data.planning import load_plan, plan_dataset, save_plan
+    from medseg.io import atomic_write_text
 
     manifest = load_manifest(config.data.manifest)
     cache = Path(config.data.cache)
+    planned_from = {"manifest": str(manifest.path), "preprocessing": to_dict(load_preprocessing_config(config.data.preprocessing))}
+    previous = cache / "planned_from.json"
     if config.data.plan:
         plan = load_plan(config.data.plan)
-    elif (cache / "plan.json").exists():
+    elif (cache / "plan.json").exists() and (not previous.exists() or json.loads(previous.read_text()) == planned_from):
         plan = load_plan(cache / "plan.json")
     else:
         if progress:
-            print(f"planning {manifest.name} ({len(manifest)} cases) ...", flush=True)
+            again = " again (manifest or preprocessing settings changed)" if (cache / "plan.json").exists() else ""
+            print(f"planning {manifest.name} ({len(manifest)} cases){again} ...", flush=True)
         plan = plan_dataset(manifest, config.data.preprocessing, workers=config.data.preprocess_workers, progress=progress)
         cache.mkdir(parents=True, exist_ok=True)
         save_plan(plan, cache / "plan.json")
+        atomic_write_text(previous, json.dumps(planned_from, indent=1) + "\n")
     report = preprocess_dataset(manifest, plan, cache, workers=config.data.preprocess_workers, progress=progress)
     if not report.ok:
         failed = "; ".join(f"{case}: {reason}" for case, reason in report.failed.items())
