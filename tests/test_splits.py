@@ -37,8 +37,11 @@ def test_explicit_folds_and_splits():
 
 def test_too_few_groups():
     cases = [CaseEntry(f"c{i}", (PROJECT_ROOT,), group="same") for i in range(6)]
-    with pytest.raises(ConfigError, match="1 patients/groups cannot fill 5 folds"):
+    with pytest.raises(ConfigError, match="1 patients/groups cannot fill 5 folds; cross-validation needs at least 2"):
         kfold_splits(_manifest(cases), 5)
+    four = [CaseEntry(f"c{i}", (PROJECT_ROOT,)) for i in range(4)]
+    with pytest.raises(ConfigError, match="4 patients/groups cannot fill 5 folds; set data.folds to 4 or fewer"):
+        kfold_splits(_manifest(four), 5)
 
 
 def _frames(ids):

@@ -154,3 +154,16 @@ def test_editing_the_preprocessing_settings_plans_the_cache_again(tmp_path):
     (tmp_path / "pre.yaml").write_text("target_spacing_mm: [10.0, 10.0, 10.0]\n")
     second = prepare_cache(load_training_config(config_path)[0], progress=False)
     assert second["preprocessing"]["target_spacing_mm"] == [10.0, 10.0, 10.0]
+
+
+def test_validation_csv_records_the_groups_the_folds_used(tmp_path):
+    from medseg.training.run import _write_run_files
+
+    config, _ = load_training_config(write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16]))
+    config.data.group_pattern = r"^(thorax)_0*(\d)"  # first capture group names the patient
+    manifest = load_manifest(config.data.manifest)
+    split = {"train": [c.case_id for c in manifest.cases[:2]], "val": [c.case_id for c in manifest.cases[2:]]}
+    _write_run_files(tmp_path / "run", config, {}, split, 0, manifest, {"patch_size": [32, 32, 16]})
+    held_out = load_manifest(tmp_path / "run" / "validation.csv")
+    assert [c.group for c in held_out] == ["thorax"] * len(split["val"])
+    assert json.loads((tmp_path / "run" / "network.json").read_text())["patch_size"] == [32, 32, 16]

@@ -50,7 +50,7 @@ def edit_config(path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_readme_walkthrough_runs_as_written(tmp_path, monkeypatch):
+def test_readme_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     commands = walkthrough_commands()
     assert [c[0] for c in commands].count("medseg") >= 8, "the README walkthrough block was not found"
     shutil.copytree(PROJECT_ROOT / "configs", tmp_path / "configs")
@@ -63,6 +63,8 @@ def test_readme_walkthrough_runs_as_written(tmp_path, monkeypatch):
             continue
         assert command[0] == "medseg", f"unexpected command in the walkthrough: {command}"
         assert main(command[1:]) == 0, f"failed: {shlex.join(command)}"
+    printed = capsys.readouterr().out
+    assert "mean Dice" in printed and "left_lung" in printed  # evaluate prints its means, not only file names
     run = tmp_path / "runs" / "my_lungs"
     assert (run / "val_eval" / "report.md").is_file()
     assert sorted(p.name for p in (run / "test_pred").glob("*.nii.gz")) == ["thorax_004.nii.gz", "thorax_005.nii.gz"]

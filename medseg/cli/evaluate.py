@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         worst_distance_mm=args.worst_distance,
     )
     n_cases, failures = len(run_result.outcomes), run_result.failures
+    _print_means(run_result.rows)
     print(f"evaluated {n_cases - len(failures)} of {n_cases} cases; results in {args.out} (metrics.csv, summary.json"
           f"{', report.md' if not args.no_report else ''})")  # fmt: skip
     if failures:
@@ -131,3 +132,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {outcome.case_id}: {outcome.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_means(rows) -> None:
+    """Mean Dice and HD95 per label (region all) over the cases, with how many values are flagged
+    (empty masks scored by convention: see the README's empty-mask table)."""
+    import math
+
+    table: dict[str, dict[str, list]] = {}
+    for row in rows:
+        if row["region"] == "all" and row["metric"] in ("dice", "hd95") and not math.isnan(row["value"]):
+            table.setdefault(row["label"], {"dice": [], "hd95": [], "flagged": set()})[row["metric"]].append(row["value"])
+            if row["flag"]:
+                table[row["label"]]["flagged"].add(row["case"])
+    if not table:
+        return
+    print(f"{'label':<24} {'mean Dice':>9} {'mean HD95 mm':>12}  cases (flagged)")
+    for label, values in table.items():
+        dice = sum(values["dice"]) / len(values["dice"]) if values["dice"] else math.nan
+        hd95 = sum(values["hd95"]) / len(values["hd95"]) if values["hd95"] else math.nan
+        print(f"{label:<24} {dice:>9.3f} {hd95:>12.2f}  {len(values['dice'])} ({len(values['flagged'])})")

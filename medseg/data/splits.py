@@ -89,7 +89,8 @@ def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0, group_patt
     if n_folds < 2:
         raise ConfigError(f"{manifest.path}: need at least 2 folds, got {n_folds}")
     if len(groups) < n_folds:
-        raise ConfigError(f"{manifest.path}: {len(groups)} patients/groups cannot fill {n_folds} folds")
+        fix = f"set data.folds to {len(groups)} or fewer in the training config" if len(groups) >= 2 else "cross-validation needs at least 2"
+        raise ConfigError(f"{manifest.path}: {len(groups)} patients/groups cannot fill {n_folds} folds; {fix}")
     rng = np.random.default_rng(seed)
     names = sorted(groups)
     order = [names[i] for i in rng.permutation(len(names))]

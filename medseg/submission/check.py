@@ -108,9 +108,10 @@ class CheckReport:
         n_errors = sum(p.severity == "error" for p in self.problems)
         n_warnings = len(self.problems) - n_errors
         n_passed = len(self.cases) - len(self.failed_cases())
+        overall = sum(p.severity == "error" and p.case is None for p in self.problems)
         out.append(
             f"{'PASS' if self.ok else 'FAIL'}: {n_passed}/{len(self.cases)} cases passed, "
-            f"{n_errors} problem(s), {n_warnings} warning(s)"
+            f"{n_errors} problem(s){f' ({overall} with the submission as a whole)' if overall else ''}, {n_warnings} warning(s)"
         )
         return out
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -450,6 +450,11 @@ def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any]
     atomic_write_text(run_dir / "network.json", json.dumps({"configuration": config.data.configuration, **settings}, indent=1) + "\n")
     atomic_write_text(run_dir / "splits.json", json.dumps({"fold": fold, **split}, indent=1) + "\n")
     held_out = [manifest.case(case_id) for case_id in split["val"]]
+    if config.data.group_pattern:  # write the groups the folds were made with
+        from medseg.data.splits import case_group
+
+        held_out = [case if case.group else replace(case, group=case_group(case.case_id, config.data.group_pattern))
+                    for case in held_out]
     if held_out:
         try:
             write_csv_manifest(run_dir / "validation.csv", held_out, manifest.labels,
