@@ -329,6 +329,7 @@ def test_empty_case_warns_and_all_empty_fails(msd_submission, tmp_path):
     assert not report.ok
     assert "WARN case_000: case_000.nii.gz: all background (empty prediction)" in report.lines()
     assert "FAIL all 3 submitted case(s) are empty (all background)" in report.lines()
+    assert "(1 with the submission as a whole)" in report.lines()[-1]  # why FAIL although every case passed
     (out / "case_000.nii.gz").unlink()
     prepare_like = load_volume(root / "clean" / "case_000.nii.gz", label=True)
     save_volume(prepare_like, out / "case_000.nii.gz", label=True)
