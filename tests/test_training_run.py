@@ -31,6 +31,14 @@ def write_config(folder: Path, kind: str, configuration: str, patch, **train_ove
     return folder / "train.yaml"
 
 
+def change_config(config: Path, change: dict[str, dict]) -> None:
+    """Update sections of a written config, e.g. ``{"data": {"augmentation": "aug.yaml"}}``."""
+    raw = yaml.safe_load(config.read_text())
+    for section, values in change.items():
+        raw.setdefault(section, {}).update(values)
+    config.write_text(yaml.safe_dump(raw))
+
+
 def log_rows(run_dir: Path) -> list[dict[str, str]]:
     with (run_dir / "training_log.csv").open() as stream:
         return list(csv.DictReader(stream))
@@ -78,10 +86,7 @@ def test_cli_resume_extends_a_finished_run(tmp_path):
 )
 def test_bad_configs_fail_before_training(tmp_path, change, message):
     config = write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])
-    raw = yaml.safe_load(config.read_text())
-    for section, values in change.items():
-        raw.setdefault(section, {}).update(values)
-    config.write_text(yaml.safe_dump(raw))
+    change_config(config, change)
     with pytest.raises(ConfigError, match=f"train.yaml: .*{message}"):
         load_training_config(config)
 
@@ -133,9 +138,7 @@ def test_example_figure_leaves_the_callers_matplotlib_backend_alone():
 def test_a_bad_augmentation_file_fails_before_planning(tmp_path):
     config = write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])
     (tmp_path / "aug.yaml").write_text("spatial: {flipp: {p: 0.5}}\n")
-    raw = yaml.safe_load(config.read_text())
-    raw["data"]["augmentation"] = "aug.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    change_config(config, {"data": {"augmentation": "aug.yaml"}})
     with pytest.raises(ConfigError, match=r"aug.yaml.*flipp.*did you mean 'flip'"):
         load_training_config(config)
 
@@ -145,9 +148,7 @@ def test_editing_the_preprocessing_settings_plans_the_cache_again(tmp_path):
 
     config_path = write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])
     (tmp_path / "pre.yaml").write_text("target_spacing_mm: [8.0, 8.0, 8.0]\n")
-    raw = yaml.safe_load(config_path.read_text())
-    raw["data"]["preprocessing"] = "pre.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
+    change_config(config_path, {"data": {"preprocessing": "pre.yaml"}})
     first = prepare_cache(load_training_config(config_path)[0], progress=False)
     assert first["preprocessing"]["target_spacing_mm"] == [8.0, 8.0, 8.0]
     assert prepare_cache(load_training_config(config_path)[0], progress=False) == first  # unchanged: reused

@@ -135,20 +135,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_means(rows) -> None:
-    """Mean Dice and HD95 per label (region all) over the cases, with how many values are flagged
-    (empty masks scored by convention: see the README's empty-mask table)."""
-    import math
+    """Mean Dice and HD95 per label (region all) over the cases, as in summary.json, with how many
+    values are flagged (empty masks scored by convention: see the README's empty-mask table)."""
+    from medseg.evaluation.summary import summary_records
 
-    table: dict[str, dict[str, list]] = {}
-    for row in rows:
-        if row["region"] == "all" and row["metric"] in ("dice", "hd95") and not math.isnan(row["value"]):
-            table.setdefault(row["label"], {"dice": [], "hd95": [], "flagged": set()})[row["metric"]].append(row["value"])
-            if row["flag"]:
-                table[row["label"]]["flagged"].add(row["case"])
+    table: dict[str, dict[str, dict]] = {}
+    for record in summary_records(rows)[0]:
+        if record["region"] == "all" and record["metric"] in ("dice", "hd95"):
+            table.setdefault(record["label"], {})[record["metric"]] = record
     if not table:
         return
     print(f"{'label':<24} {'mean Dice':>9} {'mean HD95 mm':>12}  cases (flagged)")
-    for label, values in table.items():
-        dice = sum(values["dice"]) / len(values["dice"]) if values["dice"] else math.nan
-        hd95 = sum(values["hd95"]) / len(values["hd95"]) if values["hd95"] else math.nan
-        print(f"{label:<24} {dice:>9.3f} {hd95:>12.2f}  {len(values['dice'])} ({len(values['flagged'])})")
+    for label, records in table.items():
+        dice, hd95 = records.get("dice", {}), records.get("hd95", {})
+        print(f"{label:<24} {dice.get('mean', float('nan')):>9.3f} {hd95.get('mean', float('nan')):>12.2f}  "
+              f"{dice.get('n', 0)} ({dice.get('n_flagged', 0)})")
