@@ -65,7 +65,7 @@ from medseg.classical._common import (
     to_sitk,
 )
 from medseg.errors import ConfigError
-from medseg.io import Volume, looks_like_hu
+from medseg.io import Volume, looks_like_hu, spacing_from_affine
 
 LEFT_LUNG, RIGHT_LUNG = 1, 2
 
@@ -637,7 +637,7 @@ def split_joined_lungs(component: np.ndarray, affine: np.ndarray, midline_x_mm: 
     left_fraction = float(np.mean(x_mm < midline_x_mm))
     if min(left_fraction, 1.0 - left_fraction) < 0.2:
         return None
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = spacing_from_affine(affine)
     factors = np.maximum(np.floor(SPLIT_VOXEL_MM / spacing), 1).astype(int)
     coarse = _max_pool(component, factors)
     coarse_affine = _box_affine(affine, [slice(0, n) for n in component.shape], factors)

@@ -36,7 +36,7 @@ import numpy as np
 
 from medseg.data.manifest import CaseEntry, Manifest
 from medseg.errors import ConfigError, MedsegError
-from medseg.io import atomic_path, atomic_write_text
+from medseg.io import atomic_path, atomic_write_text, spacing_from_affine
 
 CACHE_VERSION = 1
 
@@ -169,7 +169,7 @@ def preprocess_case_to_cache(entry: CaseEntry, plan: Mapping[str, Any], cache_di
         "image_dtype": np.dtype(dtype).name,
         "n_channels": int(len(channel_min)),
         "shape": [int(n) for n in sample["image"].shape[1:]],
-        "spacing_mm": [round(float(s), 6) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))],
+        "spacing_mm": [round(float(s), 6) for s in spacing_from_affine(affine)],
         "affine": meta["affine"],
         "ct": bool(meta.get("ct")),
         **({"ct_channels": [bool(v) for v in meta["ct_channels"]]} if "ct_channels" in meta else {}),

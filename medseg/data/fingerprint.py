@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medseg.data.manifest import CaseEntry, Manifest
+from medseg.io import spacing_from_affine
 
 #: Foreground intensity samples drawn per case and channel.
 SAMPLES_PER_CASE = 10_000
@@ -100,7 +101,7 @@ def case_fingerprint(
     cropped = cropper(sample)
     image, label = cropped["image"], cropped.get("label")
     meta = cropped["meta"]
-    spacing = np.sqrt((np.asarray(meta["affine"])[:3, :3] ** 2).sum(axis=0))
+    spacing = spacing_from_affine(meta["affine"])
     rng = np.random.default_rng([seed, zlib.crc32(entry.case_id.encode())])
     label_counts: dict[str, int] = {}
     if label is not None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from medseg.errors import MedsegError
-from medseg.io import Volume, save_volume
+from medseg.io import Volume, save_volume, spacing_from_affine
 
 
 def resolve_checkpoint(model: str | Path) -> Path:
@@ -147,7 +147,7 @@ class Predictor:
         labels = restore_labels_from_probabilities(probabilities, record, keep_probabilities=kept)
         del probabilities
         affine = original_affine(record)
-        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        spacing = spacing_from_affine(affine)
         labels = postprocess(labels, spacing, self.postprocess)
         volume = Volume(labels, affine, None, {"kind": "label", "case_id": name})
         return PredictionResult(name, volume, time.perf_counter() - started, kept)
