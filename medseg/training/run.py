@@ -192,7 +192,8 @@ def prepare_cache(config: TrainingConfig, progress: bool = True) -> dict[str, An
 
     manifest = load_manifest(config.data.manifest)
     cache = Path(config.data.cache)
-    planned_from = {"manifest": str(manifest.path), "preprocessing": to_dict(load_preprocessing_config(config.data.preprocessing))}
+    preprocessing = load_preprocessing_config(config.data.preprocessing)
+    planned_from = {"manifest": str(manifest.path), "preprocessing": to_dict(preprocessing)}
     previous = cache / "planned_from.json"
     if config.data.plan:
         plan = load_plan(config.data.plan)
@@ -202,7 +203,7 @@ def prepare_cache(config: TrainingConfig, progress: bool = True) -> dict[str, An
         if progress:
             again = " again (manifest or preprocessing settings changed)" if (cache / "plan.json").exists() else ""
             print(f"planning {manifest.name} ({len(manifest)} cases){again} ...", flush=True)
-        plan = plan_dataset(manifest, config.data.preprocessing, workers=config.data.preprocess_workers, progress=progress)
+        plan = plan_dataset(manifest, preprocessing, workers=config.data.preprocess_workers, progress=progress)
         cache.mkdir(parents=True, exist_ok=True)
         save_plan(plan, cache / "plan.json")
         atomic_write_text(previous, json.dumps(planned_from, indent=1) + "\n")
