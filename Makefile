@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "from importlib.metadata import version; v = version('torch'); assert v.startswith('2.13.0'), v"
 	$(PIP) install -e ".[test]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	$(BIN)/python -c "import medseg, monai, SimpleITK, nibabel, itk, medpy, surface_distance"
+	test -x $(BIN)/ruff
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/medseg demo
 
 test: $(STAMP)
+	$(BIN)/ruff check medseg tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -11,8 +11,9 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 SHARED_DATA = BENCH_DIR.parent.parent / "shared" / "data"

@@ -338,8 +338,8 @@ print(json.dumps({"max_rss_kib": int(hwm)}))
 
 
 def bench_memory(workdir: Path, slices: int = 600) -> dict:
-    from medseg.data.planning import make_plan, save_plan
     from medseg.data.manifest import load_manifest
+    from medseg.data.planning import make_plan, save_plan
     from medseg.io import Volume, load_volume, save_volume
 
     volume = load_volume(LIDC)

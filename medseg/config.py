@@ -17,8 +17,9 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from medseg.errors import ConfigError
 

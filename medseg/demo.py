@@ -12,6 +12,7 @@ summary.json, report.md with figures) and ``demo_summary.json``.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 import yaml
 
 from medseg.errors import MedsegError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def demo_config(settings: DemoSettings) -> dict[str, Any]:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset: str = "default", seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Run the demo into ``out_dir`` (replaced if it holds an earlier demo); return its summary."""
+    """Run the demo into ``out_dir`` (replaced if it holds an earlier demo); return its summary (with the Dice table as markdown under "table")."""
     from medseg.evaluation import evaluate_folder
     from medseg.inference.inputs import InputCase
     from medseg.inference.predict import Predictor, predict_cases
@@ -98,8 +101,7 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
     started = time.perf_counter()
 
     def say(message: str) -> None:
-        if progress:
-            print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
+        log.info("[%6.1f s] %s", time.perf_counter() - started, message)
 
     n_cases = settings.n_train + settings.n_val + settings.n_test
     say(f"1/4 generating {n_cases} {kind} phantoms (seed {seed})")
@@ -149,14 +151,7 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
         "tensorboard": str(run_dir / "tensorboard"),
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if progress:
-        print()
-        print(table)
-        print()
-        print(f"held-out mean Dice {mean_dice:.3f} over {len(test_ids)} cases; total {timings['total_s']:.0f} s")
-        print(f"report: {summary['report']}")
-        print(f"TensorBoard: tensorboard --logdir {summary['tensorboard']}")
-    return summary
+    return {**summary, "table": table}
 
 
 def _write_manifest(path: Path, kind: str, ids: list[str], splits: list[str]) -> None:

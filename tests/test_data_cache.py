@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -95,15 +94,13 @@ def test_an_interrupted_write_leaves_the_case_not_done(dataset):
 
 @pytest.mark.slow
 def test_preprocess_cli_with_worker_processes_reports_failures(dataset, tmp_path, capsys):
-    from medseg.cli import preprocess as preprocess_cli
+    from medseg.cli.main import main
 
     manifest, plan, cache_dir = dataset
     plan_path = save_plan(plan, tmp_path / "PLAN.json")
     manifest.cases[1].image.write_bytes(b"garbage")
-    parser = argparse.ArgumentParser()
-    preprocess_cli.add_arguments(parser)
-    args = parser.parse_args(["--manifest", str(manifest.path), "--plan", str(plan_path), "--out", str(cache_dir), "--workers", "2", "--quiet"])
-    assert preprocess_cli.run(args) == 1
+    args = ["preprocess", "--manifest", str(manifest.path), "--plan", str(plan_path), "--out", str(cache_dir), "--workers", "2"]
+    assert main([*args, "--quiet"]) == 1
     captured = capsys.readouterr()
     assert "case_01 failed" in captured.err and "failed.json" in captured.err
     assert "preprocessed 3 case(s)" in captured.out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -12,7 +11,14 @@ from data_synthetic import write_dataset
 
 from medseg.data.fingerprint import dataset_fingerprint
 from medseg.data.manifest import load_manifest
-from medseg.data.planning import divisibility, estimate_unet_memory_gib, load_plan, make_plan, plan_dataset, pool_and_kernels
+from medseg.data.planning import (
+    divisibility,
+    estimate_unet_memory_gib,
+    load_plan,
+    make_plan,
+    plan_dataset,
+    pool_and_kernels,
+)
 from medseg.errors import ConfigError
 
 
@@ -126,13 +132,11 @@ def test_patch_size_shrinks_with_the_memory_budget():
 
 
 def test_plan_cli_writes_readable_json(tmp_path, capsys):
-    from medseg.cli import plan as plan_cli
+    from medseg.cli.main import main
 
     manifest = write_dataset(tmp_path / "data", n=3)
-    parser = argparse.ArgumentParser()
-    plan_cli.add_arguments(parser)
     out = tmp_path / "PLAN.json"
-    assert plan_cli.run(parser.parse_args(["--manifest", str(manifest), "--out", str(out), "--quiet", "--target-spacing", "1", "1", "2"])) == 0
+    assert main(["plan", "--manifest", str(manifest), "--out", str(out), "--quiet", "--target-spacing", "1", "1", "2"]) == 0
     text = out.read_text()
     assert '"target_spacing_mm": [1.0, 1.0, 2.0]' in text  # short lists on one line
     plan = json.loads(text)

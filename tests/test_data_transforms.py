@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from medseg.data.restore import final_shape, original_affine, restore_labels_from_probabilities, restore_to_original, restore_volume
+from medseg.data.restore import (
+    final_shape,
+    original_affine,
+    restore_labels_from_probabilities,
+    restore_to_original,
+    restore_volume,
+)
 from medseg.data.transforms import preprocess_case
 from medseg.io import Volume, load_volume, orientation_code
 

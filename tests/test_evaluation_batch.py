@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_path
 from scipy import ndimage
 
-from conftest import shared_path
 from medseg.cli.main import main
 from medseg.errors import ConfigError
 from medseg.evaluation import compare, evaluate_folder, match_cases, summarise

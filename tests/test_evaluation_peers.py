@@ -13,9 +13,9 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import shared_path
 from scipy import ndimage
 
-from conftest import shared_path
 from medseg.evaluation import evaluate_case
 from medseg.io import read_label_map
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
+
 from medseg.errors import MedsegError
 from medseg.inference.inputs import discover_inputs, shard
 from medseg.io import Volume, save_volume

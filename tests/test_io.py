@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import shared_path
+
 from medseg.errors import DicomSeriesError, GeometryError, VolumeReadError
 from medseg.io import (
     Volume,
@@ -340,7 +340,7 @@ def test_atomic_path_failure_leaves_the_target_untouched(tmp_path):
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever nibabel raises, nothing may be left behind
         save_volume(Volume(np.zeros((3, 3, 3), dtype=object), np.eye(4)), tmp_path / "bad.nii.gz")
     assert list(tmp_path.iterdir()) == []
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import PROJECT_ROOT, shared_path
+
 from medseg.cli.main import main
 from medseg.data.manifest import CaseEntry, load_manifest, validate_manifest, write_csv_manifest
 from medseg.errors import ConfigError

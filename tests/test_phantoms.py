@@ -86,7 +86,7 @@ def test_ct_types_grid_and_orientation(ct_cases):
 def test_ct_left_lung_is_on_the_patients_left(ct_cases):
     """RAS+: the left lung's world x is smaller than the right lung's, also at the extreme rolls."""
     cases = list(ct_cases.values()) + [make_ct_thorax(1, rotation_deg=8.0), make_ct_thorax(2, rotation_deg=-8.0)]
-    for image, label in cases:
+    for _image, label in cases:
         left = world_centroid(label, label.array == 1)
         right = world_centroid(label, label.array == 2)
         assert left[0] < right[0] - 60
@@ -107,7 +107,7 @@ def test_ct_hounsfield_units(ct_cases):
 
 
 def test_ct_heart_between_the_lungs_anterior_and_low(ct_cases):
-    for image, label in ct_cases.values():
+    for _image, label in ct_cases.values():
         left, right, heart = (world_centroid(label, label.array == value) for value in (1, 2, 3))
         assert left[0] < heart[0] < right[0]
         assert heart[0] < (left[0] + right[0]) / 2  # slightly to the left
@@ -119,7 +119,7 @@ def test_ct_heart_between_the_lungs_anterior_and_low(ct_cases):
 
 def test_ct_lungs_taper_towards_the_apex(ct_cases):
     """Left-right width per slice: full width is reached in the lower half, the apex is narrow."""
-    for image, label in ct_cases.values():
+    for _image, label in ct_cases.values():
         for lung in (1, 2):
             mask = label.array == lung
             area = mask.sum(axis=(0, 1))
@@ -186,7 +186,7 @@ def test_mr_base_wider_than_apex_and_rv_gone_at_the_apex(mr_cases):
 
 
 def test_mr_lv_is_a_ring_around_the_cavity(mr_cases):
-    for image, label in mr_cases.values():
+    for _image, label in mr_cases.values():
         for k in range(3, 6):
             cavity = label.array[:, :, k] == 3
             myocardium = label.array[:, :, k] == 2

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import shared_path
+
 from medseg.cli.main import main
 from medseg.data.transforms import preprocess_case
 from medseg.inference.predict import Predictor

@@ -1,8 +1,8 @@
 """Cross-validation splits keep patients together and are reproducible."""
 
 import pytest
-
 from conftest import PROJECT_ROOT
+
 from medseg.data.manifest import CaseEntry, Manifest, load_manifest
 from medseg.data.splits import case_group, fold_of, given_splits, kfold_splits, suspected_same_patient
 from medseg.errors import ConfigError

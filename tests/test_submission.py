@@ -15,9 +15,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import shared_path
 from nibabel import orientations
 
-from conftest import shared_path
 from medseg.cli.main import main
 from medseg.io import Volume, load_volume, save_volume
 from medseg.submission import (

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT
+
 from medseg.cli.main import main
 from medseg.phantoms import write_phantom_dataset
 

@@ -24,7 +24,8 @@ Use :func:`segment` to call a method by name (as the ``medseg segment`` command 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from medseg.classical.edges import sobel_edges
 from medseg.classical.kmeans import kmeans

@@ -8,7 +8,8 @@ Arrays are indexed ``[i, j, k]`` as everywhere in medseg.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

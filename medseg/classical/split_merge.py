@@ -16,7 +16,7 @@ regions smaller than ``min_region_voxels`` into their most similar neighbour.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -6,7 +6,7 @@ the darkest: 0 is the darkest class. For CT in Hounsfield units the thresholds a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -13,12 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length.add_argument("--long", action="store_true", help="more data and epochs (better Dice, several times longer)")
     length.add_argument("--smoke", action="store_true", help="seconds-long run that only checks the pipeline works")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
     from medseg.demo import run_demo
 
     preset = "long" if args.long else "smoke" if args.smoke else "default"
-    run_demo(args.out, kind=args.kind, preset=preset, seed=args.seed, progress=not args.quiet)
+    summary = run_demo(args.out, kind=args.kind, preset=preset, seed=args.seed, progress=not args.quiet)
+    print(f"\n{summary['table']}\n")
+    print(f"held-out mean Dice {summary['mean_dice_held_out']:.3f} over {len(summary['held_out_cases'])} cases; "
+          f"total {summary['timings_s']['total_s']:.0f} s")
+    print(f"report: {summary['report']}")
+    print(f"TensorBoard: tensorboard --logdir {summary['tensorboard']}")
     return 0

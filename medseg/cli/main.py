@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # capability not built yet
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         _command_function(module, "add", name, "arguments")(command_parser)
+        command_parser.add_argument(
+            "--quiet", action="store_true", help="no progress bars or information lines (warnings and errors still print)"
+        )
         command_parser.set_defaults(_run=_command_function(module, "run", name))
     return parser
 
@@ -63,12 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from medseg.errors import MedsegError
+    from medseg.common.logs import configure_cli_logging
+    from medseg.errors import MedsegError, describe_os_error
 
+    configure_cli_logging(args.command, quiet=args.quiet)
     try:
         return int(args._run(args) or 0)
     except MedsegError as exc:
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"medseg {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"medseg {args.command}: interrupted", file=sys.stderr)

@@ -10,8 +10,8 @@ Only the standard library is imported at module level; the generator is imported
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 #: Must equal ``medseg.phantoms.PHANTOM_KINDS`` (kept here so ``medseg --help`` stays fast; a test checks).
 KINDS = ("ct-thorax", "cardiac-mri")
@@ -42,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=_case_count, default=8, metavar="N", help="number of cases (default %(default)s)")
     parser.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed; same seed, same bytes (default %(default)s)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (imagesTr/, labelsTr/, dataset.json)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-memory-gib", type=float, help="memory budget for the patch size (default 8)")
     parser.add_argument("--base-channels", type=int, help="U-Net channels at full resolution (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the foreground intensity sampling (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-id", type=int, default=0, help="which shard this process predicts (0-based)")
     parser.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz (float16)")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="redo cases that are already cached and unchanged")
     parser.add_argument("--case", action="append", metavar="ID", help="only this case (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

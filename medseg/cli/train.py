@@ -13,7 +13,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint_latest.pt")
     parser.add_argument("--epochs", type=int, help="override train.epochs (with --resume: extend a finished run)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, per-epoch lines or network summary (errors and warnings still print)")
     parser.epilog = (
         "Multi-GPU: torchrun --nproc_per_node N -m medseg train --config C.yaml --out RUN "
         "(each process gets its own batches; rank 0 writes the run folder)."

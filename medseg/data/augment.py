@@ -25,8 +25,9 @@ Arrays are channel-first ``(C, *spatial)`` with 2 or 3 spatial axes.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -25,18 +25,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import traceback
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from medseg.common.progress import progress_bar
 from medseg.data.manifest import CaseEntry, Manifest
 from medseg.errors import ConfigError, MedsegError
 from medseg.io import atomic_path, atomic_write_text, spacing_from_affine
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 
@@ -297,18 +302,14 @@ def preprocess_dataset(
             report.skipped.append(entry.case_id)
             continue
         jobs.append((entry, dict(plan), str(cache_dir), signature))
-    bar = _bar(len(jobs), progress)
-    for result in _run_jobs(jobs, workers):
-        if "error" in result:
-            report.failed[result["case_id"]] = result["error"]
-            if bar is not None:
-                bar.write(f"medseg preprocess: case {result['case_id']} failed: {result['error']}")
-        else:
-            report.done.append(result["case_id"])
-        if bar is not None:
+    with progress_bar(total=len(jobs), desc="preprocess", enabled=progress and bool(jobs)) as bar:
+        for result in _run_jobs(jobs, workers):
+            if "error" in result:
+                report.failed[result["case_id"]] = result["error"]
+                log.warning("case %s failed: %s", result["case_id"], result["error"])
+            else:
+                report.done.append(result["case_id"])
             bar.update(1)
-    if bar is not None:
-        bar.close()
     report.seconds = time.perf_counter() - started
     summary = {
         "cache_version": CACHE_VERSION,
@@ -324,14 +325,6 @@ def preprocess_dataset(
     elif failed_file.exists():
         failed_file.unlink()
     return report
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="preprocess", unit="case")
 
 
 def _run_jobs(jobs: list[tuple], workers: int) -> Iterable[dict[str, Any]]:

@@ -12,9 +12,10 @@ plan's axis order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Literal, TypeVar
 
 from medseg.config import bounded, from_dict, load_yaml, setting, span, to_dict
 

@@ -18,13 +18,18 @@ bool per channel, per case and for the dataset); ``ct`` is channel 0's.
 
 from __future__ import annotations
 
+import logging
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from medseg.common.progress import progress_bar
 from medseg.data.manifest import CaseEntry, Manifest
 from medseg.io import spacing_from_affine
+
+log = logging.getLogger(__name__)
 
 #: Foreground intensity samples drawn per case and channel.
 SAMPLES_PER_CASE = 10_000
@@ -185,9 +190,9 @@ def dataset_fingerprint(
 
         with process_context().Pool(workers, initializer=_quiet_worker) as pool:
             iterator = pool.imap(_case_job, jobs)
-            results = list(_progress(iterator, len(jobs), progress, "fingerprint"))
+            results = list(progress_bar(iterator, total=len(jobs), desc="fingerprint", enabled=progress))
     else:
-        results = [_case_job(job) for job in _progress(jobs, len(jobs), progress, "fingerprint")]
+        results = [_case_job(job) for job in progress_bar(jobs, desc="fingerprint", enabled=progress)]
     failed = [r for r in results if "error" in r]
     if failed:
         lines = "; ".join(f"{r['case_id']}: {r['error']}" for r in failed[:5])
@@ -199,14 +204,6 @@ def _quiet_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def _progress(iterable, total: int, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="case")
 
 
 def _stats(values: np.ndarray) -> dict[str, list[float]]:

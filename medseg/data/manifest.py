@@ -23,13 +23,14 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from medseg.common.progress import progress_bar
 from medseg.errors import ConfigError, MedsegError
 from medseg.io import atomic_write_text, strip_channel_suffix
 
@@ -421,12 +422,7 @@ def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool 
     if not manifest.cases:
         return [Problem("-", str(manifest.path), "manifest lists no cases")]
     declared = set(manifest.label_values)
-    iterator = manifest.cases
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="validate", unit="case")
-    for entry in iterator:
+    for entry in progress_bar(manifest.cases, desc="validate", enabled=progress):
         paths = list(entry.images) + ([entry.label] if entry.label else [])
         missing = [p for p in paths if not p.exists()]
         for p in missing:

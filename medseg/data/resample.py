@@ -32,7 +32,7 @@ volume's ``[i, j, k]`` order. torch does the work (float32); empty inputs raise 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def separate_z_axis(
     return None
 
 
-def _check_spatial(array: np.ndarray | "torch.Tensor", shape_out: Sequence[int]) -> None:  # noqa: F821
+def _check_spatial(array: np.ndarray | torch.Tensor, shape_out: Sequence[int]) -> None:  # noqa: F821
     if any(int(n) == 0 for n in array.shape[-3:]):
         raise ValueError(f"cannot resample an empty array of shape {tuple(array.shape)}")
     if len(shape_out) != 3 or any(int(n) < 1 for n in shape_out):

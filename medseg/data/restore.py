@@ -21,7 +21,8 @@ happened (spacing unchanged), restoration is exact voxel for voxel.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

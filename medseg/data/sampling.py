@@ -31,8 +31,9 @@ uint8 ``(B, 1, *patch)`` (cast with ``.long()`` for losses), ``case_id`` (list o
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -9,7 +9,7 @@ that maps an output voxel index to the input voxel index, so the new affine is
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -24,8 +24,9 @@ the time of resampling air.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from monai.transforms import Compose, MapTransform

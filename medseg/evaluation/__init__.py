@@ -25,7 +25,6 @@ from medseg.evaluation.metrics import ALL_METRICS, DISTANCE_METRICS, OVERLAP_MET
 from medseg.evaluation.regions import RegionSplit, choose_region_axis, split_regions
 from medseg.evaluation.surfaces import SurfaceDistances, bounding_box, surface_distances, surface_mask
 
-
 _LAZY = ("evaluate_folder", "summarise", "compare", "write_comparison", "match_cases", "case_key", "bland_altman_axes")
 
 

@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
+from medseg.common.progress import progress_bar
 from medseg.errors import ConfigError, MedsegError
 from medseg.evaluation.matching import CasePair, Matching, match_cases
 from medseg.io import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("case", "label", "region", "metric", "value", "flag")
 #: how many worst cases get an overlay figure
@@ -218,11 +223,12 @@ def _outcomes(pairs: list[CasePair], settings: Settings, workers: int) -> Iterab
         return
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    import nibabel  # noqa: F401
+
     # import what the workers need before they are forked, so each does not import it again
     import medseg.evaluation.case  # noqa: F401
     import medseg.evaluation.resampling  # noqa: F401
     import medseg.io  # noqa: F401
-    import nibabel  # noqa: F401
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
         pending = set()
@@ -289,11 +295,7 @@ def run_folder(
     rows: list[dict[str, Any]] = []
     worst = _WorstCases(WORST_CASES)
     interrupted = False
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(matching.pairs), desc="evaluate", unit="case", dynamic_ncols=True, disable=None)
+    bar = progress_bar(total=len(matching.pairs), desc="evaluate", unit="case", enabled=progress)
     try:
         for outcome in _outcomes(matching.pairs, settings, workers):
             outcome.rows = outcome.rows or ([_error_row(outcome)] if outcome.error else [])
@@ -302,15 +304,13 @@ def run_folder(
             rows.extend(outcome.rows)
             worst.offer(outcome)
             outcomes.append(outcome)
-            if bar is not None:
-                bar.update(1)
-                if outcome.error:
-                    bar.write(f"medseg evaluate: {outcome.case_id}: FAILED: {outcome.error}")
+            bar.update(1)
+            if outcome.error:
+                log.warning("%s: FAILED: %s", outcome.case_id, outcome.error)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if writer is not None:
             writer.close()
 
@@ -483,10 +483,10 @@ def _write_regions(path: Path, outcomes: list[CaseOutcome]) -> None:
         writer.writerow(columns)
         for info in entries:
             ranges = info.get("ranges") or {}
-            span = lambda name: f"{ranges[name][0]}-{ranges[name][1]}" if name in ranges else ""  # noqa: E731
+            spans = [f"{ranges[name][0]}-{ranges[name][1]}" if name in ranges else "" for name in ("base", "middle", "apex")]
             writer.writerow(
                 [info["case"], info["label"], info["anchor"], info["axis"], info["reference_first"], info["reference_last"],
-                 info["base_end"], info["base_rule"], span("base"), span("middle"), span("apex")]
+                 info["base_end"], info["base_rule"], *spans]
             )  # fmt: skip
 
 

@@ -12,7 +12,8 @@ the per-label means (each label weighs the same).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

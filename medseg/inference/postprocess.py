@@ -8,7 +8,7 @@ filling. An empty label map is returned unchanged.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

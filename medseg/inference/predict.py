@@ -15,16 +15,21 @@ live on the GPU and fall back to CPU memory if the GPU runs out.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from medseg.common.progress import progress_bar
 from medseg.errors import MedsegError
 from medseg.io import Volume, save_volume, spacing_from_affine
+
+log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(model: str | Path) -> Path:
@@ -219,12 +224,7 @@ def predict_cases(
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"done": [], "skipped": [], "failed": {}, "seconds": {}}
-    iterator = cases
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(cases, desc="predict", unit="case")
-    for case in iterator:
+    for case in progress_bar(cases, desc="predict", enabled=progress):
         target = out_dir / f"{case.case_id}.nii.gz"
         if target.exists() and not overwrite:
             report["skipped"].append(case.case_id)
@@ -233,8 +233,7 @@ def predict_cases(
             result = predictor.predict(list(case.channels), case.case_id, keep_probabilities=save_probabilities)
         except (MedsegError, RuntimeError, ValueError) as exc:
             report["failed"][case.case_id] = f"{case.path}: {exc}"
-            if progress:
-                iterator.write(f"medseg predict: {case.case_id} failed: {exc}")  # type: ignore[union-attr]
+            log.warning("%s failed: %s", case.case_id, exc)
             continue
         if save_probabilities and result.probabilities is not None:
             np.savez_compressed(

@@ -87,7 +87,7 @@ class Volume:
         """Volume of one voxel in millilitres (cm^3)."""
         return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
 
-    def with_array(self, array: np.ndarray, **meta: Any) -> "Volume":
+    def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
         """A new Volume on the same grid holding ``array`` (which must have the same shape)."""
         if tuple(array.shape) != self.shape:
             raise GeometryError(

@@ -16,10 +16,12 @@ items and ``spatial`` is ``[i, j]`` (see :func:`predict_volume`). Output logits 
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+
+from medseg.common.progress import progress_bar
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -97,12 +99,8 @@ def sliding_window_logits(
     windows = [tuple(slice(s, s + p) for s, p in zip(start, patch_size)) for start in starts]
     # one forward pass takes up to `batch_size` (item, window) pairs
     pairs = [(item, window) for window in windows for item in range(items)]
-    iterator = range(0, len(pairs), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="sliding window", unit="batch", leave=False)
-    for first in iterator:
+    starts = range(0, len(pairs), batch_size)
+    for first in progress_bar(starts, desc="sliding window", unit="batch", enabled=progress, leave=False):
         chunk = pairs[first : first + batch_size]
         batch = torch.stack([padded[item][(slice(None), *window)] for item, window in chunk]).to(device)
         output = predictor(batch)

@@ -9,9 +9,8 @@ channels (background included).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
-
 
 
 @dataclass

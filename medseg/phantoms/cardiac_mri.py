@@ -292,7 +292,7 @@ class _Thorax:
     vertebra_v: float
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, heart_origin: np.ndarray) -> "_Thorax":
+    def draw(cls, rng: np.random.Generator, heart_origin: np.ndarray) -> _Thorax:
         half_width, half_depth = float(rng.uniform(140, 165)), float(rng.uniform(95, 115))
         center = heart_origin + np.array([rng.uniform(20, 32), -rng.uniform(5, 15), 0.0])
         cavity_half_depth = half_depth - 30.0

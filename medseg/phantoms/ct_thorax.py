@@ -322,7 +322,7 @@ class _Heart:
     rotation: np.ndarray
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, body: _Body, anat: np.ndarray, diaphragm_w: np.ndarray) -> "_Heart":
+    def draw(cls, rng: np.random.Generator, body: _Body, anat: np.ndarray, diaphragm_w: np.ndarray) -> _Heart:
         semi_axes = np.array([58.0, 44.0, 44.0]) * rng.uniform(0.88, 1.1) * rng.uniform(0.95, 1.05, 3)
         center_u = -0.12 * body.cavity_half_width - rng.uniform(0, 12)
         center_v = body.cavity_center_v + 0.22 * body.cavity_half_depth + rng.uniform(-5, 5)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from medseg.common.progress import progress_bar
 from medseg.errors import ConfigError
 from medseg.io import Volume, atomic_path, atomic_write_text, save_volume
 from medseg.phantoms.cardiac_mri import CARDIAC_MRI_LABELS, make_cardiac_mri
@@ -148,11 +149,9 @@ def write_phantom_dataset(
     for relative in sorted(stale):
         (out_dir / relative).unlink(missing_ok=True)
 
-    from tqdm import tqdm
-
     seeds = {}
     for index, (case_id, entry) in enumerate(
-        tqdm(list(zip(ids, entries)), desc=f"phantom {kind}", unit="case", disable=not progress or n <= 4, file=sys.stderr)
+        progress_bar(list(zip(ids, entries)), desc=f"phantom {kind}", enabled=progress and n > 4)
     ):
         seeds[case_id] = case_seed(seed, index)
         image, label = spec.make(seeds[case_id], **dict(options or {}))

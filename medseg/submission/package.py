@@ -23,8 +23,9 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from medseg.io import atomic_path, default_file_mode
 from medseg.submission.errors import SubmissionError

@@ -14,17 +14,22 @@ checkpoints, logs and TensorBoard events.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 
+from medseg.common.progress import progress_bar
 from medseg.io import atomic_path
 from medseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -252,11 +257,10 @@ class Trainer:
         self.network.train()
         iterator = iter(batches)
         losses, patches, start = [], 0, time.perf_counter()
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.loop.iterations_per_epoch, desc=f"epoch {self.epoch + 1}/{self.total_epochs}", unit="it", leave=False)
+        bar = progress_bar(
+            total=self.loop.iterations_per_epoch, desc=f"epoch {self.epoch + 1}/{self.total_epochs}", unit="it",
+            enabled=self.progress, leave=False,
+        )
         for _ in range(self.loop.iterations_per_epoch):
             batch = next(iterator)
             image = batch["image"].to(self.device, non_blocking=True)
@@ -275,11 +279,9 @@ class Trainer:
             self.scaler.update()
             losses.append(loss.item())
             patches += image.shape[0]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", patches_per_s=f"{patches / (time.perf_counter() - start):.1f}")
-        if bar is not None:
-            bar.close()
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", patches_per_s=f"{patches / (time.perf_counter() - start):.1f}")
+        bar.close()
         seconds = time.perf_counter() - start
         return {
             "epoch": self.epoch + 1,
@@ -329,9 +331,8 @@ class Trainer:
             if isinstance(value, (int, float)) and key != "epoch":
                 self.writer.add_scalar(_tensorboard_tag(key), value, row["epoch"])
         self.writer.flush()
-        if self.progress:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
-            print(f"epoch {row['epoch']}/{self.total_epochs}: {shown}", flush=True)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
+        log.info("epoch %d/%d: %s", row["epoch"], self.total_epochs, shown)
 
 
 def _tensorboard_tag(key: str) -> str:

@@ -21,6 +21,7 @@ and plan, so a checkpoint alone is enough to predict), ``training_log.csv`` and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,8 @@ from medseg.errors import ConfigError
 from medseg.models import UNetConfig, build_unet, stage_channels
 from medseg.training.engine import LoopConfig, OptimConfig, Trainer, init_distributed
 from medseg.training.losses import DeepSupervisionLoss, LossConfig, build_loss
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -200,9 +203,8 @@ def prepare_cache(config: TrainingConfig, progress: bool = True) -> dict[str, An
     elif (cache / "plan.json").exists() and (not previous.exists() or json.loads(previous.read_text()) == planned_from):
         plan = load_plan(cache / "plan.json")
     else:
-        if progress:
-            again = " again (manifest or preprocessing settings changed)" if (cache / "plan.json").exists() else ""
-            print(f"planning {manifest.name} ({len(manifest)} cases){again} ...", flush=True)
+        again = " again (manifest or preprocessing settings changed)" if (cache / "plan.json").exists() else ""
+        log.info("planning %s (%d cases)%s ...", manifest.name, len(manifest), again)
         plan = plan_dataset(manifest, preprocessing, workers=config.data.preprocess_workers, progress=progress)
         cache.mkdir(parents=True, exist_ok=True)
         save_plan(plan, cache / "plan.json")
@@ -377,9 +379,11 @@ def train(
     computed_folds = given_splits(manifest) is None
     if context.is_main and computed_folds and config.data.group_pattern is None and (alike := suspected_same_patient(manifest)):
         examples = "; ".join(", ".join(ids) for ids in alike[:3])
-        print(f"warning: {sum(map(len, alike))} cases look like several scans of one patient ({examples}{' ...' if len(alike) > 3 else ''}) "
-              "but have no group, so one patient may be in training and validation; set data.group_pattern "
-              "(e.g. '^(patient\\d+)') or a group column in a CSV manifest", flush=True)
+        log.warning(
+            "%d cases look like several scans of one patient (%s%s) but have no group, so one patient may be in "
+            "training and validation; set data.group_pattern (e.g. '^(patient\\d+)') or a group column in a CSV manifest",
+            sum(map(len, alike)), examples, " ..." if len(alike) > 3 else "",
+        )
     settings = network_settings(config, plan)
     train_cases = open_cache(config.data.cache, split["train"])
     val_cases = open_cache(config.data.cache, split["val"])
@@ -390,11 +394,13 @@ def train(
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_run_files(run_dir, config, plan, split, fold, manifest, settings)
-        if progress:
-            channels = stage_channels(len(settings["strides"]), settings["base_channels"], settings["max_channels"])
-            print(f"training a {config.data.configuration.upper()} U-Net on {torch_device.type}: patch {settings['patch_size']} voxels, "
-                  f"batch {settings['batch_size']}, {in_channels} input channel(s), feature maps {channels}; fold {fold}: "
-                  f"{len(split['train'])} training / {len(split['val'])} validation cases (see network.json)", flush=True)
+        channels = stage_channels(len(settings["strides"]), settings["base_channels"], settings["max_channels"])
+        log.info(
+            "training a %s U-Net on %s: patch %s voxels, batch %s, %d input channel(s), feature maps %s; fold %s: "
+            "%d training / %d validation cases (see network.json)",
+            config.data.configuration.upper(), torch_device.type, settings["patch_size"], settings["batch_size"],
+            in_channels, channels, fold, len(split["train"]), len(split["val"]),
+        )
 
     torch.manual_seed(config.train.seed)
     model = build_unet(
@@ -461,4 +467,4 @@ def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any]
             write_csv_manifest(run_dir / "validation.csv", held_out, manifest.labels,
                                name=f"{manifest.name} fold {fold} validation", modality=manifest.channel_names.get(0))
         except ConfigError as error:  # e.g. label names a CSV header cannot hold: train anyway
-            print(f"warning: validation.csv not written ({error}); the held-out cases are listed in splits.json", flush=True)
+            log.warning("validation.csv not written (%s); the held-out cases are listed in splits.json", error)

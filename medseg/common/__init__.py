@@ -1,0 +1,5 @@
+"""Cross-cutting rules shared by every layer of medseg: logging and progress reporting.
+
+This package sits below :mod:`medseg.io` and imports nothing from medseg except
+:mod:`medseg.errors`, so any module may use it without creating an import cycle.
+"""
