@@ -126,7 +126,7 @@ def test_geometry_mismatch_fails_the_case_and_the_run_goes_on(folders, tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_failed"] == 1 and "case_1" in (out / "report.md").read_text()
     # resampling on request: the shifted grid is resampled by nearest neighbour
-    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--no-progress", "--resample-pred-to-ref", "--no-report"])
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--no-progress", "--overwrite", "--resample-pred-to-ref", "--no-report"])
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["resampled_cases"] == ["case_1"]
 
@@ -230,3 +230,41 @@ def test_acdc_ground_truth_against_perturbed_copies(tmp_path):
     assert summary["metrics"]["lv"]["all"]["rvd"]["mean"] > 0 > summary["metrics"]["myo"]["all"]["rvd"]["mean"]
     assert not math.isnan(summary["metrics"]["myo"]["apex"]["hd95"]["mean"])
     assert (out / "figures" / "worst_cases.png").exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused_or_replaces_every_earlier_output(folders, tmp_path):
+    ref, pred = folders
+    out = tmp_path / "out"
+    evaluate_folder(pred, ref, out, labels=[1, 2], regions=True)
+    (out / "notes.txt").write_text("mine")
+    assert (out / "regions.csv").exists() and (out / "figures").is_dir()
+    with pytest.raises(ValueError, match="earlier evaluation .*regions.csv"):
+        evaluate_folder(pred, ref, out, labels=[1, 2], report=False)
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--quiet"]) == 1
+    # without --regions and --no-report: no regions.csv, report.md or figures of the first run may stay
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--overwrite",
+                 "--no-report", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "notes.txt", "summary.json"]
+
+
+def test_an_interrupted_run_says_how_many_cases_were_matched(folders, tmp_path, monkeypatch):
+    from medseg.evaluation import batch
+
+    ref, pred = folders
+    real = batch.evaluate_pair
+    calls = []
+
+    def interrupt_on_the_second_case(pair, settings):
+        calls.append(pair.case_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(pair, settings)
+
+    monkeypatch.setattr(batch, "evaluate_pair", interrupt_on_the_second_case)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_folder(pred, ref, out, labels=[1, 2])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["n_matched"] == 3 and summary["n_cases"] == 1
+    assert "- cases: 3 matched, 1 done (1 evaluated, 0 failed) -- **interrupted: partial results, 2 case(s) not evaluated**" \
+        in (out / "report.md").read_text()

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--geometry-tolerance", type=float, default=1e-3, metavar="MM", help="grid match tolerance in mm (default 0.001)")
     run.add_argument("--resample-pred-to-ref", action="store_true", help="resample predictions on another grid (nearest neighbour)")
     run.add_argument("--no-report", action="store_true", help="skip report.md and its figures")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an earlier evaluation in --out (its metrics.csv, summary.json, regions.csv, report.md, "
+                          "figures/); without it such a folder is refused")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     actions = parser.add_subparsers(dest="evaluate_action", metavar="{compare}", required=False)
@@ -112,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         atol_mm=args.geometry_tolerance,
         resample_pred_to_ref=args.resample_pred_to_ref,
         report=not args.no_report,
+        overwrite=args.overwrite,
         metrics=args.metrics,
         regions=args.regions,
         region_axis=args.region_axis,
@@ -126,10 +130,9 @@ def run(args: argparse.Namespace) -> int:
     _print_means(run_result.rows)
     print(f"evaluated {n_cases - len(failures)} of {n_cases} cases; results in {args.out} (metrics.csv, summary.json"
           f"{', report.md' if not args.no_report else ''})")  # fmt: skip
-    if failures:
-        print(f"medseg evaluate: {len(failures)} case(s) failed (listed in {args.out}/summary.json and report.md):", file=sys.stderr)
-        for outcome in failures[:10]:
-            print(f"  {outcome.case_id}: {outcome.error}", file=sys.stderr)
+    if failures:  # each failure was logged as it happened
+        print(f"medseg evaluate: {len(failures)} case(s) failed (listed in {args.out}/summary.json and report.md)",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -24,6 +24,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from medseg.common.progress import progress_bar
-from medseg.errors import ConfigError, MedsegError
+from medseg.errors import ConfigError, InvalidArgumentError, MedsegError
 from medseg.evaluation.matching import CasePair, Matching, match_cases
 from medseg.io import atomic_path, atomic_write_text
 
@@ -263,6 +264,7 @@ def run_folder(
     atol_mm: float = 1e-3,
     resample_pred_to_ref: bool = False,
     report: bool = True,
+    overwrite: bool = False,
     **case_options: Any,
 ) -> FolderRun:
     """Evaluate every case and write the outputs; see :func:`evaluate_folder` (which returns a
@@ -290,6 +292,8 @@ def run_folder(
     matching = match_cases(pred_dir, ref_dir, references=references, images=images, ref_pattern=ref_pattern, pred_pattern=pred_pattern)
     settings = Settings(label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report)
     out = Path(out_dir).expanduser() if out_dir is not None else None
+    if out is not None:
+        prepare_output_folder(out, overwrite)
     writer = _MetricsWriter(out / "metrics.csv") if out is not None else None
     outcomes: list[CaseOutcome] = []
     rows: list[dict[str, Any]] = []
@@ -334,6 +338,39 @@ def run_folder(
     return run
 
 
+#: What an evaluation writes into its output folder; a new run into the same folder removes all of
+#: them first (with ``overwrite``), so no file of an earlier run survives beside the new ones.
+OUTPUT_NAMES = ("metrics.csv", "summary.json", "regions.csv", "report.md", "figures")
+
+
+def prepare_output_folder(out: Path, overwrite: bool) -> None:
+    """Make ``out`` ready for an evaluation: created if missing, writable, and free of an earlier run.
+
+    An earlier evaluation's outputs (:data:`OUTPUT_NAMES`) are removed when ``overwrite`` is true and
+    refused otherwise (:class:`~medseg.errors.InvalidArgumentError` naming them); other files in the
+    folder are never touched. Raises ``OSError`` (naming the path) when the folder cannot be created
+    or written, before any case is evaluated.
+    """
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    earlier = [name for name in OUTPUT_NAMES if (out / name).exists()]
+    if earlier and not overwrite:
+        raise InvalidArgumentError(
+            f"{out}: holds an earlier evaluation ({', '.join(earlier)}); pass --overwrite (overwrite=True) to replace it "
+            "or choose another output folder"
+        )
+    for name in earlier:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    probe = out / f".medseg-write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def evaluate_folder(
     pred_dir: str | Path,
     ref_dir: str | Path | None = None,
@@ -357,7 +394,8 @@ def evaluate_folder(
             filled in as ``both_empty``), ``workers`` (processes; 1 = in this process),
             ``progress`` (tqdm bar), ``ref_pattern`` / ``pred_pattern`` (file-name globs),
             ``atol_mm`` (grid tolerance, default 1e-3 mm), ``resample_pred_to_ref``
-            (nearest-neighbour), ``report`` (write report.md and figures, default True), and
+            (nearest-neighbour), ``report`` (write report.md and figures, default True),
+            ``overwrite`` (replace an earlier evaluation in ``out_dir``; default False: refused), and
             every option of :func:`medseg.evaluation.evaluate_case` (``metrics``, ``regions``,
             ``region_axis``, ``base_at``, ``region_mode``, ``region_anchor``,
             ``nsd_tolerance_mm``, ``empty_policy``, ``worst_distance_mm``).

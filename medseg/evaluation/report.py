@@ -48,8 +48,11 @@ def write_report(out: Path, run, summary: dict[str, Any], worst: list[tuple[floa
 def _run_section(run, summary) -> list[str]:
     options = summary["options"]
     lines = [
-        f"- cases: {summary['n_cases']} ({summary['n_evaluated']} evaluated, {summary['n_failed']} failed)"
-        + (" -- **interrupted: partial results**" if summary["interrupted"] else ""),
+        (f"- cases: {summary['n_matched']} matched, {summary['n_cases']} done ({summary['n_evaluated']} evaluated, "
+         f"{summary['n_failed']} failed) -- **interrupted: partial results, {summary['n_matched'] - summary['n_cases']} "
+         "case(s) not evaluated**"
+         if summary["interrupted"]
+         else f"- cases: {summary['n_cases']} ({summary['n_evaluated']} evaluated, {summary['n_failed']} failed)"),
         f"- references: `{options['manifest'] or options['ref']}`; predictions: `{options['pred']}`",
         f"- labels: {', '.join(f'{v} = {n}' for v, n in summary['labels'].items()) or 'none'}",
         f"- regions: {'base/middle/apex, ' + options['region_mode'] + ', axis ' + options['region_axis'] + ', base ' + str(options['base_at']) + ', anchor ' + options['region_anchor'] if options['regions'] else 'all only'}"

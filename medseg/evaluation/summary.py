@@ -126,6 +126,7 @@ def summary_document(run) -> dict[str, Any]:
             counts = base_ends.setdefault(str(info["label"]), {})
             counts[end] = counts.get(end, 0) + 1
     return {
+        "n_matched": len(run.matching.pairs),
         "n_cases": len(run.outcomes),
         "n_evaluated": sum(1 for o in run.outcomes if not o.error),
         "n_failed": len(run.failures),
