@@ -772,3 +772,48 @@ def test_acdc_ground_truth_round_trips_in_other_formats(tmp_path, fmt):
     for case in cases:
         np.testing.assert_array_equal(decoded[case], truth[case])
     assert check_submission(fmt, tmp_path / "sub.zip", images).ok
+
+
+# -- no stale or misleading output (issue 15) ------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated", "not a zip"])
+def test_an_unreadable_zip_fails_before_any_case_line(msd_submission, tmp_path, damage):
+    root, images, _ = msd_submission
+    zip_path = write_submission_zip(root / "clean", tmp_path / "sub.zip", "msd", "test")
+    data = zip_path.read_bytes()
+    zip_path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"PK not really a zip")
+    report = check_submission("msd", zip_path, images)
+    lines = report.lines()
+    assert not report.ok and report.failed_cases() == CASES
+    assert not any(line.startswith("PASS") for line in lines)
+    assert lines[1].startswith("FAIL sub.zip: not a readable zip file")
+    assert lines[-1] == "FAIL: the submission could not be read; 0/3 cases checked"
+
+
+def test_a_failing_resubmission_removes_the_earlier_zip(tmp_path):
+    images, preds, truth = make_dataset(tmp_path)
+    out, zip_path = tmp_path / "sub", tmp_path / "sub.zip"
+    assert prepare_submission("msd", preds, images, out, zip_path=zip_path).zip_path == zip_path
+    with pytest.raises(SubmissionError, match="--overwrite"):  # an existing zip is not replaced silently
+        prepare_submission("msd", preds, images, tmp_path / "other", zip_path=zip_path)
+    save_volume(Volume(np.zeros(SHAPE, np.uint8), AFFINE), preds / "case_000.nii.gz", label=True)
+    save_volume(Volume(np.zeros(SHAPE, np.uint8), AFFINE), preds / "case_001.nii.gz", label=True)
+    save_volume(Volume(np.zeros(SHAPE, np.uint8), AFFINE), preds / "case_002.nii.gz", label=True)
+    result = prepare_submission("msd", preds, images, out, zip_path=zip_path, overwrite=True)
+    assert not result.ok and result.zip_path is None
+    assert not zip_path.exists()  # the passing zip of the first run would not match the failing folder
+    assert result.check.target == str(out) and no_temporaries(tmp_path)
+
+
+def test_an_interrupted_check_leaves_no_unchecked_folder(tmp_path, monkeypatch):
+    from medseg.submission import prepare
+
+    images, preds, _ = make_dataset(tmp_path)
+    out = tmp_path / "sub"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "check_submission", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_submission("msd", preds, images, out)
+    assert not out.exists() and no_temporaries(tmp_path)

@@ -74,11 +74,13 @@ class CheckReport:
     target: str
     cases: list[str]
     problems: list[CheckProblem] = field(default_factory=list)
+    #: why the container (zip) could not be read at all; then no case was checked
+    unreadable: str | None = None
 
     @property
     def ok(self) -> bool:
         """True when there is no error (warnings allowed)."""
-        return not any(p.severity == "error" for p in self.problems)
+        return self.unreadable is None and not any(p.severity == "error" for p in self.problems)
 
     def add(self, case: str | None, message: str, severity: str = "error") -> None:
         """Record a problem of ``case`` (``None``: the whole submission)."""
@@ -89,12 +91,18 @@ class CheckReport:
         return [p for p in self.problems if p.case == case and p.severity == "error"]
 
     def failed_cases(self) -> list[str]:
-        """Expected cases with at least one error, in case order (``[]`` when all pass)."""
+        """Expected cases with at least one error, in case order (``[]`` when all pass; every case when
+        the container could not be read)."""
+        if self.unreadable is not None:
+            return list(self.cases)
         return [c for c in self.cases if self.errors(c)]
 
     def lines(self) -> list[str]:
-        """The report: a header, ``PASS case`` or one ``FAIL``/``WARN`` line per problem, a summary."""
+        """The report: a header, ``PASS case`` or one ``FAIL``/``WARN`` line per problem, a summary.
+        An unreadable container gives no per-case line: only why it failed and the summary."""
         out = [f"{self.format} submission {self.target}: {len(self.cases)} expected case(s)"]
+        if self.unreadable is not None:
+            return out + [f"FAIL {self.unreadable}", f"FAIL: the submission could not be read; 0/{len(self.cases)} cases checked"]
         by_case = defaultdict(list)
         for problem in self.problems:
             by_case[problem.case].append(problem)
@@ -180,12 +188,16 @@ def _extract_zip(path: Path, folder: Path, report: CheckReport) -> bool:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        report.add(None, f"{path.name}: not a readable zip file ({exc})")
+        report.unreadable = f"{path.name}: not a readable zip file ({exc})"
         return False
     with archive:
-        broken = archive.testzip()
+        try:
+            broken = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # truncated member data
+            report.unreadable = f"{path.name}: not a readable zip file ({exc})"
+            return False
         if broken:
-            report.add(None, f"{path.name}: member {broken} is corrupt (CRC mismatch)")
+            report.unreadable = f"{path.name}: member {broken} is corrupt (CRC mismatch)"
             return False
         names = [info.filename for info in archive.infolist() if not info.is_dir()]
         for name in names:

@@ -13,6 +13,7 @@ the zip (with manifest) is written only when that check passes.
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from medseg.submission.labels import parse_label_map, remap_labels
 from medseg.submission.metrics_json import read_metrics_csv, write_metrics_json
 from medseg.submission.package import atomic_directory, check_output_folder, write_submission_zip
 from medseg.submission.rle import slice_image_id, volume_rle_rows
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,8 +114,12 @@ def prepare_submission(
     for name, folder in (("images", images_dir), ("predictions", pred_dir)):
         if out_dir.resolve().is_relative_to(Path(folder).expanduser().resolve()):
             raise SubmissionError(f"{out_dir}: the output folder must not lie inside the {name} folder {folder}")
-    if zip_path is not None and Path(zip_path).expanduser().resolve().is_relative_to(out_dir.resolve()):
-        raise SubmissionError(f"{zip_path}: the zip must not lie inside the submission folder {out_dir}")
+    if zip_path is not None:
+        zip_path = Path(zip_path).expanduser()
+        if zip_path.resolve().is_relative_to(out_dir.resolve()):
+            raise SubmissionError(f"{zip_path}: the zip must not lie inside the submission folder {out_dir}")
+        if zip_path.exists() and not overwrite:
+            raise SubmissionError(f"{zip_path}: exists; pass --overwrite (overwrite=True) to replace it")
     metrics_rows = None
     if fmt.name == "grand-challenge":
         metrics_rows = read_metrics_csv(_metrics_csv_path(metrics_csv, pred_dir))
@@ -159,13 +166,19 @@ def prepare_submission(
         if metrics_rows is not None:
             write_metrics_json(_metrics_csv_path(metrics_csv, pred_dir), tmp_dir / METRICS_JSON_NAME)
 
-    result = PreparedSubmission(fmt.name, out_dir, prepared)
-    # the user's spec, not ``allowed``: a dataset.json also gives the label names the check's messages use
-    result.check = check_submission(fmt, out_dir, images_dir, allowed_labels=allowed_labels, atol_mm=atol_mm)
-    if zip_path is not None and result.check.ok:
-        result.zip_path = write_submission_zip(
-            out_dir, zip_path, fmt.name, command or _api_command(fmt, pred_dir, images_dir, out_dir), list(match.files)
-        )
+        # Checked before it is moved into place: an interruption leaves the earlier folder (and zip)
+        # as they were, never an unchecked folder under the submission's name. The user's label spec,
+        # not ``allowed``: a dataset.json also gives the label names the check's messages use.
+        result = PreparedSubmission(fmt.name, out_dir, prepared)
+        result.check = check_submission(fmt, tmp_dir, images_dir, allowed_labels=allowed_labels, atol_mm=atol_mm)
+        result.check.target = str(out_dir)
+        if zip_path is not None and result.check.ok:
+            result.zip_path = write_submission_zip(
+                tmp_dir, zip_path, fmt.name, command or _api_command(fmt, pred_dir, images_dir, out_dir), list(match.files)
+            )
+        elif zip_path is not None and zip_path.exists():  # an earlier zip must not stand beside a failing folder
+            zip_path.unlink()
+            log.warning("removed the earlier %s: the new submission failed its check", zip_path)
     return result
 
 
