@@ -40,8 +40,16 @@ def describe_os_error(error: OSError) -> str:
     ``FileNotFoundError(2, 'No such file or directory', 'x.nii')`` gives
     ``x.nii: No such file or directory``; an error without a path keeps its own text.
     """
+    import os.path
+
     paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
     reason = error.strerror or str(error) or type(error).__name__
+    if isinstance(error, (FileExistsError, NotADirectoryError)) and paths:  # a file where a folder is needed
+        blocking = paths[0]
+        while blocking and not os.path.exists(blocking):
+            blocking = os.path.dirname(blocking)
+        if blocking and os.path.isfile(blocking):
+            return f"{blocking}: a file is in the way (a folder is needed here)"
     if not paths:
         return reason
     return f"{' -> '.join(paths)}: {reason}"

@@ -81,8 +81,9 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from medseg.io import save_volume
+    from medseg.io import ensure_writable_file, save_volume
 
+    ensure_writable_file(args.output)
     volume = _read(args, args.input)
     written = save_volume(volume, args.output, label=args.label)
     print(f"wrote {written}: {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm, {volume.orientation}")

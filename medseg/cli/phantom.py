@@ -45,8 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medseg.io import ensure_writable_folder
     from medseg.phantoms import labels_for, write_phantom_dataset
 
+    ensure_writable_folder(args.out)
     dataset_json = write_phantom_dataset(args.kind, args.n, args.seed, args.out, progress=not args.quiet)
     labels = ", ".join(f"{value} {name}" for name, value in labels_for(args.kind).items() if value)
     print(f"wrote {args.n} {args.kind} case(s) (seed {args.seed}; labels {labels}) -> {dataset_json}")

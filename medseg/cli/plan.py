@@ -21,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
     from medseg.data.config import load_preprocessing_config
     from medseg.data.manifest import load_manifest
     from medseg.data.planning import plan_dataset, save_plan
+    from medseg.io import ensure_writable_file
 
+    ensure_writable_file(args.out)
     manifest = load_manifest(args.manifest)
     config = to_dict(load_preprocessing_config(args.config))  # overridden below, validated by plan_dataset
     if args.target_spacing:

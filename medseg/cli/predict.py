@@ -23,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from medseg.inference.inputs import discover_inputs, shard
     from medseg.inference.predict import Predictor, predict_cases
+    from medseg.io import ensure_writable_folder
 
     cases = shard(discover_inputs(args.input), args.num_shards, args.shard_id)
+    ensure_writable_folder(args.out)
     predictor = Predictor(args.model, device=args.device, overlap=args.overlap, tta=args.tta, batch_size=args.batch_size)
     note = predictor.mirroring_note()
     if note:

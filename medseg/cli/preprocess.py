@@ -21,9 +21,11 @@ def run(args: argparse.Namespace) -> int:
     from medseg.data.cache import preprocess_dataset
     from medseg.data.manifest import load_manifest
     from medseg.data.planning import load_plan
+    from medseg.io import ensure_writable_folder
 
     manifest = load_manifest(args.manifest)
     plan = load_plan(args.plan)
+    ensure_writable_folder(args.out)
     report = preprocess_dataset(
         manifest,
         plan,

@@ -126,9 +126,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read INPUT, run the method, write OUT; prints a summary (or JSON with ``--json``)."""
     from medseg.classical import IMAGE_METHODS, segment
-    from medseg.io import load_volume, save_volume
+    from medseg.io import ensure_writable_file, load_volume, save_volume
 
     options = _method_options(args)
+    ensure_writable_file(args.output)  # before the computation, which can take a while
     volume = load_volume(args.input, frame=args.frame, series_uid=args.series)
     result = segment(volume, args.method, **options)
     written = save_volume(result, args.output, label=args.method not in IMAGE_METHODS)

@@ -123,9 +123,11 @@ def _run_prepare(args: argparse.Namespace) -> int:
         )
     from pathlib import Path
 
+    from medseg.io import ensure_writable_folder
     from medseg.submission import prepare_submission
 
     out = Path(args.out).expanduser()
+    ensure_writable_folder(out.parent)  # the submission is built beside it, then moved in
     zip_path = None
     if args.zip is not None:
         zip_path = out.with_name(out.name + ".zip") if args.zip is True else Path(args.zip).expanduser()

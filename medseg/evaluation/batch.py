@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import numpy as np
 from medseg.common.progress import progress_bar
 from medseg.errors import ConfigError, InvalidArgumentError, MedsegError
 from medseg.evaluation.matching import CasePair, Matching, match_cases
-from medseg.io import atomic_path, atomic_write_text
+from medseg.io import atomic_path, atomic_write_text, ensure_writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +352,7 @@ def prepare_output_folder(out: Path, overwrite: bool) -> None:
     """
     import shutil
 
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(out)
     earlier = [name for name in OUTPUT_NAMES if (out / name).exists()]
     if earlier and not overwrite:
         raise InvalidArgumentError(
@@ -366,9 +365,6 @@ def prepare_output_folder(out: Path, overwrite: bool) -> None:
             shutil.rmtree(target)
         else:
             target.unlink()
-    probe = out / f".medseg-write-test-{os.getpid()}"
-    probe.write_bytes(b"")
-    probe.unlink()
 
 
 def evaluate_folder(

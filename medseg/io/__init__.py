@@ -6,7 +6,13 @@ and affine from the header alone) and :func:`read_label_map` (label maps, NIfTI 
 :func:`atomic_path` / :func:`atomic_write_text` replace a file atomically with the usual permissions.
 """
 
-from medseg.io.atomic import atomic_path, atomic_write_text, default_file_mode
+from medseg.io.atomic import (
+    atomic_path,
+    atomic_write_text,
+    default_file_mode,
+    ensure_writable_file,
+    ensure_writable_folder,
+)
 from medseg.io.describe import describe_volume, looks_like_label_map
 from medseg.io.dicom import find_dicom_series, read_dicom_series
 from medseg.io.headers import FileGrid, read_grid
@@ -29,6 +35,8 @@ __all__ = [
     "Volume",
     "atomic_path",
     "atomic_write_text",
+    "ensure_writable_file",
+    "ensure_writable_folder",
     "case_id_from_path",
     "check_same_grid",
     "default_file_mode",

@@ -91,3 +91,33 @@ def _process_umask() -> int:
     umask = os.umask(0o022)  # not thread-safe, hence only the fallback
     os.umask(umask)
     return umask
+
+
+def ensure_writable_folder(folder: str | Path) -> Path:
+    """Create ``folder`` (and its parents) if missing and prove that files can be written in it.
+
+    Call it before long work whose result goes there, so a bad output path fails in a second, not
+    after the computation. Raises ``OSError`` naming the path: a file stands where a folder is
+    needed (``NotADirectoryError``/``FileExistsError``), no permission, read-only or full file
+    system. Returns the folder.
+    """
+    folder = Path(folder).expanduser()
+    for parent in (folder, *folder.parents):  # name the file that is in the way, not a child of it
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(20, "a file is in the way (a folder is needed here)", str(parent))
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".medseg-write-test-"):
+        pass
+    return folder
+
+
+def ensure_writable_file(path: str | Path) -> Path:
+    """:func:`ensure_writable_folder` for the folder of the file ``path``, and ``path`` itself must not be a
+    folder (``IsADirectoryError``). Nothing is written at ``path``. Returns ``path``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, a file name is needed here", str(path))
+    ensure_writable_folder(path.parent)
+    return path

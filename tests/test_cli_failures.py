@@ -1,0 +1,59 @@
+"""Every command fails in one line naming the path when its output cannot be written, before long work."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from medseg.cli.main import main
+from medseg.phantoms import write_phantom_dataset
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms")
+    write_phantom_dataset("ct-thorax", 2, 0, root / "data", progress=False)
+    return root / "data"
+
+
+def _commands(data, out):
+    image = str(data / "imagesTr" / "thorax_000_0000.nii.gz")
+    return {
+        "convert": ["convert", image, f"{out}/converted.nii.gz"],
+        "segment": ["segment", "--method", "otsu", image, f"{out}/otsu.nii.gz"],
+        "evaluate": ["evaluate", "--pred", str(data / "labelsTr"), "--ref", str(data / "labelsTr"), "--out", f"{out}/eval"],
+        "submit": ["submit", "--format", "msd", "--pred", str(data / "labelsTr"), "--images", str(data / "imagesTr"),
+                   "--out", f"{out}/submission"],
+        "plan": ["plan", "--manifest", str(data / "dataset.json"), "--out", f"{out}/plan.json"],
+        "phantom": ["phantom", "--kind", "ct-thorax", "--n", "1", "--out", f"{out}/phantoms"],
+    }
+
+
+@pytest.mark.parametrize("command", ["convert", "segment", "evaluate", "submit", "plan", "phantom"])
+def test_output_under_a_regular_file_is_one_line_naming_it(phantoms, tmp_path, capsys, monkeypatch, command):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    import medseg.classical
+
+    def never(*args, **kwargs):
+        raise AssertionError("the computation ran although the output cannot be written")
+
+    monkeypatch.setattr(medseg.classical, "segment", never)
+    assert main([*_commands(phantoms, blocker)[command], "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"medseg {command}: error: {blocker}: a file is in the way (a folder is needed here)"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders, so there is nothing to refuse")
+@pytest.mark.parametrize("command", ["convert", "segment", "evaluate", "plan"])
+def test_output_in_a_read_only_folder_is_one_line(phantoms, tmp_path, capsys, command):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main([*_commands(phantoms, locked)[command], "--quiet"]) == 1
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Permission denied" in err[0] and str(locked) in err[0]
