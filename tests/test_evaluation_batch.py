@@ -121,7 +121,8 @@ def test_geometry_mismatch_fails_the_case_and_the_run_goes_on(folders, tmp_path)
     assert code == 1
     rows = _rows(out / "metrics.csv")
     errors = [r for r in rows if r["metric"] == "error"]
-    assert [r["case"] for r in errors] == ["case_1"] and "origin" in errors[0]["flag"]
+    assert [r["case"] for r in errors] == ["case_1"]
+    assert "origin: reference (0, 0, 0) mm, prediction (5, 0, 0) mm" in errors[0]["flag"]  # which side is which
     assert {r["case"] for r in rows if r["metric"] == "dice"} == {"case_0", "case_2"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_failed"] == 1 and "case_1" in (out / "report.md").read_text()

@@ -387,7 +387,7 @@ def test_image_label_mismatch(tmp_path):
     save_volume(Volume(np.zeros((6, 6, 5), np.uint8), np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "lab2.nii.gz", label=True)
     with pytest.raises(GeometryError, match="img.nii.gz and .*lab.nii.gz .*origin"):
         load_image_and_label(tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz")
-    with pytest.raises(GeometryError, match=r"shape \(6, 6, 4\) != \(6, 6, 5\)"):
+    with pytest.raises(GeometryError, match=r"shape: image \(6, 6, 4\), label \(6, 6, 5\)"):
         load_image_and_label(tmp_path / "img.nii.gz", tmp_path / "lab2.nii.gz")
 
 

@@ -260,7 +260,7 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
         affine = AFFINE.copy()
         affine[2, 2] = 2.5
         save_volume(Volume(truth["case_001"], affine), target, label=True)
-        return "case_001", "voxel grid differs from the image case_001_0000.nii.gz (submission vs image): spacing (1.2, 0.8, 2.5) != (1.2, 0.8, 3) mm"
+        return "case_001", "voxel grid differs from the image case_001_0000.nii.gz: spacing: submission (1.2, 0.8, 2.5) mm, image (1.2, 0.8, 3) mm"
     if fault == "extra file":
         (out / "notes.txt").write_text("x")
         return None, "notes.txt: extra file, not part of the msd format"

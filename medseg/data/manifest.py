@@ -439,7 +439,9 @@ def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool 
             continue
         reference = volumes[entry.images[0]]
         for p in paths[1:]:
-            mismatch = grid_mismatch(reference.affine, reference.shape, volumes[p].affine, volumes[p].shape, atol_mm)
+            mismatch = grid_mismatch(
+                reference.affine, reference.shape, volumes[p].affine, volumes[p].shape, atol_mm, ("image", "this file")
+            )
             if mismatch:
                 problems.append(Problem(entry.case_id, str(p), f"not on the image's voxel grid: {mismatch}"))
         if entry.label is not None:

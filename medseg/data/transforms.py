@@ -163,7 +163,10 @@ class LoadVolumed(MapTransform):
                 if reference is None:
                     reference = volume
                     continue
-                problem = grid_mismatch(reference.affine, reference.shape, volume.affine, volume.shape, self.atol_mm)
+                problem = grid_mismatch(
+                    reference.affine, reference.shape, volume.affine, volume.shape, self.atol_mm,
+                    (reference.name, volume.name),
+                )
                 if problem:
                     raise GeometryError(f"{volume.name} is not on the grid of {reference.name}: {problem}")
             if not is_label and channel_kinds is None:

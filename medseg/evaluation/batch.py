@@ -101,7 +101,10 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
             raise ConfigError(f"no prediction file found for case {pair.case_id} (reference {pair.reference})")
         reference = read_label_map(pair.reference)
         prediction = read_label_map(pair.prediction)
-        problem = grid_mismatch(reference.affine, reference.shape, prediction.affine, prediction.shape, settings.atol_mm)
+        problem = grid_mismatch(
+            reference.affine, reference.shape, prediction.affine, prediction.shape, settings.atol_mm,
+            ("reference", "prediction"),
+        )
         if problem:
             if not settings.resample_pred_to_ref:
                 raise ConfigError(

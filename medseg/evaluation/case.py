@@ -243,7 +243,7 @@ def evaluate_volumes(reference, prediction, labels: object = None, *, atol_mm: f
     """
     from medseg.io import check_same_grid
 
-    check_same_grid(reference, prediction, atol_mm)
+    check_same_grid(reference, prediction, atol_mm, ("reference", "prediction"))
     return evaluate_case(
         reference.array,
         prediction.array,

@@ -134,7 +134,7 @@ def load_image_and_label(image_path: str | Path, label_path: str | Path, atol_mm
     """Load an image and its label map and check they share a voxel grid (raises :class:`GeometryError`)."""
     image = load_volume(image_path, **kwargs)
     label = load_volume(label_path, label=True, series_uid=kwargs.get("series_uid"))
-    check_same_grid(image, label, atol_mm)
+    check_same_grid(image, label, atol_mm, ("image", "label"))
     return image, label
 
 

@@ -155,37 +155,43 @@ def grid_mismatch(
     affine_b: np.ndarray,
     shape_b: tuple[int, ...],
     atol_mm: float = 1e-3,
+    names: tuple[str, str] = ("first", "second"),
 ) -> str | None:
     """Describe how two voxel grids differ, or return ``None`` when they match.
 
     Grids match when shapes are equal and every voxel centre lies within ``atol_mm`` of the
     other grid's (checked on the affine: origin within ``atol_mm``, and each axis vector
     scaled by the extent of the array within ``atol_mm``, so small rounding of a large
-    volume's direction cosines is judged by its effect in mm).
+    volume's direction cosines is judged by its effect in mm). The description names each side
+    with ``names`` (e.g. ``("reference", "prediction")``): ``origin: reference (0, 0, 0) mm,
+    prediction (5, 0, 0) mm``. Spacing and origin are in mm, RAS+.
     """
+    first, second = names
     shape_a, shape_b = tuple(shape_a), tuple(shape_b)
     if shape_a != shape_b:
-        return f"shape {shape_a} != {shape_b}"
+        return f"shape: {first} {shape_a}, {second} {shape_b}"
     a, b = np.asarray(affine_a, float), np.asarray(affine_b, float)
     problems = []
     spacing_a, spacing_b = spacing_from_affine(a), spacing_from_affine(b)
     extent = np.maximum(np.asarray(shape_a, float) - 1, 1)
     if np.any(np.abs(spacing_a - spacing_b) * extent > atol_mm):
-        problems.append(f"spacing {_fmt(spacing_a)} != {_fmt(spacing_b)} mm")
+        problems.append(f"spacing: {first} {_fmt(spacing_a)} mm, {second} {_fmt(spacing_b)} mm")
     if np.any(np.abs(a[:3, 3] - b[:3, 3]) > atol_mm):
-        problems.append(f"origin {_fmt(a[:3, 3])} != {_fmt(b[:3, 3])} mm")
+        problems.append(f"origin: {first} {_fmt(a[:3, 3])} mm, {second} {_fmt(b[:3, 3])} mm")
     axis_error_mm = np.abs((a[:3, :3] - b[:3, :3]) * extent).max()
     if not problems and axis_error_mm > atol_mm:
         problems.append(
-            f"direction differs (orientation {orientation_code(a)} vs {orientation_code(b)}; "
+            f"direction differs (orientation: {first} {orientation_code(a)}, {second} {orientation_code(b)}; "
             f"up to {axis_error_mm:.3g} mm apart at the far corner)"
         )
     return "; ".join(problems) or None
 
 
-def check_same_grid(a: Volume, b: Volume, atol_mm: float = 1e-3) -> None:
-    """Raise :class:`GeometryError` naming both files unless ``a`` and ``b`` share a voxel grid."""
-    problem = grid_mismatch(a.affine, a.shape, b.affine, b.shape, atol_mm)
+def check_same_grid(a: Volume, b: Volume, atol_mm: float = 1e-3, names: tuple[str, str] | None = None) -> None:
+    """Raise :class:`GeometryError` naming both files unless ``a`` and ``b`` share a voxel grid; ``names``
+    says what each is (default: their file names)."""
+    names = names or (a.name or "first", b.name or "second")
+    problem = grid_mismatch(a.affine, a.shape, b.affine, b.shape, atol_mm, names)
     if problem:
         raise GeometryError(f"{a.name} and {b.name} are not on the same voxel grid: {problem}")
 

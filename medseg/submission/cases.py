@@ -207,7 +207,7 @@ def align_to_grid(volume: Volume, grid: FileGrid, atol_mm: float = 1e-3) -> tupl
 
     from medseg.errors import GeometryError
 
-    problem = grid_mismatch(volume.affine, volume.shape, grid.affine, grid.shape, atol_mm)
+    problem = grid_mismatch(volume.affine, volume.shape, grid.affine, grid.shape, atol_mm, ("prediction", "image"))
     if problem is None:
         return volume.array, None
     transform = orientations.ornt_transform(orientations.io_orientation(volume.affine), orientations.io_orientation(grid.affine))

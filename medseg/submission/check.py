@@ -313,11 +313,11 @@ def _check_volume(
     if grid.stored_dtype != np.uint8 or grid.scaled:
         scaling = " with intensity scaling (scl_slope/scl_inter)" if grid.scaled else ""
         report.add(case_id, f"{rel}: stored as {grid.stored_dtype}{scaling}; expected uint8 labels")
-    problem = grid_mismatch(grid.affine, grid.shape, image_grid.affine, image_grid.shape, atol_mm)
+    problem = grid_mismatch(grid.affine, grid.shape, image_grid.affine, image_grid.shape, atol_mm, ("submission", "image"))
     if problem:
         report.add(
             case_id,
-            f"{rel}: voxel grid differs from the image {case.image_path.name} (submission vs image): "
+            f"{rel}: voxel grid differs from the image {case.image_path.name}: "
             f"{problem}{'' if 'orientation' in problem else _flip_hint(grid, image_grid)}",
         )
     try:
