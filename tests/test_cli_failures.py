@@ -57,3 +57,22 @@ def test_output_in_a_read_only_folder_is_one_line(phantoms, tmp_path, capsys, co
         locked.chmod(0o755)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Permission denied" in err[0] and str(locked) in err[0]
+
+
+def test_the_4d_error_suggests_a_command_that_exists(tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    data = np.zeros((6, 6, 3, 2), np.uint8)
+    data[2:4, 2:4, 1, :] = 1
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "pred" / "cine.nii.gz"))
+    nib.save(nib.Nifti1Image(data[..., 0], np.eye(4)), str(tmp_path / "ref" / "cine.nii.gz"))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--out",
+                 str(tmp_path / "eval"), "--no-report", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "--frame)" not in err and "medseg convert cine.nii.gz OUT.nii.gz --label --frame N" in err
+    # the suggested command works
+    assert main(["convert", str(tmp_path / "pred" / "cine.nii.gz"), str(tmp_path / "one.nii.gz"), "--label", "--frame", "1",
+                 "--quiet"]) == 0

@@ -313,3 +313,15 @@ def test_plan_validation_and_channel_flags_from_names(tmp_path):
     assert channel_ct_flags(_Named(), 5) == [True, False, None, True, True]  # channel 4 is not named: like channel 0
     csv_manifest = load_manifest(write_dataset(tmp_path, n=1, ct=True))  # a CSV names only the dataset's modality
     assert csv_manifest.modality == "CT" and channel_ct_flags(csv_manifest, 2) == [True, True] and channel_ct_flags(csv_manifest, 0) == []
+
+
+def test_plan_names_every_case_it_could_not_fingerprint(tmp_path):
+    from medseg.errors import MedsegError
+
+    manifest = load_manifest(write_dataset(tmp_path / "data", n=8, shapes=[(20, 20, 6)] * 8, spacings=[(1, 1, 2)] * 8))
+    for entry in manifest.cases[:7]:
+        entry.images[0].write_bytes(b"not a volume")
+    with pytest.raises(MedsegError, match="7 case") as caught:
+        dataset_fingerprint(manifest, workers=1, progress=False)
+    message = str(caught.value)
+    assert all(f"case_{i:02d}" in message for i in range(7)) and "and 2 more: case_05, case_06" in message

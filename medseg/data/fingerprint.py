@@ -196,6 +196,8 @@ def dataset_fingerprint(
     failed = [r for r in results if "error" in r]
     if failed:
         lines = "; ".join(f"{r['case_id']}: {r['error']}" for r in failed[:5])
+        if len(failed) > 5:  # every failed case is named, the reasons of the first five are given
+            lines += f"; and {len(failed) - 5} more: {', '.join(r['case_id'] for r in failed[5:])}"
         raise MedsegError(f"{manifest.path}: {len(failed)} case(s) could not be fingerprinted: {lines}")
     return summarize(results, manifest)
 

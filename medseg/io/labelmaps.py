@@ -107,7 +107,8 @@ def _label_volume_from_nifti_bytes(raw: bytes, path: Path) -> Volume:
         array = array[:, :, None]
     if array.ndim != 3:
         raise VolumeReadError(
-            f"{path}: label map has shape {array.shape}; a 3D label map is needed (a 4D file must have a single frame)"
+            f"{path}: label map has shape {array.shape}; a 3D label map is needed (extract one frame first: "
+            f"medseg convert {path.name} OUT.nii.gz --label --frame N)"
         )
     if nifti_is_scaled(slope, inter):
         array = array.astype(np.float64) * (1.0 if slope is None else slope) + (0.0 if inter is None else inter)

@@ -220,7 +220,8 @@ def _take_3d(array: np.ndarray, path: Path, frame: int | None) -> np.ndarray:
         if frame is None:
             raise VolumeReadError(
                 f"{path}: is 4D with shape {array.shape} (e.g. a time series or several channels); "
-                f"a 3D volume is needed: choose a frame 0..{array.shape[3] - 1} with frame= (CLI: --frame)"
+                f"a 3D volume is needed: pass frame=0..{array.shape[3] - 1} (Python; `medseg inspect`, `convert` and "
+                f"`segment` take --frame), or extract one first: medseg convert {path.name} OUT.nii.gz --frame N"
             )
         if not 0 <= frame < array.shape[3]:
             raise VolumeReadError(f"{path}: frame {frame} out of range 0..{array.shape[3] - 1}")
