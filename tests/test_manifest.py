@@ -253,3 +253,30 @@ def test_a_row_with_more_cells_than_the_header_is_refused(tmp_path):
     (tmp_path / "m.csv").write_text("case_id,image\na,x.nii.gz,y.nii.gz\n")  # a label without its column
     with pytest.raises(ConfigError, match=r"line 2 \(case 'a'\): 3 cells but the header has 2 columns"):
         load_manifest(tmp_path / "m.csv")
+
+
+def test_nan_and_inf_in_an_image_are_found_by_validate_inspect_and_plan(nnunet_dataset, capsys):
+    from medseg.io import load_volume
+
+    path = nnunet_dataset / "imagesTr" / "c02_0000.nii.gz"
+    image = load_volume(path)
+    array = image.array.astype(np.float32)
+    array[0, 0, :3] = np.nan
+    array[1, 1, 0] = np.inf
+    save_volume(Volume(array, image.affine), path)
+    problems = [str(p) for p in validate_manifest(load_manifest(nnunet_dataset))]
+    assert problems == [f"c02: {path}: 3 NaN and 1 inf voxel(s): training and statistics need finite values"]
+
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "not finite   3 NaN and 1 inf voxel(s)" in printed and "nan" not in printed.split("intensity")[1].lower()
+    assert main(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["nonfinite"] == {"nan": 3, "inf": 1, "-inf": 0}
+    finite = array[np.isfinite(array)]
+    assert info["intensity"]["max"] == pytest.approx(float(finite.max()))
+
+    out = nnunet_dataset / "plan.json"
+    assert main(["plan", "--manifest", str(nnunet_dataset), "--out", str(out), "--quiet"]) == 1
+    assert "c02_0000.nii.gz: 3 NaN and 1 inf voxel(s); planning needs finite intensities" in capsys.readouterr().err
+    assert not out.exists()

@@ -62,7 +62,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         print("  label map    value: voxels (ml)")
         for value, stats in info["labels"].items():
             print(f"    {value:>5}: {stats['voxels']:>10} ({stats['volume_ml']:g} ml)")
-    elif info.get("intensity"):
+    if any(info.get("nonfinite", {}).values()):
+        from medseg.io.describe import describe_nonfinite
+
+        print(f"  not finite   {describe_nonfinite(info['nonfinite'])} (left out of the statistics below)")
+    if "labels" not in info and info.get("intensity"):
         stats = info["intensity"]
         print(
             f"  intensity    min {stats['min']:g}, p1 {stats['p1']:g}, median {stats['median']:g}, "

@@ -27,7 +27,9 @@ import numpy as np
 
 from medseg.common.progress import progress_bar
 from medseg.data.manifest import CaseEntry, Manifest
+from medseg.errors import VolumeReadError
 from medseg.io import spacing_from_affine
+from medseg.io.describe import describe_nonfinite, nonfinite_voxels
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,9 @@ def case_fingerprint(
         sample.pop("label")
     sample = LoadVolumed(keys, ct=ct)(sample)
     sample = EnsureChannelFirstd(keys)(sample)
+    for path, channel in zip(entry.images, sample["image"]):  # NaN would reach plan.json as non-standard JSON
+        if nonfinite := describe_nonfinite(nonfinite_voxels(np.asarray(channel))):
+            raise VolumeReadError(f"{path}: {nonfinite}; planning needs finite intensities (medseg validate lists them)")
     sample = Orientationd(keys, axcodes=orientation)(sample)
     shape = list(sample["image"].shape[1:])
     cropper = CropForegroundd(keys, mode=crop)

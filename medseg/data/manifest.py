@@ -417,6 +417,7 @@ def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool 
     manifest gives one problem saying so). Loading reads whole volumes, one case at a time.
     """
     from medseg.io import grid_mismatch, load_volume
+    from medseg.io.describe import describe_nonfinite, nonfinite_voxels
 
     problems: list[Problem] = []
     if not manifest.cases:
@@ -437,6 +438,9 @@ def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool 
                 problems.append(Problem(entry.case_id, str(p), str(exc).removeprefix(f"{p}: ")))
         if len(volumes) != len(paths):
             continue
+        for p in entry.images:
+            if nonfinite := describe_nonfinite(nonfinite_voxels(volumes[p].array)):
+                problems.append(Problem(entry.case_id, str(p), f"{nonfinite}: training and statistics need finite values"))
         reference = volumes[entry.images[0]]
         for p in paths[1:]:
             mismatch = grid_mismatch(
