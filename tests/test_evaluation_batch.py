@@ -269,3 +269,20 @@ def test_an_interrupted_run_says_how_many_cases_were_matched(folders, tmp_path, 
     assert summary["interrupted"] and summary["n_matched"] == 3 and summary["n_cases"] == 1
     assert "- cases: 3 matched, 1 done (1 evaluated, 0 failed) -- **interrupted: partial results, 2 case(s) not evaluated**" \
         in (out / "report.md").read_text()
+
+
+def test_a_mistyped_label_is_flagged_not_scored_as_perfect(folders, tmp_path, capsys):
+    ref, pred = folders
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--labels", "organ=1,typo=9",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "label(s) 9 (typo) occur in no reference and no prediction" in err
+    assert "predictions hold value 2, which is not a scored label (3 case(s): case_0, case_1, case_2)" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["label_warnings"]) == 2 and summary["metrics"]["typo"]["all"]["dice"]["n_flagged"] == 3
+    assert "**warning**: label(s) 9 (typo)" in (out / "report.md").read_text()
+    # the right labels: no warning
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "ok"), "--labels",
+                 "organ=1,lesion=2", "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err

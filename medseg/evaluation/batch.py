@@ -63,6 +63,7 @@ class CaseOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     regions: list[dict[str, Any]] = field(default_factory=list)
     labels_present: list[int] = field(default_factory=list)
+    undeclared_prediction_values: list[int] = field(default_factory=list)
     error: str | None = None
     resampled: bool = False
     snapshot: dict[str, Any] | None = None
@@ -86,6 +87,38 @@ class FolderRun:
     @property
     def failures(self) -> list[CaseOutcome]:
         return [o for o in self.outcomes if o.error]
+
+    def labels_absent_everywhere(self) -> list[int]:
+        """Scored label values found in no reference and no prediction of any evaluated case: their
+        scores are all empty-mask conventions (Dice 1), usually a mistyped ``--labels``."""
+        evaluated = [o for o in self.outcomes if not o.error]
+        if not evaluated:
+            return []
+        seen = {v for o in evaluated for v in o.labels_present}
+        return [v for v in self.label_names if v not in seen]
+
+    def undeclared_prediction_values(self) -> dict[int, list[str]]:
+        """Prediction values that are not among the scored labels, with the cases holding them."""
+        found: dict[int, list[str]] = {}
+        for outcome in self.outcomes:
+            for value in outcome.undeclared_prediction_values:
+                found.setdefault(value, []).append(outcome.case_id)
+        return dict(sorted(found.items()))
+
+    def label_warnings(self) -> list[str]:
+        """One sentence per label problem of :meth:`labels_absent_everywhere` / :meth:`undeclared_prediction_values`."""
+        warnings = []
+        absent = self.labels_absent_everywhere()
+        if absent:
+            names = ", ".join(f"{v} ({self.label_names[v]})" if self.label_names[v] != str(v) else str(v) for v in absent)
+            warnings.append(
+                f"label(s) {names} occur in no reference and no prediction: their scores are empty-mask conventions "
+                "(Dice 1, flagged both_empty); check --labels"
+            )
+        for value, cases in self.undeclared_prediction_values().items():
+            shown = ", ".join(cases[:3]) + (f" and {len(cases) - 3} more" if len(cases) > 3 else "")
+            warnings.append(f"predictions hold value {value}, which is not a scored label ({len(cases)} case(s): {shown})")
+        return warnings
 
 
 def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
@@ -123,6 +156,7 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
             **settings.case_options,
         )
         outcome.rows, outcome.regions, outcome.labels_present = result.rows, result.regions, result.labels_present
+        outcome.undeclared_prediction_values = result.undeclared_prediction_values
         if settings.snapshot:
             outcome.snapshot = _snapshot(reference, prediction)
     except MedsegError as exc:
@@ -324,6 +358,8 @@ def run_folder(
     outcomes.sort(key=lambda o: o.case_id)
     rows = [row for o in outcomes for row in o.rows]
     run = FolderRun(rows, outcomes, matching, all_labels, _options_record(pred_dir, ref_dir, source, label_names, workers, atol_mm, resample_pred_to_ref, case_options), interrupted)
+    for warning in run.label_warnings():
+        log.warning("%s", warning)
     if out is not None:
         _write_csv(out / "metrics.csv", rows)
         _write_regions(out / "regions.csv", outcomes)

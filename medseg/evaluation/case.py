@@ -57,11 +57,14 @@ class CaseResult:
             region's slice range (``None`` entries when the anchor's reference is empty).
         labels_present: label values found in the reference or the prediction (non-zero; when
             ``labels`` were given, only those of them that occur).
+        undeclared_prediction_values: non-zero values in the prediction that are not among the
+            given ``labels`` (never scored; ``[]`` when no labels were given).
     """
 
     rows: list[dict[str, Any]]
     regions: list[dict[str, Any]] = field(default_factory=list)
     labels_present: list[int] = field(default_factory=list)
+    undeclared_prediction_values: list[int] = field(default_factory=list)
 
     def value(self, label: object, metric: str, region: str = "all") -> float:
         """The value of one metric (label given as name or value); KeyError if absent."""
@@ -225,12 +228,14 @@ def evaluate_case(
             found.append(value)
         if info is not None:
             region_info.append(info)
-    if present is None:  # labels were given: report which of them occur
+    undeclared: list[int] = []
+    if present is None:  # labels were given: report which of them occur, and what else was predicted
         present = found
+        undeclared = _values_outside(pred_crop, set(label_names))
     if case_id is not None:
         rows = [{"case": case_id, **row} for row in rows]
         region_info = [{"case": case_id, **info} for info in region_info]
-    return CaseResult(rows, region_info, present)
+    return CaseResult(rows, region_info, present, undeclared)
 
 
 def evaluate_volumes(reference, prediction, labels: object = None, *, atol_mm: float = 1e-3, case_id: str | None = None, **options: Any) -> CaseResult:
@@ -280,6 +285,21 @@ class _Geometry:
 
     def slice_area(self) -> int:
         return int(np.prod(self.shape)) // self.shape[self.axis]
+
+
+def _values_outside(crop: np.ndarray | None, allowed: set[int]) -> list[int]:
+    """Non-zero values of ``crop`` (the foreground box of a label map) not in ``allowed``; one pass when the
+    allowed values are 1..K and nothing exceeds K."""
+    if crop is None or crop.size == 0:
+        return []
+    top = int(crop.max())
+    if top == 0 or (top <= max(allowed, default=0) and allowed >= set(range(1, top + 1))):
+        return []
+    if np.issubdtype(crop.dtype, np.unsignedinteger):
+        values = np.flatnonzero(np.bincount(crop.ravel(order="K"), minlength=1)).tolist()
+    else:
+        values = [int(v) for v in np.unique(crop)]
+    return sorted(v for v in values if v != 0 and v not in allowed)
 
 
 def _present_labels(reference: np.ndarray, prediction: np.ndarray, box) -> list[int]:

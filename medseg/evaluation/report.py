@@ -61,6 +61,7 @@ def _run_section(run, summary) -> list[str]:
         f"(worst-case distance: {options['worst_distance_mm']})",
         f"- grid tolerance: {options['geometry_tolerance_mm']} mm; resample prediction to reference: {options['resample_pred_to_ref']}",
     ]
+    lines += [f"- **warning**: {warning}" for warning in summary["label_warnings"]]
     if summary["resampled_cases"]:
         lines.append(f"- resampled (nearest neighbour) onto the reference grid: {', '.join(summary['resampled_cases'])}")
     if summary["unmatched_predictions"]:

@@ -131,6 +131,7 @@ def summary_document(run) -> dict[str, Any]:
         "n_evaluated": sum(1 for o in run.outcomes if not o.error),
         "n_failed": len(run.failures),
         "interrupted": run.interrupted,
+        "label_warnings": run.label_warnings(),
         "failures": [{"case": o.case_id, "error": o.error} for o in run.failures],
         "unmatched_predictions": [str(p) for p in run.matching.unmatched_predictions],
         "resampled_cases": [o.case_id for o in run.outcomes if o.resampled],
