@@ -325,3 +325,25 @@ def test_plan_names_every_case_it_could_not_fingerprint(tmp_path):
         dataset_fingerprint(manifest, workers=1, progress=False)
     message = str(caught.value)
     assert all(f"case_{i:02d}" in message for i in range(7)) and "and 2 more: case_05, case_06" in message
+
+
+def test_validate_and_plan_follow_one_rule_for_label_declarations(tmp_path, capsys):
+    from medseg.cli.main import main
+
+    path = write_dataset(tmp_path / "data", n=3, shapes=[(20, 20, 6)] * 3, spacings=[(1, 1, 2)] * 3)
+    text = path.read_text()
+    # no '# labels:' line: both commands take the values from the data and say how to name them
+    path.write_text(text.replace("# labels: background=0, big=1, small=2\n", ""))
+    note = ("no '# labels:' line: label values [1, 2] are taken from the data and named label_<value>; to name them, "
+            "add '# labels: background=0, label_1=1, label_2=2' on top of manifest.csv")
+    assert main(["validate", str(path)]) == 0
+    assert note in capsys.readouterr().err
+    assert main(["plan", "--manifest", str(path), "--out", str(tmp_path / "plan.json"), "--quiet"]) == 0
+    assert note in capsys.readouterr().err
+    # declared labels that miss a value: both refuse, with the same words
+    path.write_text(text.replace("big=1, small=2", "big=1"))
+    error = "label values [2] are not declared (declared: [0, 1]); add them to the '# labels:' line or fix the label maps"
+    assert main(["validate", str(path)]) == 1
+    assert error in capsys.readouterr().out
+    assert main(["plan", "--manifest", str(path), "--out", str(tmp_path / "plan2.json"), "--quiet"]) == 1
+    assert error in capsys.readouterr().err

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from medseg.common.progress import progress_bar
-from medseg.data.manifest import CaseEntry, Manifest
-from medseg.errors import VolumeReadError
+from medseg.data.manifest import CaseEntry, Manifest, undeclared_labels_problem
+from medseg.errors import ConfigError, VolumeReadError
 from medseg.io import spacing_from_affine
 from medseg.io.describe import describe_nonfinite, nonfinite_voxels
 
@@ -273,6 +273,11 @@ def summarize(cases: list[dict[str, Any]], manifest: Manifest) -> dict[str, Any]
             "cases_present": int(present.get(value, 0)),
         }
     undeclared = sorted(v for v in totals if v not in names)
+    problem = undeclared_labels_problem(manifest, totals)
+    if problem and problem[1]:
+        raise ConfigError(f"{manifest.path}: {problem[0]}")
+    if problem:
+        log.warning("%s: %s", manifest.path, problem[0])
     per_case = [{k: v for k, v in c.items() if k not in ("channels", "ct_channels")} for c in cases]
     per_channel_ct = {}
     if n_channels > 1:  # single-channel fingerprints keep exactly their former keys

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
@@ -33,6 +34,8 @@ import numpy as np
 from medseg.common.progress import progress_bar
 from medseg.errors import ConfigError, MedsegError
 from medseg.io import atomic_write_text, strip_channel_suffix
+
+log = logging.getLogger(__name__)
 
 _CSV_COLUMNS = ("case_id", "image", "label", "split", "fold", "group")
 
@@ -66,6 +69,8 @@ class Manifest:
     labels: dict[str, int]
     channel_names: dict[int, str]
     cases: list[CaseEntry] = field(default_factory=list)
+    #: False for a CSV without a ``# labels:`` line: label values are then taken from the data
+    labels_declared: bool = True
 
     @property
     def modality(self) -> str:
@@ -238,7 +243,7 @@ def _load_csv(path: Path) -> Manifest:
         labels = _parse_labels(pairs, path)
     _check_unique(cases, path)
     channel = {0: meta["modality"]} if "modality" in meta else {0: ""}
-    return Manifest(path, meta.get("name", path.stem), labels, channel, cases)
+    return Manifest(path, meta.get("name", path.stem), labels, channel, cases, labels_declared="labels" in meta)
 
 
 def write_csv_manifest(
@@ -409,6 +414,24 @@ class Problem:
         return f"{self.case_id}: {self.path}: {self.message}"
 
 
+def undeclared_labels_problem(manifest: Manifest, values: Iterable[int]) -> tuple[str, bool] | None:
+    """The one rule for label values found in the data but not declared by the manifest, used by
+    ``medseg validate`` and ``medseg plan`` alike. Returns ``None`` when every non-zero value is declared,
+    else ``(message, is_error)``: an error when the manifest declares its labels (a dataset.json
+    ``labels`` or a CSV ``# labels:`` line) and these values are not among them; a note when a CSV
+    declares none (the values are then named ``label_<value>``), with the line to add."""
+    undeclared = sorted(set(int(v) for v in values) - set(manifest.label_values))
+    if not undeclared:
+        return None
+    if manifest.labels_declared:
+        where = "'labels' of the dataset.json" if manifest.path.suffix == ".json" else "'# labels:' line"
+        return (f"label values {undeclared} are not declared (declared: {manifest.label_values}); "
+                f"add them to the {where} or fix the label maps"), True
+    line = ", ".join(["background=0"] + [f"label_{v}={v}" for v in undeclared])
+    return (f"no '# labels:' line: label values {undeclared} are taken from the data and named label_<value>; "
+            f"to name them, add '# labels: {line}' on top of {manifest.path.name}"), False
+
+
 def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool = False) -> list[Problem]:
     """Check every case: files exist and load, image and label share a voxel grid
     (shape equal, origin and axes within ``atol_mm`` mm), label values are declared ones.
@@ -422,7 +445,7 @@ def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool 
     problems: list[Problem] = []
     if not manifest.cases:
         return [Problem("-", str(manifest.path), "manifest lists no cases")]
-    declared = set(manifest.label_values)
+    found_values: set[int] = set()
     for entry in progress_bar(manifest.cases, desc="validate", enabled=progress):
         paths = list(entry.images) + ([entry.label] if entry.label else [])
         missing = [p for p in paths if not p.exists()]
@@ -450,13 +473,11 @@ def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool 
                 problems.append(Problem(entry.case_id, str(p), f"not on the image's voxel grid: {mismatch}"))
         if entry.label is not None:
             present = set(np.unique(volumes[entry.label].array).tolist())
-            undeclared = sorted(present - declared)
-            if undeclared:
-                problems.append(
-                    Problem(
-                        entry.case_id,
-                        str(entry.label),
-                        f"label values {undeclared} are not declared (declared: {sorted(declared)})",
-                    )
-                )
+            found_values |= present
+            problem = undeclared_labels_problem(manifest, present)
+            if problem and problem[1]:
+                problems.append(Problem(entry.case_id, str(entry.label), problem[0]))
+    note = undeclared_labels_problem(manifest, found_values)
+    if note and not note[1]:
+        log.warning("%s: %s", manifest.path, note[0])
     return problems
