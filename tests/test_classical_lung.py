@@ -69,13 +69,21 @@ def test_lung_ct_refuses_images_that_are_not_hounsfield_units():
         lung_ct(mri_like, spacing_mm=(2, 2, 4))
 
 
-def test_lung_ct_without_lungs_is_empty():
+def test_lung_ct_without_lungs_is_empty_and_says_so(tmp_path, caplog, capsys):
     """A water cylinder in air: no air inside the body, so no lung (and no trachea)."""
+    from medseg.io import Volume, save_volume
+
     i, j, _ = np.indices((40, 40, 10))
     hu = np.where((i - 20) ** 2 + (j - 20) ** 2 < 15**2, 0, -1000).astype(np.int16)
     out = lung_ct(hu, spacing_mm=(2, 2, 5))
     assert not out.array.any()
     assert out.meta["segmentation"]["trachea_found"] is False
+    assert out.meta["segmentation"]["lungs_missing"] == ["left", "right"]
+    assert "found no left and no right lung" in caplog.text
+    save_volume(Volume(hu, np.diag([2.0, 2.0, 5.0, 1.0])), tmp_path / "slab.nii.gz")
+    assert main(["segment", "--method", "lung-ct", str(tmp_path / "slab.nii.gz"), str(tmp_path / "lungs.nii.gz")]) == 1
+    err = capsys.readouterr().err
+    assert "lung-ct found no lung" in err and not (tmp_path / "lungs.nii.gz").exists()
 
 
 @pytest.mark.slow

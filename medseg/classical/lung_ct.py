@@ -47,6 +47,7 @@ closing ball stay outside the mask.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ from medseg.classical._common import (
 )
 from medseg.errors import ConfigError
 from medseg.io import Volume, looks_like_hu, spacing_from_affine
+
+log = logging.getLogger(__name__)
 
 LEFT_LUNG, RIGHT_LUNG = 1, 2
 
@@ -138,7 +141,10 @@ def lung_ct(
         lung. ``meta['segmentation']`` records the threshold, lung volumes (ml), whether
         the trachea was found and removed, whether the lungs had to be split, and the time.
         When no air component of ``min_lung_ml`` exists inside the body the map is all 0;
-        with only one such component on one side only that lung's label is present.
+        with only one such component on one side only that lung's label is present. Either case
+        is logged as a warning and recorded in ``meta['segmentation']['lungs_missing']``
+        (``["left", "right"]``, ``["left"]``, ... ; ``medseg segment`` refuses to write a map
+        without any lung).
 
     Raises:
         ConfigError: the values do not look like CT in HU, or bad parameters.
@@ -182,6 +188,13 @@ def lung_ct(
         "left": float(np.count_nonzero(labels == LEFT_LUNG) * voxel_ml),
         "right": float(np.count_nonzero(labels == RIGHT_LUNG) * voxel_ml),
     }
+    info["lungs_missing"] = [side for side, ml in info["lung_volume_ml"].items() if ml == 0.0]
+    if info["lungs_missing"]:
+        log.warning(
+            "%s: lung-ct found no %s lung (no air region of %g ml or more inside the body on that side); "
+            "is this a chest CT whose field of view covers the lungs?",
+            volume.name, " and no ".join(info["lungs_missing"]), min_lung_ml,
+        )
     info["seconds"] = round(time.perf_counter() - started, 3)
     return label_output(volume, labels, "lung-ct", label_names={"left_lung": LEFT_LUNG, "right_lung": RIGHT_LUNG}, **info)
 

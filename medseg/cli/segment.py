@@ -132,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_file(args.output)  # before the computation, which can take a while
     volume = load_volume(args.input, frame=args.frame, series_uid=args.series)
     result = segment(volume, args.method, **options)
+    if len(result.meta.get("segmentation", {}).get("lungs_missing", [])) == 2:
+        from medseg.errors import MedsegError
+
+        raise MedsegError(f"{args.input}: lung-ct found no lung (see the warning above); {args.output} not written")
     written = save_volume(result, args.output, label=args.method not in IMAGE_METHODS)
     details = result.meta.get("segmentation", {})
     if args.json:
