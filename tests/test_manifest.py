@@ -280,3 +280,13 @@ def test_nan_and_inf_in_an_image_are_found_by_validate_inspect_and_plan(nnunet_d
     assert main(["plan", "--manifest", str(nnunet_dataset), "--out", str(out), "--quiet"]) == 1
     assert "c02_0000.nii.gz: 3 NaN and 1 inf voxel(s); planning needs finite intensities" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_validate_json(nnunet_dataset, capsys):
+    assert main(["validate", str(nnunet_dataset), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] and document["n_cases"] == 3 and document["problems"] == []
+    (nnunet_dataset / "labelsTr" / "c01.nii.gz").unlink()
+    assert main(["validate", str(nnunet_dataset), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert problems == [{"case": "c01", "path": str(nnunet_dataset / "labelsTr" / "c01.nii.gz"), "message": "file not found"}]

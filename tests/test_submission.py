@@ -817,3 +817,20 @@ def test_an_interrupted_check_leaves_no_unchecked_folder(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare_submission("msd", preds, images, out)
     assert not out.exists() and no_temporaries(tmp_path)
+
+
+def test_cli_submit_shows_progress_and_check_speaks_json(tmp_path, capsys):
+    images, preds, _ = make_dataset(tmp_path)
+    out = tmp_path / "sub"
+    assert main(["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "write: 100%" in err and "check: 100%" in err
+    assert main(["submit", "check", "--format", "msd", str(out), "--images", str(images), "--json", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["ok"] and [c["case"] for c in report["cases"]] == CASES and captured.err == ""
+    (out / "case_001.nii.gz").unlink()
+    assert main(["submit", "check", "--format", "msd", str(out), "--images", str(images), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    failed = [c for c in report["cases"] if not c["passed"]]
+    assert [c["case"] for c in failed] == ["case_001"] and "missing" in failed[0]["problems"][0]["message"]

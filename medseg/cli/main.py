@@ -47,11 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # capability not built yet
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         _command_function(module, "add", name, "arguments")(command_parser)
-        command_parser.add_argument(
-            "--quiet", action="store_true", help="no progress bars or information lines (warnings and errors still print)"
-        )
+        _add_quiet(command_parser)
         command_parser.set_defaults(_run=_command_function(module, "run", name))
     return parser
+
+
+def _add_quiet(parser: argparse.ArgumentParser, nested: bool = False) -> None:
+    """``--quiet`` on a command and on its actions (``evaluate compare``, ``submit check``), same meaning."""
+    parser.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS if nested else False,
+        help="no progress bars or information lines (warnings and errors still print)",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_quiet(child, nested=True)
 
 
 def _command_function(module, verb: str, command: str, suffix: str = ""):
@@ -75,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except MedsegError as exc:
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (medseg ... | head): stop quietly, like other tools
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
         print(f"medseg {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1

@@ -86,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--labels", dest="check_labels", metavar="VALUES", help="allowed labels: '0,1,2', '0-3' or a dataset.json")
     check.add_argument("--atol-mm", dest="check_atol_mm", type=float, default=1e-3, metavar="MM", help="grid tolerance in mm (default 0.001)")
     parser.set_defaults(_submit_parser=parser)
+    check.add_argument("--json", dest="check_json", action="store_true", help="print the report as JSON")
     check.set_defaults(_submit_parser=check)
 
 
@@ -108,9 +109,15 @@ def _run_check(args: argparse.Namespace) -> int:
     from medseg.submission import check_submission
 
     report = check_submission(
-        args.check_format, args.target, args.check_images, allowed_labels=args.check_labels, atol_mm=args.check_atol_mm
+        args.check_format, args.target, args.check_images, allowed_labels=args.check_labels, atol_mm=args.check_atol_mm,
+        progress=not args.quiet and not args.check_json,
     )
-    print("\n".join(report.lines()))
+    if args.check_json:
+        import json
+
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
     return 0 if report.ok else 1
 
 
@@ -145,6 +152,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         zip_path=zip_path,
         command=command_line(args),
+        progress=not args.quiet,
     )
     for case in result.cases:
         notes = f"; {'; '.join(case.notes)}" if case.notes else ""

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from medseg.common.progress import progress_bar
 from medseg.errors import MedsegError
 from medseg.io import FileGrid, case_id_from_path, grid_mismatch, load_volume, orientation_code, read_grid
 from medseg.submission.cases import ImageCase, discover_images
@@ -97,6 +98,22 @@ class CheckReport:
             return list(self.cases)
         return [c for c in self.cases if self.errors(c)]
 
+    def to_dict(self) -> dict:
+        """Machine-readable report (``medseg submit check --json``): ``ok``, the format, the target, every
+        case with ``passed`` and its problems, the submission-level problems, and ``unreadable``."""
+        def problems(case):
+            return [{"message": p.message, "severity": p.severity} for p in self.problems if p.case == case]
+
+        failed = set(self.failed_cases())
+        return {
+            "ok": self.ok,
+            "format": self.format,
+            "target": self.target,
+            "unreadable": self.unreadable,
+            "cases": [{"case": c, "passed": c not in failed, "problems": problems(c)} for c in self.cases],
+            "submission_problems": problems(None),
+        }
+
     def lines(self) -> list[str]:
         """The report: a header, ``PASS case`` or one ``FAIL``/``WARN`` line per problem, a summary.
         An unreadable container gives no per-case line: only why it failed and the summary."""
@@ -131,6 +148,7 @@ def check_submission(
     *,
     allowed_labels: str | Path | frozenset[int] | None = None,
     atol_mm: float = DEFAULT_ATOL_MM,
+    progress: bool = False,
 ) -> CheckReport:
     """Check a submission folder or ``.zip`` against the images in ``images_dir``.
 
@@ -141,6 +159,7 @@ def check_submission(
         allowed_labels: allowed label values (``"0,1,2"``, ``"0-3"``, a dataset.json path or
             a set); ``acdc`` always allows 0..3 only; ``None``: any uint8 value.
         atol_mm: grid tolerance in mm (see the module docstring).
+        progress: a progress bar (stderr) over the submission's files.
 
     Returns:
         A :class:`CheckReport`; ``report.ok`` is False when anything failed.
@@ -157,13 +176,13 @@ def check_submission(
     if target.is_file():
         with tempfile.TemporaryDirectory(prefix="medseg-check-") as folder:
             if _extract_zip(target, Path(folder), report):
-                present = _check_folder(fmt, Path(folder), expected, allowed, atol_mm, report, in_zip=True)
+                present = _check_folder(fmt, Path(folder), expected, allowed, atol_mm, report, in_zip=True, progress=progress)
                 _warn_never_predicted(report, allowed, names, present)
                 _check_manifest(fmt, Path(folder), report)
         return report
     if not target.is_dir():
         raise SubmissionError(f"{target}: no such submission folder or zip")
-    present = _check_folder(fmt, target, expected, allowed, atol_mm, report, in_zip=False)
+    present = _check_folder(fmt, target, expected, allowed, atol_mm, report, in_zip=False, progress=progress)
     _warn_never_predicted(report, allowed, names, present)
     return report
 
@@ -241,11 +260,12 @@ def _check_folder(
     atol_mm: float,
     report: CheckReport,
     in_zip: bool,
+    progress: bool = False,
 ) -> dict[str, set[int]]:
     """Check every file of the submission; return the label values found per readable case."""
     files = files_under(folder)
     found: dict[str, str] = {}
-    for rel in files:
+    for rel in progress_bar(files, desc="check", unit="file", enabled=progress):
         if rel in fmt.fixed_files or (in_zip and rel == MANIFEST_NAME):
             continue
         case_id = fmt.case_from_relpath(rel)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.common.progress import progress_bar
 from medseg.errors import MedsegError
 from medseg.io import FileGrid, Volume, load_volume, read_grid, save_volume
 from medseg.submission.cases import ImageCase, align_to_grid, discover_images, match_predictions
@@ -76,6 +77,7 @@ def prepare_submission(
     overwrite: bool = False,
     zip_path: str | Path | None = None,
     command: str | None = None,
+    progress: bool = False,
 ) -> PreparedSubmission:
     """Write a challenge submission from predictions, check it, and optionally zip it.
 
@@ -97,6 +99,7 @@ def prepare_submission(
         overwrite: replace a non-empty ``out_dir``.
         zip_path: also write this zip (with ``manifest.json``) when the check passes.
         command: the command line recorded in the manifest.
+        progress: progress bars (stderr) while writing and while checking.
 
     Returns:
         A :class:`PreparedSubmission` with the written cases and the check report.
@@ -138,7 +141,7 @@ def prepare_submission(
     prepared: list[PreparedCase] = []
     rle_rows: dict[str, list[tuple]] = {}
     with atomic_directory(out_dir, overwrite) as tmp_dir:
-        for case_id, pred_path in match.files.items():
+        for case_id, pred_path in progress_bar(match.files.items(), total=len(match.files), desc="write", enabled=progress):
             try:
                 labels, case, grid = _prepared_labels(cases[case_id], pred_path, mapping, allowed, atol_mm)
             except MedsegError as exc:
@@ -170,7 +173,9 @@ def prepare_submission(
         # as they were, never an unchecked folder under the submission's name. The user's label spec,
         # not ``allowed``: a dataset.json also gives the label names the check's messages use.
         result = PreparedSubmission(fmt.name, out_dir, prepared)
-        result.check = check_submission(fmt, tmp_dir, images_dir, allowed_labels=allowed_labels, atol_mm=atol_mm)
+        result.check = check_submission(
+            fmt, tmp_dir, images_dir, allowed_labels=allowed_labels, atol_mm=atol_mm, progress=progress
+        )
         result.check.target = str(out_dir)
         if zip_path is not None and result.check.ok:
             result.zip_path = write_submission_zip(
