@@ -42,7 +42,7 @@ def mr_run(tmp_path_factory) -> Path:
 def oracle(predictor: Predictor, image_path: Path, label_path: Path):
     """Make the predictor's network 'perfect': logits are the one-hot preprocessed reference."""
 
-    def logits(image: torch.Tensor) -> torch.Tensor:
+    def logits(image: torch.Tensor, member: int = 0) -> torch.Tensor:
         sample = preprocess_case(image_path, predictor.plan["preprocessing"], label=label_path)
         label = torch.as_tensor(np.asarray(sample["label"][0]), dtype=torch.long)
         assert label.shape == image.shape[1:]
@@ -155,6 +155,49 @@ def test_tta_says_which_axes_it_mirrors_before_predicting(ct_run, tmp_path, caps
     assert main(["predict", "--model", str(tmp_path / "flipped.pt"), "--input", str(tmp_path / "in"),
                  "--out", str(tmp_path / "none"), "--quiet"]) == 0
     assert not capsys.readouterr().out.startswith("--tta")  # without --tta nothing is said
+
+
+def test_an_ensemble_averages_the_probabilities_of_its_runs(mr_run, tmp_path):
+    """Two runs with one plan: the ensemble's probabilities are the mean of each run's, on the
+    preprocessed grid; the CLI takes several --model runs."""
+    from medseg.training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(mr_run / "checkpoint_best.pt")  # a second run: the same network, other weights
+    generator = torch.Generator().manual_seed(0)
+    state["model"] = {k: v + 0.2 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+                      for k, v in state["model"].items()}
+    other = save_checkpoint(state, tmp_path / "other.pt")
+    image = next((mr_run.parent / "data" / "imagesTr").glob("*_0000.nii.gz"))
+    single = [Predictor(run) for run in (mr_run, other)]
+    ensemble = Predictor([mr_run, other])
+    tensor = torch.as_tensor(preprocess_case(image, ensemble.plan["preprocessing"])["image"], dtype=torch.float32)
+    tensor = tensor[:, :64, :64, :3].contiguous()  # a few slices are enough, and fast
+    with torch.no_grad():
+        expected = (single[0]._probabilities(tensor) + single[1]._probabilities(tensor)) / 2
+        averaged = ensemble._probabilities(tensor)
+    torch.testing.assert_close(averaged, expected)
+    assert not torch.allclose(single[0]._probabilities(tensor), single[1]._probabilities(tensor))  # two different runs
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(mr_run), str(other), "--input", str(image), "--out", str(out), "--quiet"]) == 0
+    written = load_volume(out / f"{image.name.removesuffix('_0000.nii.gz')}.nii.gz", label=True)
+    assert written.shape == load_volume(image).shape
+
+
+def test_an_ensemble_refuses_runs_that_cannot_be_averaged(mr_run, ct_run, tmp_path):
+    from medseg.errors import MedsegError
+    from medseg.training.checkpoint import load_checkpoint, save_checkpoint
+
+    with pytest.raises(MedsegError, match=r"checkpoint_best.pt: cannot be ensembled with .*: its preprocessing plan differs"):
+        Predictor([mr_run, ct_run])
+    state = load_checkpoint(mr_run / "checkpoint_best.pt")
+    state["config"]["labels"] = {"1": "rv", "2": "lv"}
+    save_checkpoint(state, tmp_path / "relabelled.pt")
+    with pytest.raises(MedsegError, match=r"relabelled.pt: cannot be ensembled with .*: its labels .* differ"):
+        Predictor([mr_run, tmp_path / "relabelled.pt"])
+    with pytest.raises(MedsegError, match="given twice"):
+        Predictor([mr_run, mr_run / "checkpoint_best.pt"])
+    assert main(["predict", "--model", str(mr_run), str(ct_run), "--input", str(tmp_path), "--out",
+                 str(tmp_path / "o"), "--quiet"]) == 1
 
 
 def test_mirroring_note_counts_passes_and_names_axes_only_for_anatomical_grids():

@@ -4,7 +4,15 @@ import pytest
 from conftest import PROJECT_ROOT
 
 from medseg.data.manifest import CaseEntry, Manifest, load_manifest
-from medseg.data.splits import case_group, fold_of, given_splits, kfold_splits, suspected_same_patient
+from medseg.data.splits import (
+    all_cases_split,
+    case_group,
+    fold_of,
+    given_splits,
+    kfold_splits,
+    parse_fold,
+    suspected_same_patient,
+)
 from medseg.errors import ConfigError
 
 
@@ -33,6 +41,18 @@ def test_explicit_folds_and_splits():
     assert kfold_splits(_manifest(split)) == [{"train": ["a"], "val": ["b"]}]
     with pytest.raises(ConfigError, match="fold 3 does not exist"):
         fold_of(kfold_splits(_manifest(folds)), 3)
+
+
+def test_fold_all_takes_every_case_but_the_test_ones():
+    cases = [CaseEntry("a", (PROJECT_ROOT,), split="train"), CaseEntry("b", (PROJECT_ROOT,), split="val"),
+             CaseEntry("t", (PROJECT_ROOT,), split="test"), CaseEntry("c", (PROJECT_ROOT,))]
+    assert all_cases_split(_manifest(cases)) == {"train": ["a", "b", "c"], "val": []}
+    with pytest.raises(ConfigError, match="m.csv: no case to train on"):
+        all_cases_split(_manifest([CaseEntry("t", (PROJECT_ROOT,), split="test")]))
+    assert parse_fold("all") == "all" and parse_fold(" ALL ") == "all" and parse_fold("3") == 3 and parse_fold(2) == 2
+    for bad in ("-1", "one", "1.5", ""):
+        with pytest.raises(ConfigError, match="fold must be a fold number"):
+            parse_fold(bad)
 
 
 def test_too_few_groups():

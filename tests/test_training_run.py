@@ -71,6 +71,24 @@ def test_cli_resume_extends_a_finished_run(tmp_path):
     assert load_checkpoint(run_dir / "checkpoint_latest.pt")["epoch"] == 2
 
 
+def test_fold_all_trains_on_every_case_without_validation(tmp_path):
+    config = write_config(tmp_path, "cardiac-mri", "2d", [64, 64], epochs=2, iterations_per_epoch=1, val_every=1)
+    stale = tmp_path / "run" / "validation.csv"  # left by an earlier fold in the same folder
+    stale.parent.mkdir()
+    stale.write_text("case_id,image,label\n")
+    assert main(["train", "--config", str(config), "--fold", "all", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    run_dir = tmp_path / "run"
+    splits = json.loads((run_dir / "splits.json").read_text())
+    all_ids = sorted(case.case_id for case in load_manifest(tmp_path / "phantoms.yaml").cases)
+    assert splits == {"fold": "all", "train": all_ids, "val": []}
+    assert not (run_dir / "validation.csv").exists()
+    assert not (run_dir / "checkpoint_best.pt").exists()  # nothing to choose a best checkpoint with
+    assert all("val_mean_dice" not in row for row in log_rows(run_dir))
+    assert load_checkpoint(run_dir / "checkpoint_latest.pt")["config"]["fold"] == "all"
+    with pytest.raises(ConfigError, match="fold must be a fold number .* or 'all', got 'every'"):
+        train(config, tmp_path / "other", fold="every", progress=False)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -7,7 +7,11 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="run folder (uses checkpoint_best.pt) or a checkpoint file")
+    parser.add_argument(
+        "--model", required=True, nargs="+", metavar="RUN",
+        help="run folder (uses checkpoint_best.pt, else checkpoint_latest.pt) or checkpoint file; several: an ensemble "
+        "(e.g. the cross-validation folds) averaging their softmax probabilities (same plan and labels; --tta applies to each)",
+    )
     parser.add_argument("--input", required=True, help="a scan (file or DICOM folder), a folder of scans, or a manifest")
     parser.add_argument("--out", required=True, help="output folder: <case_id>.nii.gz (uint8) per case")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation along the axes the training flipped (2^axes passes; says which)")

@@ -8,8 +8,11 @@ import os
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training config YAML (see configs/)")
-    parser.add_argument("--out", help="run folder (default: runs/<config name>/fold_<K>)")
-    parser.add_argument("--fold", type=int, default=0, help="cross-validation fold to train (default 0)")
+    parser.add_argument("--out", help="run folder (default: runs/<config name>/fold_<K> or fold_all)")
+    parser.add_argument(
+        "--fold", default="0",
+        help="cross-validation fold to train (default 0), or 'all': every case, no validation (the model to ship)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint_latest.pt")
     parser.add_argument("--epochs", type=int, help="override train.epochs (with --resume: extend a finished run)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")

@@ -103,6 +103,33 @@ def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0, group_patt
     return [{"train": sorted(set(all_ids) - set(m)), "val": sorted(m)} for m in members]
 
 
+ALL_FOLDS = "all"
+
+
+def parse_fold(value: str | int) -> int | str:
+    """A fold as given on a command line or in code: a 0-based fold number, or ``"all"``
+    (:data:`ALL_FOLDS`: train on every case, no validation, as nnU-Net's ``all``).
+
+    Raises:
+        ConfigError: anything else (a negative number, a word other than ``all``).
+    """
+    text = str(value).strip().lower()
+    if text == ALL_FOLDS:
+        return ALL_FOLDS
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(f"fold must be a fold number (0, 1, ...) or 'all', got {value!r}")
+
+
+def all_cases_split(manifest: Manifest) -> dict[str, list[str]]:
+    """Every case except those marked ``split: test`` for training, none for validation
+    (``--fold all``). Raises :class:`ConfigError` when no case is left to train on."""
+    train = sorted(c.case_id for c in manifest.cases if c.split != "test")
+    if not train:
+        raise ConfigError(f"{manifest.path}: no case to train on (every case is marked split=test)")
+    return {"train": train, "val": []}
+
+
 def fold_of(splits: list[dict[str, Any]], fold: int) -> dict[str, list[str]]:
     """The split of ``fold`` (0-based), with a clear error when it does not exist."""
     if not 0 <= fold < len(splits):

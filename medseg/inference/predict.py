@@ -53,23 +53,45 @@ class PredictionResult:
     probabilities: dict[int, np.ndarray] | None = None
 
 
+@dataclass
+class EnsembleMember:
+    """One trained run of a :class:`Predictor`: its network and the settings it predicts with."""
+
+    checkpoint: Path
+    model: torch.nn.Module
+    settings: dict[str, Any]
+    configuration: str
+    overlap: float
+    batch_size: int
+    slice_axis: int
+    mirror_axes: list[int]
+
+
 class Predictor:
-    """A trained model with its plan, ready to predict scans.
+    """One trained model, or an ensemble of several, with the plan, ready to predict scans.
 
     Args:
-        model: run folder or checkpoint file written by ``medseg train``.
+        model: run folder or checkpoint file written by ``medseg train``, or a list of them: an
+            ensemble (e.g. the five cross-validation folds) whose softmax probabilities are
+            averaged on the preprocessed grid before the arg-max. Every run of an ensemble must
+            share the preprocessing plan (same grid and normalisation), the labels and the input
+            channels; 2D and 3D runs on one plan may be mixed. Postprocessing is the first run's.
         device: ``cpu``, ``cuda`` or ``None`` (CUDA when available).
-        overlap: sliding-window overlap in [0, 1) (default: the run's validation overlap).
+        overlap: sliding-window overlap in [0, 1) (default: each run's validation overlap).
         tta: mirroring test-time augmentation along the axes the training augmentation flipped
             (none if it flipped none: mirroring a left/right-labelled task would swap sides);
-            :meth:`mirroring_note` says which axes that is.
-        batch_size: windows per forward pass (default: the run's training batch size).
+            :meth:`mirroring_note` says which axes that is. With an ensemble, every run mirrors.
+        batch_size: windows per forward pass (default: each run's training batch size).
         postprocess: a ``postprocess`` section (dict) overriding the run's.
+
+    Raises:
+        MedsegError: a checkpoint is missing or not medseg's, a run is given twice, or the runs of
+            an ensemble disagree on plan, labels or channels (the message names the run).
     """
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path | Sequence[str | Path],
         device: str | None = None,
         overlap: float | None = None,
         tta: bool = False,
@@ -78,44 +100,84 @@ class Predictor:
     ) -> None:
         from medseg.config import from_dict
         from medseg.inference.postprocess import PostprocessConfig
-        from medseg.models import UNetConfig, build_unet
         from medseg.training.checkpoint import load_checkpoint
 
-        self.checkpoint = resolve_checkpoint(model)
-        state = load_checkpoint(self.checkpoint)
-        saved = state["config"]
-        if not isinstance(saved, dict) or "plan" not in saved:
-            raise MedsegError(f"{self.checkpoint}: not a checkpoint written by `medseg train` (no plan inside)")
-        self.plan = saved["plan"]
-        self.settings = saved["settings"]
-        self.labels = {int(k): v for k, v in saved["labels"].items()}
-        self.num_classes = max(self.labels) + 1
-        training = saved["config"]
-        self.configuration = training["data"]["configuration"]
-        self.postprocess = from_dict(PostprocessConfig, postprocess if postprocess is not None else training.get("postprocess"), "postprocess")
+        runs = [model] if isinstance(model, (str, Path)) else list(model)
+        if not runs:
+            raise MedsegError("no model given: name at least one run folder or checkpoint")
+        checkpoints = [resolve_checkpoint(run) for run in runs]
+        repeated = sorted({str(c) for c in checkpoints if checkpoints.count(c) > 1})
+        if repeated:
+            raise MedsegError(f"{repeated[0]}: given twice; an ensemble averages different runs")
         device_kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device_kind == "cuda" and not torch.cuda.is_available():
             raise MedsegError("--device cuda was asked for but CUDA is not available")
         self.device = torch.device(device_kind)
-        self.overlap = training["validation"]["overlap"] if overlap is None else overlap
-        self.batch_size = batch_size or max(2, int(self.settings["batch_size"]))
-        self.in_channels = int(saved["in_channels"])
+        self.tta = tta
+        self.members: list[EnsembleMember] = []
+        saved_configs: list[dict[str, Any]] = []
+        for checkpoint in checkpoints:
+            state = load_checkpoint(checkpoint)
+            saved = state["config"]
+            if not isinstance(saved, dict) or "plan" not in saved:
+                raise MedsegError(f"{checkpoint}: not a checkpoint written by `medseg train` (no plan inside)")
+            if saved_configs:
+                _check_ensemble_member(checkpoint, saved, checkpoints[0], saved_configs[0])
+            saved_configs.append(saved)
+            self.members.append(self._member(checkpoint, state, overlap, batch_size))
+        first = saved_configs[0]
+        self.checkpoint = checkpoints[0]
+        self.plan = first["plan"]
+        self.labels = {int(k): v for k, v in first["labels"].items()}
+        self.num_classes = max(self.labels) + 1
+        self.in_channels = int(first["in_channels"])
         names = [str(name) for name in self.plan.get("dataset", {}).get("channel_names", {}).values()]
         self.channel_names = (names + ["?"] * self.in_channels)[: self.in_channels]
-        model_config = from_dict(UNetConfig, training["model"], "model")
-        self.model = build_unet(
-            model_config, self.in_channels, self.num_classes, self.settings["strides"], self.settings["kernel_sizes"],
-            self.settings.get("base_channels", 32), self.settings.get("max_channels", 320),
+        training = first["config"]
+        self.postprocess = from_dict(
+            PostprocessConfig, postprocess if postprocess is not None else training.get("postprocess"), "postprocess"
         )
-        self.model.load_state_dict(state["model"])
-        self.model.to(self.device).eval()
-        self.slice_axis = int(self.settings.get("slice_axis", 2))
-        self.tta = tta
-        self.mirror_axes = [int(a) for a in saved.get("mirror_axes", [])] if tta else []
+        if postprocess is None and any(
+            saved["config"].get("postprocess") != training.get("postprocess") for saved in saved_configs[1:]
+        ):
+            log.warning("the runs' postprocess sections differ; using the first run's (%s)", self.checkpoint)
+        # the first run's settings, for code that looks at a single model
+        self.settings = self.members[0].settings
+        self.configuration = self.members[0].configuration
+        self.model = self.members[0].model
+        self.mirror_axes = self.members[0].mirror_axes
+
+    def _member(self, checkpoint: Path, state: dict[str, Any], overlap: float | None, batch_size: int | None) -> EnsembleMember:
+        """A loaded checkpoint's network, ready on ``self.device``, with the settings it predicts with."""
+        from medseg.config import from_dict
+        from medseg.models import UNetConfig, build_unet
+
+        saved = state["config"]
+        settings = saved["settings"]
+        training = saved["config"]
+        labels = {int(k): v for k, v in saved["labels"].items()}
+        network = build_unet(
+            from_dict(UNetConfig, training["model"], "model"), int(saved["in_channels"]), max(labels) + 1,
+            settings["strides"], settings["kernel_sizes"], settings.get("base_channels", 32), settings.get("max_channels", 320),
+        )
+        network.load_state_dict(state["model"])
+        network.to(self.device).eval()
+        return EnsembleMember(
+            checkpoint=checkpoint, model=network, settings=settings, configuration=training["data"]["configuration"],
+            overlap=training["validation"]["overlap"] if overlap is None else overlap,
+            batch_size=batch_size or max(2, int(settings["batch_size"])),
+            slice_axis=int(settings.get("slice_axis", 2)),
+            mirror_axes=[int(a) for a in saved.get("mirror_axes", [])] if self.tta else [],
+        )
 
     def mirroring_note(self) -> str | None:
-        """One line saying what ``tta`` does with this run (see :func:`mirroring_note`); ``None`` without ``tta``."""
-        return mirroring_note(self.tta, self.mirror_axes, self.plan.get("preprocessing", {}).get("orientation", "RAS"))
+        """One line saying what ``tta`` does with this run (see :func:`mirroring_note`); ``None`` without ``tta``.
+        For an ensemble whose runs mirror different axes, one such line per run, joined by ``"; "``."""
+        orientation = self.plan.get("preprocessing", {}).get("orientation", "RAS")
+        axes = {tuple(m.mirror_axes) for m in self.members}
+        if len(axes) == 1:
+            return mirroring_note(self.tta, self.members[0].mirror_axes, orientation)
+        return "; ".join(f"{m.checkpoint}: {mirroring_note(self.tta, m.mirror_axes, orientation)}" for m in self.members)
 
     @torch.no_grad()
     def predict(
@@ -144,9 +206,7 @@ class Predictor:
             )
         sample = preprocess_case(channels, self.plan["preprocessing"], case_id=case_id)
         tensor = torch.as_tensor(np.ascontiguousarray(sample["image"]), dtype=torch.float32)
-        logits = self._logits(tensor)
-        probabilities = torch.softmax(logits, dim=0)
-        del logits
+        probabilities = self._probabilities(tensor)
         record = sample["meta"]
         kept: dict[int, np.ndarray] | None = {} if keep_probabilities else None
         labels = restore_labels_from_probabilities(probabilities, record, keep_probabilities=kept)
@@ -157,15 +217,26 @@ class Predictor:
         volume = Volume(labels, affine, None, {"kind": "label", "case_id": name})
         return PredictionResult(name, volume, time.perf_counter() - started, kept)
 
-    def _logits(self, image: torch.Tensor) -> torch.Tensor:
+    def _probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[classes, i, j, k]``: the softmax of each member's logits, averaged."""
+        total = None
+        for index in range(len(self.members)):
+            probabilities = torch.softmax(self._logits(image, index), dim=0)
+            total = probabilities if total is None else total.add_(probabilities)
+        return total if len(self.members) == 1 else total.div_(len(self.members))
+
+    def _logits(self, image: torch.Tensor, member: int = 0) -> torch.Tensor:
+        """Logits of ensemble member ``member`` (sliding windows, mirroring) for a preprocessed image."""
         from medseg.models.sliding_window import predict_volume
+
+        run_member = self.members[member]
 
         def run(output_device: torch.device) -> torch.Tensor:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 return predict_volume(
-                    self.model, image, self.settings["patch_size"], self.num_classes,
-                    mirror_axes=self.mirror_axes, slice_axis=self.slice_axis, overlap=self.overlap,
-                    batch_size=self.batch_size, device=self.device, output_device=output_device,
+                    run_member.model, image, run_member.settings["patch_size"], self.num_classes,
+                    mirror_axes=run_member.mirror_axes, slice_axis=run_member.slice_axis, overlap=run_member.overlap,
+                    batch_size=run_member.batch_size, device=self.device, output_device=output_device,
                 )
 
         if self.device.type != "cuda":
@@ -175,6 +246,20 @@ class Predictor:
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             return run(torch.device("cpu"))  # stitch in host memory
+
+
+def _check_ensemble_member(checkpoint: Path, saved: dict[str, Any], first_checkpoint: Path, first: dict[str, Any]) -> None:
+    """Refuse a run that cannot be averaged with the first one, naming both and what differs."""
+    problems = []
+    if saved["plan"].get("preprocessing") != first["plan"].get("preprocessing"):
+        problems.append("its preprocessing plan differs (grid, spacing or normalisation), so its probabilities "
+                        "live on another grid")
+    if saved["labels"] != first["labels"]:
+        problems.append(f"its labels {saved['labels']} differ from {first['labels']}")
+    if int(saved["in_channels"]) != int(first["in_channels"]):
+        problems.append(f"it takes {saved['in_channels']} input channel(s), not {first['in_channels']}")
+    if problems:
+        raise MedsegError(f"{checkpoint}: cannot be ensembled with {first_checkpoint}: {'; '.join(problems)}")
 
 
 _AXIS_NAMES = {"R": "left-right", "L": "left-right", "A": "posterior-anterior", "P": "posterior-anterior",

@@ -338,7 +338,7 @@ def train(
     config_path: str | Path,
     run_dir: str | Path | None = None,
     *,
-    fold: int = 0,
+    fold: int | str = 0,
     resume: bool = False,
     epochs: int | None = None,
     device: str | None = None,
@@ -347,6 +347,11 @@ def train(
 ) -> Path:
     """Train one fold from a config (see the module docstring); returns the run folder.
 
+    ``fold``: a 0-based fold number, or ``"all"`` to train on every case (except ``split: test``
+    ones) without validation, as nnU-Net's ``all`` fold: the model to ship. Such a run keeps only
+    ``checkpoint_latest.pt`` (no best checkpoint without validation) and its ``splits.json`` says
+    ``"fold": "all"`` with an empty validation list.
+
     ``epochs`` overrides ``train.epochs`` (with ``resume``, more epochs than the finished run
     had extend it). ``device``: ``cpu``, ``cuda`` or ``None`` (CUDA when available). Under
     ``torchrun`` each process trains on its own batches and rank 0 writes the run folder.
@@ -354,8 +359,17 @@ def train(
     from medseg.data.cache import open_cache
     from medseg.data.manifest import load_manifest
     from medseg.data.sampling import make_patch_loader
-    from medseg.data.splits import fold_of, given_splits, kfold_splits, suspected_same_patient
+    from medseg.data.splits import (
+        ALL_FOLDS,
+        all_cases_split,
+        fold_of,
+        given_splits,
+        kfold_splits,
+        parse_fold,
+        suspected_same_patient,
+    )
 
+    fold = parse_fold(fold)
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     if epochs is not None:
         overrides.setdefault("train", {})["epochs"] = int(epochs)
@@ -375,9 +389,12 @@ def train(
         torch.distributed.barrier()
     plan = json.loads((Path(config.data.cache) / "plan.json").read_text())
     manifest = load_manifest(config.data.manifest)
-    split = fold_of(kfold_splits(manifest, config.data.folds, config.data.split_seed, config.data.group_pattern), fold)
+    if fold == ALL_FOLDS:
+        split = all_cases_split(manifest)
+    else:
+        split = fold_of(kfold_splits(manifest, config.data.folds, config.data.split_seed, config.data.group_pattern), fold)
     computed_folds = given_splits(manifest) is None
-    if context.is_main and computed_folds and config.data.group_pattern is None and (alike := suspected_same_patient(manifest)):
+    if context.is_main and fold != ALL_FOLDS and computed_folds and config.data.group_pattern is None and (alike := suspected_same_patient(manifest)):
         examples = "; ".join(", ".join(ids) for ids in alike[:3])
         log.warning(
             "%d cases look like several scans of one patient (%s%s) but have no group, so one patient may be in "
@@ -386,7 +403,7 @@ def train(
         )
     settings = network_settings(config, plan)
     train_cases = open_cache(config.data.cache, split["train"])
-    val_cases = open_cache(config.data.cache, split["val"])
+    val_cases = open_cache(config.data.cache, split["val"]) if split["val"] else []
     check_patch_fits(settings, train_cases, config.data.configuration)
     labels = {int(v): name for name, v in manifest.labels.items() if int(v) != 0}
     in_channels = int(np.load(train_cases[0].image_path, mmap_mode="r").shape[0])
@@ -397,9 +414,10 @@ def train(
         channels = stage_channels(len(settings["strides"]), settings["base_channels"], settings["max_channels"])
         log.info(
             "training a %s U-Net on %s: patch %s voxels, batch %s, %d input channel(s), feature maps %s; fold %s: "
-            "%d training / %d validation cases (see network.json)",
+            "%d training / %d validation cases%s (see network.json)",
             config.data.configuration.upper(), torch_device.type, settings["patch_size"], settings["batch_size"],
             in_channels, channels, fold, len(split["train"]), len(split["val"]),
+            " (every case trains; no validation, no checkpoint_best.pt)" if fold == ALL_FOLDS else "",
         )
 
     torch.manual_seed(config.train.seed)
@@ -442,11 +460,12 @@ def train(
     return run_dir
 
 
-def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any], split: dict[str, list[str]], fold: int, manifest,
+def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any], split: dict[str, list[str]], fold: int | str, manifest,
                      settings: dict[str, Any]) -> None:
     """config.yaml (as used), plan.json (the dataset's plan), network.json (the network actually trained:
     the plan's configuration with the config's overrides), splits.json and validation.csv (the fold's
-    held-out cases as a manifest, ready for ``medseg predict --input`` and ``medseg evaluate --manifest``)."""
+    held-out cases as a manifest, ready for ``medseg predict --input`` and ``medseg evaluate --manifest``;
+    not written, and an earlier one removed, when nothing is held out: ``--fold all``)."""
     import yaml
 
     from medseg.data.manifest import write_csv_manifest
@@ -462,7 +481,9 @@ def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any]
 
         held_out = [case if case.group else replace(case, group=case_group(case.case_id, config.data.group_pattern))
                     for case in held_out]
-    if held_out:
+    if not held_out:
+        (run_dir / "validation.csv").unlink(missing_ok=True)
+    else:
         try:
             write_csv_manifest(run_dir / "validation.csv", held_out, manifest.labels,
                                name=f"{manifest.name} fold {fold} validation", modality=manifest.channel_names.get(0))
