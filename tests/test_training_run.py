@@ -126,11 +126,26 @@ def test_shipped_configs_validate():
     from conftest import PROJECT_ROOT, SHARED_DATA
 
     configs = PROJECT_ROOT / "configs"
-    for name in ("phantom_ct_thorax_3d.yaml", "phantom_cardiac_mri_2d.yaml") + (("acdc_2d.yaml", "acdc_2d_cpu.yaml") if SHARED_DATA.is_dir() else ()):
+    real = ("acdc_2d.yaml", "acdc_2d_cpu.yaml", "nsclc_lung_3d_cpu.yaml") if SHARED_DATA.is_dir() else ()
+    for name in ("phantom_ct_thorax_3d.yaml", "phantom_cardiac_mri_2d.yaml") + real:
         config, _ = load_training_config(configs / name)
         assert Path(config.data.manifest).exists()
     with pytest.raises(ConfigError, match=r"chest_ct_lung_3d.yaml: data.manifest: file not found: .*my_chest_ct/dataset.json"):
         load_training_config(configs / "chest_ct_lung_3d.yaml")  # a template: the manifest is yours to give
+
+
+@pytest.mark.shared_data
+def test_the_chest_ct_config_keeps_the_datasets_labels_and_never_mirrors_left_right(shared_data):
+    from conftest import PROJECT_ROOT
+
+    from medseg.training.run import mirror_axes_from_augmentation
+
+    config, _ = load_training_config(PROJECT_ROOT / "configs" / "nsclc_lung_3d_cpu.yaml")
+    manifest = load_manifest(config.data.manifest)
+    assert manifest.labels == {"background": 0, "right_lung": 1, "left_lung": 2, "gtv": 3, "spinal_cord": 4, "heart": 5,
+                               "esophagus": 6}
+    assert [case.group for case in manifest.cases] == [f"LUNG1-00{i}" for i in range(1, 7)]
+    assert mirror_axes_from_augmentation(config.data.augmentation, {}, "3d") == [1, 2]  # axis 0 (left-right) never
 
 
 def test_example_figure_leaves_the_callers_matplotlib_backend_alone():
