@@ -9,7 +9,7 @@ the dataset's own label maps.
 
 Arms:
 
-* ``medseg``: ``medseg train --config CONFIG --fold K`` then ``medseg predict --tta`` on the fold's held-out
+* ``medseg``: ``medseg train --config CONFIG --fold K`` then ``medseg predict`` on the fold's held-out
   cases with the *last* checkpoint (``checkpoint_latest.pt``: no checkpoint chosen on the held-out cases, as
   nnU-Net's ``checkpoint_final``). ``--epochs``/``--iterations-per-epoch`` set the budget (a copy of the
   config with only ``train`` changed is written into the arm's folder); ``--reuse DIR`` takes finished run
@@ -17,7 +17,10 @@ Arms:
 * ``nnunet``: nnU-Net v2 as it plans itself (``nnUNetv2_plan_and_preprocess``), trained on CPU by a small
   ``nnUNetTrainer`` subclass that only sets the number of epochs and iterations (everything else is nnU-Net's:
   augmentation, deep supervision, poly SGD, oversampling), then ``perform_actual_validation`` (sliding window
-  with mirroring, exported on the original grid).
+  exported on the original grid).
+
+Test-time mirroring is off for every arm unless ``--tta`` (medseg ``--tta``; nnU-Net's own mirroring): it
+multiplies the prediction time by 4 (2D) or 4-8 (3D), which the CPU budget does not allow for every arm.
 * ``nnunet_matched``: the same, with nnU-Net's plan edited to medseg's network (stages, strides, kernels,
   feature maps), patch size and batch size from the medseg config: equal compute per iteration, so equal
   iterations is an equal budget and the difference is the recipe.
@@ -145,10 +148,12 @@ def write_references(work: Path, facts: dict[str, Any]) -> Path:
 
 
 # -- medseg arm ---------------------------------------------------------------------------------------------
-def budget_config(config_path: Path, arm_dir: Path, epochs: int | None, iterations: int | None) -> Path:
-    """The training config as given, or a copy with ``train.epochs`` / ``train.iterations_per_epoch`` changed
-    (paths made absolute, validation only after the last epoch: the held-out cases choose nothing)."""
-    if epochs is None and iterations is None:
+def budget_config(config_path: Path, arm_dir: Path, epochs: int | None, iterations: int | None,
+                  changes: list[str]) -> Path:
+    """The training config as given, or a copy with ``train.epochs`` / ``train.iterations_per_epoch`` and the
+    ``section.key=value`` ``changes`` (YAML values) applied (paths made absolute, validation only after the last
+    epoch: the held-out cases choose nothing)."""
+    if epochs is None and iterations is None and not changes:
         return config_path
     raw = yaml.safe_load(config_path.read_text())
     data = raw["data"]
@@ -161,9 +166,13 @@ def budget_config(config_path: Path, arm_dir: Path, epochs: int | None, iteratio
     if iterations is not None:
         train["iterations_per_epoch"] = iterations
     train["val_every"] = train["epochs"]
+    for change in changes:
+        key, _, value = change.partition("=")
+        section, _, name = key.partition(".")
+        raw.setdefault(section, {})[name] = yaml.safe_load(value)
     path = arm_dir / f"{config_path.stem}_budget.yaml"
     arm_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {config_path} with only the training budget changed by quality_bench.py\n"
+    path.write_text(f"# {config_path} with the budget (and {changes or 'nothing else'}) changed by quality_bench.py\n"
                     + yaml.safe_dump(raw, sort_keys=False))
     return path
 
@@ -287,7 +296,7 @@ def matched_plans(preprocessed: Path, configuration: str, network: dict[str, Any
 
 
 def run_nnunet(name: str, arm: str, arm_dir: Path, work: Path, facts: dict[str, Any], folds: list[int],
-               epochs: int, iterations: int, config: Path) -> None:
+               epochs: int, iterations: int, config: Path, tta: bool) -> None:
     spec = DATASETS[name]
     preprocessed = prepare_nnunet(name, work, facts, arm_dir)
     configuration = spec["nnunet_configuration"]
@@ -300,7 +309,7 @@ def run_nnunet(name: str, arm: str, arm_dir: Path, work: Path, facts: dict[str, 
         if all((pred / f"{case}.nii.gz").exists() for case in held_out):
             continue
         command = [sys.executable, Path(__file__).resolve(), "--nnunet-train", name, "--plans", plans, "--fold", str(fold),
-                   "--epochs", str(epochs), "--iterations-per-epoch", str(iterations)]
+                   "--epochs", str(epochs), "--iterations-per-epoch", str(iterations)] + (["--tta"] if tta else [])
         record_timing(arm_dir, f"train_and_predict_fold_{fold}", run_step(command, arm_dir / "log.txt", nnunet_env(work)))
         folder = nnunet_output_folder(work, name, plans, fold) / "validation"
         for case in held_out:
@@ -313,9 +322,9 @@ def nnunet_output_folder(work: Path, name: str, plans: str, fold: int) -> Path:
     return work / "nnunet" / "results" / nnunet_dataset_name(name) / f"nnUNetTrainerBudget__{plans}__{configuration}" / f"fold_{fold}"
 
 
-def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations: int) -> None:
-    """Train one fold with nnU-Net on CPU and predict its held-out cases (runs in its own process, with the
-    nnUNet_* environment set by :func:`nnunet_env`)."""
+def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations: int, tta: bool) -> None:
+    """Train one fold with nnU-Net on CPU and predict its held-out cases, with nnU-Net's mirroring at test time
+    if ``tta`` (runs in its own process, with the nnUNet_* environment set by :func:`nnunet_env`)."""
     import torch
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -345,9 +354,12 @@ def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - int(os.environ.get("nnUNet_n_proc_DA", "1"))))
     folder = Path(nnUNet_preprocessed) / nnunet_dataset_name(name)
     plans = json.loads((folder / f"{plans_name}.json").read_text())
+    plans["continue_training"] = False  # nnU-Net's run_training puts this flag into the plans
     dataset_json = json.loads((folder / "dataset.json").read_text())
     trainer = nnUNetTrainerBudget(plans, spec["nnunet_configuration"], fold, dataset_json, torch.device("cpu"))
     trainer.run_training()
+    if not tta:
+        trainer.inference_allowed_mirroring_axes = None  # nnUNetPredictor then predicts without mirroring
     trainer.perform_actual_validation(False)
 
 
@@ -497,9 +509,6 @@ def report(results: dict[str, Any]) -> None:
                 cells.append(" / ".join(parts))
             lines.append(f"| {arm['name']} | " + " | ".join(cells) + " |")
         lines.append("")
-    notes = BENCH_DIR / "quality_notes.md"
-    if notes.exists():
-        lines += [notes.read_text().strip(), ""]
     write_results("quality", results, "\n".join(lines))
 
 
@@ -533,7 +542,10 @@ def main() -> int:
     parser.add_argument("--config", type=Path, help="medseg training config (default: the dataset's)")
     parser.add_argument("--epochs", type=int, help="epochs per fold (default: the config's)")
     parser.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (default: the config's)")
-    parser.add_argument("--no-tta", action="store_true", help="medseg predicts without mirroring")
+    parser.add_argument("--tta", action="store_true", help="predict with test-time mirroring (medseg --tta; nnU-Net's "
+                        "default mirroring); off by default to fit the CPU budget")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="medseg: change one config value (a recipe lever), e.g. model.deep_supervision=true")
     parser.add_argument("--reuse", type=Path, help="medseg: finished run folders DIR/fold_K to predict with")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality_bench")
     parser.add_argument("--report", action="store_true", help="only write the tables from the results")
@@ -544,7 +556,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     if args.nnunet_train:
-        nnunet_train(args.nnunet_train, args.plans, args.fold, args.epochs, args.iterations_per_epoch)
+        nnunet_train(args.nnunet_train, args.plans, args.fold, args.epochs, args.iterations_per_epoch, args.tta)
         return 0
     if args.report:
         report(load_results())
@@ -559,6 +571,8 @@ def main() -> int:
     config = (args.config or spec["config"]).resolve()
     work = args.work.resolve() / args.dataset
     budget = f"e{args.epochs}x{args.iterations_per_epoch}" if args.epochs or args.iterations_per_epoch else "config"
+    budget += " tta" if args.tta else ""
+    budget += "".join(f" {change}" for change in args.set)
     name = args.name or (f"medseg {config.stem} {budget}" if args.arm == "medseg" else
                          f"{args.arm} {budget}" if args.arm.startswith("nnunet") else args.arm)
     arm_dir = work / name.replace(" ", "_")
@@ -568,14 +582,15 @@ def main() -> int:
     refs = write_references(work, facts)
 
     if args.arm == "medseg":
-        run_config = budget_config(config, arm_dir, args.epochs, args.iterations_per_epoch)
-        run_medseg(arm_dir, facts, folds, run_config, args.reuse, not args.no_tta)
+        run_config = budget_config(config, arm_dir, args.epochs, args.iterations_per_epoch, args.set)
+        run_medseg(arm_dir, facts, folds, run_config, args.reuse, args.tta)
     elif args.arm == "lung_ct":
         run_lung_ct(arm_dir, facts)
     else:
         if args.epochs is None or args.iterations_per_epoch is None:
             parser.error("the nnU-Net arms need --epochs and --iterations-per-epoch (the budget)")
-        run_nnunet(args.dataset, args.arm, arm_dir, work, facts, folds, args.epochs, args.iterations_per_epoch, config)
+        run_nnunet(args.dataset, args.arm, arm_dir, work, facts, folds, args.epochs, args.iterations_per_epoch, config,
+                   args.tta)
 
     summary = summarise(evaluate(arm_dir, facts, refs), facts)
     timing = json.loads((arm_dir / "timing.json").read_text()) if (arm_dir / "timing.json").exists() else {}
@@ -583,7 +598,7 @@ def main() -> int:
             nnunet_budget(work, args.dataset, "nnUNetPlans_medseg" if args.arm == "nnunet_matched" else "nnUNetPlans", folds)
             if args.arm.startswith("nnunet") else {})
     scored_folds = sorted({facts["fold_of_case"][p.name.removesuffix(".nii.gz")] for p in (arm_dir / "pred").glob("*.nii.gz")})
-    arm = {"name": name, "dataset": args.dataset, "arm": args.arm, "config": str(config.relative_to(ROOT)) if args.arm == "medseg" else None,
+    arm = {"name": name, "dataset": args.dataset, "arm": args.arm, "tta": args.tta, "config": str(config.relative_to(ROOT)) if args.arm == "medseg" else None,
            "folds_run": f"{len(scored_folds)}/{len(facts['splits'])}", "folds": scored_folds,
            "command": " ".join([".venv/bin/python benchmarks/quality_bench.py", *sys.argv[1:]]),
            "runs": runs, "timing": timing, "summary": summary}
