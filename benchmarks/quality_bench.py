@@ -383,17 +383,18 @@ def run_lung_ct(arm_dir: Path, facts: dict[str, Any]) -> None:
 
 
 # -- scoring ------------------------------------------------------------------------------------------------
-def evaluate(arm_dir: Path, facts: dict[str, Any], refs: Path) -> Path:
-    """``medseg evaluate --regions`` of the arm's predictions against the references of the same cases."""
+def evaluate(arm_dir: Path, facts: dict[str, Any], refs: Path, labels: dict[str, int]) -> Path:
+    """``medseg evaluate --regions`` of the arm's predictions against the references of the same cases, for
+    ``labels`` (name -> value)."""
     pred = arm_dir / "pred"
     cases = sorted(p.name.removesuffix(".nii.gz") for p in pred.glob("*.nii.gz"))
     subset = arm_dir / "refs"
     shutil.rmtree(subset, ignore_errors=True)
     for case in cases:
         link(refs / f"{case}.nii.gz", subset / f"{case}.nii.gz")
-    labels = ",".join(f"{label}={value}" for label, value in facts["labels"].items())
+    spec = ",".join(f"{label}={value}" for label, value in labels.items())
     command = [BIN / "medseg", "evaluate", "--pred", pred, "--ref", subset, "--out", arm_dir / "eval", "--regions",
-               "--metrics", "dice,hd95", "--labels", labels, "--no-report", "--overwrite", "--quiet"]
+               "--metrics", "dice,hd95", "--labels", spec, "--no-report", "--overwrite", "--quiet"]
     record_timing(arm_dir, "evaluate", run_step(command, arm_dir / "log.txt"))
     return arm_dir / "eval" / "metrics.csv"
 
@@ -487,7 +488,7 @@ def report(results: dict[str, Any]) -> None:
         arms = {key: arm for key, arm in results["arms"].items() if arm["dataset"] == dataset}
         if not arms:
             continue
-        labels = list(next(iter(arms.values()))["summary"]["labels"])
+        labels = next(iter(arms.values()))["summary"]["label_order"]
         lines += [f"### {dataset}", ""]
         header = "| arm | folds | budget per fold | train time per fold | load | mean Dice | " + " | ".join(labels) + " |"
         lines += [header, "|" + "---|" * (6 + len(labels))]
@@ -592,7 +593,10 @@ def main() -> int:
         run_nnunet(args.dataset, args.arm, arm_dir, work, facts, folds, args.epochs, args.iterations_per_epoch, config,
                    args.tta)
 
-    summary = summarise(evaluate(arm_dir, facts, refs), facts)
+    # the lung mask segments the lungs only: its other labels are not scored
+    labels = {k: v for k, v in facts["labels"].items() if args.arm != "lung_ct" or k.endswith("_lung")}
+    summary = summarise(evaluate(arm_dir, facts, refs, labels), facts)
+    summary["label_order"] = list(facts["labels"])
     timing = json.loads((arm_dir / "timing.json").read_text()) if (arm_dir / "timing.json").exists() else {}
     runs = (medseg_budget(arm_dir, folds, args.reuse) if args.arm == "medseg" else
             nnunet_budget(work, args.dataset, "nnUNetPlans_medseg" if args.arm == "nnunet_matched" else "nnUNetPlans", folds)
