@@ -73,9 +73,9 @@ def test_cli_resume_extends_a_finished_run(tmp_path):
 
 def test_fold_all_trains_on_every_case_without_validation(tmp_path):
     config = write_config(tmp_path, "cardiac-mri", "2d", [64, 64], epochs=2, iterations_per_epoch=1, val_every=1)
-    stale = tmp_path / "run" / "validation.csv"  # left by an earlier fold in the same folder
-    stale.parent.mkdir()
-    stale.write_text("case_id,image,label\n")
+    (tmp_path / "run").mkdir()  # files left by an earlier fold in the same folder
+    (tmp_path / "run" / "validation.csv").write_text("case_id,image,label\n")
+    (tmp_path / "run" / "checkpoint_best.pt").write_bytes(b"an earlier fold's best model")
     assert main(["train", "--config", str(config), "--fold", "all", "--out", str(tmp_path / "run"), "--quiet"]) == 0
     run_dir = tmp_path / "run"
     splits = json.loads((run_dir / "splits.json").read_text())

@@ -465,7 +465,8 @@ def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any]
     """config.yaml (as used), plan.json (the dataset's plan), network.json (the network actually trained:
     the plan's configuration with the config's overrides), splits.json and validation.csv (the fold's
     held-out cases as a manifest, ready for ``medseg predict --input`` and ``medseg evaluate --manifest``;
-    not written, and an earlier one removed, when nothing is held out: ``--fold all``)."""
+    not written, and an earlier one removed with any ``checkpoint_best.pt``, when nothing is held out:
+    ``--fold all``)."""
     import yaml
 
     from medseg.data.manifest import write_csv_manifest
@@ -481,8 +482,9 @@ def _write_run_files(run_dir: Path, config: TrainingConfig, plan: dict[str, Any]
 
         held_out = [case if case.group else replace(case, group=case_group(case.case_id, config.data.group_pattern))
                     for case in held_out]
-    if not held_out:
+    if not held_out:  # files of an earlier fold in this folder would be taken for this run's
         (run_dir / "validation.csv").unlink(missing_ok=True)
+        (run_dir / "checkpoint_best.pt").unlink(missing_ok=True)
     else:
         try:
             write_csv_manifest(run_dir / "validation.csv", held_out, manifest.labels,
