@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import csv
 import json
+import lzma
 import tempfile
 import zipfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -202,17 +204,22 @@ def effective_allowed_labels(fmt: SubmissionFormat, spec: str | Path | frozenset
 
 
 # -- zip ----------------------------------------------------------------------------------
+#: what zipfile raises for a container it cannot decode: not a zip, truncated, corrupt deflate or LZMA data, an
+#: unsupported compression method or zip version, an encrypted member
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError)
+
+
 def _extract_zip(path: Path, folder: Path, report: CheckReport) -> bool:
     """Extract a submission zip safely; report unsafe names and a wrapping folder. False if unreadable."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _ZIP_READ_ERRORS as exc:
         report.unreadable = f"{path.name}: not a readable zip file ({exc})"
         return False
     with archive:
         try:
             broken = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # truncated member data
+        except _ZIP_READ_ERRORS as exc:
             report.unreadable = f"{path.name}: not a readable zip file ({exc})"
             return False
         if broken:

@@ -1,0 +1,73 @@
+"""No stale or misleading output, no traceback (issue 15, second pass): corrupt zips of every kind, the zip's
+location checked before work, progress that follows the work, subset labels, stale comparison figures and
+hints that name options the command has."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.cli.main import main
+from medseg.io import Volume, save_volume
+
+AFFINE = np.diag([1.5, 1.5, 4.0, 1.0])
+SHAPE = (16, 14, 6)
+CASES = ["case_000", "case_001", "case_002"]
+
+
+def _labels(seed: int) -> np.ndarray:
+    """Nested boxes: 1 outer, 2 inner, 3 core; shifted by ``seed``."""
+    array = np.zeros(SHAPE, np.uint8)
+    s = seed % 3
+    array[2 + s : 13, 2:12, 1:5] = 1
+    array[4 + s : 10, 4:10, 2:4] = 2
+    array[6 + s : 8, 6:8, 2:3] = 3
+    return array
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    """images/ (float), labels/ (references) and preds/ (copies of the references)."""
+    rng = np.random.default_rng(0)
+    for seed, case in enumerate(CASES):
+        save_volume(Volume(rng.random(SHAPE).astype(np.float32), AFFINE), tmp_path / "images" / f"{case}_0000.nii.gz")
+        for folder in ("labels", "preds"):
+            save_volume(Volume(_labels(seed), AFFINE), tmp_path / folder / f"{case}.nii.gz", label=True)
+    return tmp_path / "images", tmp_path / "labels", tmp_path / "preds"
+
+
+# -- item 3: a zip that cannot be read fails as a whole, whatever is wrong with it ----------
+def _damage(path: Path, how: str) -> None:
+    """Damage the first member of a deflated zip: its data, its compression method or its encryption flag."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        first = archive.infolist()[0]
+    central = data.index(b"PK\x01\x02")  # the first central-directory entry describes the first member
+    if how == "corrupt deflate data":
+        start = first.header_offset + 30 + len(first.filename.encode()) + len(first.extra)
+        data[start] = 0xFF  # block type 3 does not exist: zlib refuses the stream
+    elif how == "unsupported compression":
+        data[central + 10 : central + 12] = struct.pack("<H", 99)  # AES, which zipfile cannot read
+    else:  # encrypted
+        data[central + 8 : central + 10] = struct.pack("<H", first.flag_bits | 0x1)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["corrupt deflate data", "unsupported compression", "encrypted"])
+def test_a_zip_that_zipfile_cannot_decode_fails_before_any_case_line(dataset, tmp_path, capsys, how):
+    images, _, preds = dataset
+    zip_path = tmp_path / "sub.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for case in CASES:
+            archive.write(preds / f"{case}.nii.gz", f"{case}.nii.gz")
+    _damage(zip_path, how)
+    assert main(["submit", "check", "--format", "msd", str(zip_path), "--images", str(images), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[1].startswith("FAIL sub.zip: not a readable zip file (") and len(lines) == 3, captured
+    assert lines[2] == "FAIL: the submission could not be read; 0/3 cases checked"
+    assert "Traceback" not in captured.err
