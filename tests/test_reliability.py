@@ -71,3 +71,23 @@ def test_a_zip_that_zipfile_cannot_decode_fails_before_any_case_line(dataset, tm
     assert lines[1].startswith("FAIL sub.zip: not a readable zip file (") and len(lines) == 3, captured
     assert lines[2] == "FAIL: the submission could not be read; 0/3 cases checked"
     assert "Traceback" not in captured.err
+
+
+# -- item 6: the zip's location is checked before the submission is written ------------------
+def test_submit_refuses_an_unwritable_zip_location_before_writing(dataset, tmp_path, capsys, monkeypatch):
+    import medseg.submission
+
+    def never(*args, **kwargs):
+        raise AssertionError("the submission was written although its zip cannot be")
+
+    monkeypatch.setattr(medseg.submission, "prepare_submission", never)
+    images, _, preds = dataset
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    command = ["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out",
+               str(tmp_path / "sub"), "--zip", str(blocker / "sub.zip"), "--quiet"]
+    assert main(command) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"medseg submit: error: {blocker}: a file is in the way (a folder is needed here)"
+    ]
+    assert not (tmp_path / "sub").exists()

@@ -130,7 +130,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         )
     from pathlib import Path
 
-    from medseg.io import ensure_writable_folder
+    from medseg.io import ensure_writable_file, ensure_writable_folder
     from medseg.submission import prepare_submission
 
     out = Path(args.out).expanduser()
@@ -138,6 +138,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     zip_path = None
     if args.zip is not None:
         zip_path = out.with_name(out.name + ".zip") if args.zip is True else Path(args.zip).expanduser()
+        ensure_writable_file(zip_path)  # before writing and checking every case, not after
     result = prepare_submission(
         args.format,
         args.pred,
