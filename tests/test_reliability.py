@@ -91,3 +91,27 @@ def test_submit_refuses_an_unwritable_zip_location_before_writing(dataset, tmp_p
         f"medseg submit: error: {blocker}: a file is in the way (a folder is needed here)"
     ]
     assert not (tmp_path / "sub").exists()
+
+
+# -- expected by users: the check's progress bar advances as cases are checked --------------
+def test_the_check_progress_bar_follows_the_cases_checked(dataset, monkeypatch):
+    from medseg.submission import check, check_submission
+
+    images, _, preds = dataset
+    events = []
+
+    def recording_bar(iterable=None, **kwargs):
+        for item in iterable:
+            events.append("tick")
+            yield item
+
+    real_check_volume = check._check_volume
+
+    def recording_check(*args, **kwargs):
+        events.append("check")
+        return real_check_volume(*args, **kwargs)
+
+    monkeypatch.setattr(check, "progress_bar", recording_bar)
+    monkeypatch.setattr(check, "_check_volume", recording_check)
+    assert check_submission("msd", preds, images, progress=True).ok
+    assert events == ["tick", "check"] * len(CASES)  # not three ticks first and the checking after
