@@ -115,3 +115,11 @@ def test_the_check_progress_bar_follows_the_cases_checked(dataset, monkeypatch):
     monkeypatch.setattr(check, "_check_volume", recording_check)
     assert check_submission("msd", preds, images, progress=True).ok
     assert events == ["tick", "check"] * len(CASES)  # not three ticks first and the checking after
+
+
+# -- --quiet hides evaluate's progress bar too -------------------------------------------------
+def test_evaluate_quiet_shows_no_progress_bar(dataset, tmp_path, capsys):
+    _, labels, preds = dataset
+    assert main(["evaluate", "--pred", str(preds), "--ref", str(labels), "--out", str(tmp_path / "ev"), "--no-report",
+                 "--quiet"]) == 0
+    assert "case/s" not in capsys.readouterr().err

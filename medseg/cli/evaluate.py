@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         **manifest_inputs,
         labels=args.labels,
         workers=args.workers,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.quiet),
         ref_pattern=args.ref_pattern,
         pred_pattern=args.pred_pattern,
         atol_mm=args.geometry_tolerance,
