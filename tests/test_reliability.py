@@ -123,3 +123,18 @@ def test_evaluate_quiet_shows_no_progress_bar(dataset, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(preds), "--ref", str(labels), "--out", str(tmp_path / "ev"), "--no-report",
                  "--quiet"]) == 0
     assert "case/s" not in capsys.readouterr().err
+
+
+# -- item 11: scoring a subset of the labels is not a mistake ----------------------------------
+def test_scoring_some_labels_warns_only_about_values_the_reference_lacks(dataset, tmp_path, capsys):
+    _, labels, preds = dataset
+    command = ["evaluate", "--pred", str(preds), "--ref", str(labels), "--no-report", "--quiet"]
+    assert main([*command, "--out", str(tmp_path / "lv"), "--labels", "1"]) == 0
+    assert "warning" not in capsys.readouterr().err  # 2 and 3 are in the references: left out on purpose
+    stray = _labels(1)
+    stray[0, 0, 0] = 7  # a value no reference holds, e.g. a label mapping gone wrong
+    save_volume(Volume(stray, AFFINE), preds / "case_001.nii.gz", label=True)
+    assert main([*command, "--out", str(tmp_path / "stray"), "--labels", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "predictions hold value 7, which is neither a scored label nor in the reference (1 case(s): case_001)" in err
+    assert "value 2" not in err and "value 3" not in err

@@ -98,7 +98,8 @@ class FolderRun:
         return [v for v in self.label_names if v not in seen]
 
     def undeclared_prediction_values(self) -> dict[int, list[str]]:
-        """Prediction values that are not among the scored labels, with the cases holding them."""
+        """Prediction values that are neither scored labels nor in the case's reference, with the cases holding
+        them (values the references hold too are structures left out of ``labels`` on purpose)."""
         found: dict[int, list[str]] = {}
         for outcome in self.outcomes:
             for value in outcome.undeclared_prediction_values:
@@ -117,7 +118,8 @@ class FolderRun:
             )
         for value, cases in self.undeclared_prediction_values().items():
             shown = ", ".join(cases[:3]) + (f" and {len(cases) - 3} more" if len(cases) > 3 else "")
-            warnings.append(f"predictions hold value {value}, which is not a scored label ({len(cases)} case(s): {shown})")
+            warnings.append(f"predictions hold value {value}, which is neither a scored label nor in the reference "
+                            f"({len(cases)} case(s): {shown})")
         return warnings
 
 
