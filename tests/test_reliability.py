@@ -138,3 +138,19 @@ def test_scoring_some_labels_warns_only_about_values_the_reference_lacks(dataset
     err = capsys.readouterr().err
     assert "predictions hold value 7, which is neither a scored label nor in the reference (1 case(s): case_001)" in err
     assert "value 2" not in err and "value 3" not in err
+
+
+# -- item 1: evaluate compare leaves no figure of an earlier comparison ------------------------
+def test_compare_removes_the_figure_of_an_earlier_comparison(dataset, tmp_path):
+    from medseg.evaluation import evaluate_folder
+    from medseg.evaluation.comparison import write_comparison
+
+    _, labels, preds = dataset
+    for name, metrics in (("dice", "dice"), ("volumes", "volume_ref_ml,volume_pred_ml")):
+        evaluate_folder(preds, labels, tmp_path / name, metrics=metrics, report=False)
+    out = tmp_path / "a_vs_b"
+    assert "figure" in write_comparison(tmp_path / "dice" / "metrics.csv", tmp_path / "dice" / "metrics.csv", out)
+    assert (out / "bland_altman.png").exists()
+    volumes = tmp_path / "volumes" / "metrics.csv"
+    assert "figure" not in write_comparison(volumes, volumes, out)  # no plotted metric: no figure
+    assert not (out / "bland_altman.png").exists()
