@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_path
 
-from medseg.cli.main import main
+from medseg.cli.main import build_parser, main
 from medseg.io import Volume, save_volume
 
 AFFINE = np.diag([1.5, 1.5, 4.0, 1.0])
@@ -154,3 +155,39 @@ def test_compare_removes_the_figure_of_an_earlier_comparison(dataset, tmp_path):
     volumes = tmp_path / "volumes" / "metrics.csv"
     assert "figure" not in write_comparison(volumes, volumes, out)  # no plotted metric: no figure
     assert not (out / "bland_altman.png").exists()
+
+
+# -- item 8: a DICOM hint names only options that the named commands have ---------------------
+def _options(command: str) -> set[str]:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.choices and command in a.choices).choices
+    return set(commands[command]._option_string_actions)
+
+
+def _check_hint(message: str, option: str) -> None:
+    assert "(CLI:" not in message, message
+    named = [c for c in ("inspect", "convert", "segment", "evaluate", "validate", "plan", "predict") if f"`{c}`" in
+             message or f"medseg {c}" in message]
+    assert named, message
+    for command in named:
+        assert option in _options(command), f"{message!r} names {command}, which has no {option}"
+
+
+def test_dicom_hints_name_commands_that_have_the_option(tmp_path, capsys):
+    from medseg.io import find_dicom_series, load_volume
+
+    uneven = shared_path("tiny_ct_dicom_uneven")
+    with pytest.raises(Exception, match="non-uniform slice spacing") as caught:
+        load_volume(uneven)
+    _check_hint(str(caught.value), "--resample-nonuniform")
+
+    # a second series: the same slices under another SeriesInstanceUID (same length, last digit changed)
+    uid = find_dicom_series(uneven)[0].uid
+    other = uid[:-1] + ("1" if uid[-1] != "1" else "2")
+    for folder, new_uid in (("a", uid), ("b", other)):
+        (tmp_path / folder).mkdir()
+        for source in uneven.iterdir():
+            (tmp_path / folder / source.name).write_bytes(source.read_bytes().replace(uid.encode(), new_uid.encode()))
+    with pytest.raises(Exception, match="holds 2 DICOM series") as caught:
+        load_volume(tmp_path)
+    _check_hint(str(caught.value), "--series")
