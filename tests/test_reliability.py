@@ -191,3 +191,17 @@ def test_dicom_hints_name_commands_that_have_the_option(tmp_path, capsys):
     with pytest.raises(Exception, match="holds 2 DICOM series") as caught:
         load_volume(tmp_path)
     _check_hint(str(caught.value), "--series")
+
+
+# -- item 2: a zip of an earlier submission beside a folder rewritten without --zip is named --------
+def test_submit_without_zip_warns_about_an_earlier_zip_beside_the_folder(dataset, tmp_path, capsys):
+    images, _, preds = dataset
+    command = ["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out", str(tmp_path / "sub"),
+               "--quiet"]
+    assert main([*command, "--zip"]) == 0 and (tmp_path / "sub.zip").exists()
+    capsys.readouterr()
+    assert main([*command, "--overwrite"]) == 0
+    assert (f"medseg submit: warning: {tmp_path / 'sub.zip'} is not from this run (no --zip): it does not hold the "
+            f"submission just written to {tmp_path / 'sub'}") in capsys.readouterr().err
+    assert main([*command, "--overwrite", "--zip"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -162,6 +162,13 @@ def _run_prepare(args: argparse.Namespace) -> int:
     print("\n".join(result.check.lines()))
     if zip_path is not None:
         print(f"wrote {result.zip_path}" if result.zip_path else "zip not written: the submission failed its check")
+    elif out.with_name(out.name + ".zip").exists():  # e.g. from an earlier --zip run: it does not hold this folder
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s is not from this run (no --zip): it does not hold the submission just written to %s; "
+            "pass --zip --overwrite to rewrite it, or remove it", out.with_name(out.name + ".zip"), out
+        )
     return 0 if result.ok else 1
 
 
