@@ -205,3 +205,26 @@ def test_submit_without_zip_warns_about_an_earlier_zip_beside_the_folder(dataset
             f"submission just written to {tmp_path / 'sub'}") in capsys.readouterr().err
     assert main([*command, "--overwrite", "--zip"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+# -- item 5: an interrupted evaluate says on the terminal what it left behind -------------------------
+def test_an_interrupted_evaluate_names_its_partial_results(dataset, tmp_path, capsys, monkeypatch):
+    from medseg.evaluation import batch
+
+    _, labels, preds = dataset
+    real, calls = batch.evaluate_pair, []
+
+    def interrupt_on_the_second_case(pair, settings):
+        calls.append(pair.case_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(pair, settings)
+
+    monkeypatch.setattr(batch, "evaluate_pair", interrupt_on_the_second_case)
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--pred", str(preds), "--ref", str(labels), "--out", str(out), "--quiet"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        f"medseg evaluate: warning: interrupted after 1 of 3 matched case(s); partial results in {out} (a rerun there "
+        "needs --overwrite)",
+        "medseg evaluate: interrupted",
+    ]

@@ -374,6 +374,9 @@ def run_folder(
 
             write_report(out, run, summary, worst.cases())
     if interrupted:
+        if out is not None:  # say where the partial results went and that the next run into `out` must replace them
+            log.warning("interrupted after %d of %d matched case(s); partial results in %s (a rerun there needs "
+                        "--overwrite)", len(outcomes), len(matching.pairs), out)
         raise KeyboardInterrupt
     return run
 
