@@ -228,3 +228,33 @@ def test_an_interrupted_evaluate_names_its_partial_results(dataset, tmp_path, ca
         "needs --overwrite)",
         "medseg evaluate: interrupted",
     ]
+
+
+# -- item 1 in the benchmarks: repeated timed runs into one --out time evaluations, not refusals -------
+def _benchmark(name: str):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def test_the_folder_benchmark_times_evaluations_not_refusals(dataset, tmp_path):
+    import sys
+
+    bench = _benchmark("evaluation_bench")
+    with pytest.raises(SystemExit, match=r"broken: .* failed \(exit 3\)"):  # a failed run is never a timing
+        bench.run_processes({"broken": ([sys.executable, "-c", "raise SystemExit(3)"], None)}, repeats=1)
+    _, labels, preds = dataset
+    (tmp_path / "ref").symlink_to(labels)
+    (tmp_path / "pred").symlink_to(preds)
+    commands = bench.folder_commands(tmp_path, [], None)
+    timed = bench.run_processes({"medseg": commands["medseg_workers1_no_report_s"]}, repeats=2)  # the same --out twice
+    assert timed["medseg"] > 0 and (tmp_path / "out" / "summary.json").exists()
