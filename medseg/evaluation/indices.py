@@ -372,8 +372,17 @@ class IndicesResult:
 def evaluation_indices(spec: IndexSpec, outcomes) -> IndicesResult:
     """Indices of both sides of an evaluation run (``CaseOutcome`` objects with ``measures`` =
     ``{"reference": ..., "prediction": ...}``) paired and summarised. ``Info.cfg`` files are looked for beside the
-    reference, the prediction and the image of each case."""
+    reference, the prediction and the image of each case. A failed case (no ``measures``) has its reference measured
+    here, so its reference indices remain; its prediction counts as missing."""
+    from medseg.errors import MedsegError
+
     folders = {o.case_id: [Path(p).parent for p in (o.reference, o.prediction, o.image) if p] for o in outcomes}
+    for outcome in outcomes:
+        if outcome.measures is None and outcome.reference:  # a failed case: its reference still counts
+            try:
+                outcome.measures = {"reference": measure_files(spec, outcome.reference, outcome.image), "prediction": None}
+            except MedsegError as exc:
+                log.warning("%s: reference not measured for the indices: %s", outcome.case_id, exc)
     sides = {}
     for side in ("reference", "prediction"):
         measures = {o.case_id: (o.measures or {}).get(side) for o in outcomes}
