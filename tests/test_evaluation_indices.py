@@ -15,13 +15,13 @@ import pytest
 from conftest import shared_path
 
 from medseg.cli.main import main
+from medseg.data.cardiac_phases import cardiac_phase
 from medseg.errors import ConfigError, InvalidArgumentError
 from medseg.evaluation.comparison import paired_statistics
 from medseg.evaluation.indices import (
     DEFAULT_ROLES,
     INDEX_UNITS,
     cardiac_indices,
-    cardiac_phase,
     lung_density,
     parse_roles,
     quantify,

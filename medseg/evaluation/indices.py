@@ -27,7 +27,7 @@ is measured on its own grid, whatever its orientation.
 myo=2, lv=3``); lung defaults are medseg's (``lung_left=1, lung_right=2``: :mod:`medseg.classical.lung_ct` and
 the chest-CT phantoms); ``--roles lung_right=1,lung_left=2,tumour=3`` fits the NSCLC radiotherapy contours.
 
-**ED/ES pairing** (:func:`cardiac_phase`): a case id ending in ``_ED`` / ``_ES`` (any case) is that phase of the
+**ED/ES pairing** (:func:`medseg.data.cardiac_phases.cardiac_phase`): a case id ending in ``_ED`` / ``_ES`` (any case) is that phase of the
 subject named by the rest; a case id ending in ``_frameNN`` (ACDC's own layout) is looked up in the ``Info.cfg``
 (``ED: 1``, ``ES: 12``) found in the folder of the case's label map or image. Frames that are neither ED nor ES
 are ignored.
@@ -50,14 +50,13 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg.data.cardiac_phases import cardiac_phase
 from medseg.errors import ConfigError, InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -88,9 +87,6 @@ AGREEMENT_COLUMNS = (
     "index", "unit", "n", "mean_reference", "mean_prediction", "bias", "sd_difference", "loa_lower", "loa_upper",
     "pearson_r", "ttest_p", "wilcoxon_p", "n_flagged",
 )  # fmt: skip
-
-_PHASE = re.compile(r"^(?P<subject>.+?)[_-](?P<phase>ED|ES)$", re.IGNORECASE)
-_FRAME = re.compile(r"^(?P<subject>.+?)_frame(?P<frame>\d+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -240,38 +236,6 @@ def lung_indices(subject: str, measures: dict[str, float], spec: IndexSpec) -> l
         tumour = measures["tumour"]
         rows.append(_row(subject, "tumour_volume", tumour, "tumour_absent" if tumour == 0 else ""))
     return rows
-
-
-def read_info_cfg(path: Path) -> dict[str, str]:
-    """``key: value`` lines of an ACDC ``Info.cfg`` (``ED: 1``, ``ES: 12``, ``Group: DCM``, ...)."""
-    entries = {}
-    for line in path.read_text(errors="replace").splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            entries[key.strip().upper()] = value.strip()
-    return entries
-
-
-def cardiac_phase(case_id: str, folders: Iterable[Path] = ()) -> tuple[str, str | None, str]:
-    """``(subject, phase, flag)`` of a case: phase ``"ED"``/``"ES"``, or ``None`` with a flag (``phase_unknown``,
-    ``no_info_cfg``) or for an ACDC frame that is neither ED nor ES (flag ``not_ed_or_es``). ``folders`` are
-    searched for the ``Info.cfg`` of ``_frameNN`` case ids (see the module docstring)."""
-    match = _PHASE.match(case_id)
-    if match:
-        return match["subject"], match["phase"].upper(), ""
-    match = _FRAME.match(case_id)
-    if not match:
-        return case_id, None, "phase_unknown"
-    for folder in folders:
-        info_path = Path(folder) / "Info.cfg"
-        if info_path.is_file():
-            info = read_info_cfg(info_path)
-            frame = int(match["frame"])
-            for phase in ("ED", "ES"):
-                if info.get(phase, "").isdigit() and int(info[phase]) == frame:
-                    return match["subject"], phase, ""
-            return match["subject"], None, "not_ed_or_es"
-    return match["subject"], None, "no_info_cfg"
 
 
 def subject_indices(spec: IndexSpec, measures: dict[str, dict[str, float] | None], folders: dict[str, list[Path]]) -> list[dict]:
