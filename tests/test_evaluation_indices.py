@@ -119,9 +119,12 @@ def test_subject_indices_pair_frames_and_flag_the_rest():
         "p1_ED": {"lv": 100.0, "rv": 90.0, "myo": 80.0}, "p1_ES": {"lv": 40.0, "rv": 45.0, "myo": 85.0},
         "p2_ED": {"lv": 120.0, "rv": 100.0, "myo": 90.0}, "p3_ES": None, "oddname": {"lv": 1.0, "rv": 1.0, "myo": 1.0},
     }  # fmt: skip
+    measures["p1"] = measures["oddname"]  # a name without a phase beside the frames of a subject of that name
     rows = subject_indices(CARDIAC, measures, {})
-    assert [r["subject"] for r in rows[::9]] == ["oddname", "p1", "p2", "p3"]
-    assert _by_index(rows, "p1")["lv_ef"]["value"] == 60.0
+    assert [r["subject"] for r in rows[::9]] == ["oddname", "p1", "p1", "p2", "p3"]
+    paired_p1, unknown_p1 = {r["index"]: r for r in rows[9:18]}, rows[18:27]
+    assert paired_p1["lv_ef"]["value"] == 60.0 and not paired_p1["lv_ef"]["flag"]
+    assert all(r["flag"] == "phase_unknown" for r in unknown_p1)
     assert _by_index(rows, "p2")["lv_esv"]["flag"] == "missing_es"
     # p3's only frame failed to read: both frames count as missing
     assert _by_index(rows, "p3")["lv_edv"]["flag"] == "missing_ed" and _by_index(rows, "p3")["lv_esv"]["flag"] == "missing_es"

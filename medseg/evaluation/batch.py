@@ -449,7 +449,10 @@ def evaluate_folder(
             ``progress`` (tqdm bar), ``ref_pattern`` / ``pred_pattern`` (file-name globs),
             ``atol_mm`` (grid tolerance, default 1e-3 mm), ``resample_pred_to_ref``
             (nearest-neighbour), ``report`` (write report.md and figures, default True),
-            ``overwrite`` (replace an earlier evaluation in ``out_dir``; default False: refused), and
+            ``overwrite`` (replace an earlier evaluation in ``out_dir``; default False: refused), ``indices``
+            (an :class:`~medseg.evaluation.indices.IndexSpec` from ``parse_roles``: clinical indices of both sides
+            and their agreement, written to ``indices.csv`` and ``indices_agreement.csv``; lung indices need every
+            case's CT image, from ``images`` or beside the references), and
             every option of :func:`medseg.evaluation.evaluate_case` (``metrics``, ``regions``,
             ``region_axis``, ``base_at``, ``region_mode``, ``region_anchor``,
             ``nsd_tolerance_mm``, ``empty_policy``, ``worst_distance_mm``).

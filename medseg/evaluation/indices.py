@@ -269,14 +269,10 @@ def subject_indices(spec: IndexSpec, measures: dict[str, dict[str, float] | None
         if earlier is not None:
             raise ConfigError(f"subject {subject}: two {phase} frames ({earlier}, {case_id}); keep one")
         frames[subject][phase] = case_id
-    rows = []
-    for subject in sorted(set(frames) | set(unknown)):
-        if subject in unknown:
-            rows += cardiac_indices(subject, None, None, unknown[subject])
-            continue
-        ed, es = (measures.get(frames[subject].get(phase, "")) for phase in ("ED", "ES"))
-        rows += cardiac_indices(subject, ed, es)
-    return rows
+    groups = [(subject, cardiac_indices(subject, *(measures.get(cases.get(p, "")) for p in ("ED", "ES"))))
+              for subject, cases in frames.items()]
+    groups += [(case_id, cardiac_indices(case_id, None, None, flag)) for case_id, flag in unknown.items()]
+    return [row for _, rows in sorted(groups, key=lambda group: group[0]) for row in rows]
 
 
 def _failed(spec: IndexSpec, subject: str) -> list[dict]:
