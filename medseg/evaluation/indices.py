@@ -41,8 +41,9 @@ lung are NaN with the same flag. An absent tumour is volume 0 flagged ``tumour_a
 
 **Agreement** (:func:`agreement_table`), per index over the subjects where both sides are numbers: n, the mean of
 each side, the bias (mean of prediction - reference), the SD of the differences, the 95 % limits of agreement
-(bias -+ 1.96 SD), Pearson's r and the paired t-test and Wilcoxon signed-rank p-values
-(:func:`medseg.evaluation.comparison.paired_statistics`, the same statistics as ``medseg evaluate compare``).
+(bias -+ 1.96 SD), Pearson's r and the two-sided p-value of the paired t-test
+(:func:`medseg.evaluation.comparison.paired_statistics`, the same statistics as ``medseg evaluate compare``; its
+Wilcoxon test is left out here, since importing ``scipy.stats`` would cost more than the indices themselves).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ INDICES_COLUMNS = ("subject", "index", "unit", "value", "flag")
 PAIRED_COLUMNS = ("subject", "index", "unit", "reference", "prediction", "difference", "flag")
 AGREEMENT_COLUMNS = (
     "index", "unit", "n", "mean_reference", "mean_prediction", "bias", "sd_difference", "loa_lower", "loa_upper",
-    "pearson_r", "ttest_p", "wilcoxon_p", "n_flagged",
+    "pearson_r", "ttest_p", "n_flagged",
 )  # fmt: skip
 
 
@@ -134,20 +135,26 @@ def role_volumes_ml(labels: np.ndarray, affine: np.ndarray, roles: dict[str, int
     """Volume in ml of each role's label value in ``labels`` (any axis order): voxel count times
     ``|det(affine[:3, :3])| / 1000``. A value that does not occur gives 0.0."""
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
-    counts = np.bincount(np.asarray(labels).ravel(order="K"), minlength=max(roles.values()) + 1)
-    return {role: float(counts[value]) * voxel_ml for role, value in roles.items()}
+    flat = _flat(labels, labels)
+    return {role: float(np.count_nonzero(flat == value)) * voxel_ml for role, value in roles.items()}
 
 
-def lung_density(image_hu: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """``mean_hu``, ``laa950`` (% of voxels < -950 HU) and ``pd15`` (15th percentile, HU) of the image values in
-    ``mask`` (same shape). An empty mask gives NaN for all three (flagged by :func:`lung_indices`)."""
-    values = np.asarray(image_hu)[mask]
-    if values.size == 0:
+def _flat(array: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``array`` as 1D in the memory order of ``like`` (a view when both share it): two arrays flattened against
+    the same ``like`` pair their voxels element by element."""
+    return np.asarray(array).ravel(order="F" if np.asarray(like).flags.f_contiguous else "C")
+
+
+def lung_density(values_hu: np.ndarray) -> dict[str, float]:
+    """``mean_hu``, ``laa950`` (% of the values strictly below -950 HU) and ``pd15`` (15th percentile, HU, linear
+    interpolation as ``numpy.percentile``) of the lung voxels' values (1D, HU). No values: NaN for all three
+    (flagged by :func:`lung_indices`)."""
+    if values_hu.size == 0:
         return {"mean_hu": math.nan, "laa950": math.nan, "pd15": math.nan}
-    values = values.astype(np.float64, copy=False)
+    values = values_hu.astype(np.float64, copy=False)
     return {
         "mean_hu": float(values.mean()),
-        "laa950": 100.0 * np.count_nonzero(values < LAA_THRESHOLD_HU) / values.size,
+        "laa950": 100.0 * float(np.count_nonzero(values < LAA_THRESHOLD_HU)) / values.size,
         "pd15": float(np.percentile(values, PD_PERCENTILE)),
     }
 
@@ -169,11 +176,11 @@ def measure(spec: IndexSpec, labels, image=None) -> dict[str, float]:
     problem = grid_mismatch(labels.affine, labels.shape, image.affine, image.shape, 1e-3, ("label map", "image"))
     if problem:
         raise ConfigError(f"{labels.name} and its image {image.name} are not on one voxel grid ({problem})")
-    array = np.asarray(labels.array)
-    masks = {side: array == spec.roles[side] for side in ("lung_left", "lung_right")}
-    masks["lung_total"] = masks["lung_left"] | masks["lung_right"]
-    for side, mask in masks.items():
-        for name, value in lung_density(image.array, mask).items():
+    flat_labels, flat_image = _flat(labels.array, labels.array), _flat(image.array, labels.array)
+    values = {side: flat_image[flat_labels == spec.roles[side]] for side in ("lung_left", "lung_right")}
+    values["lung_total"] = np.concatenate([values["lung_left"], values["lung_right"]])
+    for side, side_values in values.items():
+        for name, value in lung_density(side_values).items():
             measures[f"{side}_{name}"] = value
     return measures
 
@@ -311,11 +318,12 @@ def agreement_table(paired: list[dict]) -> list[dict]:
     table = []
     for index in dict.fromkeys(r["index"] for r in paired):
         rows = [r for r in paired if r["index"] == index]
-        s = paired_statistics(np.array([r["reference"] for r in rows]), np.array([r["prediction"] for r in rows]))
+        s = paired_statistics(np.array([r["reference"] for r in rows]), np.array([r["prediction"] for r in rows]),
+                              wilcoxon=False)
         table.append({"index": index, "unit": INDEX_UNITS[index], "n": s["n"], "mean_reference": s["mean_a"],
                       "mean_prediction": s["mean_b"], "bias": s["mean_diff"], "sd_difference": s["std_diff"],
                       "loa_lower": s["loa_lower"], "loa_upper": s["loa_upper"], "pearson_r": s["pearson_r"],
-                      "ttest_p": s["ttest_p"], "wilcoxon_p": s["wilcoxon_p"],
+                      "ttest_p": s["ttest_p"],
                       "n_flagged": sum(1 for r in rows if r["flag"])})  # fmt: skip
     return table
 
