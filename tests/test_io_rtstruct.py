@@ -19,6 +19,7 @@ from medseg.cli.main import main
 from medseg.errors import GeometryError, InvalidArgumentError
 from medseg.io import read_label_map
 from medseg.io.rtstruct import (
+    convert_rtstruct,
     even_odd_fill,
     parse_roi_values,
     rasterise_rtstruct,
@@ -38,8 +39,9 @@ def _lps_square(i0: float, i1: float, j0: float, j1: float, k: float) -> list[fl
     return [value for i, j in corners for value in (i - 10.0, j - 8.0, 2.0 * k - 5.0)]
 
 
-def write_rtstruct(path, rois: dict[str, list[list[float]]], extra_types: dict[str, str] | None = None):
-    """A minimal RTSTRUCT file: ROIs numbered in the given order, each a list of closed planar contours."""
+def write_rtstruct(path, rois: dict[str, list[list[float]]], extra_types: dict[str, str] | None = None, frame: str = ""):
+    """A minimal RTSTRUCT file: ROIs numbered in the given order, each a list of closed planar contours (in the
+    frame of reference ``frame`` when given)."""
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -56,6 +58,8 @@ def write_rtstruct(path, rois: dict[str, list[list[float]]], extra_types: dict[s
     for number, (name, polygons) in enumerate(rois.items(), start=1):
         structures.append(Dataset())
         structures[-1].ROINumber, structures[-1].ROIName = number, name
+        if frame:
+            structures[-1].ReferencedFrameOfReferenceUID = frame
         roi = Dataset()
         roi.ReferencedROINumber = number
         items = []
@@ -167,12 +171,16 @@ def test_dicom_series_reference_positions_from_the_tags(tmp_path):
         return origin + column * col_spacing * row_dir + row * row_spacing * col_dir
 
     corners = [lps(99.5, 199.5), lps(109.5, 199.5), lps(109.5, 204.5), lps(99.5, 204.5)]
-    path = write_rtstruct(tmp_path / "rs.dcm", {"Box": [list(np.concatenate(corners))]})
-    shape, affine = reference_grid(series)
-    labels = rasterise_rtstruct(select_rois(read_rtstruct(path), None), shape, affine)
-    expected = np.zeros(shape, dtype=np.uint8)
+    box = list(np.concatenate(corners))
+    path = write_rtstruct(tmp_path / "rs.dcm", {"Box": [box]}, frame=str(middle.FrameOfReferenceUID))
+    written, _, _ = convert_rtstruct(path, series, tmp_path / "box.nii.gz")
+    labels = np.asarray(read_label_map(written).array)
+    expected = np.zeros(labels.shape, dtype=np.uint8)
     expected[100:110, 200:205, 1] = 1  # the middle of three slices, whichever way they are stacked
     np.testing.assert_array_equal(labels, expected)
+    elsewhere = write_rtstruct(tmp_path / "other.dcm", {"Box": [box]}, frame="1.2.826.0.1.3680043.8.498.1")
+    with pytest.raises(GeometryError, match=r"frame of reference 1\.2\.826\.0\.1\.3680043\.8\.498\.1, but the reference series"):
+        convert_rtstruct(elsewhere, series, tmp_path / "other.nii.gz")
 
 
 def _polygon_volume_ml(roi, slice_mm: float) -> float:
@@ -212,7 +220,7 @@ def _shared_maps_rasteriser(polygons, shape) -> np.ndarray:
 @pytest.mark.parametrize("case", [f"LUNG1-00{n}" for n in range(1, 7)])
 def test_nsclc_lungs_against_the_shared_label_maps(case, monkeypatch):
     folder = shared_path(f"nsclc_lung_ct/{case}")
-    shape, affine = reference_grid(folder / "ct.nii.gz")
+    shape, affine, _ = reference_grid(folder / "ct.nii.gz")
     rois = read_rtstruct(folder / "rtstruct.dcm")
     numbering = json.loads((folder / "labels.json").read_text())["labels"]
     order = [(name, value) for name, value in numbering.items() if value in (1, 2, 3)]  # lungs, then GTV wins

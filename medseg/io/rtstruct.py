@@ -38,13 +38,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RoiContours:
-    """One ROI of an RTSTRUCT file: its number, name and closed planar contours (each an ``(n, 3)`` array of
-    LPS+ mm vertices)."""
+    """One ROI of an RTSTRUCT file: its number, name, closed planar contours (each an ``(n, 3)`` array of LPS+ mm
+    vertices) and the DICOM frame of reference they are in (``""`` when the file does not say)."""
 
     number: int
     name: str
     contours: tuple[np.ndarray, ...]
     skipped_contours: int = 0
+    frame_of_reference: str = ""
 
 
 def is_rtstruct(path: str | Path) -> bool:
@@ -99,7 +100,8 @@ def read_rtstruct(path: str | Path) -> list[RoiContours]:
     rois = []
     for roi in dataset.get("StructureSetROISequence", []):
         polygons, skipped = contours_by_number.get(int(roi.ROINumber), ([], 0))
-        rois.append(RoiContours(int(roi.ROINumber), str(roi.ROIName), tuple(polygons), skipped))
+        frame = str(roi.get("ReferencedFrameOfReferenceUID", ""))
+        rois.append(RoiContours(int(roi.ROINumber), str(roi.ROIName), tuple(polygons), skipped, frame))
     if not rois:
         raise VolumeReadError(f"{path}: the RTSTRUCT defines no ROI (StructureSetROISequence is empty)")
     return rois
@@ -265,18 +267,25 @@ def even_odd_fill(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndar
     return (np.cumsum(toggles[:, :n_a], axis=1) & 1).astype(bool).T
 
 
-def reference_grid(path: str | Path, series_uid: str | None = None) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Shape and RAS+ affine of the scan an RTSTRUCT was drawn on: a NIfTI/NRRD/MetaImage header (no voxel data
-    read) or a DICOM series (folder or one of its files; ``series_uid`` picks one of several)."""
+def reference_grid(path: str | Path, series_uid: str | None = None) -> tuple[tuple[int, int, int], np.ndarray, str]:
+    """Shape, RAS+ affine and DICOM FrameOfReferenceUID (``""`` for other formats) of the scan an RTSTRUCT was
+    drawn on: a NIfTI/NRRD/MetaImage header (no voxel data read) or a DICOM series (folder or one of its files;
+    ``series_uid`` picks one of several)."""
     from medseg.io.headers import read_grid
     from medseg.io.loader import file_format, load_volume
 
     path = Path(path).expanduser()
     if file_format(path) == "dicom":
+        import pydicom
+
+        from medseg.io.dicom import select_series
+
         volume = load_volume(path, series_uid=series_uid, ct=False)
-        return volume.shape, volume.affine
+        series, _ = select_series(path, series_uid or volume.meta.get("series_uid"))
+        header = pydicom.dcmread(series.files[0], stop_before_pixels=True, specific_tags=["FrameOfReferenceUID"])
+        return volume.shape, volume.affine, str(header.get("FrameOfReferenceUID", ""))
     grid = read_grid(path)
-    return grid.shape, grid.affine
+    return grid.shape, grid.affine, ""
 
 
 def convert_rtstruct(
@@ -306,9 +315,15 @@ def convert_rtstruct(
     from medseg.io.loader import case_id_from_path, save_volume
     from medseg.io.volume import Volume
 
-    shape, affine = reference_grid(reference, series_uid)
+    shape, affine, frame = reference_grid(reference, series_uid)
     available = read_rtstruct(rtstruct)
     chosen = select_rois(available, rois, str(rtstruct))
+    other = sorted({roi.frame_of_reference for roi, _ in chosen if roi.frame_of_reference} - {frame}) if frame else []
+    if other:
+        raise GeometryError(
+            f"{rtstruct}: its contours are in frame of reference {', '.join(other)}, but the reference series {reference} "
+            f"is in {frame}: they are different coordinate systems; use the scan the contours were drawn on"
+        )
     labels = rasterise_rtstruct(chosen, shape, affine, source=str(rtstruct))
     written = save_volume(Volume(labels, affine, str(output)), output, label=True)
     numbering = {roi.name: value for roi, value in chosen}
