@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import SHARED_DATA, write_results
+from _report import SHARED_DATA, time_call, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -137,15 +137,6 @@ def check_agree(rows, hand: dict[str, dict[str, float]]) -> float:
     return worst
 
 
-def timed(function, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -172,14 +163,14 @@ def main() -> int:
         figures.update(run_processes(commands, args.repeats))
 
         labels, _ = find_label_maps(ACDC)
-        figures["cardiac_quantify_s"], rows = timed(lambda: quantify_rows("cardiac", labels, None, None), args.repeats)
-        figures["cardiac_hand_s"], hand = timed(lambda: hand_cardiac(sorted(ACDC.rglob("*_gt.nii.gz"))), args.repeats)
+        figures["cardiac_quantify_s"], rows = time_call(lambda: quantify_rows("cardiac", labels, None, None), args.repeats)
+        figures["cardiac_hand_s"], hand = time_call(lambda: hand_cardiac(sorted(ACDC.rglob("*_gt.nii.gz"))), args.repeats)
         figures["cardiac_max_rel_diff"] = check_agree(rows, hand)
         cases = sorted(p for p in NSCLC.iterdir() if (p / "labels.nii.gz").is_file())
         lung_labels = {c.name: c / "labels.nii.gz" for c in cases}
         lung_images = {c.name: c / "ct.nii.gz" for c in cases}
-        figures["lung_quantify_s"], rows = timed(lambda: quantify_rows("lung", lung_labels, lung_images, LUNG_ROLES), 1)
-        figures["lung_hand_s"], hand = timed(lambda: hand_lung(cases), 1)
+        figures["lung_quantify_s"], rows = time_call(lambda: quantify_rows("lung", lung_labels, lung_images, LUNG_ROLES), 1)
+        figures["lung_hand_s"], hand = time_call(lambda: hand_lung(cases), 1)
         figures["lung_max_rel_diff"] = check_agree(rows, hand)
     f = figures
     markdown = f"""## Clinical indices: cost inside `medseg evaluate`, and `medseg quantify` vs a hand-written loop
