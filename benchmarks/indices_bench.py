@@ -14,6 +14,7 @@ cavity one voxel wider in-plane, 30 % of the RV cavity's in-plane edge voxels re
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -146,7 +147,7 @@ def main() -> int:
         return 1
     from medseg.evaluation.matching import find_label_maps
 
-    figures: dict[str, float] = {}
+    figures: dict[str, float] = {"load_average_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="medseg-indices-bench-") as tmp:
         folder = Path(tmp)
         cardiac_pred = make_cardiac(folder)
@@ -172,6 +173,7 @@ def main() -> int:
         figures["lung_quantify_s"], rows = time_call(lambda: quantify_rows("lung", lung_labels, lung_images, LUNG_ROLES), 1)
         figures["lung_hand_s"], hand = time_call(lambda: hand_lung(cases), 1)
         figures["lung_max_rel_diff"] = check_agree(rows, hand)
+    figures["load_average_end"] = os.getloadavg()[0]
     f = figures
     markdown = f"""## Clinical indices: cost inside `medseg evaluate`, and `medseg quantify` vs a hand-written loop
 
@@ -187,6 +189,7 @@ Hand-written peer: nibabel + NumPy computing the same indices (largest relative 
 | NSCLC, 6 CTs, lung | {f['lung_evaluate_s']:.2f} | {f['lung_evaluate_indices_s']:.2f} | {100 * (f['lung_evaluate_indices_s'] / f['lung_evaluate_s'] - 1):+.0f} % | {f['lung_quantify_s']:.2f} | {f['lung_hand_s']:.2f} |
 
 Lung density reads each CT (about 33 MB of gzip per scan): that read, not the indices, is what lung indices add.
+Load average (1 min) on the 2-core machine: {f['load_average_start']:.1f} at the start, {f['load_average_end']:.1f} at the end.
 """
     write_results("indices", {"figures": figures}, markdown)
     print(markdown)
