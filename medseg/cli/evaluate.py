@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--empty-policy", choices=("worst", "nan"), default="worst",
                       help="distances when one mask is empty: worst-case value (default) or NaN; flagged either way")  # fmt: skip
     what.add_argument("--worst-distance", type=float, metavar="MM", help="worst-case distance (default: the volume's diagonal)")
+    from medseg.cli.quantify import add_index_options
+
+    add_index_options(parser.add_argument_group("clinical indices (OUT/indices.csv, OUT/indices_agreement.csv)"),
+                      required=False)  # fmt: skip
     regions = parser.add_argument_group("base / middle / apex regions")
     regions.add_argument("--regions", action="store_true", help="also score base, middle and apex (region 'all' is always scored)")
     regions.add_argument("--region-axis", default="auto", choices=("auto", "0", "1", "2"),
@@ -88,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("need --pred DIR, --ref DIR (or --manifest FILE) and --out DIR (or: medseg evaluate compare A B --out DIR)")
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    from medseg.cli.quantify import index_spec
     from medseg.evaluation.batch import run_folder
 
+    indices = index_spec(args)
     manifest_inputs = {}
     if args.manifest:  # the data layer reads manifests; evaluation gets plain paths and names
         from medseg.data.manifest import load_manifest
@@ -102,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
             "known_labels": manifest.label_names,
             "source": str(args.manifest),
         }
+    if args.images:
+        from medseg.evaluation.matching import find_images
+
+        manifest_inputs["images"] = {**manifest_inputs.get("images", {}), **find_images(args.images)}
     run_result = run_folder(
         args.pred,
         args.ref,
@@ -116,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         resample_pred_to_ref=args.resample_pred_to_ref,
         report=not args.no_report,
         overwrite=args.overwrite,
+        indices=indices,
         metrics=args.metrics,
         regions=args.regions,
         region_axis=args.region_axis,
@@ -128,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     )
     n_cases, failures = len(run_result.outcomes), run_result.failures
     _print_means(run_result.rows)
+    if run_result.indices is not None:
+        _print_agreement(run_result.indices.agreement)
     print(f"evaluated {n_cases - len(failures)} of {n_cases} cases; results in {args.out} (metrics.csv, summary.json"
           f"{', report.md' if not args.no_report else ''})")  # fmt: skip
     if failures:  # each failure was logged as it happened
@@ -158,3 +171,11 @@ def _print_means(rows) -> None:
         print(f"{label:<24} {dice['mean']:>9.3f} {hd95['mean']:>12.2f}"
               + "".join(f" {records.get((r, 'dice'), nan)['mean']:>11.3f}" for r in regions)
               + f"  {dice.get('n', 0)} ({dice.get('n_flagged', 0)})")
+
+
+def _print_agreement(table) -> None:
+    """Per clinical index: n, bias and 95 % limits of agreement (prediction - reference) and Pearson r."""
+    print(f"{'index':<24} {'unit':<4} {'n':>3} {'bias':>9} {'95% limits of agreement':>25} {'r':>6}")
+    for row in table:
+        limits = f"{row['loa_lower']:.3g} .. {row['loa_upper']:.3g}"
+        print(f"{row['index']:<24} {row['unit']:<4} {row['n']:>3} {row['bias']:>9.3g} {limits:>25} {row['pearson_r']:>6.3f}")

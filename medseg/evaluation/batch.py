@@ -16,6 +16,8 @@ Outputs in ``out_dir``:
 * ``regions.csv`` -- with regions: the split of every case and label (axis, reference
   extent, base end chosen and how, slice ranges).
 * ``report.md`` and ``figures/`` -- tables and figures (see :mod:`medseg.evaluation.report`).
+* ``indices.csv`` and ``indices_agreement.csv`` -- with ``indices``: clinical indices of both sides and their
+  agreement (see :mod:`medseg.evaluation.indices`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Settings:
     atol_mm: float = 1e-3
     resample_pred_to_ref: bool = False
     snapshot: bool = True
+    indices: Any = None  # an IndexSpec: measure what the clinical indices need
 
 
 @dataclass
@@ -71,6 +74,7 @@ class CaseOutcome:
     reference: str = ""
     prediction: str = ""
     image: str | None = None
+    measures: dict[str, dict[str, float]] | None = None  # with indices: {"reference": ..., "prediction": ...}
 
 
 @dataclass
@@ -83,6 +87,7 @@ class FolderRun:
     label_names: dict[int, str]
     options: dict[str, Any]
     interrupted: bool = False
+    indices: Any = None  # medseg.evaluation.indices.IndicesResult, with indices
 
     @property
     def failures(self) -> list[CaseOutcome]:
@@ -159,6 +164,10 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
         )
         outcome.rows, outcome.regions, outcome.labels_present = result.rows, result.regions, result.labels_present
         outcome.undeclared_prediction_values = result.undeclared_prediction_values
+        if settings.indices is not None:
+            from medseg.evaluation.indices import measure_pair
+
+            outcome.measures = measure_pair(settings.indices, reference, prediction, pair.image)
         if settings.snapshot:
             outcome.snapshot = _snapshot(reference, prediction)
     except MedsegError as exc:
@@ -303,6 +312,7 @@ def run_folder(
     resample_pred_to_ref: bool = False,
     report: bool = True,
     overwrite: bool = False,
+    indices: Any = None,
     **case_options: Any,
 ) -> FolderRun:
     """Evaluate every case and write the outputs; see :func:`evaluate_folder` (which returns a
@@ -328,7 +338,9 @@ def run_folder(
         label_names = dict(known) or None
 
     matching = match_cases(pred_dir, ref_dir, references=references, images=images, ref_pattern=ref_pattern, pred_pattern=pred_pattern)
-    settings = Settings(label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report)
+    if indices is not None and indices.needs_image:
+        _require_images(matching)
+    settings = Settings(label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report, indices=indices)
     out = Path(out_dir).expanduser() if out_dir is not None else None
     if out is not None:
         prepare_output_folder(out, overwrite)
@@ -362,6 +374,13 @@ def run_folder(
     run = FolderRun(rows, outcomes, matching, all_labels, _options_record(pred_dir, ref_dir, source, label_names, workers, atol_mm, resample_pred_to_ref, case_options), interrupted)
     for warning in run.label_warnings():
         log.warning("%s", warning)
+    if indices is not None:
+        from medseg.evaluation.indices import evaluation_indices, write_evaluation_indices
+
+        run.indices = evaluation_indices(indices, outcomes)
+        run.options["indices"] = {"kind": indices.kind, "roles": indices.roles}
+        if out is not None:
+            write_evaluation_indices(out, run.indices)
     if out is not None:
         _write_csv(out / "metrics.csv", rows)
         _write_regions(out / "regions.csv", outcomes)
@@ -383,7 +402,7 @@ def run_folder(
 
 #: What an evaluation writes into its output folder; a new run into the same folder removes all of
 #: them first (with ``overwrite``), so no file of an earlier run survives beside the new ones.
-OUTPUT_NAMES = ("metrics.csv", "summary.json", "regions.csv", "report.md", "figures")
+OUTPUT_NAMES = ("metrics.csv", "summary.json", "regions.csv", "report.md", "figures", "indices.csv", "indices_agreement.csv")
 
 
 def prepare_output_folder(out: Path, overwrite: bool) -> None:
@@ -435,7 +454,10 @@ def evaluate_folder(
             ``progress`` (tqdm bar), ``ref_pattern`` / ``pred_pattern`` (file-name globs),
             ``atol_mm`` (grid tolerance, default 1e-3 mm), ``resample_pred_to_ref``
             (nearest-neighbour), ``report`` (write report.md and figures, default True),
-            ``overwrite`` (replace an earlier evaluation in ``out_dir``; default False: refused), and
+            ``overwrite`` (replace an earlier evaluation in ``out_dir``; default False: refused), ``indices``
+            (an :class:`~medseg.evaluation.indices.IndexSpec` from ``parse_roles``: clinical indices of both sides
+            and their agreement, written to ``indices.csv`` and ``indices_agreement.csv``; lung indices need every
+            case's CT image, from ``images`` or beside the references), and
             every option of :func:`medseg.evaluation.evaluate_case` (``metrics``, ``regions``,
             ``region_axis``, ``base_at``, ``region_mode``, ``region_anchor``,
             ``nsd_tolerance_mm``, ``empty_policy``, ``worst_distance_mm``).
@@ -451,6 +473,17 @@ def evaluate_folder(
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _require_images(matching: Matching) -> None:
+    """Lung density indices need every case's CT image: refuse the run up front, naming the cases without one."""
+    missing = [p.case_id for p in matching.pairs if p.image is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ConfigError(
+            f"lung indices need each case's CT image; none found for {len(missing)} case(s) ({shown}): pass --images "
+            "DIR (files named by case, nnU-Net's _0000 allowed) or a manifest whose image column lists them"
+        )
 
 
 def _error_row(outcome: CaseOutcome) -> dict[str, Any]:

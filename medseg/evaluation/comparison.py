@@ -55,26 +55,55 @@ def compare(a: Any, b: Any):
     ``metrics.csv``). Returns a DataFrame with :data:`COMPARE_COLUMNS`, one row per label,
     region and metric that has at least one pair. Differences are ``B - A``."""
     import pandas as pd
-    from scipy import stats
 
     a = read_metrics(a) if isinstance(a, (str, Path)) else a[a["metric"] != "error"]
     b = read_metrics(b) if isinstance(b, (str, Path)) else b[b["metric"] != "error"]
     joined = paired_values(a, b).dropna(subset=["value_a", "value_b"])
     records = []
     for (label, region, metric), group in joined.groupby(["label", "region", "metric"], sort=False):
-        va, vb = group["value_a"].to_numpy(float), group["value_b"].to_numpy(float)
-        diff = vb - va
-        n = diff.size
+        statistics = paired_statistics(group["value_a"].to_numpy(float), group["value_b"].to_numpy(float))
+        records.append({"label": label, "region": region, "metric": metric, **statistics})
+    return pd.DataFrame(records, columns=list(COMPARE_COLUMNS))
+
+
+def paired_statistics(a: np.ndarray, b: np.ndarray, wilcoxon: bool = True) -> dict[str, float | int]:
+    """Agreement of paired values ``a`` (e.g. the reference, or method A) and ``b``; differences are ``b - a``.
+
+    Pairs where either value is NaN are dropped first. Returns ``n`` (pairs), ``mean_a``, ``mean_b``,
+    ``mean_diff`` (the Bland-Altman bias), ``median_diff``, ``std_diff`` (sample SD, ddof=1), ``loa_lower`` and
+    ``loa_upper`` (95 % limits of agreement, bias -+ 1.96 SD), ``pearson_r``, and two-sided p-values of the paired
+    t-test (``ttest_p``: t = bias / (SD / sqrt(n)) on n - 1 degrees of freedom, as ``scipy.stats.ttest_rel``) and,
+    with ``wilcoxon``, the Wilcoxon signed-rank test (``wilcoxon_p``, ``scipy.stats.wilcoxon``; importing
+    scipy.stats takes a second or more, so callers that need no Wilcoxon test pass ``wilcoxon=False`` and get NaN).
+    Undefined values are NaN: everything for no pair; SD, limits, r and tests for one pair; r when either side
+    is constant; Wilcoxon when every difference is zero; the t-test when all differences are equal.
+    """
+    from scipy.special import stdtr
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    diff = b - a
+    n = int(diff.size)
+    sd = float(diff.std(ddof=1)) if n > 1 else math.nan
+    bias = float(diff.mean()) if n else math.nan
+    ttest = wilcoxon_p = pearson = math.nan
+    if n >= 2 and np.std(diff) > 0:
+        ttest = float(2.0 * stdtr(n - 1, -abs(bias / (sd / math.sqrt(n)))))
+    if n >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0:
+        pearson = float(np.clip(np.corrcoef(a, b)[0, 1], -1.0, 1.0))
+    if wilcoxon and n >= 2 and np.any(diff != 0):
+        from scipy import stats
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            wilcoxon = float(stats.wilcoxon(va, vb).pvalue) if n >= 2 and np.any(diff != 0) else math.nan
-            ttest = float(stats.ttest_rel(vb, va).pvalue) if n >= 2 and np.std(diff) > 0 else math.nan
-        records.append(
-            {"label": label, "region": region, "metric": metric, "n": n, "mean_a": float(va.mean()), "mean_b": float(vb.mean()),
-             "mean_diff": float(diff.mean()), "median_diff": float(np.median(diff)),
-             "std_diff": float(diff.std(ddof=1)) if n > 1 else math.nan, "wilcoxon_p": wilcoxon, "ttest_p": ttest}
-        )  # fmt: skip
-    return pd.DataFrame(records, columns=list(COMPARE_COLUMNS))
+            wilcoxon_p = float(stats.wilcoxon(a, b).pvalue)
+    return {
+        "n": n, "mean_a": float(a.mean()) if n else math.nan, "mean_b": float(b.mean()) if n else math.nan,
+        "mean_diff": bias, "median_diff": float(np.median(diff)) if n else math.nan, "std_diff": sd,
+        "loa_lower": bias - 1.96 * sd, "loa_upper": bias + 1.96 * sd, "pearson_r": pearson,
+        "wilcoxon_p": wilcoxon_p, "ttest_p": ttest,
+    }  # fmt: skip
 
 
 def write_comparison(path_a: str | Path, path_b: str | Path, out_dir: str | Path) -> dict[str, Path]:

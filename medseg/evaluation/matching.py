@@ -177,3 +177,29 @@ def match_cases(
     pairs.sort(key=lambda p: p.case_id)
     leftovers = [path for key, path in sorted(predictions.items()) if key not in used]
     return Matching(pairs, leftovers)
+
+
+def find_label_maps(folder: str | Path, pattern: str | None = None) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Label maps of a folder by case key (searched recursively, as references are), and the images found beside
+    them (an ACDC-like ``x.nii.gz`` next to ``x_gt.nii.gz``). Raises :class:`ConfigError` when there is none."""
+    folder = Path(folder).expanduser()
+    labels, images = _index_references(_volume_files(folder, pattern))
+    if not labels:
+        raise ConfigError(f"{folder}: no label maps found ({', '.join(IMAGE_SUFFIXES)} files)")
+    return labels, images
+
+
+def find_images(folder: str | Path, pattern: str | None = None) -> dict[str, Path]:
+    """Image files of a folder (searched recursively) by case key, a trailing nnU-Net channel suffix ``_0000``
+    removed (``case_01_0000.nii.gz`` -> ``case_01``). Two files with one key are an error naming both."""
+    folder = Path(folder).expanduser()
+    images: dict[str, Path] = {}
+    for path in _volume_files(folder, pattern):
+        key = case_key(path.name)[0]
+        key = key[: -len(CHANNEL_SUFFIX)] if key.endswith(CHANNEL_SUFFIX) else key
+        if key in images:
+            raise ConfigError(f"case {key!r}: several images match ({images[key]}, {path}); narrow them with a pattern")
+        images[key] = path
+    if not images:
+        raise ConfigError(f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)} files)")
+    return images

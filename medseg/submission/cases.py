@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.cardiac_phases import acdc_frame_phase
 from medseg.io import FileGrid, Volume, case_id_from_path, grid_mismatch
 from medseg.io.loader import ITK_SUFFIXES, NIFTI_SUFFIXES
 from medseg.submission.errors import SubmissionError
@@ -124,22 +125,9 @@ def _image_case(path: Path, raw_id: str, all_ids: set[str], fmt: SubmissionForma
         return ImageCase(case_id, path, aliases)
     frame = _ACDC_FRAME.fullmatch(case_id)
     if frame:
-        phase = _acdc_phase_of_frame(path.parent / "Info.cfg", int(frame.group("frame")))
+        phase = acdc_frame_phase(path.parent / "Info.cfg", int(frame.group("frame")))
         if phase:
             return ImageCase(f"{frame.group('patient')}_{phase}", path, tuple(dict.fromkeys(aliases + (case_id,))))
-    return None
-
-
-def _acdc_phase_of_frame(info_cfg: Path, frame: int) -> str | None:
-    """``"ED"``/``"ES"`` when ACDC's ``Info.cfg`` names ``frame`` as that phase, else ``None``."""
-    try:
-        lines = info_cfg.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() in ("ED", "ES") and value.strip().isdigit() and int(value.strip()) == frame:
-            return key.strip()
     return None
 
 
