@@ -11,8 +11,8 @@ from scipy import ndimage
 from medseg.errors import ConfigError, GeometryError
 from medseg.evaluation import bounding_box, evaluate_case, surface_distances, surface_mask
 from medseg.evaluation import surfaces as surfaces_module
-from medseg.evaluation.surfaces import label_boxes, union_box
 from medseg.evaluation.metrics import ALL_METRICS
+from medseg.evaluation.surfaces import label_boxes, union_box
 
 
 def _case(reference, prediction, spacing=(1.0, 1.0, 1.0), **options):
