@@ -182,6 +182,20 @@ def test_mixed_orientation_and_size_named(lidc_copy):
         load_volume(lidc_copy)
 
 
+def test_series_listing_matches_gdcm_and_one_folder_with_two_series_is_refused(lidc_copy):
+    """A folder holding only one series is listed from GDCM's first listing (one parse of the
+    folder fewer): same UID and files as GDCM's per-UID listing. A second series in the same
+    folder (or any other file) takes the full listing, so it is never read as one volume."""
+    (series,) = find_dicom_series(lidc_copy)
+    assert series.uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(lidc_copy))
+    assert series.files == list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(lidc_copy), series.uid))
+    for f in find_dicom_series(shared_path(J2K))[0].files:
+        shutil.copy(f, lidc_copy / f"j2k_{Path(f).name}")
+    assert len(find_dicom_series(lidc_copy)) == 2
+    with pytest.raises(DicomSeriesError, match="holds 2 DICOM series"):
+        load_volume(lidc_copy)
+
+
 def test_several_series_listed_and_selectable(tmp_path):
     for name in (LIDC, J2K):
         shutil.copytree(shared_path(name), tmp_path / Path(name).name)

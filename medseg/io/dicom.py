@@ -121,6 +121,17 @@ def find_dicom_series(folder: str | Path, recursive: bool = True) -> list[DicomS
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns for every folder without DICOM
     try:
         for current in folders:
+            # GDCM parses every file of a folder for each listing; a folder holding nothing but one
+            # series is listed once (its first series is all there is), others series by series
+            files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(current)))
+            if not files:
+                continue
+            listed = {os.path.abspath(f) for f in files}
+            if all(os.path.abspath(p) in listed for p in current.iterdir() if p.is_file() and not p.name.startswith(".")):
+                first = _read_header(files[0])
+                uid = first.tags.get("series_uid") or sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(current))[0]
+                found.append(DicomSeriesInfo(uid, str(current), files, first.tags.get("description", ""), first.tags.get("modality", "")))
+                continue
             for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(current)):
                 files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(current), uid))
                 first = _read_header(files[0])
