@@ -127,6 +127,9 @@ def test_label_boxes_equal_per_label_boxes(top):
     signed = label_map.astype(np.int16)
     signed[0, 0, 0] = -3
     assert label_boxes(signed) == _label_boxes_reference(signed)
+    large = label_map.astype(np.int32)
+    large[1, 1, 1] = 70_000  # beyond a histogram's reach: one comparison per distinct value
+    assert label_boxes(large) == _label_boxes_reference(large)
     assert label_boxes(np.zeros((3, 4, 5), np.uint16)) == {}
 
 

@@ -109,17 +109,17 @@ def label_boxes(label_map: np.ndarray) -> dict[int, tuple[tuple[slice, ...], int
         value. ``{}`` for an all-zero or empty map.
 
     Work: with non-negative integers up to :data:`FEW_LABELS`, one comparison per value
-    (cheaper than any histogram for a few labels); with more values one
-    ``scipy.ndimage.find_objects`` pass and a histogram; other dtypes (negative or float values)
-    one comparison per distinct value.
+    (cheaper than any histogram for a few labels); up to 65535, one ``scipy.ndimage.find_objects``
+    pass and a histogram; otherwise (larger, negative or float values) one comparison per
+    distinct value.
     """
     label_map = np.asarray(label_map)
     if label_map.size == 0:
         return {}
     integers = label_map.dtype.kind in "biu"
     low = 0 if label_map.dtype.kind in "bu" else int(label_map.min()) if integers else None
-    if low is not None and low >= 0:
-        top = int(label_map.max())
+    top = int(label_map.max()) if low is not None and low >= 0 else None
+    if top is not None and top <= 65535:
         if top > FEW_LABELS:
             from scipy import ndimage
 
