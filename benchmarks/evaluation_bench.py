@@ -221,8 +221,10 @@ def run_processes(commands: dict[str, tuple[list[str], dict | None]], repeats: i
         for name, (command, extra_env) in commands.items():
             env = {**os.environ, **(extra_env or {})}
             start = time.perf_counter()
-            subprocess.run(command, check=False, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = subprocess.run(command, check=False, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             times[name].append(time.perf_counter() - start)
+            if done.returncode != 0:  # a failing run would be timed as a fast one
+                raise RuntimeError(f"{name} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -250,7 +252,7 @@ def whole_folder(cases, folder: Path, repeats: int, pythonpath: str | None, base
     files = [str(p) for _, r, q in cases for p in (r, q)]
     out = folder / "out"
     common = [MEDSEG, "evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "ref"), "--out", str(out), "--no-progress",
-              "--metrics", "hd,hd95,asd"]  # fmt: skip
+              "--overwrite", "--metrics", "hd,hd95,asd"]  # fmt: skip
     commands = {
         "read_nibabel_process_s": ([PYTHON, "-c", READ_SCRIPT, *files], None),
         "medseg_workers1_s": (common + ["--workers", "1"], None),
@@ -407,6 +409,7 @@ def main() -> int:
     parser.add_argument("--pythonpath", help="extra PYTHONPATH for additional CLI runs, e.g. a folder where `pip install --target DIR isal` put isal")
     parser.add_argument("--baseline-src", help="a checkout (e.g. git worktree) of an earlier commit: its CLI runs interleaved with these")
     parser.add_argument("--from-results", action="store_true", help="rewrite the README section from results/evaluation.json")
+    parser.add_argument("--folder-only", action="store_true", help="re-run the whole-folder part; per-structure figures from results/evaluation.json")
     args = parser.parse_args()
     if args.from_results:
         saved = json.loads((Path(__file__).resolve().parent / "results" / "evaluation.json").read_text())
@@ -421,7 +424,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="medseg-eval-bench-") as tmp:
         folder = Path(tmp)
         cases = make_data(folder)
-        records = per_structure(cases, args.repeats)
+        if args.folder_only:
+            records = json.loads((Path(__file__).resolve().parent / "results" / "evaluation.json").read_text())["structures"]
+        else:
+            records = per_structure(cases, args.repeats)
         folder_figures = whole_folder(cases, folder, max(args.repeats, 5), args.pythonpath, args.baseline_src)
     print(folder_figures)
     markdown = table(records, folder_figures, DECOMPRESSOR, args.baseline_src)

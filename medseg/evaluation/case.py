@@ -233,7 +233,7 @@ def evaluate_case(
     rows: list[dict[str, Any]] = []
     region_info: list[dict[str, Any]] = []
     for value, name in label_names.items():
-        label_box = union_box(ref_boxes.get(value, (None,))[0], pred_boxes.get(value, (None,))[0])
+        label_box = union_box(*(found[value][0] for found in (ref_boxes, pred_boxes) if value in found))
         label_rows, info = _evaluate_label(value, name, ref_crop, pred_crop, label_box, geometry, options, anchor_counts, region_anchor)
         rows.extend(label_rows)
         if info is not None:
