@@ -48,26 +48,33 @@ def read_region(
 ) -> np.ndarray:
     """Copy the box ``[start, start + size)`` of the last three axes of ``array`` (a NumPy or
     memory-mapped array); parts outside the array are ``fill`` (per leading channel, or one
-    value). Only the overlapping region is read. Returns a new array of ``dtype`` (default
-    float32 for floating input, else the input dtype)."""
+    value). Only the overlapping region is read, and a box inside the array is copied (and
+    converted) in one pass. Returns a new array of ``dtype`` (default float32 for floating
+    input, else the input dtype)."""
     lead = array.shape[:-3]
     if dtype is None:
         dtype = np.float32 if np.issubdtype(array.dtype, np.floating) else array.dtype
+    source: list[slice] | None = []
+    target, inside = [], True
+    for axis, (s, n) in enumerate(zip(start, size)):
+        extent = array.shape[len(lead) + axis]
+        lo, hi = max(0, int(s)), min(extent, int(s) + int(n))
+        if hi <= lo:
+            source = None  # no overlap: all fill
+            break
+        inside = inside and (lo, hi) == (int(s), int(s) + int(n))
+        source.append(slice(lo, hi))  # type: ignore[union-attr]
+        target.append(slice(lo - int(s), hi - int(s)))
+    if source is not None and inside:
+        return np.array(array[(Ellipsis, *source)], dtype=dtype, order="C")
     out = np.empty(lead + tuple(int(s) for s in size), dtype=dtype)
     if np.isscalar(fill):
         out[...] = fill
     else:
         for channel, value in enumerate(fill):
             out[channel] = value
-    source, target = [], []
-    for axis, (s, n) in enumerate(zip(start, size)):
-        extent = array.shape[len(lead) + axis]
-        lo, hi = max(0, int(s)), min(extent, int(s) + int(n))
-        if hi <= lo:
-            return out
-        source.append(slice(lo, hi))
-        target.append(slice(lo - int(s), hi - int(s)))
-    out[(Ellipsis, *target)] = array[(Ellipsis, *source)]
+    if source is not None:
+        out[(Ellipsis, *target)] = array[(Ellipsis, *source)]
     return out
 
 

@@ -169,7 +169,7 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
 
             outcome.measures = measure_pair(settings.indices, reference, prediction, pair.image)
         if settings.snapshot:
-            outcome.snapshot = _snapshot(reference, prediction)
+            outcome.snapshot = _snapshot(reference, prediction, result.foreground_box)
     except MedsegError as exc:
         outcome.error = str(exc)
     except MemoryError:
@@ -178,16 +178,15 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
     return outcome
 
 
-def _snapshot(reference, prediction) -> dict[str, Any]:
+def _snapshot(reference, prediction, box: tuple[slice, ...] | None) -> dict[str, Any]:
     """A small 2D cut for the overlay figure: the slice (along the region axis) where the two
-    label maps disagree most, cropped in-plane to the foreground with a margin."""
+    label maps disagree most, cropped in-plane to the foreground with a margin. ``box``: the
+    foreground box of both maps (``CaseResult.foreground_box``)."""
     from medseg.evaluation.regions import choose_region_axis
-    from medseg.evaluation.surfaces import bounding_box, union_box
 
     spacing = reference.spacing_mm
     axis = choose_region_axis(spacing, reference.affine, "auto")
-    box = union_box(bounding_box(reference.array), bounding_box(prediction.array))
-    if box is None:
+    if box is None or len(box) != 3:
         return {}
     ref_crop, pred_crop = reference.array[box], prediction.array[box]
     others = tuple(a for a in range(3) if a != axis)
@@ -318,9 +317,9 @@ def run_folder(
     """Evaluate every case and write the outputs; see :func:`evaluate_folder` (which returns a
     DataFrame) for the arguments. Returns a :class:`FolderRun` of plain Python objects."""
     from medseg.evaluation.case import normalise_labels
-    from medseg.evaluation.metrics import check_metrics, check_policy
+    from medseg.evaluation.metrics import DISTANCE_METRICS, check_metrics, check_policy
 
-    check_metrics(case_options.get("metrics"))
+    metrics = check_metrics(case_options.get("metrics"))
     check_policy(case_options.get("empty_policy", "worst"))
     known: dict[int, str] = {v: n for v, n in (known_labels or {}).items() if v != 0}
     if references is not None and not references:
@@ -345,6 +344,12 @@ def run_folder(
     if out is not None:
         prepare_output_folder(out, overwrite)
     writer = _MetricsWriter(out / "metrics.csv") if out is not None else None
+    importer = _import_in_background(
+        (["scipy.spatial"] if set(metrics) & set(DISTANCE_METRICS) else [])
+        + (["matplotlib.figure", "matplotlib.backends.backend_agg"] if out is not None and report else [])
+        if workers <= 1  # never fork worker processes while a thread imports (they could inherit its locks)
+        else []
+    )
     outcomes: list[CaseOutcome] = []
     rows: list[dict[str, Any]] = []
     worst = _WorstCases(WORST_CASES)
@@ -367,6 +372,8 @@ def run_folder(
         bar.close()
         if writer is not None:
             writer.close()
+        if importer is not None:
+            importer.join()
 
     all_labels = _fill_absent_labels(rows, outcomes, label_names, case_options)
     outcomes.sort(key=lambda o: o.case_id)
@@ -484,6 +491,30 @@ def _require_images(matching: Matching) -> None:
             f"lung indices need each case's CT image; none found for {len(missing)} case(s) ({shown}): pass --images "
             "DIR (files named by case, nnU-Net's _0000 allowed) or a manifest whose image column lists them"
         )
+
+
+def _import_in_background(modules: list[str]):
+    """Import ``modules`` in a thread while the first cases are read (inflating gzip releases the
+    GIL): the KD-tree of the exact distance search and matplotlib for the report cost about a
+    second of imports that would otherwise come on top of the evaluation. Whoever needs one of
+    them later imports it as usual (and waits for this thread's import to finish if it is running);
+    a failure here is left for that import to report. Returns the thread (``None`` for no modules)."""
+    import importlib
+    import threading
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the real import reports it
+                return
+
+    if not modules:
+        return None
+    thread = threading.Thread(target=work, name="medseg-imports", daemon=True)
+    thread.start()
+    return thread
+
 
 
 def _error_row(outcome: CaseOutcome) -> dict[str, Any]:
