@@ -13,9 +13,8 @@ from conftest import shared_path
 from scipy import ndimage
 
 from medseg.cli.main import main
-from medseg.errors import ConfigError
-from medseg.evaluation import compare, evaluate_folder, match_cases, summarise
-from medseg.evaluation.matching import case_key
+from medseg.errors import InvalidArgumentError
+from medseg.evaluation import case_key, compare, evaluate_folder, match_cases, summarise
 from medseg.evaluation.resampling import resample_nearest
 from medseg.io import Volume, load_volume, save_volume
 
@@ -54,16 +53,16 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_case_keys_and_matching(folders, tmp_path):
-    assert case_key("patient001_ED_gt.nii.gz") == ("patient001_ED", True)
-    assert case_key("case_00000_segmentation.nii.gz") == ("case_00000", True)
-    assert case_key("case_00000.nii.gz") == ("case_00000", False)
+    assert case_key("patient001_ED_gt.nii.gz") == "patient001_ED"
+    assert case_key("case_00000_segmentation.nii.gz") == "case_00000"
+    assert case_key("case_00000.nii.gz") == "case_00000"
     ref, pred = folders
     _write(pred / "stray.nii.gz", _label_map(0))
     matching = match_cases(pred, ref)
     assert [p.case_id for p in matching.pairs] == ["case_0", "case_1", "case_2"]
     assert all(p.prediction is not None for p in matching.pairs)
     assert [p.name for p in matching.unmatched_predictions] == ["stray.nii.gz"]
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         match_cases(pred, tmp_path / "nowhere")
 
 

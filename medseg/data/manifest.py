@@ -7,7 +7,9 @@ folder.
   nnU-Net v2, or ``{"0": "background", "1": "liver"}`` as in MSD), ``channel_names`` (or
   MSD ``modality``), ``file_ending`` and either a ``training`` list of
   ``{"image": ..., "label": ...}`` or, if absent, the files ``imagesTr/<case>_0000<ending>``
-  (further channels ``_0001``, ...) with ``labelsTr/<case><ending>``.
+  (further channels ``_0001``, ...) with ``labelsTr/<case><ending>``. A ``training`` entry's case id
+  is its (first) image's case key (:func:`medseg.common.naming.case_key`: ``la_003_0000.nii.gz`` and
+  ``la_003.nii.gz`` are both case ``la_003``), the rule every command pairs files by.
 * **CSV** with a header ``case_id,image,label`` (``image``: one file, or one per channel
   separated by ``;``) and optional ``split`` (train/val/test),
   ``fold`` (integer) and ``group`` (e.g. a patient id: cases of one group always land in the
@@ -31,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.common.naming import case_key
 from medseg.common.progress import progress_bar
 from medseg.errors import ConfigError, MedsegError
-from medseg.io import atomic_write_text, strip_channel_suffix
+from medseg.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +169,7 @@ def _load_dataset_json(path: Path) -> Manifest:
             images = item["image"] if isinstance(item["image"], list) else [item["image"]]
             image_paths = tuple((root / p).resolve() for p in images)
             label = (root / item["label"]).resolve() if item.get("label") else None
-            case_id = strip_channel_suffix(_strip_ending(Path(images[0]).name, ending))
+            case_id = case_key(_strip_ending(Path(images[0]).name, ending))
             cases.append(CaseEntry(case_id, image_paths, label))
     else:
         images_dir = root / "imagesTr"

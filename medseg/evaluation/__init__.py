@@ -13,7 +13,7 @@ Python API (plain Python objects; pandas where a table is the natural answer):
 * :func:`compare` -- paired differences between two runs with Wilcoxon and paired t-test
   p-values; :func:`write_comparison` writes them (with Bland-Altman plots) for two
   ``metrics.csv`` files, as ``medseg evaluate compare`` does.
-* :func:`case_key` -- the case name a file is matched by; :func:`bland_altman_axes` -- the
+* :func:`case_key` -- the case a file is matched by (:mod:`medseg.common.naming`, shared by every command); :func:`bland_altman_axes` -- the
   reports' Bland-Altman plot, for your own figures.
 
 Metric definitions and the empty-mask policy: :mod:`medseg.evaluation.metrics`; surfaces and
@@ -31,6 +31,7 @@ _LAZY = ("evaluate_folder", "summarise", "compare", "write_comparison", "match_c
 def __getattr__(name: str):
     # the batch layer pulls in more (pandas, the report writers); load it on first use
     if name in _LAZY:
+        from medseg.common import naming
         from medseg.evaluation import batch, comparison, matching, report, summary
 
         return {
@@ -39,7 +40,7 @@ def __getattr__(name: str):
             "compare": comparison.compare,
             "write_comparison": comparison.write_comparison,
             "match_cases": matching.match_cases,
-            "case_key": matching.case_key,
+            "case_key": naming.case_key,
             "bland_altman_axes": report.bland_altman_axes,
         }[name]
     raise AttributeError(f"module 'medseg.evaluation' has no attribute {name!r}")

@@ -35,9 +35,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from medseg.common.naming import case_key
 from medseg.common.progress import progress_bar
 from medseg.errors import MedsegError
-from medseg.io import FileGrid, case_id_from_path, grid_mismatch, load_volume, orientation_code, read_grid
+from medseg.io import FileGrid, grid_mismatch, load_volume, orientation_code, read_grid
 from medseg.submission.cases import ImageCase, discover_images
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import (
@@ -306,12 +307,13 @@ def _check_folder(
 
 
 def _did_you_mean(fmt: SubmissionFormat, rel: str, expected: dict[str, ImageCase]) -> str:
-    """`` (expected X instead?)`` when ``rel`` looks like an expected case with the wrong suffix, folder or case."""
+    """`` (expected X instead?)`` when ``rel`` has the case key of an expected case (the naming rule of
+    :mod:`medseg.common.naming`, case-insensitive) but the wrong suffix, folder or role suffix."""
     if fmt.volume_suffix is None:
         return ""
-    stem = case_id_from_path(rel).lower()
+    key = case_key(rel.rpartition("/")[2]).lower()
     for case_id in expected:
-        if case_id.lower() == stem or case_id.lower() + "_0000" == stem:
+        if case_key(case_id).lower() == key:
             return f" (expected {fmt.volume_relpath(case_id)} instead?)"
     return ""
 

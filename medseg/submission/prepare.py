@@ -72,7 +72,7 @@ def prepare_submission(
     allowed_labels: str | Path | frozenset[int] | None = None,
     rle_per_class: bool = False,
     metrics_csv: str | Path | None = None,
-    pred_pattern: str = "*",
+    pred_pattern: str | None = None,
     atol_mm: float = DEFAULT_ATOL_MM,
     overwrite: bool = False,
     zip_path: str | Path | None = None,
@@ -94,7 +94,8 @@ def prepare_submission(
             otherwise one binary class (a prediction with several labels is an error).
         metrics_csv: ``grand-challenge`` only: an evaluation run's ``metrics.csv`` (or its
             folder); default ``pred_dir/metrics.csv``.
-        pred_pattern: fnmatch pattern selecting prediction files (e.g. ``"*_gt.nii.gz"``).
+        pred_pattern: shell pattern on the file name selecting prediction files (e.g. ``"*_pred.nii.gz"``;
+            ``None``: every volume file).
         atol_mm: grid tolerance in mm (origin, and axis vectors times the extent).
         overwrite: replace a non-empty ``out_dir``.
         zip_path: also write this zip (with ``manifest.json``) when the check passes.

@@ -1,0 +1,89 @@
+"""The one naming rule (medseg.common.naming), and proof that every command pairs the same files by it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medseg.common.naming import (
+    CaseName,
+    case_key,
+    group_image_files,
+    match_files,
+    parse_case_name,
+    volume_files,
+    volume_stem,
+)
+from medseg.errors import InvalidArgumentError
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("lung_001_0000.nii.gz", CaseName("lung_001", None, 0)),
+        ("lung_001_mask.nii.gz", CaseName("lung_001", "_mask", None)),
+        ("lung_001_MASK.NII.GZ", CaseName("lung_001", "_mask", None)),
+        ("case_00000_segmentation.nii.gz", CaseName("case_00000", "_segmentation", None)),
+        ("case_00000.nii.gz", CaseName("case_00000", None, None)),
+        ("patient001_ED_gt.nii.gz", CaseName("patient001_ED", "_gt", None)),
+        ("x_labels.nrrd", CaseName("x", "_labels", None)),
+        ("x_0000_pred.mha", CaseName("x", "_pred", 0)),
+        ("amos_0001.nii.gz", CaseName("amos_0001", None, None)),  # a further channel only beside amos_0000
+        ("lung_001_0001.nii", CaseName("lung_001_0001", None, None)),
+        ("_gt.nii.gz", CaseName("_gt", None, None)),  # a role suffix alone is a name, not a role
+        ("LIDC-IDRI-0001", CaseName("LIDC-IDRI-0001", None, None)),  # a DICOM folder
+        ("IM0001.dcm", CaseName("IM0001", None, None)),
+    ],
+)
+def test_parse_case_name(name, expected):
+    assert parse_case_name(name) == expected
+    assert case_key(name) == expected.case_id
+
+
+def test_volume_stem():
+    assert volume_stem("a/b/case.NII.GZ") == "case"
+    assert volume_stem(Path("x.mhd")) == "x"
+    assert volume_stem("notes.txt") == "notes.txt"
+
+
+def test_volume_files_skips_hidden_and_filters(tmp_path):
+    for name in ("a.nii.gz", "b_pred.nii.gz", ".hidden.nii.gz", "notes.txt", "sub/c.mha", ".ipynb_checkpoints/a.nii.gz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in volume_files(tmp_path)] == ["a.nii.gz", "b_pred.nii.gz", "sub/c.mha"]
+    assert [p.name for p in volume_files(tmp_path, "*_pred*")] == ["b_pred.nii.gz"]
+    assert [p.name for p in volume_files(tmp_path, recursive=False)] == ["a.nii.gz", "b_pred.nii.gz"]
+    assert volume_files(tmp_path / "sub", "*.nii.gz") == []
+    with pytest.raises(FileNotFoundError):
+        volume_files(tmp_path / "nowhere")
+
+
+def test_group_image_files_channels_and_label_maps():
+    folder = Path("/data/images")
+    names = ["b_0001.nii.gz", "b_0000.nii.gz", "b_0002.nii.gz", "a.nii.gz", "a_gt.nii.gz", "d_0001.nii.gz", "e_0000.mha"]
+    groups = group_image_files(folder / n for n in names)
+    assert [(g.case_id, [p.name for p in g.channels]) for g in groups] == [
+        ("a", ["a.nii.gz"]),
+        ("b", ["b_0000.nii.gz", "b_0001.nii.gz", "b_0002.nii.gz"]),
+        ("d_0001", ["d_0001.nii.gz"]),
+        ("e", ["e_0000.mha"]),
+    ]
+    assert group_image_files([]) == []
+    # the same case in two folders, or x beside x_0000: two groups with one id, for the caller to refuse
+    assert [g.case_id for g in group_image_files([folder / "x.nii.gz", folder / "x_0000.nii.gz"])] == ["x", "x"]
+    with pytest.raises(InvalidArgumentError, match="no _0001"):
+        group_image_files([folder / "c_0000.nii.gz", folder / "c_0002.nii.gz"])
+
+
+def test_match_files():
+    files = [Path(n) for n in ("lung_001_mask.nii.gz", "lung_002.nii.gz", "lung_002_pred.nii.gz", "stray.nii.gz",
+                               "patient001_frame01.nii.gz")]
+    found = match_files(["lung_001", "lung_002", "lung_003", "patient001_ED"], files, {"patient001_frame01": "patient001_ED"})
+    assert found.files == {"lung_001": Path("lung_001_mask.nii.gz"), "patient001_ED": Path("patient001_frame01.nii.gz")}
+    assert found.duplicates == {"lung_002": [Path("lung_002.nii.gz"), Path("lung_002_pred.nii.gz")]}
+    assert found.unmatched == [Path("stray.nii.gz")]
+    # ids that do not come from file names (a CSV manifest) are keyed by the same rule
+    assert match_files(["case_0000"], [Path("case_0000.nii.gz")]).files == {"case_0000": Path("case_0000.nii.gz")}
+    with pytest.raises(InvalidArgumentError, match="same case key"):
+        match_files(["x", "x_gt"], files)
