@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.common.labels import label_names_from_mapping
 from medseg.common.naming import case_key
 from medseg.common.progress import progress_bar
 from medseg.errors import ConfigError, MedsegError
@@ -125,28 +126,10 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def _parse_labels(raw: object, source: Path) -> dict[str, int]:
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{source}: 'labels' must be a non-empty mapping")
-    labels: dict[str, int] = {}
-    for key, value in raw.items():
-        if _looks_like_integer(str(key)) and isinstance(value, str):  # MSD: {"0": "background"}
-            name, number = value, int(key)
-        else:  # nnU-Net v2: {"background": 0}
-            name, number = str(key), value
-        if isinstance(number, list):
-            raise ConfigError(f"{source}: label {name!r} is a region (list of values); medseg needs one value per label")
-        try:
-            number = int(number)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: label {name!r} has value {number!r}, which is not an integer") from None
-        if number < 0 or number > 65535:
-            raise ConfigError(f"{source}: label {name!r} = {number} is outside 0..65535")
-        if number in labels.values():
-            raise ConfigError(f"{source}: label value {number} is used twice")
-        labels[name] = number
-    if 0 not in labels.values():
-        labels = {"background": 0, **labels}
-    return labels
+    """Name -> value from a ``labels`` mapping (either layout, :func:`medseg.common.labels.label_names_from_mapping`),
+    with ``background: 0`` added when no label has value 0."""
+    labels = {name: value for value, name in label_names_from_mapping(raw, source).items()}
+    return labels if 0 in labels.values() else {"background": 0, **labels}
 
 
 def _load_dataset_json(path: Path) -> Manifest:

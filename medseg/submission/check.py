@@ -37,7 +37,7 @@ import numpy as np
 
 from medseg.common.naming import case_key
 from medseg.common.progress import progress_bar
-from medseg.errors import MedsegError
+from medseg.errors import InvalidArgumentError, MedsegError
 from medseg.io import FileGrid, grid_mismatch, load_volume, orientation_code, read_grid
 from medseg.submission.cases import ImageCase, discover_images
 from medseg.submission.errors import SubmissionError
@@ -46,6 +46,7 @@ from medseg.submission.formats import (
     METRICS_JSON_NAME,
     RLE_CSV_NAME,
     SubmissionFormat,
+    format_label_names,
     get_format,
     label_names,
     parse_allowed_labels,
@@ -188,15 +189,15 @@ def check_submission(
     return report
 
 
-def effective_allowed_labels(fmt: SubmissionFormat, spec: str | Path | frozenset[int] | None) -> frozenset[int] | None:
-    """The label values a submission may hold: the user's set, the format's, or ``None`` (any uint8)."""
-    user = frozenset(spec) | {0} if isinstance(spec, (set, frozenset)) else parse_allowed_labels(spec)
+def effective_allowed_labels(fmt: SubmissionFormat, spec: object) -> frozenset[int] | None:
+    """The label values a submission may hold: the user's label spec (plus 0), the format's, or ``None`` (any uint8).
+
+    Raises :class:`~medseg.errors.InvalidArgumentError` when the spec allows values the format does not."""
+    user = parse_allowed_labels(spec, format_label_names(fmt))
     if fmt.allowed_labels is None:
         return user
     if user is not None and not user <= fmt.allowed_labels:
-        from medseg.errors import ConfigError
-
-        raise ConfigError(
+        raise InvalidArgumentError(
             f"--labels {sorted(user)} is not within the {fmt.name} labels {sorted(fmt.allowed_labels)}"
         )
     return user or fmt.allowed_labels

@@ -21,13 +21,14 @@ import numpy as np
 
 from medseg.common.progress import progress_bar
 from medseg.errors import MedsegError
+from medseg.evaluation.metrics_table import read_metrics_csv
 from medseg.io import FileGrid, Volume, load_volume, read_grid, save_volume
 from medseg.submission.cases import ImageCase, align_to_grid, discover_images, match_predictions
 from medseg.submission.check import DEFAULT_ATOL_MM, CheckReport, check_submission, effective_allowed_labels
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import METRICS_JSON_NAME, RLE_CSV_NAME, SubmissionFormat, get_format
 from medseg.submission.labels import parse_label_map, remap_labels
-from medseg.submission.metrics_json import read_metrics_csv, write_metrics_json
+from medseg.submission.metrics_json import write_metrics_json
 from medseg.submission.package import atomic_directory, check_output_folder, write_submission_zip
 from medseg.submission.rle import slice_image_id, volume_rle_rows
 
@@ -168,7 +169,7 @@ def prepare_submission(
             classes = _rle_classes(prepared, allowed) if rle_per_class else None
             _write_rle_csv(tmp_dir / RLE_CSV_NAME, rle_rows, {c.case_id: c for c in prepared}, classes)
         if metrics_rows is not None:
-            write_metrics_json(_metrics_csv_path(metrics_csv, pred_dir), tmp_dir / METRICS_JSON_NAME)
+            write_metrics_json(metrics_rows, tmp_dir / METRICS_JSON_NAME)
 
         # Checked before it is moved into place: an interruption leaves the earlier folder (and zip)
         # as they were, never an unchecked folder under the submission's name. The user's label spec,
