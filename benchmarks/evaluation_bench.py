@@ -190,7 +190,7 @@ def folder_peer_loop(cases, structure_fn) -> float:
 def whole_folder(cases, folder: Path, repeats: int, pythonpath: str | None) -> dict:
     files = [str(p) for _, r, q in cases for p in (r, q)]
     out = folder / "out"
-    common = [MEDSEG, "evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "ref"), "--out", str(out), "--no-progress",
+    common = [MEDSEG, "evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "ref"), "--out", str(out), "--quiet",
               "--metrics", "hd,hd95,asd"]  # fmt: skip
     commands = {
         "read_nibabel_process_s": ([PYTHON, "-c", READ_SCRIPT, *files], None),

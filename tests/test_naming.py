@@ -87,3 +87,81 @@ def test_match_files():
     assert match_files(["case_0000"], [Path("case_0000.nii.gz")]).files == {"case_0000": Path("case_0000.nii.gz")}
     with pytest.raises(InvalidArgumentError, match="same case key"):
         match_files(["x", "x_gt"], files)
+
+
+# -- every command pairs the same files ---------------------------------------------------------------------------
+PAIRS = {  # case id -> (image files, reference, prediction): names that the old per-command rules paired differently
+    "lung_001": (["lung_001_0000.nii.gz", "lung_001_0001.nii.gz"], "lung_001.nii.gz", "lung_001_mask.nii.gz"),
+    "case_00000": (["case_00000_0000.nii.gz"], "case_00000_seg.nii.gz", "case_00000_segmentation.nii.gz"),
+    "amos_0001": (["amos_0001.nii.gz"], "amos_0001_labels.nii.gz", "amos_0001_0000.nii.gz"),
+}
+
+
+@pytest.fixture()
+def one_folder(tmp_path):
+    """images/ (a two-channel case, and a label map that is no image), refs/, preds/ and a dataset.json over them."""
+    import json
+
+    import numpy as np
+
+    from medseg.io import Volume, save_volume
+
+    affine = np.diag([1.5, 1.5, 4.0, 1.0])
+    labels = np.zeros((12, 10, 4), np.uint8)
+    labels[3:9, 2:8, 1:3] = 1
+    training = []
+    for images, reference, prediction in PAIRS.values():
+        for image in images:
+            save_volume(Volume(np.full(labels.shape, 100.0, np.float32), affine), tmp_path / "images" / image)
+        save_volume(Volume(labels, affine), tmp_path / "refs" / reference, label=True)
+        save_volume(Volume(labels, affine), tmp_path / "preds" / prediction, label=True)
+        training.append({"image": [f"images/{name}" for name in images], "label": f"refs/{reference}"})
+    save_volume(Volume(labels, affine), tmp_path / "images" / "amos_0001_gt.nii.gz", label=True)  # ACDC-style neighbour
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"name": "pairs", "labels": {"background": 0, "organ": 1}, "channel_names": {"0": "CT", "1": "CT"},
+         "numTraining": len(training), "training": training}
+    ))
+    return tmp_path
+
+
+def test_every_command_pairs_the_same_files(one_folder, capsys):
+    """predict's inputs, the manifest, evaluate (folder and manifest), submit and submit check: one pairing."""
+    import csv
+
+    from medseg.cli.main import main
+    from medseg.data.manifest import load_manifest
+    from medseg.evaluation import match_cases
+    from medseg.inference.inputs import discover_inputs
+    from medseg.submission import discover_images, get_format, match_predictions, prepare_submission
+
+    root = one_folder
+    expected_predictions = {case: prediction for case, (_, _, prediction) in PAIRS.items()}
+
+    inputs = discover_inputs(root / "images")  # predict writes <case_id>.nii.gz for each
+    assert {c.case_id: [p.name for p in c.channels] for c in inputs} == {c: images for c, (images, _, _) in PAIRS.items()}
+    assert {c.case_id for c in load_manifest(root / "dataset.json")} == set(PAIRS)
+
+    by_folder = match_cases(root / "preds", root / "refs")
+    by_manifest = match_cases(root / "preds", references={c.case_id: c.label for c in load_manifest(root / "dataset.json")})
+    images = discover_images(root / "images", get_format("msd"))
+    by_submit = match_predictions(root / "preds", images)
+    assert by_submit.problems == []
+    for found in (
+        {p.case_id: p.prediction.name for p in by_folder.pairs},
+        {p.case_id: p.prediction.name for p in by_manifest.pairs},
+        {case: path.name for case, path in by_submit.files.items()},
+    ):
+        assert found == expected_predictions
+
+    # the commands themselves
+    assert main(["evaluate", "--pred", str(root / "preds"), "--ref", str(root / "refs"), "--out", str(root / "eval"),
+                 "--quiet", "--no-report", "--metrics", "dice"]) == 0
+    with open(root / "eval" / "metrics.csv", newline="") as handle:
+        assert {row["case"]: float(row["value"]) for row in csv.DictReader(handle)} == dict.fromkeys(PAIRS, 1.0)
+    assert main(["submit", "--format", "msd", "--pred", str(root / "preds"), "--images", str(root / "images"),
+                 "--out", str(root / "sub"), "--quiet"]) == 0
+    assert sorted(p.name for p in (root / "sub").iterdir()) == sorted(f"{case}.nii.gz" for case in PAIRS)
+    assert main(["submit", "check", "--format", "msd", str(root / "sub"), "--images", str(root / "images")]) == 0
+    prepared = prepare_submission("msd", root / "preds", root / "images", root / "sub2")
+    assert {c.case_id: c.prediction.name for c in prepared.cases} == expected_predictions
+    capsys.readouterr()
