@@ -126,7 +126,8 @@ def test_geometry_mismatch_fails_the_case_and_the_run_goes_on(folders, tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_failed"] == 1 and "case_1" in (out / "report.md").read_text()
     # resampling on request: the shifted grid is resampled by nearest neighbour
-    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--quiet", "--overwrite", "--resample-pred-to-ref", "--no-report"])
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--quiet", "--overwrite",
+                 "--resample-pred-to-ref", "--no-report"])
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["resampled_cases"] == ["case_1"]
 
@@ -165,7 +166,8 @@ def test_manifest_gives_references_label_names_and_images(folders, tmp_path):
     manifest = tmp_path / "dataset.json"
     manifest.write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2}, "training": training}))
     out = tmp_path / "out"
-    assert main(["evaluate", "--pred", str(pred), "--manifest", str(manifest), "--out", str(out), "--quiet", "--labels", "lesion"]) == 0
+    assert main(["evaluate", "--pred", str(pred), "--manifest", str(manifest), "--out", str(out), "--quiet",
+                 "--labels", "lesion"]) == 0
     rows = _rows(out / "metrics.csv")
     assert {r["label"] for r in rows} == {"lesion"} and {r["case"] for r in rows} == {"case_0", "case_1", "case_2"}
     assert (out / "figures" / "worst_cases.png").exists()
@@ -174,8 +176,10 @@ def test_manifest_gives_references_label_names_and_images(folders, tmp_path):
 def test_workers_and_cli_compare(folders, tmp_path):
     ref, pred = folders
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(a), "--workers", "2", "--quiet", "--no-report"]) == 0
-    assert main(["evaluate", "--pred", str(ref), "--ref", str(ref), "--out", str(b), "--quiet", "--no-report", "--ref-pattern", "*_gt.nii.gz"]) == 0
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(a), "--workers", "2", "--quiet",
+                 "--no-report"]) == 0
+    assert main(["evaluate", "--pred", str(ref), "--ref", str(ref), "--out", str(b), "--quiet", "--no-report",
+                 "--ref-pattern", "*_gt.nii.gz"]) == 0
     serial = evaluate_folder(pred, ref, None, report=False)
     parallel = _rows(a / "metrics.csv")
     assert len(parallel) == len(serial)

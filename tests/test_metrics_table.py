@@ -47,7 +47,8 @@ def test_writer_and_reader_round_trip(tmp_path):
     [
         ("case,label,metric,value\na,1,dice,1\n", "missing column(s) region"),
         ("case,label,region,metric,value,flag\na,1,all,dice,high,\n", "line 2: value 'high' is not a number"),
-        ("case,label,region,metric,value,flag\na,1,all,dice,1,\na,1,all,dice,0.5,\n", "line 3: a/1/all/dice appears twice"),
+        ("case,label,region,metric,value,flag\na,1,all,dice,1,\na,1,all,dice,0.5,\n",
+         "line 3: a/1/all/dice appears twice"),
         ("case,label,region,metric,value,flag\n,1,all,dice,1,\n", "line 2: empty case or metric"),
     ],
 )

@@ -48,10 +48,12 @@ def test_volume_stem():
 
 
 def test_volume_files_skips_hidden_and_filters(tmp_path):
-    for name in ("a.nii.gz", "b_pred.nii.gz", ".hidden.nii.gz", "notes.txt", "sub/c.mha", ".ipynb_checkpoints/a.nii.gz"):
+    names = ("a.nii.gz", "b_pred.nii.gz", ".hidden.nii.gz", "notes.txt", "sub/c.mha", ".ipynb_checkpoints/a.nii.gz")
+    for name in names:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    assert [p.relative_to(tmp_path).as_posix() for p in volume_files(tmp_path)] == ["a.nii.gz", "b_pred.nii.gz", "sub/c.mha"]
+    found = [p.relative_to(tmp_path).as_posix() for p in volume_files(tmp_path)]
+    assert found == ["a.nii.gz", "b_pred.nii.gz", "sub/c.mha"]
     assert [p.name for p in volume_files(tmp_path, "*_pred*")] == ["b_pred.nii.gz"]
     assert [p.name for p in volume_files(tmp_path, recursive=False)] == ["a.nii.gz", "b_pred.nii.gz"]
     assert volume_files(tmp_path / "sub", "*.nii.gz") == []
@@ -61,7 +63,8 @@ def test_volume_files_skips_hidden_and_filters(tmp_path):
 
 def test_group_image_files_channels_and_label_maps():
     folder = Path("/data/images")
-    names = ["b_0001.nii.gz", "b_0000.nii.gz", "b_0002.nii.gz", "a.nii.gz", "a_gt.nii.gz", "d_0001.nii.gz", "e_0000.mha"]
+    names = ["b_0001.nii.gz", "b_0000.nii.gz", "b_0002.nii.gz", "a.nii.gz", "a_gt.nii.gz", "d_0001.nii.gz",
+             "e_0000.mha"]
     groups = group_image_files(folder / n for n in names)
     assert [(g.case_id, [p.name for p in g.channels]) for g in groups] == [
         ("a", ["a.nii.gz"]),
@@ -79,7 +82,8 @@ def test_group_image_files_channels_and_label_maps():
 def test_match_files():
     files = [Path(n) for n in ("lung_001_mask.nii.gz", "lung_002.nii.gz", "lung_002_pred.nii.gz", "stray.nii.gz",
                                "patient001_frame01.nii.gz")]
-    found = match_files(["lung_001", "lung_002", "lung_003", "patient001_ED"], files, {"patient001_frame01": "patient001_ED"})
+    expected = ["lung_001", "lung_002", "lung_003", "patient001_ED"]
+    found = match_files(expected, files, {"patient001_frame01": "patient001_ED"})
     assert found.files == {"lung_001": Path("lung_001_mask.nii.gz"), "patient001_ED": Path("patient001_frame01.nii.gz")}
     assert found.duplicates == {"lung_002": [Path("lung_002.nii.gz"), Path("lung_002_pred.nii.gz")]}
     assert found.unmatched == [Path("stray.nii.gz")]
@@ -138,11 +142,12 @@ def test_every_command_pairs_the_same_files(one_folder, capsys):
     expected_predictions = {case: prediction for case, (_, _, prediction) in PAIRS.items()}
 
     inputs = discover_inputs(root / "images")  # predict writes <case_id>.nii.gz for each
-    assert {c.case_id: [p.name for p in c.channels] for c in inputs} == {c: images for c, (images, _, _) in PAIRS.items()}
+    assert {c.case_id: [p.name for p in c.channels] for c in inputs} == {c: pair[0] for c, pair in PAIRS.items()}
     assert {c.case_id for c in load_manifest(root / "dataset.json")} == set(PAIRS)
 
     by_folder = match_cases(root / "preds", root / "refs")
-    by_manifest = match_cases(root / "preds", references={c.case_id: c.label for c in load_manifest(root / "dataset.json")})
+    manifest = load_manifest(root / "dataset.json")
+    by_manifest = match_cases(root / "preds", references={c.case_id: c.label for c in manifest})
     images = discover_images(root / "images", get_format("msd"))
     by_submit = match_predictions(root / "preds", images)
     assert by_submit.problems == []

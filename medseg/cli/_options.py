@@ -56,7 +56,8 @@ def add_quiet_option(parser: argparse.ArgumentParser, nested: bool = False) -> N
 
 
 def add_geometry_tolerance_option(parser: Any, nested: bool = False) -> None:
-    """``--geometry-tolerance MM`` (``args.geometry_tolerance_mm``): how far two voxel grids may differ and still match."""
+    """``--geometry-tolerance MM`` (``args.geometry_tolerance_mm``): how far two voxel grids may differ and
+    still match."""
     parser.add_argument(
         "--geometry-tolerance", dest="geometry_tolerance_mm", type=float, metavar="MM",
         default=argparse.SUPPRESS if nested else DEFAULT_GEOMETRY_TOLERANCE_MM,
@@ -76,7 +77,8 @@ def add_labels_option(parser: Any, purpose: str, nested: bool = False) -> None:
 
 
 def add_pred_options(parser: Any, folder_help: str) -> None:
-    """``--pred DIR`` (predicted label maps, searched recursively) and ``--pred-pattern GLOB`` (``args.pred_pattern``)."""
+    """``--pred DIR`` (predicted label maps, searched recursively) and ``--pred-pattern GLOB``
+    (``args.pred_pattern``)."""
     parser.add_argument("--pred", metavar="DIR", help=f"{folder_help} (searched recursively)")
     parser.add_argument(
         "--pred-pattern", metavar="GLOB",

@@ -40,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     refs = source.add_mutually_exclusive_group()
     refs.add_argument("--ref", metavar="DIR", help="folder of reference label maps (searched recursively)")
     add_manifest_option(refs, purpose="giving the references")
-    source.add_argument("--ref-pattern", metavar="GLOB",
-                        help="only reference files whose name matches this shell pattern, e.g. '*_gt.nii.gz' (default: all)")
+    source.add_argument(
+        "--ref-pattern", metavar="GLOB",
+        help="only reference files whose name matches this shell pattern, e.g. '*_gt.nii.gz' (default: all)",
+    )
     source.add_argument("--out", metavar="DIR", help="output folder (metrics.csv, summary.json, report.md)")
     what = parser.add_argument_group("what to score")
     add_labels_option(
@@ -91,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {', '.join(str(p) for p in written.values())}")
         return 0
     if not args.pred or not (args.ref or args.manifest) or not args.out:
-        raise InvalidArgumentError("need --pred DIR, --ref DIR (or --manifest FILE) and --out DIR (or: medseg evaluate compare A B --out DIR)")
+        raise InvalidArgumentError(
+            "need --pred DIR, --ref DIR (or --manifest FILE) and --out DIR (or: medseg evaluate compare A B --out DIR)"
+        )
     from medseg.evaluation.batch import run_folder
 
     manifest_inputs = {}

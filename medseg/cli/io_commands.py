@@ -108,7 +108,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from medseg.data.manifest import load_manifest, validate_manifest
 
     manifest = load_manifest(args.manifest)
-    problems = validate_manifest(manifest, atol_mm=args.geometry_tolerance_mm, progress=not args.quiet and not args.json)
+    problems = validate_manifest(
+        manifest, atol_mm=args.geometry_tolerance_mm, progress=not args.quiet and not args.json
+    )
     if args.json:
         document = {"manifest": str(manifest.path), "n_cases": len(manifest), "ok": not problems,
                     "problems": [{"case": p.case_id, "path": p.path, "message": p.message} for p in problems]}

@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "check",
         help="check a submission folder or zip: FORMAT OUT_OR_ZIP --images DIR",
         description="Check a submission folder or zip against its images: every case present, no extra "
-        "files, names, uint8 storage, shape and affine equal to the image's (within --geometry-tolerance), label values "
+        "files, names, uint8 storage, shape and affine equal to the image's (within --geometry-tolerance), "
+        "label values "
         "allowed, not all empty, manifest hashes. Prints PASS/FAIL per case and one line per problem; "
         "exits 1 when anything fails.",
     )
@@ -115,7 +116,8 @@ def _run_check(args: argparse.Namespace) -> int:
     from medseg.submission import check_submission
 
     report = check_submission(
-        args.check_format, args.target, args.check_images, allowed_labels=args.labels, atol_mm=args.geometry_tolerance_mm,
+        args.check_format, args.target, args.check_images, allowed_labels=args.labels,
+        atol_mm=args.geometry_tolerance_mm,
         progress=not args.quiet and not args.check_json,
     )
     if args.check_json:

@@ -144,8 +144,8 @@ def _parse_list(text: str, known: dict[int, str]) -> dict[int, str]:
         else:
             hint = f"known names: {', '.join(by_name)}" if by_name else "no label names are known here; use name=value"
             raise InvalidArgumentError(
-                f"--labels {text!r}: cannot read {item!r}; use values (1,2), ranges (1-3), name=value or a dataset.json "
-                f"({hint})"
+                f"--labels {text!r}: cannot read {item!r}; use values (1,2), ranges (1-3), name=value or a "
+                f"dataset.json ({hint})"
             )
     return dict(sorted(out.items()))
 

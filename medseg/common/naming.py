@@ -81,7 +81,8 @@ def parse_case_name(name: str | Path) -> CaseName:
 
 
 def case_key(name: str | Path) -> str:
-    """The case a file (or a case id) belongs to: ``"lung_001_mask.nii.gz"`` -> ``"lung_001"``; see the module docstring."""
+    """The case a file (or a case id) belongs to: ``"lung_001_mask.nii.gz"`` -> ``"lung_001"``; see the module
+    docstring."""
     return parse_case_name(name).case_id
 
 
@@ -153,7 +154,8 @@ def group_image_files(paths: Iterable[str | Path]) -> list[ImageFiles]:
     for (folder, case_id, _), channels in groups.items():
         clash = next((files for files in channels.values() if len(files) > 1), None)
         if clash:
-            raise InvalidArgumentError(f"{folder}: {', '.join(p.name for p in clash)} are the same channel of case {case_id!r}")
+            names = ", ".join(p.name for p in clash)
+            raise InvalidArgumentError(f"{folder}: {names} are the same channel of case {case_id!r}")
         numbers = sorted(channels)
         if numbers != list(range(len(numbers))):
             missing = min(set(range(numbers[-1] + 1)) - set(numbers))

@@ -13,7 +13,8 @@ Python API (plain Python objects; pandas where a table is the natural answer):
 * :func:`compare` -- paired differences between two runs with Wilcoxon and paired t-test
   p-values; :func:`write_comparison` writes them (with Bland-Altman plots) for two
   ``metrics.csv`` files, as ``medseg evaluate compare`` does.
-* :func:`case_key` -- the case a file is matched by (:mod:`medseg.common.naming`, shared by every command); :func:`bland_altman_axes` -- the
+* :func:`case_key` -- the case a file is matched by (:mod:`medseg.common.naming`, shared by every
+  command); :func:`bland_altman_axes` -- the
   reports' Bland-Altman plot, for your own figures.
 
 Metric definitions and the empty-mask policy: :mod:`medseg.evaluation.metrics`; surfaces and

@@ -271,9 +271,11 @@ def run_folder(
             known = read_dataset_json_labels(found)
     known = {v: n for v, n in known.items() if v != 0}
     spec = parse_label_spec(labels, known)
-    label_names = dict(known) or None if spec is None else {v: n for v, n in spec.items() if v != 0}
+    label_names = (dict(known) or None) if spec is None else {v: n for v, n in spec.items() if v != 0}
     if label_names == {}:
-        raise InvalidArgumentError(f"labels {labels!r}: only background 0, which is never scored; name the labels to score")
+        raise InvalidArgumentError(
+            f"labels {labels!r}: only background 0, which is never scored; name the labels to score"
+        )
 
     matching = match_cases(pred_dir, ref_dir, references=references, images=images, ref_pattern=ref_pattern, pred_pattern=pred_pattern)
     settings = Settings(label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report)

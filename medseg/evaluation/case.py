@@ -334,7 +334,9 @@ def _anchor_counts(anchor: object, reference: np.ndarray, box, geometry: _Geomet
     else:
         value = next((v for v, n in names.items() if n == str(anchor)), None)
     if value is None:
-        raise InvalidArgumentError(f"region anchor {anchor!r} is not label, foreground, a label value or a known label name")
+        raise InvalidArgumentError(
+            f"region anchor {anchor!r} is not label, foreground, a label value or a known label name"
+        )
     return _slice_counts(crop == value, geometry.offset, geometry)
 
 

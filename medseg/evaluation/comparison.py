@@ -36,7 +36,8 @@ def paired_values(a, b):
 
 def compare(a: Any, b: Any):
     """Paired comparison of two runs (DataFrames from :func:`evaluate_folder` or paths to
-    ``metrics.csv``, read by :func:`medseg.evaluation.metrics_table.read_metrics_frame`). Returns a DataFrame with :data:`COMPARE_COLUMNS`, one row per label,
+    ``metrics.csv``, read by :func:`medseg.evaluation.metrics_table.read_metrics_frame`). Returns a
+    DataFrame with :data:`COMPARE_COLUMNS`, one row per label,
     region and metric that has at least one pair. Differences are ``B - A``."""
     import pandas as pd
     from scipy import stats
@@ -67,7 +68,9 @@ def write_comparison(path_a: str | Path, path_b: str | Path, out_dir: str | Path
     a, b = read_metrics_frame(path_a), read_metrics_frame(path_b)
     table = compare(a, b)
     if table.empty:
-        raise InvalidArgumentError(f"{path_a} and {path_b} share no (case, label, region, metric) with values on both sides")
+        raise InvalidArgumentError(
+            f"{path_a} and {path_b} share no (case, label, region, metric) with values on both sides"
+        )
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     written = {"csv": out / "comparison.csv", "markdown": out / "comparison.md"}

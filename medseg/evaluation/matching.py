@@ -70,7 +70,9 @@ def _index_references(files: list[Path]) -> tuple[dict[str, Path], dict[str, Pat
             references[key], images[key] = labelled[0], plain[0]
             continue
         names = ", ".join(str(p) for p, _ in entries)
-        raise InvalidArgumentError(f"case {key!r}: several reference files match ({names}); narrow them with --ref-pattern")
+        raise InvalidArgumentError(
+            f"case {key!r}: several reference files match ({names}); narrow them with --ref-pattern"
+        )
     return references, images
 
 
@@ -111,7 +113,8 @@ def match_cases(
     if found.duplicates:
         case_id, paths = next(iter(sorted(found.duplicates.items())))
         raise InvalidArgumentError(
-            f"case {case_id!r}: several prediction files match ({', '.join(map(str, paths))}); narrow them with --pred-pattern"
+            f"case {case_id!r}: several prediction files match ({', '.join(map(str, paths))}); "
+            "narrow them with --pred-pattern"
         )
     pairs = [CasePair(case_id, reference, found.files.get(case_id), images.get(case_id))
              for case_id, reference in sorted(references.items())]

@@ -131,5 +131,6 @@ def metrics_frame(rows: Iterable[dict[str, Any]]):
 
 
 def read_metrics_frame(path: str | Path):
-    """The scored rows of a ``metrics.csv`` (error rows dropped) as a ``pandas.DataFrame``; see :func:`read_metrics_csv`."""
+    """The scored rows of a ``metrics.csv`` (error rows dropped) as a ``pandas.DataFrame``; see
+    :func:`read_metrics_csv`."""
     return metrics_frame(scored_rows(read_metrics_csv(path)))

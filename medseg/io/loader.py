@@ -7,10 +7,10 @@ folder, or one file of the series; see :mod:`medseg.io.dicom`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from medseg.io.atomic import atomic_path, default_file_mode
 from medseg.io.dicom import is_dicom_file, read_dicom_series
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.volume import Volume, affine_from_sitk, check_same_grid, itk_geometry_from_affine
+
+log = logging.getLogger(__name__)
 
 #: formats whose header names a separate data file
 DETACHED_HEADER_SUFFIXES = (".nhdr", ".mhd")
@@ -148,7 +150,7 @@ def _read_nifti(path: Path, frame: int | None) -> Volume:
     affine = np.asarray(image.affine, dtype=np.float64)
     sform, qform = image.get_sform(coded=True), image.get_qform(coded=True)
     if sform[0] is not None and qform[0] is not None and np.abs(sform[0] - qform[0]).max() > 1e-3:
-        warnings.warn(f"{path}: qform and sform disagree; medseg uses the sform (as nibabel does)", stacklevel=3)
+        log.warning("%s: qform and sform disagree; medseg uses the sform (as nibabel does)", path)
     meta = {
         "format": "nifti",
         "scl_slope": float(slope) if slope is not None else 1.0,

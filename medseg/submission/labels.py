@@ -35,7 +35,9 @@ def parse_label_map(spec: str | Path | dict | None) -> dict[int, int]:
             continue
         match = re.fullmatch(r"(\d+)[:=](\d+)", part)
         if not match:
-            raise InvalidArgumentError(f"--label-map: cannot read {part!r} in {text!r}; use FROM:TO pairs, e.g. 1:2,2:1")
+            raise InvalidArgumentError(
+                f"--label-map: cannot read {part!r} in {text!r}; use FROM:TO pairs, e.g. 1:2,2:1"
+            )
         if match.group(1) in pairs:
             raise InvalidArgumentError(f"--label-map: label {match.group(1)} is mapped twice in {text!r}")
         pairs[match.group(1)] = match.group(2)

@@ -117,7 +117,9 @@ def _check_runs(starts: np.ndarray, lengths: np.ndarray, ends: np.ndarray, n_pix
         raise InvalidArgumentError(f"{run(bad[0])}: length must be >= 1")
     bad = np.flatnonzero(ends > n_pixels)
     if bad.size:
-        raise InvalidArgumentError(f"{run(bad[0])}: runs past the last pixel ({n_pixels} pixels in a {shape[0]} x {shape[1]} image)")
+        raise InvalidArgumentError(
+            f"{run(bad[0])}: runs past the last pixel ({n_pixels} pixels in a {shape[0]} x {shape[1]} image)"
+        )
     bad = np.flatnonzero(starts[1:] < ends[:-1])
     if bad.size:
         raise InvalidArgumentError(f"{run(bad[0] + 1)}: overlaps or precedes the run before it (starts must increase)")
