@@ -162,8 +162,10 @@ def run_processes(commands: dict[str, tuple[list[str], dict | None]], repeats: i
         for name, (command, extra_env) in commands.items():
             env = {**os.environ, **(extra_env or {})}
             start = time.perf_counter()
-            subprocess.run(command, check=False, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             times[name].append(time.perf_counter() - start)
+            if done.returncode != 0:  # a failed run is no timing: stop rather than report it
+                raise SystemExit(f"{name}: {' '.join(command)} failed (exit {done.returncode}):\n{done.stderr}")
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -187,11 +189,11 @@ def folder_peer_loop(cases, structure_fn) -> float:
     return time.perf_counter() - start
 
 
-def whole_folder(cases, folder: Path, repeats: int, pythonpath: str | None) -> dict:
-    files = [str(p) for _, r, q in cases for p in (r, q)]
-    out = folder / "out"
-    common = [MEDSEG, "evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "ref"), "--out", str(out), "--quiet",
-              "--metrics", "hd,hd95,asd"]  # fmt: skip
+def folder_commands(folder: Path, files: list[str], pythonpath: str | None) -> dict[str, tuple[list[str], dict | None]]:
+    """The timed processes of the whole-folder benchmark; every medseg run writes into the same ``folder/out``
+    (``--overwrite``: without it every run after the first would be refused, and its refusal timed)."""
+    common = [MEDSEG, "evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "ref"), "--out", str(folder / "out"),
+              "--overwrite", "--quiet", "--metrics", "hd,hd95,asd"]  # fmt: skip
     commands = {
         "read_nibabel_process_s": ([PYTHON, "-c", READ_SCRIPT, *files], None),
         "medseg_workers1_s": (common + ["--workers", "1"], None),
@@ -202,7 +204,12 @@ def whole_folder(cases, folder: Path, repeats: int, pythonpath: str | None) -> d
     if pythonpath:  # optional accelerators (e.g. isal) installed outside the environment
         commands["medseg_workers1_extra_path_s"] = (common + ["--workers", "1"], {"PYTHONPATH": pythonpath})
         commands["medseg_workers1_no_report_extra_path_s"] = (common + ["--workers", "1", "--no-report"], {"PYTHONPATH": pythonpath})
-    figures = run_processes(commands, repeats)
+    return commands
+
+
+def whole_folder(cases, folder: Path, repeats: int, pythonpath: str | None) -> dict:
+    files = [str(p) for _, r, q in cases for p in (r, q)]
+    figures = run_processes(folder_commands(folder, files, pythonpath), repeats)
     import nibabel as nib
 
     start = time.perf_counter()

@@ -138,14 +138,15 @@ def _run_prepare(args: argparse.Namespace) -> int:
         )
     from pathlib import Path
 
-    from medseg.io import ensure_writable_folder
+    from medseg.io import ensure_writable_file, ensure_writable_folder
     from medseg.submission import prepare_submission
 
     out = Path(args.out).expanduser()
     ensure_writable_folder(out.parent)  # the submission is built beside it, then moved in
-    zip_path = None
+    zip_path, default_zip = None, out.with_name(out.name + ".zip")
     if args.zip is not None:
-        zip_path = out.with_name(out.name + ".zip") if args.zip is True else Path(args.zip).expanduser()
+        zip_path = default_zip if args.zip is True else Path(args.zip).expanduser()
+        ensure_writable_file(zip_path)  # before writing and checking every case, not after
     result = prepare_submission(
         args.format,
         args.pred,
@@ -169,6 +170,13 @@ def _run_prepare(args: argparse.Namespace) -> int:
     print("\n".join(result.check.lines()))
     if zip_path is not None:
         print(f"wrote {result.zip_path}" if result.zip_path else "zip not written: the submission failed its check")
+    elif default_zip.exists():  # e.g. from an earlier --zip run: it does not hold this folder
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s is not from this run (no --zip): it does not hold the submission just written to %s; "
+            "pass --zip --overwrite to rewrite it, or remove it", default_zip, out
+        )
     return 0 if result.ok else 1
 
 

@@ -100,7 +100,8 @@ class FolderRun:
         return [v for v in self.label_names if v not in seen]
 
     def undeclared_prediction_values(self) -> dict[int, list[str]]:
-        """Prediction values that are not among the scored labels, with the cases holding them."""
+        """Prediction values that are neither scored labels nor in the case's reference, with the cases holding
+        them (values the references hold too are structures left out of ``labels`` on purpose)."""
         found: dict[int, list[str]] = {}
         for outcome in self.outcomes:
             for value in outcome.undeclared_prediction_values:
@@ -119,7 +120,8 @@ class FolderRun:
             )
         for value, cases in self.undeclared_prediction_values().items():
             shown = ", ".join(cases[:3]) + (f" and {len(cases) - 3} more" if len(cases) > 3 else "")
-            warnings.append(f"predictions hold value {value}, which is not a scored label ({len(cases)} case(s): {shown})")
+            warnings.append(f"predictions hold value {value}, which is neither a scored label nor in the reference "
+                            f"({len(cases)} case(s): {shown})")
         return warnings
 
 
@@ -324,6 +326,9 @@ def run_folder(
 
             write_report(out, run, summary, worst.cases())
     if interrupted:
+        if out is not None:  # say where the partial results went and that the next run into `out` must replace them
+            log.warning("interrupted after %d of %d matched case(s); partial results in %s (a rerun there needs "
+                        "--overwrite)", len(outcomes), len(matching.pairs), out)
         raise KeyboardInterrupt
     return run
 

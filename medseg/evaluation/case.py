@@ -58,8 +58,9 @@ class CaseResult:
             region's slice range (``None`` entries when the anchor's reference is empty).
         labels_present: label values found in the reference or the prediction (non-zero; when
             ``labels`` were given, only those of them that occur).
-        undeclared_prediction_values: non-zero values in the prediction that are not among the
-            given ``labels`` (never scored; ``[]`` when no labels were given).
+        undeclared_prediction_values: non-zero values in the prediction that are neither among the
+            given ``labels`` nor in the reference (never scored, and not a structure left out on
+            purpose; ``[]`` when no labels were given).
     """
 
     rows: list[dict[str, Any]]
@@ -221,7 +222,7 @@ def evaluate_case(
     undeclared: list[int] = []
     if present is None:  # labels were given: report which of them occur, and what else was predicted
         present = found
-        undeclared = _values_outside(pred_crop, set(label_names))
+        undeclared = [v for v in _values_outside(pred_crop, set(label_names)) if not np.any(ref_crop == v)]
     if case_id is not None:
         rows = [{"case": case_id, **row} for row in rows]
         region_info = [{"case": case_id, **info} for info in region_info]

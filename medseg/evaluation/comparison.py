@@ -64,7 +64,8 @@ def compare(a: Any, b: Any):
 
 def write_comparison(path_a: str | Path, path_b: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """``compare`` two metrics.csv files and write ``comparison.csv``, ``comparison.md`` and
-    ``bland_altman.png`` (dice, hd95, asd, nsd of region ``all`` per label) into ``out_dir``."""
+    ``bland_altman.png`` (dice, hd95, asd, nsd of region ``all`` per label) into ``out_dir``; without
+    any of those metrics there is no figure, and the figure of an earlier comparison there is removed."""
     a, b = read_metrics_frame(path_a), read_metrics_frame(path_b)
     table = compare(a, b)
     if table.empty:
@@ -96,6 +97,8 @@ def write_comparison(path_a: str | Path, path_b: str | Path, out_dir: str | Path
     if plot is not None:
         written["figure"] = plot
         lines += ["", "![Bland-Altman](bland_altman.png)"]
+    else:  # never an earlier comparison's figure beside this one
+        (out / "bland_altman.png").unlink(missing_ok=True)
     written["markdown"].write_text("\n".join(lines) + "\n")
     return written
 

@@ -154,7 +154,8 @@ def select_series(path: str | Path, series_uid: str | None = None) -> tuple[Dico
     if len(series) > 1:
         listing = "\n  ".join(s.summary() for s in series)
         raise DicomSeriesError(
-            f"{path}: holds {len(series)} DICOM series; choose one with series_uid= (CLI: --series UID):\n  {listing}"
+            f"{path}: holds {len(series)} DICOM series; choose one with series_uid= (Python; `medseg inspect`, "
+            f"`convert` and `segment` take --series UID):\n  {listing}"
         )
     return series[0], series
 
@@ -306,7 +307,8 @@ def _check_spacing(
     more = f" (and {off.size - 5} more)" if off.size > 5 else ""
     raise DicomSeriesError(
         f"{folder}: non-uniform slice spacing (typical {nominal:.4g} mm): " + "; ".join(problems) + more
-        + ". Pass resample_nonuniform=True (CLI: --resample-nonuniform) to interpolate onto a uniform grid."
+        + ". Pass resample_nonuniform=True (Python; `medseg inspect` and `convert` take --resample-nonuniform) to "
+        "interpolate onto a uniform grid."
     )
 
 

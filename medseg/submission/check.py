@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import csv
 import json
+import lzma
 import tempfile
 import zipfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -161,7 +163,7 @@ def check_submission(
         allowed_labels: allowed label values (``"0,1,2"``, ``"0-3"``, a dataset.json path or
             a set); ``acdc`` always allows 0..3 only; ``None``: any uint8 value.
         atol_mm: grid tolerance in mm (see the module docstring).
-        progress: a progress bar (stderr) over the submission's files.
+        progress: a progress bar (stderr) over the expected cases as they are checked (none for rle-csv).
 
     Returns:
         A :class:`CheckReport`; ``report.ok`` is False when anything failed.
@@ -204,17 +206,22 @@ def effective_allowed_labels(fmt: SubmissionFormat, spec: object) -> frozenset[i
 
 
 # -- zip ----------------------------------------------------------------------------------
+#: what zipfile raises for a container it cannot decode: not a zip, truncated, corrupt deflate or LZMA data, an
+#: unsupported compression method or zip version, an encrypted member
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError)
+
+
 def _extract_zip(path: Path, folder: Path, report: CheckReport) -> bool:
     """Extract a submission zip safely; report unsafe names and a wrapping folder. False if unreadable."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _ZIP_READ_ERRORS as exc:
         report.unreadable = f"{path.name}: not a readable zip file ({exc})"
         return False
     with archive:
         try:
             broken = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # truncated member data
+        except _ZIP_READ_ERRORS as exc:
             report.unreadable = f"{path.name}: not a readable zip file ({exc})"
             return False
         if broken:
@@ -267,7 +274,7 @@ def _check_folder(
     """Check every file of the submission; return the label values found per readable case."""
     files = files_under(folder)
     found: dict[str, str] = {}
-    for rel in progress_bar(files, desc="check", unit="file", enabled=progress):
+    for rel in files:
         if rel in fmt.fixed_files or (in_zip and rel == MANIFEST_NAME):
             continue
         case_id = fmt.case_from_relpath(rel)
@@ -287,7 +294,7 @@ def _check_folder(
             return _check_rle_csv(folder / RLE_CSV_NAME, expected, allowed, report)
         return {}
     present_by_case: dict[str, set[int]] = {}
-    for case_id, case in expected.items():
+    for case_id, case in progress_bar(expected.items(), total=len(expected), desc="check", enabled=progress):
         if case_id not in found:
             report.add(case_id, f"missing: expected {fmt.volume_relpath(case_id)}")
             continue
