@@ -254,7 +254,7 @@ def folder_commands(
     """The timed processes of the whole-folder benchmark; every medseg run writes into the same ``folder/out``
     (``--overwrite``: without it every run after the first would be refused, and its refusal timed)."""
     common = [MEDSEG, "evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "ref"), "--out", str(folder / "out"),
-              "--overwrite", "--no-progress", "--metrics", "hd,hd95,asd"]  # fmt: skip
+              "--overwrite", "--quiet", "--metrics", "hd,hd95,asd"]  # fmt: skip
     commands = {
         "read_nibabel_process_s": ([PYTHON, "-c", READ_SCRIPT, *files], None),
         "medseg_workers1_s": (common + ["--workers", "1"], None),

@@ -15,7 +15,7 @@ import pytest
 from conftest import shared_path
 
 from medseg.cli.main import main
-from medseg.data.cardiac_phases import cardiac_phase
+from medseg.common.cardiac_phases import cardiac_phase
 from medseg.errors import ConfigError, InvalidArgumentError
 from medseg.evaluation.comparison import paired_statistics
 from medseg.evaluation.indices import (

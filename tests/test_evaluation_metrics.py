@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medseg.errors import ConfigError, GeometryError
+from medseg.errors import GeometryError, InvalidArgumentError
 from medseg.evaluation import bounding_box, evaluate_case, surface_distances, surface_mask
 from medseg.evaluation import surfaces as surfaces_module
 from medseg.evaluation.metrics import ALL_METRICS
@@ -255,7 +255,7 @@ def test_label_names_multiple_labels_and_metric_selection():
     result = _case(ref, ref, labels={1: "kidney", 2: "tumour"}, metrics="dice,hd")
     assert {(r["label"], r["metric"]) for r in result.rows} == {(n, m) for n in ("kidney", "tumour") for m in ("dice", "hd")}
     assert result.labels_present == [1, 2]
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         _case(ref, ref, metrics="dice,hausdorff")
 
 
@@ -323,9 +323,9 @@ def test_fortran_order_and_2d_inputs_give_the_same_values():
 def test_shape_mismatch_and_bad_options_raise():
     with pytest.raises(GeometryError):
         _case(np.zeros((3, 3, 3)), np.zeros((3, 3, 4)))
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         _case(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), empty_policy="zero")
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         _case(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), spacing=(1.0, 0.0, 1.0))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from medseg.cli._options import add_geometry_tolerance_option
+
 
 def _add_read_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID when a folder holds several series")
@@ -119,7 +121,7 @@ def _convert_rtstruct(args: argparse.Namespace) -> int:
 
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="dataset.json (MSD/nnU-Net), a CSV manifest or a phantom .yaml")
-    parser.add_argument("--tolerance-mm", type=float, default=1e-3, help="geometry tolerance in mm (default 0.001)")
+    add_geometry_tolerance_option(parser)
     parser.add_argument("--json", action="store_true",
                         help="print {manifest, n_cases, ok, problems: [{case, path, message}]} as JSON")
 
@@ -129,7 +131,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from medseg.data.manifest import load_manifest, validate_manifest
 
     manifest = load_manifest(args.manifest)
-    problems = validate_manifest(manifest, atol_mm=args.tolerance_mm, progress=not args.quiet and not args.json)
+    problems = validate_manifest(
+        manifest, atol_mm=args.geometry_tolerance_mm, progress=not args.quiet and not args.json
+    )
     if args.json:
         document = {"manifest": str(manifest.path), "n_cases": len(manifest), "ok": not problems,
                     "problems": [{"case": p.case_id, "path": p.path, "message": p.message} for p in problems]}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from medseg.cli._options import add_manifest_option, add_workers_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifest", required=True, help="dataset manifest (dataset.json, .csv or phantom .yaml)")
+    add_manifest_option(parser, required=True)
     parser.add_argument("--out", required=True, help="plan JSON to write (e.g. PLAN.json)")
     parser.add_argument("--config", help="preprocessing config YAML (see configs/preprocessing_default.yaml)")
-    parser.add_argument("--workers", type=int, default=1, help="processes reading cases for the fingerprint (default 1)")
+    add_workers_option(parser, "processes reading cases for the fingerprint")
     parser.add_argument("--target-spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="override the target spacing (mm, RAS axis order)")
     parser.add_argument("--gpu-memory-gib", type=float, help="memory budget for the patch size (default 8)")
     parser.add_argument("--base-channels", type=int, help="U-Net channels at full resolution (default 32)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         config["network"]["gpu_memory_gib"] = args.gpu_memory_gib
     if args.base_channels is not None:
         config["network"]["base_channels"] = args.base_channels
-    plan = plan_dataset(manifest, config, workers=max(1, args.workers), progress=not args.quiet, seed=args.seed)
+    plan = plan_dataset(manifest, config, workers=args.workers, progress=not args.quiet, seed=args.seed)
     path = save_plan(plan, args.out)
     print(summary_lines(plan))
     print(f"wrote {path}")

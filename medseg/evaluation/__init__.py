@@ -16,7 +16,8 @@ Python API (plain Python objects; pandas where a table is the natural answer):
 * :func:`parse_roles` / :func:`quantify` -- clinical indices (cardiac EDV, ESV, SV, EF, myocardial mass; lung
   volumes and density) of label maps, see :mod:`medseg.evaluation.indices`; ``evaluate_folder(..., indices=...)``
   also writes their agreement with the reference.
-* :func:`case_key` -- the case name a file is matched by; :func:`bland_altman_axes` -- the
+* :func:`case_key` -- the case a file is matched by (:mod:`medseg.common.naming`, shared by every
+  command); :func:`bland_altman_axes` -- the
   reports' Bland-Altman plot, for your own figures.
 
 Metric definitions and the empty-mask policy: :mod:`medseg.evaluation.metrics`; surfaces and
@@ -37,6 +38,7 @@ _LAZY = (
 def __getattr__(name: str):
     # the batch layer pulls in more (pandas, the report writers); load it on first use
     if name in _LAZY:
+        from medseg.common import naming
         from medseg.evaluation import batch, comparison, indices, matching, report, summary
 
         return {
@@ -45,7 +47,7 @@ def __getattr__(name: str):
             "compare": comparison.compare,
             "write_comparison": comparison.write_comparison,
             "match_cases": matching.match_cases,
-            "case_key": matching.case_key,
+            "case_key": naming.case_key,
             "bland_altman_axes": report.bland_altman_axes,
             "parse_roles": indices.parse_roles,
             "quantify": indices.quantify,

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from medseg.errors import ConfigError, GeometryError
+from medseg.common.labels import parse_label_spec
+from medseg.errors import GeometryError, InvalidArgumentError
 from medseg.evaluation.metrics import (
     ALL_METRICS,
     DISTANCE_METRICS,
@@ -105,25 +106,14 @@ class _Options:
 
 
 def normalise_labels(labels: object) -> dict[int, str] | None:
-    """``None``, an iterable of label values, or ``{value: name}`` -> ``{value: name}`` (or None)."""
-    if labels is None:
+    """``None``, a label spec (:func:`medseg.common.labels.parse_label_spec`: ``{value: name}``, values, or the
+    ``--labels`` text) -> ``{value: name}`` sorted by value (or ``None``); 0 (background) is refused."""
+    names = parse_label_spec(labels)
+    if names is None:
         return None
-    if isinstance(labels, Mapping):
-        pairs = {}
-        for key, value in labels.items():
-            if isinstance(key, (int, np.integer)):
-                pairs[int(key)] = str(value)
-            elif isinstance(value, (int, np.integer)):  # {"name": value}
-                pairs[int(value)] = str(key)
-            else:
-                raise ConfigError(f"labels mapping must be {{value: name}}, got {key!r}: {value!r}")
-        result = pairs
-    else:
-        result = {int(v): str(int(v)) for v in labels}  # type: ignore[union-attr]
-    bad = [v for v in result if v <= 0]
-    if bad:
-        raise ConfigError(f"labels must be positive values (0 is background), got {bad}")
-    return dict(sorted(result.items()))
+    if 0 in names:
+        raise InvalidArgumentError(f"labels must be positive values (0 is background), got {sorted(names)}")
+    return names
 
 
 def evaluate_case(
@@ -179,7 +169,7 @@ def evaluate_case(
         metric by metric in :data:`ALL_METRICS` order.
 
     Raises:
-        GeometryError: shapes differ. ConfigError: invalid options.
+        GeometryError: shapes differ. InvalidArgumentError: invalid options.
     """
     reference, prediction = np.asarray(reference), np.asarray(prediction)
     if reference.shape != prediction.shape:
@@ -190,15 +180,15 @@ def evaluate_case(
     flat_case = reference.ndim == 2
     if flat_case:
         if regions:
-            raise ConfigError(f"{case_id or 'case'}: regions need a 3D volume, got a 2D array")
+            raise InvalidArgumentError(f"{case_id or 'case'}: regions need a 3D volume, got a 2D array")
         reference, prediction = reference[:, :, None], prediction[:, :, None]
         spacing = np.append(spacing[:2], 1.0)
     if reference.ndim != 3 or spacing.size != 3:
         raise GeometryError(f"{case_id or 'case'}: need 3D arrays and 3 spacings, got {reference.shape} and {spacing.tolist()}")
     if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
-        raise ConfigError(f"{case_id or 'case'}: voxel spacing must be positive, got {spacing.tolist()}")
+        raise InvalidArgumentError(f"{case_id or 'case'}: voxel spacing must be positive, got {spacing.tolist()}")
     if region_mode not in REGION_MODES:
-        raise ConfigError(f"region_mode must be volumetric or slicewise, got {region_mode!r}")
+        raise InvalidArgumentError(f"region_mode must be volumetric or slicewise, got {region_mode!r}")
     if flat_case and region_mode == "slicewise":
         region_mode = "volumetric"  # one slice: the same thing
     options = _Options(
@@ -320,7 +310,9 @@ def _anchor_counts(anchor: object, reference: np.ndarray, box, geometry: _Geomet
     else:
         value = next((v for v, n in names.items() if n == str(anchor)), None)
     if value is None:
-        raise ConfigError(f"region anchor {anchor!r} is not label, foreground, a label value or a known label name")
+        raise InvalidArgumentError(
+            f"region anchor {anchor!r} is not label, foreground, a label value or a known label name"
+        )
     return _slice_counts(crop == value, geometry.offset, geometry)
 
 

@@ -16,30 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import ConfigError
+from medseg.errors import InvalidArgumentError
+from medseg.evaluation.metrics_table import ERROR_METRIC, read_metrics_frame
 
 COMPARE_COLUMNS = (
     "label", "region", "metric", "n", "mean_a", "mean_b", "mean_diff", "median_diff", "std_diff",
     "wilcoxon_p", "ttest_p",
 )  # fmt: skip
 PLOT_METRICS = ("dice", "hd95", "asd", "nsd")
-
-
-def read_metrics(path: str | Path):
-    """A ``metrics.csv`` written by ``medseg evaluate`` as a DataFrame (error rows dropped)."""
-    import pandas as pd
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: metrics file not found")
-    try:
-        frame = pd.read_csv(path, dtype={"case": str, "label": str, "region": str, "metric": str, "flag": str}, keep_default_na=False, na_values={"value": ["nan", "NaN", ""]})
-    except Exception as exc:
-        raise ConfigError(f"{path}: not a readable metrics.csv ({exc})") from None
-    missing = {"case", "label", "region", "metric", "value"} - set(frame.columns)
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected case,label,region,metric,value,flag")
-    return frame[frame["metric"] != "error"].reset_index(drop=True)
 
 
 def paired_values(a, b):
@@ -52,12 +36,13 @@ def paired_values(a, b):
 
 def compare(a: Any, b: Any):
     """Paired comparison of two runs (DataFrames from :func:`evaluate_folder` or paths to
-    ``metrics.csv``). Returns a DataFrame with :data:`COMPARE_COLUMNS`, one row per label,
+    ``metrics.csv``, read by :func:`medseg.evaluation.metrics_table.read_metrics_frame`). Returns a
+    DataFrame with :data:`COMPARE_COLUMNS`, one row per label,
     region and metric that has at least one pair. Differences are ``B - A``."""
     import pandas as pd
 
-    a = read_metrics(a) if isinstance(a, (str, Path)) else a[a["metric"] != "error"]
-    b = read_metrics(b) if isinstance(b, (str, Path)) else b[b["metric"] != "error"]
+    a = read_metrics_frame(a) if isinstance(a, (str, Path)) else a[a["metric"] != ERROR_METRIC]
+    b = read_metrics_frame(b) if isinstance(b, (str, Path)) else b[b["metric"] != ERROR_METRIC]
     joined = paired_values(a, b).dropna(subset=["value_a", "value_b"])
     records = []
     for (label, region, metric), group in joined.groupby(["label", "region", "metric"], sort=False):
@@ -110,10 +95,12 @@ def write_comparison(path_a: str | Path, path_b: str | Path, out_dir: str | Path
     """``compare`` two metrics.csv files and write ``comparison.csv``, ``comparison.md`` and
     ``bland_altman.png`` (dice, hd95, asd, nsd of region ``all`` per label) into ``out_dir``; without
     any of those metrics there is no figure, and the figure of an earlier comparison there is removed."""
-    a, b = read_metrics(path_a), read_metrics(path_b)
+    a, b = read_metrics_frame(path_a), read_metrics_frame(path_b)
     table = compare(a, b)
     if table.empty:
-        raise ConfigError(f"{path_a} and {path_b} share no (case, label, region, metric) with values on both sides")
+        raise InvalidArgumentError(
+            f"{path_a} and {path_b} share no (case, label, region, metric) with values on both sides"
+        )
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     written = {"csv": out / "comparison.csv", "markdown": out / "comparison.md"}

@@ -19,13 +19,11 @@ from medseg.io.headers import FileGrid, read_grid
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.labelmaps import read_label_map
 from medseg.io.loader import (
-    case_id_from_path,
     file_format,
     label_dtype,
     load_image_and_label,
     load_volume,
     save_volume,
-    strip_channel_suffix,
 )
 from medseg.io.volume import Volume, check_same_grid, grid_mismatch, orientation_code, spacing_from_affine
 
@@ -37,7 +35,6 @@ __all__ = [
     "atomic_write_text",
     "ensure_writable_file",
     "ensure_writable_folder",
-    "case_id_from_path",
     "check_same_grid",
     "default_file_mode",
     "describe_volume",
@@ -55,6 +52,5 @@ __all__ = [
     "read_label_map",
     "save_volume",
     "spacing_from_affine",
-    "strip_channel_suffix",
     "to_hounsfield",
 ]

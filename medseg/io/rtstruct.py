@@ -311,8 +311,9 @@ def convert_rtstruct(
     """
     import json
 
+    from medseg.common.naming import volume_stem
     from medseg.io.atomic import atomic_write_text
-    from medseg.io.loader import case_id_from_path, save_volume
+    from medseg.io.loader import save_volume
     from medseg.io.volume import Volume
 
     shape, affine, frame = reference_grid(reference, series_uid)
@@ -327,7 +328,7 @@ def convert_rtstruct(
     labels = rasterise_rtstruct(chosen, shape, affine, source=str(rtstruct))
     written = save_volume(Volume(labels, affine, str(output)), output, label=True)
     numbering = {roi.name: value for roi, value in chosen}
-    sidecar = Path(written).with_name(case_id_from_path(written) + ".json")
+    sidecar = Path(written).with_name(volume_stem(written) + ".json")
     document = {
         "rtstruct": str(rtstruct),
         "reference": str(reference),

@@ -37,9 +37,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from medseg.common.naming import case_key
 from medseg.common.progress import progress_bar
-from medseg.errors import MedsegError
-from medseg.io import FileGrid, case_id_from_path, grid_mismatch, load_volume, orientation_code, read_grid
+from medseg.errors import InvalidArgumentError, MedsegError
+from medseg.io import FileGrid, grid_mismatch, load_volume, orientation_code, read_grid
 from medseg.submission.cases import ImageCase, discover_images
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import (
@@ -47,6 +48,7 @@ from medseg.submission.formats import (
     METRICS_JSON_NAME,
     RLE_CSV_NAME,
     SubmissionFormat,
+    format_label_names,
     get_format,
     label_names,
     parse_allowed_labels,
@@ -189,15 +191,15 @@ def check_submission(
     return report
 
 
-def effective_allowed_labels(fmt: SubmissionFormat, spec: str | Path | frozenset[int] | None) -> frozenset[int] | None:
-    """The label values a submission may hold: the user's set, the format's, or ``None`` (any uint8)."""
-    user = frozenset(spec) | {0} if isinstance(spec, (set, frozenset)) else parse_allowed_labels(spec)
+def effective_allowed_labels(fmt: SubmissionFormat, spec: object) -> frozenset[int] | None:
+    """The label values a submission may hold: the user's label spec (plus 0), the format's, or ``None`` (any uint8).
+
+    Raises :class:`~medseg.errors.InvalidArgumentError` when the spec allows values the format does not."""
+    user = parse_allowed_labels(spec, format_label_names(fmt))
     if fmt.allowed_labels is None:
         return user
     if user is not None and not user <= fmt.allowed_labels:
-        from medseg.errors import ConfigError
-
-        raise ConfigError(
+        raise InvalidArgumentError(
             f"--labels {sorted(user)} is not within the {fmt.name} labels {sorted(fmt.allowed_labels)}"
         )
     return user or fmt.allowed_labels
@@ -313,12 +315,13 @@ def _check_folder(
 
 
 def _did_you_mean(fmt: SubmissionFormat, rel: str, expected: dict[str, ImageCase]) -> str:
-    """`` (expected X instead?)`` when ``rel`` looks like an expected case with the wrong suffix, folder or case."""
+    """`` (expected X instead?)`` when ``rel`` has the case key of an expected case (the naming rule of
+    :mod:`medseg.common.naming`, case-insensitive) but the wrong suffix, folder or role suffix."""
     if fmt.volume_suffix is None:
         return ""
-    stem = case_id_from_path(rel).lower()
+    key = case_key(rel.rpartition("/")[2]).lower()
     for case_id in expected:
-        if case_id.lower() == stem or case_id.lower() + "_0000" == stem:
+        if case_key(case_id).lower() == key:
             return f" (expected {fmt.volume_relpath(case_id)} instead?)"
     return ""
 
