@@ -321,7 +321,7 @@ _MEMORY_CHILD = r"""
 import json, sys, time
 from medseg.data.cache import preprocess_dataset
 from medseg.data.manifest import load_manifest
-from medseg.data.planning import load_plan
+from medseg.config.plan import load_plan
 start = time.perf_counter()
 report = preprocess_dataset(load_manifest(sys.argv[1]), load_plan(sys.argv[2]), sys.argv[3], overwrite=True)
 assert report.ok, report.failed
@@ -339,7 +339,8 @@ print(json.dumps({"max_rss_kib": int(hwm)}))
 
 def bench_memory(workdir: Path, slices: int = 600) -> dict:
     from medseg.data.manifest import load_manifest
-    from medseg.data.planning import make_plan, save_plan
+    from medseg.config.plan import save_plan
+    from medseg.data.planning import make_plan
     from medseg.io import Volume, load_volume, save_volume
 
     volume = load_volume(LIDC)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from data_synthetic import write_dataset
 
+from medseg.config.plan import load_plan
 from medseg.data.fingerprint import dataset_fingerprint
 from medseg.data.manifest import load_manifest
 from medseg.data.planning import (
     divisibility,
     estimate_unet_memory_gib,
-    load_plan,
     make_plan,
     plan_dataset,
     pool_and_kernels,
@@ -269,7 +269,7 @@ def _legacy_single_channel_fingerprint() -> dict:
 
 
 def test_single_channel_ct_plan_and_its_hash_are_unchanged():
-    from medseg.data.planning import preprocessing_hash
+    from medseg.config.plan import preprocessing_hash
 
     class _Manifest:
         name, path, modality, labels, channel_names = "legacy_ct", "dataset.json", "CT", {"background": 0, "lung": 1}, {0: "CT"}
