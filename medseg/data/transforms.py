@@ -50,7 +50,7 @@ from medseg.config.plan import ANISOTROPY_THRESHOLD, IMAGE_MODES, LABEL_MODES, N
 from medseg.data import intensity as intensity_lib
 from medseg.data import resample as resample_lib
 from medseg.data import spatial
-from medseg.errors import GeometryError, InvalidArgumentError
+from medseg.errors import ConfigError, GeometryError, InvalidArgumentError
 from medseg.io import Volume, grid_mismatch, load_volume, orientation_code, spacing_from_affine
 
 META = "meta"
@@ -182,11 +182,12 @@ class LoadVolumed(MapTransform):
 
     def channel_ct(self, channel: int, n_channels: int, case_id: str = "<sample>") -> bool | None:
         """The ``ct`` value for image channel ``channel`` (0-based) of ``n_channels``; raises
-        :class:`InvalidArgumentError` when a per-channel list does not have ``n_channels`` entries."""
+        :class:`ConfigError` when a per-channel list (the plan's ``ct_channels``) does not have
+        ``n_channels`` entries."""
         if not isinstance(self.ct, list):
             return self.ct
         if len(self.ct) != n_channels:
-            raise InvalidArgumentError(
+            raise ConfigError(
                 f"{case_id}: {n_channels} image channel(s) but CT is set for {len(self.ct)} channel(s) "
                 f"(ct_channels {self.ct}); the plan was made for a different number of channels"
             )
