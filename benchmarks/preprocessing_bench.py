@@ -338,8 +338,8 @@ print(json.dumps({"max_rss_kib": int(hwm)}))
 
 
 def bench_memory(workdir: Path, slices: int = 600) -> dict:
-    from medseg.data.manifest import load_manifest
     from medseg.config.plan import save_plan
+    from medseg.data.manifest import load_manifest
     from medseg.data.planning import make_plan
     from medseg.io import Volume, load_volume, save_volume
 
@@ -372,7 +372,7 @@ def bench_memory(workdir: Path, slices: int = 600) -> dict:
         if child.returncode != 0:
             raise RuntimeError(child.stderr[-2000:])
         measured = json.loads(child.stdout.strip().splitlines()[-1])
-        results[name] = {"peak_rss_gib": measured["max_rss_kib"] / 2**20, "seconds": measured["seconds"], "target_spacing_mm": plan["preprocessing"]["target_spacing_mm"]}
+        results[name] = {"peak_rss_gib": measured["max_rss_kib"] / 2**20, "seconds": measured["seconds"], "target_spacing_mm": plan.preprocessing.target_spacing_mm}
     return results
 
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from data_synthetic import write_dataset
 
-from medseg.data.cache import input_signature, open_cache, preprocess_dataset
-from medseg.io import atomic_save_npy
-from medseg.data.manifest import load_manifest
 from medseg.config.plan import save_plan
+from medseg.data.cache import input_signature, open_cache, preprocess_dataset
+from medseg.data.manifest import load_manifest
 from medseg.data.planning import plan_dataset
 from medseg.data.restore import restore_to_original
-from medseg.io import atomic_write_text, load_volume
+from medseg.io import atomic_save_npy, atomic_write_text, load_volume
 
 
 @pytest.fixture()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from medseg.config import to_dict
+from medseg.config.plan import load_plan
 from medseg.data.config import (
     AugmentationConfig,
     IntensityAugmentation,
@@ -15,7 +16,6 @@ from medseg.data.config import (
     load_augmentation_config,
     load_preprocessing_config,
 )
-from medseg.config.plan import load_plan
 from medseg.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

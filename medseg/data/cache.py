@@ -42,7 +42,7 @@ from medseg.common.processes import process_context
 from medseg.common.progress import progress_bar
 from medseg.config.plan import Plan, load_plan, preprocessing_hash, save_plan
 from medseg.data.manifest import CaseEntry, Manifest
-from medseg.errors import ConfigError, MedsegError
+from medseg.errors import ConfigError, InvalidArgumentError, MedsegError
 from medseg.io import atomic_save_npy, atomic_write_text, spacing_from_affine
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ def preprocess_dataset(
         known = {e.case_id for e in entries}
         unknown = [c for c in case_ids if c not in known]
         if unknown:
-            raise ConfigError(f"{manifest.path}: no case(s) {', '.join(unknown)} in the manifest")
+            raise InvalidArgumentError(f"{manifest.path}: no case(s) {', '.join(unknown)} in the manifest")
         entries = [e for e in entries if e.case_id in set(case_ids)]
     if not entries:
         raise ConfigError(f"{manifest.path}: manifest lists no cases; nothing to preprocess")

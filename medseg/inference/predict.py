@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from medseg.common.progress import progress_bar
-from medseg.errors import MedsegError
+from medseg.errors import InvalidArgumentError, MedsegError
 from medseg.io import Volume, save_volume, spacing_from_affine
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Predictor:
         from medseg.config import from_dict
         from medseg.config.run_spec import PostprocessConfig, TrainedRun
         from medseg.models import build_unet
-        from medseg.training.checkpoint import load_checkpoint
+        from medseg.models.checkpoint import load_checkpoint
 
         self.checkpoint = resolve_checkpoint(model)
         state = load_checkpoint(self.checkpoint)
@@ -95,7 +95,7 @@ class Predictor:
         self.postprocess = run.spec.postprocess if postprocess is None else from_dict(PostprocessConfig, postprocess, "postprocess")
         device_kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device_kind == "cuda" and not torch.cuda.is_available():
-            raise MedsegError("--device cuda was asked for but CUDA is not available")
+            raise InvalidArgumentError("--device cuda was asked for but CUDA is not available")
         self.device = torch.device(device_kind)
         self.overlap = run.spec.validation.overlap if overlap is None else overlap
         self.batch_size = batch_size or max(2, self.network.batch_size)

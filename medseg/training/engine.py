@@ -28,7 +28,8 @@ import torch
 from medseg.common.progress import progress_bar
 from medseg.config.run_spec import LoopConfig, OptimConfig
 from medseg.io import atomic_path
-from medseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medseg.models.checkpoint import load_checkpoint, save_checkpoint
+from medseg.training.checkpoint import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from medseg.data.config import (
     load_preprocessing_config,
 )
 from medseg.data.manifest import Manifest
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InvalidArgumentError
 from medseg.models import build_unet, stage_channels
 from medseg.training.engine import Trainer, init_distributed
 from medseg.training.losses import DeepSupervisionLoss, build_loss
@@ -284,7 +284,7 @@ def train(
     spec = inputs.spec
     device_kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but CUDA is not available (torch.cuda.is_available() is False)")
+        raise InvalidArgumentError("--device cuda was asked for but CUDA is not available (torch.cuda.is_available() is False)")
     context = init_distributed(device_kind)
     if device_kind == "cpu":  # leave one core per data worker; oversubscribed threads slow training down a lot
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.world_size - spec.data.workers))
