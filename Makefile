@@ -11,7 +11,7 @@ STAMP := $(VENV)/.medseg-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test notebooks clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check medseg tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# executed copies of the notebooks, with their outputs, in runs/notebooks/executed/ (the originals stay stripped)
+notebooks: $(STAMP)
+	rm -rf runs/notebooks/executed && mkdir -p runs/notebooks/executed && cp notebooks/*.ipynb runs/notebooks/executed/
+	MEDSEG_NOTEBOOK_OUT=$(CURDIR)/runs/notebooks MEDSEG_SHARED_DATA=$(CURDIR)/../shared/data \
+		$(BIN)/jupyter-execute --inplace --timeout=1800 runs/notebooks/executed/*.ipynb
 
 clean:
 	rm -rf $(VENV)

@@ -286,3 +286,16 @@ def test_a_mistyped_label_is_flagged_not_scored_as_perfect(folders, tmp_path, ca
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "ok"), "--labels",
                  "organ=1,lesion=2", "--quiet"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_cli_prints_region_means_and_the_report_explains_the_ranges(folders, tmp_path, capsys):
+    ref, pred = folders
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--regions", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["label", "mean", "Dice", "mean", "HD95", "mm", "base", "Dice", "middle", "Dice", "apex",
+                                "Dice", "cases", "(flagged)"]
+    summary = json.loads((out / "summary.json").read_text())
+    base = summary["metrics"]["1"]["base"]["dice"]["mean"]
+    assert lines[1].split()[:1] == ["1"] and float(lines[1].split()[3]) == pytest.approx(base, abs=5e-4)
+    assert "`0-4` is slices 0, 1, 2 and 3" in (out / "report.md").read_text()

@@ -66,3 +66,14 @@ def test_notebook_runs(name, real_data, tmp_path, monkeypatch):
     if not real_data:
         printed = "".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs)
         assert "absent" in printed, f"{name} does not say that the real data are absent"
+
+
+def test_notebooks_name_only_readme_sections_that_exist():
+    import re
+
+    headings = {line.lstrip("#").strip() for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
+                if line.startswith("#")}
+    for name in NOTEBOOKS:
+        text = "\n".join(cell.source for cell in _read(name).cells)
+        for section in re.findall(r'README "([^"]+)"', text):
+            assert section in headings, f"{name} points to README section {section!r}, which does not exist"

@@ -139,17 +139,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_means(rows) -> None:
     """Mean Dice and HD95 per label (region all) over the cases, as in summary.json, with how many
-    values are flagged (empty masks scored by convention: see the README's empty-mask table)."""
+    values are flagged (empty masks scored by convention: see the README's empty-mask table); with
+    regions, the mean Dice of base, middle and apex too."""
     from medseg.evaluation.summary import summary_records
 
-    table: dict[str, dict[str, dict]] = {}
+    table: dict[str, dict[tuple[str, str], dict]] = {}
     for record in summary_records(rows)[0]:
-        if record["region"] == "all" and record["metric"] in ("dice", "hd95"):
-            table.setdefault(record["label"], {})[record["metric"]] = record
+        if record["metric"] in ("dice", "hd95"):
+            table.setdefault(record["label"], {})[(record["region"], record["metric"])] = record
     if not table:
         return
-    print(f"{'label':<24} {'mean Dice':>9} {'mean HD95 mm':>12}  cases (flagged)")
+    regions = [r for r in ("base", "middle", "apex") if any((r, "dice") in t for t in table.values())]
+    nan = {"mean": float("nan")}
+    print(f"{'label':<24} {'mean Dice':>9} {'mean HD95 mm':>12}" + "".join(f" {r + ' Dice':>11}" for r in regions)
+          + "  cases (flagged)")
     for label, records in table.items():
-        dice, hd95 = records.get("dice", {}), records.get("hd95", {})
-        print(f"{label:<24} {dice.get('mean', float('nan')):>9.3f} {hd95.get('mean', float('nan')):>12.2f}  "
-              f"{dice.get('n', 0)} ({dice.get('n_flagged', 0)})")
+        dice, hd95 = records.get(("all", "dice"), nan), records.get(("all", "hd95"), nan)
+        print(f"{label:<24} {dice['mean']:>9.3f} {hd95['mean']:>12.2f}"
+              + "".join(f" {records.get((r, 'dice'), nan)['mean']:>11.3f}" for r in regions)
+              + f"  {dice.get('n', 0)} ({dice.get('n_flagged', 0)})")

@@ -104,7 +104,10 @@ def _regions_section(summary) -> list[str]:
     if not summary["base_end_chosen"]:
         return []
     lines = ["## Regions", "", "Which end of the region axis was taken as base (per label, number of cases); "
-             "the split of every case is in `regions.csv`.", ""]  # fmt: skip
+             "the split of every case is in `regions.csv`, where `reference_first` and `reference_last` are slice "
+             "indices (from 0, both included) and each region's range `start-stop` is half-open: slices start to "
+             "stop - 1 (`0-4` is slices 0, 1, 2 and 3; `4-4` is empty). The end regions reach the array's edge, so "
+             "prediction slices beyond the reference count in base or apex.", ""]  # fmt: skip
     for label, counts in summary["base_end_chosen"].items():
         lines.append(f"- label {label}: " + ", ".join(f"{end}: {n}" for end, n in counts.items()))
     return lines + [""]
