@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.config import to_dict
+    from dataclasses import replace
+
     from medseg.config.plan import save_plan
     from medseg.data.config import load_preprocessing_config
     from medseg.data.manifest import load_manifest
@@ -30,13 +31,11 @@ def run(args: argparse.Namespace) -> int:
 
     ensure_writable_file(args.out)
     manifest = load_manifest(args.manifest)
-    config = to_dict(load_preprocessing_config(args.config))  # overridden below, validated by plan_dataset
+    config = load_preprocessing_config(args.config)  # the command-line overrides below are validated by replace()
     if args.target_spacing:
-        config["target_spacing_mm"] = list(args.target_spacing)
-    if args.gpu_memory_gib is not None:
-        config["network"]["gpu_memory_gib"] = args.gpu_memory_gib
-    if args.base_channels is not None:
-        config["network"]["base_channels"] = args.base_channels
+        config = replace(config, target_spacing_mm=tuple(args.target_spacing))
+    network = {"gpu_memory_gib": args.gpu_memory_gib, "base_channels": args.base_channels}
+    config = replace(config, network=replace(config.network, **{k: v for k, v in network.items() if v is not None}))
     plan = plan_dataset(manifest, config, workers=max(1, args.workers), progress=not args.quiet, seed=args.seed)
     path = save_plan(plan, args.out)
     print(summary_lines(plan))
