@@ -372,7 +372,11 @@ def bench_memory(workdir: Path, slices: int = 600) -> dict:
         if child.returncode != 0:
             raise RuntimeError(child.stderr[-2000:])
         measured = json.loads(child.stdout.strip().splitlines()[-1])
-        results[name] = {"peak_rss_gib": measured["max_rss_kib"] / 2**20, "seconds": measured["seconds"], "target_spacing_mm": plan.preprocessing.target_spacing_mm}
+        results[name] = {
+            "peak_rss_gib": measured["max_rss_kib"] / 2**20,
+            "seconds": measured["seconds"],
+            "target_spacing_mm": plan.preprocessing.target_spacing_mm,
+        }
     return results
 
 

@@ -119,7 +119,9 @@ def test_lower_layers_never_import_higher_ones():
 
 
 def _circles(module_level_only: bool) -> list[list[str]]:
-    edges = {module: sorted({t for t, top in imports if top or not module_level_only}) for module, imports in GRAPH.items()}
+    edges = {
+        module: sorted({t for t, top in imports if top or not module_level_only}) for module, imports in GRAPH.items()
+    }
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

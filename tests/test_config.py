@@ -95,7 +95,8 @@ def test_sections_built_in_python_follow_the_same_rules():
         Checked(size=3)
     with pytest.raises(InvalidArgumentError, match=r"UNetConfig: norm must be one of 'instance', 'batch'"):
         UNetConfig(norm="group")
-    with pytest.raises(ConfigError, match=r"run.yaml: outer.lo \(2.0\) is above hi"):  # cross-field rules get the key path
+    # a rule across fields gets the key path too
+    with pytest.raises(ConfigError, match=r"run.yaml: outer.lo \(2.0\) is above hi"):
         from_dict(Outer, {"outer": {"lo": 2, "hi": 1}}, source="run.yaml")
 
 
@@ -106,4 +107,5 @@ class Outer:
 
 def test_optional_keys_are_written_only_when_set():
     assert to_dict(Checked()) == {"size": 2, "lo": 0.0, "hi": 1.0}
-    assert to_dict(Checked(note="x"))["note"] == "x" and from_dict(Checked, to_dict(Checked(note="x"))) == Checked(note="x")
+    noted = Checked(note="x")
+    assert to_dict(noted)["note"] == "x" and from_dict(Checked, to_dict(noted)) == noted

@@ -61,7 +61,8 @@ def test_ct_plan_uses_median_spacing_and_ct_normalisation(ct_manifest, ct_finger
     assert pre.orientation == "RAS" and pre.ct is True and pre.anisotropic is False
     norm = pre.normalization[0]
     assert norm.scheme == "ct"
-    assert norm.clip == [ct_fingerprint["intensity_foreground"][0]["percentile_00_5"], ct_fingerprint["intensity_foreground"][0]["percentile_99_5"]]
+    foreground = ct_fingerprint["intensity_foreground"][0]
+    assert norm.clip == [foreground["percentile_00_5"], foreground["percentile_99_5"]]
     for name in ("3d", "2d"):
         cfg = plan.configurations[name]
         factors = divisibility(cfg.strides)

@@ -80,7 +80,7 @@ def test_cli_resume_extends_a_finished_run(tmp_path):
         ({"data": {"configuration": "4d"}}, "data.configuration must be one of"),
         ({"data": {"manifest": "missing.csv"}}, "data.manifest: file not found"),
         ({"loss": {"name": "hinge"}}, "loss.name must be one of"),
-        ({"data": {"group_pattern": "(patient"}}, r"data.group_pattern must be a regular expression, got '\(patient' \(missing \)"),
+        ({"data": {"group_pattern": "(patient"}}, r"data.group_pattern must be a regular expression, got '\(patient' \("),
         ({"postprocess": {"largest_componnt": [1]}}, r"unknown key\(s\) postprocess.largest_componnt"),
     ],
 )
@@ -167,9 +167,11 @@ def test_validation_csv_records_the_groups_the_folds_used(tmp_path):
     manifest = load_manifest(spec.data.manifest)
     split = {"train": [c.case_id for c in manifest.cases[:2]], "val": [c.case_id for c in manifest.cases[2:]]}
     plan = load_plan({"preprocessing": {"target_spacing_mm": [1, 1, 1], "normalization": [{"scheme": "none"}]}})
-    network = Configuration(patch_size=[32, 32, 16], strides=[[1, 1, 1], [2, 2, 2]], kernel_sizes=[[3, 3, 3]] * 2, batch_size=2,
-                            spacing_mm=[1.0, 1.0, 1.0])
-    _write_run_files(tmp_path / "run", TrainedRun(spec=spec, plan=plan, network=network, in_channels=1, labels={"1": "a"}), split, manifest)
+    network = Configuration(
+        patch_size=[32, 32, 16], strides=[[1, 1, 1], [2, 2, 2]], kernel_sizes=[[3, 3, 3]] * 2, batch_size=2, spacing_mm=[1, 1, 1]
+    )
+    record = TrainedRun(spec=spec, plan=plan, network=network, in_channels=1, labels={"1": "a"})
+    _write_run_files(tmp_path / "run", record, split, manifest)
     held_out = load_manifest(tmp_path / "run" / "validation.csv")
     assert [c.group for c in held_out] == ["thorax"] * len(split["val"])
     assert json.loads((tmp_path / "run" / "network.json").read_text())["patch_size"] == [32, 32, 16]

@@ -56,7 +56,8 @@ def summary_lines(plan: Plan) -> str:
         f"({'file voxel' if pre.orientation == 'none' else pre.orientation} axis order)"
         + (f", anisotropic: axis {pre.separate_z_axis} resampled separately" if pre.anisotropic else ""),
         "normalisation: " + "; ".join(
-            f"channel {n.channel} {n.scheme}" + (f" clip {n.clip} mean {n.mean:.4g} std {n.std:.4g}" if n.scheme == "ct" else "")
+            f"channel {n.channel} {n.scheme}"
+            + (f" clip {n.clip} mean {n.mean:.4g} std {n.std:.4g}" if n.scheme == "ct" else "")
             for n in pre.normalization
         ),
     ]

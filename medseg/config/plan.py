@@ -32,7 +32,7 @@ from typing import Any, Literal, get_args
 
 from medseg.common.jsonio import readable_json
 from medseg.config.validation import Section, bounded, from_dict, optional, required, setting, to_dict
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InvalidArgumentError
 
 PLAN_VERSION = 1
 #: U-Net feature maps at full resolution, and their cap (nnU-Net's 32 / 320).
@@ -88,18 +88,25 @@ class NormalizationScheme(Section):
     std: float | None = optional("a number > 0", lambda value: value > 0)
     use_nonzero_mask: bool | None = optional()
     percentiles: list[float] | None = optional(
-        "[low, high] percentiles with 0 <= low < high <= 100", lambda pair: _low_below_high(pair) and 0 <= pair[0] and pair[1] <= 100
+        "[low, high] percentiles with 0 <= low < high <= 100",
+        lambda pair: _low_below_high(pair) and 0 <= pair[0] and pair[1] <= 100,
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         allowed, needed = _SCHEME_PARAMETERS[self.scheme]
-        given = {name for name in ("clip", "mean", "std", "use_nonzero_mask", "percentiles") if getattr(self, name) is not None}
+        given = {
+            name
+            for name in ("clip", "mean", "std", "use_nonzero_mask", "percentiles")
+            if getattr(self, name) is not None
+        }
         if extra := sorted(given - allowed):
             takes = ", ".join(sorted(allowed)) or "no parameters"
-            raise ValueError(f"{extra[0]} is not a parameter of scheme {self.scheme!r} (it takes {takes})")
+            raise InvalidArgumentError(f"{extra[0]} is not a parameter of scheme {self.scheme!r} (it takes {takes})")
         if missing := sorted(needed - given):
-            raise ValueError(f"{missing[0]} is needed by scheme {self.scheme!r} (clip: [low, high]; mean, std: from the fingerprint)")
+            raise InvalidArgumentError(
+                f"{missing[0]} is needed by scheme {self.scheme!r} (clip: [low, high]; mean, std: from the fingerprint)"
+            )
 
 
 @dataclass(kw_only=True)
@@ -125,7 +132,8 @@ class Preprocessing(Section):
     """
 
     orientation: str = setting(
-        "RAS", "an orientation code such as 'RAS' (three of R/L, A/P, S/I) or 'none'",
+        "RAS",
+        "an orientation code such as 'RAS' (three of R/L, A/P, S/I) or 'none'",
         lambda code: code.lower() == "none" or is_orientation_code(code),
     )
     target_spacing_mm: list[float] = required("three spacings > 0 in mm", lambda v: len(v) == 3 and min(v) > 0)
@@ -138,7 +146,9 @@ class Preprocessing(Section):
     crop: CropMode = "auto"
     crop_margin_voxels: int = bounded(2, 0)
     ct: bool | None = optional()
-    ct_channels: list[bool] | None = optional("a non-empty list of true/false, one per image channel", lambda v: len(v) > 0)
+    ct_channels: list[bool] | None = optional(
+        "a non-empty list of true/false, one per image channel", lambda v: len(v) > 0
+    )
     normalization: list[NormalizationScheme]
     cache_dtype: Literal["float32", "float16"] = "float32"
     class_locations_per_class: int = bounded(2000, 1)
@@ -146,10 +156,15 @@ class Preprocessing(Section):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.normalization:
-            raise ValueError("normalization lists no scheme; give one per image channel")
-        if self.ct_channels is not None and len(self.normalization) > 1 and len(self.ct_channels) != len(self.normalization):
-            raise ValueError(
-                f"ct_channels has {len(self.ct_channels)} entries but normalization has {len(self.normalization)} channels"
+            raise InvalidArgumentError("normalization lists no scheme; give one per image channel")
+        if (
+            self.ct_channels is not None
+            and len(self.normalization) > 1
+            and len(self.ct_channels) != len(self.normalization)
+        ):
+            raise InvalidArgumentError(
+                f"ct_channels has {len(self.ct_channels)} entries but normalization has "
+                f"{len(self.normalization)} channels"
             )
 
     def load_ct(self) -> bool | None | list[bool]:
@@ -176,7 +191,9 @@ class Configuration(Section):
         estimated_memory_gib, median_shape_voxels: what the planner estimated (informative).
     """
 
-    patch_size: list[int] = required("a list of 2 or 3 positive voxel counts", lambda v: len(v) in (2, 3) and min(v) > 0)
+    patch_size: list[int] = required(
+        "a list of 2 or 3 positive voxel counts", lambda v: len(v) in (2, 3) and min(v) > 0
+    )
     strides: list[list[int]]
     kernel_sizes: list[list[int]]
     estimated_memory_gib: float | None = optional()
@@ -191,7 +208,9 @@ class Configuration(Section):
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.strides) != len(self.kernel_sizes):
-            raise ValueError(f"strides has {len(self.strides)} stages but kernel_sizes has {len(self.kernel_sizes)}")
+            raise InvalidArgumentError(
+                f"strides has {len(self.strides)} stages but kernel_sizes has {len(self.kernel_sizes)}"
+            )
 
 
 @dataclass(kw_only=True)
@@ -221,7 +240,9 @@ class Plan(Section):
         """The configuration ``name`` (``"3d"``/``"2d"``); :class:`ConfigError` when the plan has none."""
         if name not in self.configurations:
             have = ", ".join(self.configurations) or "none"
-            raise ConfigError(f"the plan of {self.dataset.name or 'this dataset'} has no configuration {name!r} (have: {have})")
+            raise ConfigError(
+                f"the plan of {self.dataset.name or 'this dataset'} has no configuration {name!r} (have: {have})"
+            )
         return self.configurations[name]
 
 

@@ -66,7 +66,9 @@ class DataConfig(Section):
     preprocessing: str | None = None
     configuration: Literal["3d", "2d"] = "3d"
     augmentation: str = "default"
-    patch_size: list[int] | None = setting(None, "null or a list of positive voxel counts", lambda v: v is None or min(v) > 0)
+    patch_size: list[int] | None = setting(
+        None, "null or a list of positive voxel counts", lambda v: v is None or min(v) > 0
+    )
     batch_size: int | None = setting(None, "null or an integer >= 1", lambda v: v is None or v >= 1)
     foreground_ratio: float = bounded(1.0 / 3.0, 0.0, 1.0)
     class_balanced: bool = False
@@ -124,7 +126,9 @@ class LossConfig(Section):
 
     name: LossName = "dice_ce"
     include_background: bool = False
-    class_weights: tuple[float, ...] = setting((), "a list of weights >= 0 (one per class)", lambda v: min(v, default=0) >= 0)
+    class_weights: tuple[float, ...] = setting(
+        (), "a list of weights >= 0 (one per class)", lambda v: min(v, default=0) >= 0
+    )
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
     focal_gamma: float = 2.0
@@ -180,7 +184,9 @@ class ValidationConfig(Section):
 
     overlap: float = fraction(0.5)
     max_cases: int = bounded(0, 0)  # 0 = every validation case
-    mirror_axes: tuple[int, ...] = setting((), "a list of spatial axes among 0, 1, 2", lambda v: all(0 <= a <= 2 for a in v))
+    mirror_axes: tuple[int, ...] = setting(
+        (), "a list of spatial axes among 0, 1, 2", lambda v: all(0 <= a <= 2 for a in v)
+    )
 
 
 @dataclass

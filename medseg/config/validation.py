@@ -12,8 +12,9 @@ probability in [0, 1], got 1.5``); an unknown key gets a "did you mean" hint.
 Sections derive from :class:`Section`, whose ``__post_init__`` applies the same field rules
 to a section built in Python (``UNetConfig(dropout=2.0)`` raises
 :class:`~medseg.errors.InvalidArgumentError`, a ``ValueError``). A rule that involves several fields goes in the
-section's ``__post_init__`` (after ``super().__post_init__()``), raising ``ValueError`` with
-a message that starts with the field name; :func:`from_dict` puts the key path in front.
+section's ``__post_init__`` (after ``super().__post_init__()``), raising
+:class:`~medseg.errors.InvalidArgumentError` with a message that starts with the field name;
+:func:`from_dict` turns it into a :class:`~medseg.errors.ConfigError` with the key path in front.
 :func:`to_dict` gives the plain (JSON/YAML) form; fields made with :func:`optional` are left
 out of it while they are ``None``, so optional keys are written only when they say something.
 """
@@ -46,7 +47,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "", sou
     if unknown:
         names = ", ".join(_join(where, str(k)) + _did_you_mean(str(k), fields) for k in unknown)
         raise ConfigError(f"{prefix}unknown key(s) {names}; allowed: {', '.join(sorted(fields))}")
-    values = {name: _field_value(raw, hints[name], fields[name], _join(where, name), prefix) for name, raw in data.items()}
+    values = {
+        name: _field_value(raw, hints[name], fields[name], _join(where, name), prefix) for name, raw in data.items()
+    }
     missing = [
         name
         for name, f in fields.items()
@@ -113,7 +116,13 @@ def bounded(default: float, low: float = -math.inf, high: float = math.inf, noun
     """A :func:`setting` for a number with ``low <= value <= high``; errors say e.g. ``a probability
     in [0, 1]`` (``noun`` defaults to ``an integer`` or ``a number``, after the type of ``default``)."""
     noun = noun or ("an integer" if isinstance(default, int) else "a number")
-    limits = f"in [{low:g}, {high:g}]" if low > -math.inf and high < math.inf else f">= {low:g}" if low > -math.inf else f"<= {high:g}"
+    limits = (
+        f"in [{low:g}, {high:g}]"
+        if low > -math.inf and high < math.inf
+        else f">= {low:g}"
+        if low > -math.inf
+        else f"<= {high:g}"
+    )
     return setting(default, f"{noun} {limits}", lambda value: low <= value <= high)
 
 
@@ -225,7 +234,8 @@ def _convert(value: Any, annotation: Any, where: str, prefix: str) -> Any:
             raise ConfigError(f"{prefix}{where} must be a mapping, got {value!r}")
         key_type, value_type = args if args else (Any, Any)
         return {
-            _convert(k, key_type, where, prefix): _convert(v, value_type, f"{where}.{k}", prefix) for k, v in value.items()
+            _convert(k, key_type, where, prefix): _convert(v, value_type, f"{where}.{k}", prefix)
+            for k, v in value.items()
         }
     if annotation is bool:
         if not isinstance(value, bool):

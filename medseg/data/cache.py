@@ -118,7 +118,9 @@ def _case_json(meta: Mapping[str, Any], class_locations: Mapping[str, Any]) -> s
     return head[:-2] + ',\n  "class_locations": ' + locs + "\n}\n"
 
 
-def preprocess_case_to_cache(entry: CaseEntry, plan: Plan, cache_dir: str | Path, signature: str | None = None) -> dict[str, Any]:
+def preprocess_case_to_cache(
+    entry: CaseEntry, plan: Plan, cache_dir: str | Path, signature: str | None = None
+) -> dict[str, Any]:
     """Preprocess one case with the plan and write its files (see the module docstring).
 
     Returns a short summary (case id, shapes, seconds). Errors propagate (the caller names

@@ -264,7 +264,9 @@ def _normalization(fingerprint: Mapping[str, Any], manifest: Manifest, config: P
     return schemes
 
 
-def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig | Mapping[str, Any] | None = None) -> Plan:
+def make_plan(
+    fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig | Mapping[str, Any] | None = None
+) -> Plan:
     """Derive the plan (see the module docstring) from a dataset fingerprint and the
     preprocessing config (anything :func:`~medseg.data.config.load_preprocessing_config`
     takes; ``None`` for the defaults)."""

@@ -105,7 +105,9 @@ class PatchSampler:
         self.dims = len(self.patch_size)
         if self.dims == 2:
             if slice_axis is None:
-                raise InvalidArgumentError("PatchSampler: 2D patches need slice_axis (the plan's configurations.2d.slice_axis)")
+                raise InvalidArgumentError(
+                    "PatchSampler: 2D patches need slice_axis (the plan's configurations.2d.slice_axis)"
+                )
             self.slice_axis = int(slice_axis)
             self.in_plane = [a for a in range(3) if a != self.slice_axis]
             box = list(self.patch_size)

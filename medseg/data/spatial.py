@@ -27,7 +27,9 @@ def check_axcodes(code: str) -> str:
     """Validate a three-letter orientation code such as ``"RAS"`` or ``"LPS"`` (upper-cased)."""
     code = str(code).upper()
     if len(code) != 3 or any(c not in _WORLD_AXIS for c in code) or len({_WORLD_AXIS[c][0] for c in code}) != 3:
-        raise InvalidArgumentError(f"orientation: {code!r} is not an orientation code (three of R/L, A/P, S/I, e.g. 'RAS')")
+        raise InvalidArgumentError(
+            f"orientation: {code!r} is not an orientation code (three of R/L, A/P, S/I, e.g. 'RAS')"
+        )
     return code
 
 

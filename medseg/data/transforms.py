@@ -177,7 +177,9 @@ class LoadVolumed(MapTransform):
     def inverse(cls, array, record: Mapping[str, Any], context: InverseContext):
         """Nothing to undo: check that the restored prediction has the original shape."""
         if tuple(array.shape[1:]) != tuple(int(n) for n in record["shape"]):
-            raise GeometryError(f"restore_to_original: restored shape {tuple(array.shape[1:])} != original {tuple(record['shape'])}")
+            raise GeometryError(
+                f"restore_to_original: restored shape {tuple(array.shape[1:])} != original {tuple(record['shape'])}"
+            )
         return array
 
     def channel_ct(self, channel: int, n_channels: int, case_id: str = "<sample>") -> bool | None:
@@ -529,7 +531,12 @@ class Resampled(_RecordingTransform):
         z_axis = record.get("separate_z_axis")
         if context.kind == "probabilities":
             return resample_lib.resample_probabilities(array, shape_in, separate_z=z_axis)
-        return resample_lib.resample_label(array, shape_in, mode=context.label_interpolation, separate_z=z_axis, keep_all_classes=False)
+        return resample_lib.resample_label(
+            array, shape_in, mode=context.label_interpolation, separate_z=z_axis, keep_all_classes=False
+        )
+
+
+Scheme = NormalizationScheme | Mapping[str, Any]
 
 
 class NormalizeIntensityd(_RecordingTransform):
@@ -542,12 +549,7 @@ class NormalizeIntensityd(_RecordingTransform):
 
     STEP: ClassVar[str] = "normalize"
 
-    def __init__(
-        self,
-        keys=("image",),
-        schemes: Sequence[NormalizationScheme | Mapping[str, Any]] | NormalizationScheme | Mapping[str, Any] = ({"scheme": "zscore"},),
-        **kwargs,
-    ):
+    def __init__(self, keys=("image",), schemes: Sequence[Scheme] | Scheme = ({"scheme": "zscore"},), **kwargs):
         super().__init__(keys, label_keys=(), **kwargs)
         schemes = [schemes] if isinstance(schemes, (Mapping, NormalizationScheme)) else list(schemes)
         self.schemes = [intensity_lib.check_scheme(s, f"normalization[{i}]") for i, s in enumerate(schemes)]
@@ -561,7 +563,9 @@ class NormalizeIntensityd(_RecordingTransform):
             if array.ndim == 3:
                 array = array[None]
             if len(self.schemes) not in (1, array.shape[0]):
-                raise InvalidArgumentError(f"normalization: {len(self.schemes)} schemes for {array.shape[0]} image channels")
+                raise InvalidArgumentError(
+                    f"normalization: {len(self.schemes)} schemes for {array.shape[0]} image channels"
+                )
             for channel in range(array.shape[0]):
                 scheme = self.schemes[channel if len(self.schemes) > 1 else 0]
                 used.append({"key": str(key), "channel": channel, **intensity_lib.normalize(array[channel], scheme)})
@@ -608,7 +612,8 @@ class PadToSized(_RecordingTransform):
     @classmethod
     def inverse(cls, array, record: Mapping[str, Any], context: InverseContext):
         shape = array.shape[1:]
-        return array[(slice(None),) + tuple(slice(int(b), int(n) - int(a)) for (b, a), n in zip(record["widths"], shape))]
+        kept = tuple(slice(int(before), int(n) - int(after)) for (before, after), n in zip(record["widths"], shape))
+        return array[(slice(None), *kept)]
 
 
 #: The inverse of each recorded step, by the record's ``"step"`` (see the module docstring).

@@ -92,7 +92,9 @@ class Predictor:
         self.labels = run.label_names
         self.num_classes = run.num_classes
         self.configuration = run.spec.data.configuration
-        self.postprocess = run.spec.postprocess if postprocess is None else from_dict(PostprocessConfig, postprocess, "postprocess")
+        self.postprocess = (
+            run.spec.postprocess if postprocess is None else from_dict(PostprocessConfig, postprocess, "postprocess")
+        )
         device_kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device_kind == "cuda" and not torch.cuda.is_available():
             raise InvalidArgumentError("--device cuda was asked for but CUDA is not available")

@@ -80,7 +80,9 @@ def sliding_window_logits(
         raise InvalidArgumentError(f"overlap must be in [0, 1), got {overlap}")
     spatial = tuple(image.shape[2:])
     if len(spatial) != len(patch_size):
-        raise InvalidArgumentError(f"image has {len(spatial)} spatial axes, patch_size {tuple(patch_size)} has {len(patch_size)}")
+        raise InvalidArgumentError(
+            f"image has {len(spatial)} spatial axes, patch_size {tuple(patch_size)} has {len(patch_size)}"
+        )
     device = torch.device(device) if device is not None else image.device
     padded, crop = _pad_to(image, patch_size)
     padded_shape = tuple(padded.shape[2:])

@@ -51,10 +51,14 @@ def build_unet(
     kernel_sizes = [list(map(int, k)) for k in kernel_sizes]
     dims = len(strides[0])
     if dims not in (2, 3) or len(strides) != len(kernel_sizes) or len(strides) < 2:
-        raise InvalidArgumentError(f"strides {strides} and kernel_sizes {kernel_sizes} do not describe a 2D/3D U-Net of >= 2 stages")
+        raise InvalidArgumentError(
+            f"strides {strides} and kernel_sizes {kernel_sizes} do not describe a 2D/3D U-Net of >= 2 stages"
+        )
     heads = config.deep_supervision_heads if config.deep_supervision else 1
     if config.deep_supervision and heads > len(strides) - 2:
-        raise InvalidArgumentError(f"model.deep_supervision_heads must be 1..{len(strides) - 2} for {len(strides)} stages")
+        raise InvalidArgumentError(
+            f"model.deep_supervision_heads must be 1..{len(strides) - 2} for {len(strides)} stages"
+        )
     filters = stage_channels(len(strides), config.base_channels or base_channels, config.max_channels or max_channels)
     return DynUNet(
         spatial_dims=dims,

@@ -26,7 +26,8 @@ def build_loss(config: LossConfig, num_classes: int) -> nn.Module:
 
     if config.class_weights and len(config.class_weights) != num_classes:
         raise ConfigError(
-            f"loss.class_weights has {len(config.class_weights)} entries for {num_classes} classes (background included)"
+            f"loss.class_weights has {len(config.class_weights)} entries for {num_classes} classes "
+            "(background included)"
         )
     weight = torch.tensor(list(config.class_weights), dtype=torch.float32) if config.class_weights else None
     common = {"to_onehot_y": True, "softmax": True, "include_background": config.include_background}

@@ -150,7 +150,8 @@ def network_configuration(spec: RunSpec, plan: Plan) -> Configuration:
         patch = [int(p) for p in spec.data.patch_size]
         if len(patch) != len(configuration.patch_size):
             raise ConfigError(
-                f"data.patch_size {patch} needs {len(configuration.patch_size)} entries for the {spec.data.configuration} configuration"
+                f"data.patch_size {patch} needs {len(configuration.patch_size)} entries for the "
+                f"{spec.data.configuration} configuration"
             )
         strides, kernels = pool_and_kernels(configuration.spacing_mm, patch)
         factors = divisibility(strides)
@@ -202,7 +203,9 @@ def dice_per_label(prediction: np.ndarray, reference: np.ndarray, labels: dict[i
     return scores
 
 
-def make_validator(spec: RunSpec, network: Configuration, cases: list[Any], labels: dict[int, str], device: torch.device):
+def make_validator(
+    spec: RunSpec, network: Configuration, cases: list[Any], labels: dict[int, str], device: torch.device
+):
     """A validation function for :class:`Trainer`: mean Dice per label over ``cases``, plus a figure."""
     from medseg.models.sliding_window import predict_volume
 
@@ -284,7 +287,9 @@ def train(
     spec = inputs.spec
     device_kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_kind == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError("--device cuda was asked for but CUDA is not available (torch.cuda.is_available() is False)")
+        raise InvalidArgumentError(
+            "--device cuda was asked for but CUDA is not available (torch.cuda.is_available() is False)"
+        )
     context = init_distributed(device_kind)
     if device_kind == "cpu":  # leave one core per data worker; oversubscribed threads slow training down a lot
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.world_size - spec.data.workers))
@@ -300,7 +305,8 @@ def train(
             plan = load_cache_plan(spec.data.cache)
     split = fold_of(kfold_splits(manifest, spec.data.folds, spec.data.split_seed, spec.data.group_pattern), fold)
     computed_folds = given_splits(manifest) is None
-    if context.is_main and computed_folds and spec.data.group_pattern is None and (alike := suspected_same_patient(manifest)):
+    warn_groups = context.is_main and computed_folds and spec.data.group_pattern is None
+    if warn_groups and (alike := suspected_same_patient(manifest)):
         examples = "; ".join(", ".join(ids) for ids in alike[:3])
         log.warning(
             "%d cases look like several scans of one patient (%s%s) but have no group, so one patient may be in "
@@ -331,7 +337,8 @@ def train(
 
     torch.manual_seed(spec.train.seed)
     model = build_unet(
-        spec.model, in_channels, record.num_classes, network.strides, network.kernel_sizes, network.base_channels, network.max_channels
+        spec.model, in_channels, record.num_classes, network.strides, network.kernel_sizes,
+        network.base_channels, network.max_channels,
     )
     loss = build_loss(spec.loss, record.num_classes)
     if spec.model.deep_supervision:
