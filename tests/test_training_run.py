@@ -56,6 +56,8 @@ def test_training_reduces_the_loss(tmp_path, kind, configuration, patch):
     assert state["config"]["settings"]["patch_size"] == patch
     for name in ("config.yaml", "plan.json", "splits.json", "checkpoint_latest.pt"):
         assert (run_dir / name).exists()
+    cache = Path(load_training_config(config).spec.data.cache)
+    assert (run_dir / "plan.json").read_text() == (cache / "plan.json").read_text()  # one plan format, one writer
     held_out = load_manifest(run_dir / "validation.csv")  # the fold's held-out cases, for predict/evaluate
     assert [case.case_id for case in held_out] == json.loads((run_dir / "splits.json").read_text())["val"]
     assert all(case.image.is_file() and case.label.is_file() for case in held_out)

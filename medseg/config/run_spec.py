@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 
 from medseg.config.plan import Configuration, Plan
 from medseg.config.validation import Section, bounded, fraction, from_dict, positive, required, setting, to_dict
+from medseg.errors import ConfigError
 
 
 def _regular_expression(pattern: str) -> bool:
@@ -263,8 +264,6 @@ class TrainedRun(Section):
         """Read :meth:`to_checkpoint`'s form back (also from checkpoints of earlier medseg versions,
         which store the same keys); ``source`` (the checkpoint's path) names the file in errors."""
         if not isinstance(saved, dict) or "plan" not in saved:
-            from medseg.errors import ConfigError
-
             raise ConfigError(f"{source}: not a checkpoint written by `medseg train` (no plan inside)")
         stored = {stored: name for name, stored in _CHECKPOINT_KEYS.items()}
         return from_dict(cls, {stored.get(key, key): value for key, value in saved.items()}, source=source)
