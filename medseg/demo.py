@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from medseg.errors import MedsegError
+from medseg.errors import InvalidArgumentError, MedsegError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
     from medseg.training.run import train
 
     if (kind, preset) not in PRESETS:
-        raise ValueError(f"no demo preset {preset!r} for {kind!r}; presets: default, long, smoke")
+        raise InvalidArgumentError(f"no demo preset {preset!r} for {kind!r}; presets: default, long, smoke")
     settings = PRESETS[(kind, preset)]
     out = Path(out_dir).expanduser().resolve()
     if out.exists():  # replace an earlier (possibly interrupted) demo, never anything else

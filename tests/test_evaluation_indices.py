@@ -17,7 +17,6 @@ from conftest import shared_path
 from medseg.cli.main import main
 from medseg.common.cardiac_phases import cardiac_phase
 from medseg.errors import ConfigError, InvalidArgumentError
-from medseg.evaluation.comparison import paired_statistics
 from medseg.evaluation.indices import (
     DEFAULT_ROLES,
     INDEX_UNITS,
@@ -27,6 +26,7 @@ from medseg.evaluation.indices import (
     quantify,
     subject_indices,
 )
+from medseg.evaluation.statistics import paired_statistics
 
 CARDIAC = parse_roles("cardiac")
 AFFINE = np.diag([1.5, 1.5, 10.0, 1.0])  # 0.0225 ml per voxel

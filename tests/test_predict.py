@@ -43,7 +43,7 @@ def oracle(predictor: Predictor, image_path: Path, label_path: Path):
     """Make the predictor's network 'perfect': logits are the one-hot preprocessed reference."""
 
     def logits(image: torch.Tensor) -> torch.Tensor:
-        sample = preprocess_case(image_path, predictor.plan["preprocessing"], label=label_path)
+        sample = preprocess_case(image_path, predictor.plan.preprocessing, label=label_path)
         label = torch.as_tensor(np.asarray(sample["label"][0]), dtype=torch.long)
         assert label.shape == image.shape[1:]
         return torch.nn.functional.one_hot(label, predictor.num_classes).permute(3, 0, 1, 2).float() * 20

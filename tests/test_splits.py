@@ -5,7 +5,7 @@ from conftest import PROJECT_ROOT
 
 from medseg.data.manifest import CaseEntry, Manifest, load_manifest
 from medseg.data.splits import case_group, fold_of, given_splits, kfold_splits, suspected_same_patient
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InvalidArgumentError
 
 
 def _manifest(cases):
@@ -31,7 +31,7 @@ def test_explicit_folds_and_splits():
     split = [CaseEntry("a", (PROJECT_ROOT,), split="train"), CaseEntry("b", (PROJECT_ROOT,), split="val"),
              CaseEntry("t", (PROJECT_ROOT,), split="test")]
     assert kfold_splits(_manifest(split)) == [{"train": ["a"], "val": ["b"]}]
-    with pytest.raises(ConfigError, match="fold 3 does not exist"):
+    with pytest.raises(InvalidArgumentError, match="fold 3 does not exist"):
         fold_of(kfold_splits(_manifest(folds)), 3)
 
 

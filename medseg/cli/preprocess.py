@@ -20,9 +20,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from medseg.config.plan import load_plan
     from medseg.data.cache import preprocess_dataset
     from medseg.data.manifest import load_manifest
-    from medseg.data.planning import load_plan
     from medseg.io import ensure_writable_folder
 
     manifest = load_manifest(args.manifest)

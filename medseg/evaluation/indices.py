@@ -42,7 +42,7 @@ lung are NaN with the same flag. An absent tumour is volume 0 flagged ``tumour_a
 **Agreement** (:func:`agreement_table`), per index over the subjects where both sides are numbers: n, the mean of
 each side, the bias (mean of prediction - reference), the SD of the differences, the 95 % limits of agreement
 (bias -+ 1.96 SD), Pearson's r and the two-sided p-value of the paired t-test
-(:func:`medseg.evaluation.comparison.paired_statistics`, the same statistics as ``medseg evaluate compare``; its
+(:func:`medseg.evaluation.statistics.paired_statistics`, the same statistics as ``medseg evaluate compare``; its
 Wilcoxon test is left out here, since importing ``scipy.stats`` would cost more than the indices themselves).
 """
 
@@ -313,7 +313,7 @@ def agreement_table(paired: list[dict]) -> list[dict]:
     """Per index (in first-seen order), the agreement of prediction with reference (:data:`AGREEMENT_COLUMNS`;
     see the module docstring); ``n_flagged`` counts the subjects with a flag on either side (their numeric values
     are used, their NaN ones not)."""
-    from medseg.evaluation.comparison import paired_statistics
+    from medseg.evaluation.statistics import paired_statistics
 
     table = []
     for index in dict.fromkeys(r["index"] for r in paired):

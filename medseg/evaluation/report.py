@@ -282,7 +282,7 @@ def bland_altman_axes(ax, a: np.ndarray, b: np.ndarray, title: str, unit: str, d
     the differences), each named in the legend. ``unit`` is printed on both axes, ``difference``
     names the difference on the y-axis (e.g. ``"prediction - reference"``). Empty inputs draw
     empty axes; one pair has limits equal to the bias."""
-    from medseg.evaluation.comparison import paired_statistics
+    from medseg.evaluation.statistics import paired_statistics
 
     mean, diff = (a + b) / 2.0, b - a
     ax.axhline(0.0, color="lightgrey", lw=0.8)
@@ -304,7 +304,7 @@ def bland_altman_axes(ax, a: np.ndarray, b: np.ndarray, title: str, unit: str, d
 
 def _correlation_axes(ax, ref: np.ndarray, pred: np.ndarray, label: str, quantity: str = "volume (ml)") -> None:
     """Prediction against reference with the identity line; the title gives Pearson's r."""
-    from medseg.evaluation.comparison import paired_statistics
+    from medseg.evaluation.statistics import paired_statistics
 
     ax.scatter(ref, pred, s=12, alpha=0.7)
     if ref.size:

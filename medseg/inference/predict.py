@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from medseg.common.progress import progress_bar
-from medseg.errors import MedsegError
+from medseg.errors import InvalidArgumentError, MedsegError
 from medseg.io import Volume, save_volume, spacing_from_affine
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,10 @@ class Predictor:
             :meth:`mirroring_note` says which axes that is.
         batch_size: windows per forward pass (default: the run's training batch size).
         postprocess: a ``postprocess`` section (dict) overriding the run's.
+
+    Attributes:
+        run: what the checkpoint records about its run (:class:`~medseg.config.run_spec.TrainedRun`:
+            run spec, plan, network trained, labels).
     """
 
     def __init__(
@@ -77,45 +81,42 @@ class Predictor:
         postprocess: dict[str, Any] | None = None,
     ) -> None:
         from medseg.config import from_dict
-        from medseg.inference.postprocess import PostprocessConfig
-        from medseg.models import UNetConfig, build_unet
-        from medseg.training.checkpoint import load_checkpoint
+        from medseg.config.run_spec import PostprocessConfig, TrainedRun
+        from medseg.models import build_unet
+        from medseg.models.checkpoint import load_checkpoint
 
         self.checkpoint = resolve_checkpoint(model)
         state = load_checkpoint(self.checkpoint)
-        saved = state["config"]
-        if not isinstance(saved, dict) or "plan" not in saved:
-            raise MedsegError(f"{self.checkpoint}: not a checkpoint written by `medseg train` (no plan inside)")
-        self.plan = saved["plan"]
-        self.settings = saved["settings"]
-        self.labels = {int(k): v for k, v in saved["labels"].items()}
-        self.num_classes = max(self.labels) + 1
-        training = saved["config"]
-        self.configuration = training["data"]["configuration"]
-        self.postprocess = from_dict(PostprocessConfig, postprocess if postprocess is not None else training.get("postprocess"), "postprocess")
+        self.run = run = TrainedRun.from_checkpoint(state.get("config"), source=str(self.checkpoint))
+        self.plan, self.network = run.plan, run.network
+        self.labels = run.label_names
+        self.num_classes = run.num_classes
+        self.configuration = run.spec.data.configuration
+        self.postprocess = (
+            run.spec.postprocess if postprocess is None else from_dict(PostprocessConfig, postprocess, "postprocess")
+        )
         device_kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device_kind == "cuda" and not torch.cuda.is_available():
-            raise MedsegError("--device cuda was asked for but CUDA is not available")
+            raise InvalidArgumentError("--device cuda was asked for but CUDA is not available")
         self.device = torch.device(device_kind)
-        self.overlap = training["validation"]["overlap"] if overlap is None else overlap
-        self.batch_size = batch_size or max(2, int(self.settings["batch_size"]))
-        self.in_channels = int(saved["in_channels"])
-        names = [str(name) for name in self.plan.get("dataset", {}).get("channel_names", {}).values()]
+        self.overlap = run.spec.validation.overlap if overlap is None else overlap
+        self.batch_size = batch_size or max(2, self.network.batch_size)
+        self.in_channels = run.in_channels
+        names = [str(name) for name in self.plan.dataset.channel_names.values()]
         self.channel_names = (names + ["?"] * self.in_channels)[: self.in_channels]
-        model_config = from_dict(UNetConfig, training["model"], "model")
         self.model = build_unet(
-            model_config, self.in_channels, self.num_classes, self.settings["strides"], self.settings["kernel_sizes"],
-            self.settings.get("base_channels", 32), self.settings.get("max_channels", 320),
+            run.spec.model, self.in_channels, self.num_classes, self.network.strides, self.network.kernel_sizes,
+            self.network.base_channels, self.network.max_channels,
         )
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
-        self.slice_axis = int(self.settings.get("slice_axis", 2))
+        self.slice_axis = 2 if self.network.slice_axis is None else self.network.slice_axis
         self.tta = tta
-        self.mirror_axes = [int(a) for a in saved.get("mirror_axes", [])] if tta else []
+        self.mirror_axes = list(run.mirror_axes) if tta else []
 
     def mirroring_note(self) -> str | None:
         """One line saying what ``tta`` does with this run (see :func:`mirroring_note`); ``None`` without ``tta``."""
-        return mirroring_note(self.tta, self.mirror_axes, self.plan.get("preprocessing", {}).get("orientation", "RAS"))
+        return mirroring_note(self.tta, self.mirror_axes, self.plan.preprocessing.orientation)
 
     @torch.no_grad()
     def predict(
@@ -142,7 +143,7 @@ class Predictor:
                 f"{name}: the model takes {self.in_channels} channel(s) ({', '.join(self.channel_names)}), got {len(channels)}; "
                 "give one file per channel (nnU-Net names <case>_0000, <case>_0001, ... or a manifest)"
             )
-        sample = preprocess_case(channels, self.plan["preprocessing"], case_id=case_id)
+        sample = preprocess_case(channels, self.plan.preprocessing, case_id=case_id)
         tensor = torch.as_tensor(np.ascontiguousarray(sample["image"]), dtype=torch.float32)
         logits = self._logits(tensor)
         probabilities = torch.softmax(logits, dim=0)
@@ -163,7 +164,7 @@ class Predictor:
         def run(output_device: torch.device) -> torch.Tensor:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 return predict_volume(
-                    self.model, image, self.settings["patch_size"], self.num_classes,
+                    self.model, image, self.network.patch_size, self.num_classes,
                     mirror_axes=self.mirror_axes, slice_axis=self.slice_axis, overlap=self.overlap,
                     batch_size=self.batch_size, device=self.device, output_device=output_device,
                 )

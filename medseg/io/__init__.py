@@ -3,11 +3,14 @@
 See :mod:`medseg.io.volume` for the axis and coordinate convention used everywhere.
 :func:`load_volume` reads everything; two faster readers do less: :func:`read_grid` (shape
 and affine from the header alone) and :func:`read_label_map` (label maps, NIfTI viewed in place).
-:func:`atomic_path` / :func:`atomic_write_text` replace a file atomically with the usual permissions.
+:func:`atomic_path` / :func:`atomic_write_text` / :func:`atomic_save_npy` replace a file atomically with the usual
+permissions; :func:`atomic_directory` does the same for a whole folder.
 """
 
 from medseg.io.atomic import (
+    atomic_directory,
     atomic_path,
+    atomic_save_npy,
     atomic_write_text,
     default_file_mode,
     ensure_writable_file,
@@ -31,7 +34,9 @@ __all__ = [
     "AIR_FLOOR_HU",
     "FileGrid",
     "Volume",
+    "atomic_directory",
     "atomic_path",
+    "atomic_save_npy",
     "atomic_write_text",
     "ensure_writable_file",
     "ensure_writable_folder",

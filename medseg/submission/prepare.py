@@ -22,14 +22,14 @@ import numpy as np
 from medseg.common.progress import progress_bar
 from medseg.errors import MedsegError
 from medseg.evaluation.metrics_table import read_metrics_csv
-from medseg.io import FileGrid, Volume, load_volume, read_grid, save_volume
+from medseg.io import FileGrid, Volume, atomic_directory, load_volume, read_grid, save_volume
 from medseg.submission.cases import ImageCase, align_to_grid, discover_images, match_predictions
 from medseg.submission.check import DEFAULT_ATOL_MM, CheckReport, check_submission, effective_allowed_labels
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import METRICS_JSON_NAME, RLE_CSV_NAME, SubmissionFormat, get_format
 from medseg.submission.labels import parse_label_map, remap_labels
 from medseg.submission.metrics_json import write_metrics_json
-from medseg.submission.package import atomic_directory, check_output_folder, write_submission_zip
+from medseg.submission.package import check_output_folder, write_submission_zip
 from medseg.submission.rle import slice_image_id, volume_rle_rows
 
 log = logging.getLogger(__name__)
