@@ -72,7 +72,7 @@ def read_dataset_json_labels(path: str | Path) -> dict[int, str]:
     if path.is_dir():
         path = path / "dataset.json"
     try:
-        content = json.loads(path.read_text())
+        content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such dataset.json") from None
     except (OSError, ValueError) as exc:

@@ -256,7 +256,7 @@ def load_plan(plan: str | Path | dict[str, Any] | Plan) -> Plan:
         return from_dict(Plan, plan, source="<plan>")
     path = Path(plan).expanduser()
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: plan file not found (make one with `medseg plan`)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -207,7 +207,7 @@ def is_cached(cache_dir: str | Path, case_id: str, signature: str) -> bool:
     if not files["meta"].exists() or not files["image"].exists():
         return False
     try:
-        meta = json.loads(files["meta"].read_text())
+        meta = json.loads(files["meta"].read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
     if meta.get("input_signature") != signature:
@@ -393,7 +393,7 @@ def open_cache(cache_dir: str | Path, case_ids: Sequence[str] | None = None) -> 
         if path.name in ("plan.json", "summary.json", "failed.json"):
             continue
         try:
-            meta = json.loads(path.read_text())
+            meta = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: unreadable cached case JSON ({exc})") from None
         if "case_id" in meta and (cache_dir / meta.get("image_file", "")).exists():

@@ -134,7 +134,7 @@ def _parse_labels(raw: object, source: Path) -> dict[str, int]:
 
 def _load_dataset_json(path: Path) -> Manifest:
     try:
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(spec, dict):
@@ -174,7 +174,7 @@ def _load_dataset_json(path: Path) -> Manifest:
 
 def _load_csv(path: Path) -> Manifest:
     meta: dict[str, str] = {}
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     body, body_line_numbers = [], []
     for number, line in enumerate(lines, 1):
         if line.startswith("#"):
@@ -355,7 +355,7 @@ def _load_phantom_yaml(path: Path) -> Manifest:
     import yaml
 
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     phantom = spec.get("phantom")

@@ -540,7 +540,7 @@ def _write_regions(path: Path, outcomes: list[CaseOutcome]) -> None:
     if not entries:
         return
     columns = ["case", "label", "anchor", "axis", "reference_first", "reference_last", "base_end", "base_rule", "base", "middle", "apex"]
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for info in entries:

@@ -86,7 +86,7 @@ def write_comparison(path_a: str | Path, path_b: str | Path, out_dir: str | Path
         lines += ["", "![Bland-Altman](bland_altman.png)"]
     else:  # never an earlier comparison's figure beside this one
         (out / "bland_altman.png").unlink(missing_ok=True)
-    written["markdown"].write_text("\n".join(lines) + "\n")
+    written["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     return written
 
 

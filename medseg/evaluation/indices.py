@@ -372,7 +372,7 @@ def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...]) -> Path:
     """Write ``rows`` as CSV with ``columns`` (NaN as ``nan``; floats in full precision), atomically."""
     from medseg.io import atomic_path
 
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         writer.writerows([_text(row[c]) for c in columns] for row in rows)

@@ -49,7 +49,7 @@ class MetricsWriter:
     def __init__(self, path: str | Path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(path, "w", newline="")
+        self.handle = open(path, "w", newline="", encoding="utf-8")
         self.writer = csv.writer(self.handle)
         self.writer.writerow(COLUMNS)
         self.handle.flush()
@@ -64,7 +64,7 @@ class MetricsWriter:
 
 def write_metrics_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write ``rows`` (dicts with the :data:`COLUMNS` keys) as ``metrics.csv``, replacing ``path`` atomically."""
-    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         writer.writerows(_cells(row) for row in rows)
@@ -83,7 +83,7 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
             first problems are listed with their line numbers.
     """
     path = Path(path).expanduser()
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in COLUMNS if c != "flag" and c not in (reader.fieldnames or [])]
         if missing:

@@ -44,7 +44,7 @@ def write_report(out: Path, run, summary: dict[str, Any], worst: list[tuple[floa
             lines += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
     lines += _definitions_section()
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 

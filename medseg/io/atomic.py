@@ -58,12 +58,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through :func:`atomic_path` (same guarantees: old or new content,
     never partial; permissions 0666 minus the umask; the parent folder is created if missing).
 
-    Encoding and newline translation are ``open(path, "w")``'s defaults. Empty ``text`` writes an
-    empty file. Returns ``path`` as a :class:`~pathlib.Path`.
+    Encoded as UTF-8 whatever the locale (manifests, JSON and CSV files travel between machines); newlines
+    are ``open``'s default translation. Empty ``text`` writes an empty file. Returns ``path`` as a
+    :class:`~pathlib.Path`.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as stream:
+        with open(tmp, "w", encoding="utf-8") as stream:
             stream.write(text)
     return path
 

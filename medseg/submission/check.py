@@ -246,7 +246,7 @@ def _check_manifest(fmt: SubmissionFormat, folder: Path, report: CheckReport) ->
         report.add(None, f"no {MANIFEST_NAME} in the zip (not made by medseg submit --zip); file hashes not verified", "warning")
         return
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         report.add(None, f"{MANIFEST_NAME}: not valid JSON ({exc})")
         return
@@ -305,7 +305,7 @@ def _check_folder(
         report.add(None, f"all {len(found)} submitted case(s) are empty (all background)")
     if METRICS_JSON_NAME in fmt.fixed_files and METRICS_JSON_NAME in files:
         try:
-            content = json.loads((folder / METRICS_JSON_NAME).read_text())
+            content = json.loads((folder / METRICS_JSON_NAME).read_text(encoding="utf-8"))
         except ValueError as exc:
             report.add(None, f"{METRICS_JSON_NAME}: not valid JSON ({exc})")
         else:

@@ -46,7 +46,7 @@ def parse_label_map(spec: str | Path | dict | None) -> dict[int, int]:
 
 def _read_mapping_file(path: Path) -> dict:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the label map ({exc.strerror or exc})") from None
     try:

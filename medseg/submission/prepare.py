@@ -224,7 +224,7 @@ def _rle_classes(prepared: list[PreparedCase], allowed: frozenset[int] | None) -
 
 def _write_rle_csv(path: Path, rows: dict[str, list[tuple]], cases: dict[str, PreparedCase], classes: list[int] | None) -> None:
     """Write ``ImageId,EncodedPixels`` or, with ``classes``, ``ImageId,ClassId,EncodedPixels`` (every slice x class)."""
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         if classes is None:
             writer.writerow(["ImageId", "EncodedPixels"])

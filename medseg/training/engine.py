@@ -292,7 +292,7 @@ def _tensorboard_tag(key: str) -> str:
 def _read_csv(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    with path.open() as stream:
+    with path.open(encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
 
 
@@ -301,7 +301,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as stream:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

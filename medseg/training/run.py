@@ -123,7 +123,7 @@ def prepare_cache(inputs: TrainingInputs, manifest: Manifest | None = None, prog
     previous = cache / "planned_from.json"
     if data.plan:
         plan = load_plan(data.plan)
-    elif (cache / "plan.json").exists() and (not previous.exists() or json.loads(previous.read_text()) == planned_from):
+    elif (cache / "plan.json").exists() and (not previous.exists() or json.loads(previous.read_text(encoding="utf-8")) == planned_from):
         plan = load_plan(cache / "plan.json")
     else:
         again = " again (manifest or preprocessing settings changed)" if (cache / "plan.json").exists() else ""
