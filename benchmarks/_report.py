@@ -32,7 +32,10 @@ def time_call(function: Callable[[], Any], repeats: int = 3) -> tuple[float, Any
 def machine() -> dict[str, Any]:
     import os
 
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
+    return {
+        "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+        "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],  # other jobs on a shared machine
+    }  # fmt: skip
 
 
 def write_results(name: str, figures: dict[str, Any], table_markdown: str) -> None:

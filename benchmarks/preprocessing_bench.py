@@ -321,7 +321,7 @@ _MEMORY_CHILD = r"""
 import json, sys, time
 from medseg.data.cache import preprocess_dataset
 from medseg.data.manifest import load_manifest
-from medseg.data.planning import load_plan
+from medseg.config.plan import load_plan
 start = time.perf_counter()
 report = preprocess_dataset(load_manifest(sys.argv[1]), load_plan(sys.argv[2]), sys.argv[3], overwrite=True)
 assert report.ok, report.failed
@@ -338,8 +338,9 @@ print(json.dumps({"max_rss_kib": int(hwm)}))
 
 
 def bench_memory(workdir: Path, slices: int = 600) -> dict:
+    from medseg.config.plan import save_plan
     from medseg.data.manifest import load_manifest
-    from medseg.data.planning import make_plan, save_plan
+    from medseg.data.planning import make_plan
     from medseg.io import Volume, load_volume, save_volume
 
     volume = load_volume(LIDC)
@@ -371,7 +372,11 @@ def bench_memory(workdir: Path, slices: int = 600) -> dict:
         if child.returncode != 0:
             raise RuntimeError(child.stderr[-2000:])
         measured = json.loads(child.stdout.strip().splitlines()[-1])
-        results[name] = {"peak_rss_gib": measured["max_rss_kib"] / 2**20, "seconds": measured["seconds"], "target_spacing_mm": plan["preprocessing"]["target_spacing_mm"]}
+        results[name] = {
+            "peak_rss_gib": measured["max_rss_kib"] / 2**20,
+            "seconds": measured["seconds"],
+            "target_spacing_mm": plan.preprocessing.target_spacing_mm,
+        }
     return results
 
 

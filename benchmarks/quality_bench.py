@@ -131,7 +131,7 @@ def dataset_facts(name: str, config_path: Path) -> dict[str, Any]:
     from medseg.training.run import load_training_config
 
     spec = DATASETS[name]
-    config, _ = load_training_config(config_path)
+    config = load_training_config(config_path).spec
     manifest = load_manifest(spec["manifest"])
     splits = kfold_splits(manifest, config.data.folds, config.data.split_seed, config.data.group_pattern)
     fold_of_case = {case: k for k, split in enumerate(splits) for case in split["val"]}
@@ -217,12 +217,14 @@ def write_held_out(facts: dict[str, Any], case_ids: list[str], path: Path) -> No
 
 def medseg_network(facts: dict[str, Any], config: Path) -> dict[str, Any]:
     """The network medseg trains with this config (patch, batch, strides, kernels, feature maps)."""
+    from medseg.config import to_dict
     from medseg.models import stage_channels
-    from medseg.training.run import load_training_config, network_settings, prepare_cache
+    from medseg.training.run import load_training_config, network_configuration, prepare_cache
 
-    training, _ = load_training_config(config)
-    settings = network_settings(training, prepare_cache(training, progress=False))
-    settings["features"] = stage_channels(len(settings["strides"]), settings["base_channels"], settings["max_channels"])
+    inputs = load_training_config(config)
+    network = network_configuration(inputs.spec, prepare_cache(inputs, progress=False))
+    settings = to_dict(network)
+    settings["features"] = stage_channels(len(network.strides), network.base_channels, network.max_channels)
     return settings
 
 

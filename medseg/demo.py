@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from medseg.errors import MedsegError
+from medseg.errors import InvalidArgumentError, MedsegError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
     from medseg.training.run import train
 
     if (kind, preset) not in PRESETS:
-        raise ValueError(f"no demo preset {preset!r} for {kind!r}; presets: default, long, smoke")
+        raise InvalidArgumentError(f"no demo preset {preset!r} for {kind!r}; presets: default, long, smoke")
     settings = PRESETS[(kind, preset)]
     out = Path(out_dir).expanduser().resolve()
     if out.exists():  # replace an earlier (possibly interrupted) demo, never anything else
@@ -96,7 +96,8 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
             raise MedsegError(f"{out}: exists and is not an earlier demo folder; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / ".medseg-demo").write_text("written by medseg demo; the folder is replaced by the next demo run\n")
+    marker = "written by medseg demo; the folder is replaced by the next demo run\n"
+    (out / ".medseg-demo").write_text(marker, encoding="utf-8")
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -109,8 +110,8 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
     ids = case_ids(kind, n_cases)
     splits = ["train"] * settings.n_train + ["val"] * settings.n_val + ["test"] * settings.n_test
     _write_manifest(out / "manifest.csv", kind, ids, splits)
-    (out / "config.yaml").write_text(yaml.safe_dump(demo_config(settings), sort_keys=False))
-    (out / "augmentation.yaml").write_text(yaml.safe_dump({"spatial": {"flip": {"p": 0.5, "axes": [1, 2]}}}))
+    (out / "config.yaml").write_text(yaml.safe_dump(demo_config(settings), sort_keys=False), encoding="utf-8")
+    (out / "augmentation.yaml").write_text(yaml.safe_dump({"spatial": {"flip": {"p": 0.5, "axes": [1, 2]}}}), encoding="utf-8")
     timings["phantoms_s"] = time.perf_counter() - started
 
     say(f"2/4 planning, preprocessing and training a {settings.configuration.upper()} U-Net "
@@ -150,7 +151,7 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
         "report": str(out / "evaluation" / "report.md"),
         "tensorboard": str(run_dir / "tensorboard"),
     }
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return {**summary, "table": table}
 
 

@@ -149,7 +149,7 @@ def test_segment_cli_output_is_scored_by_medseg_evaluate(tmp_path, phantom_cases
 
     status = main([
         "evaluate", "--pred", str(tmp_path / "preds"), "--ref", str(tmp_path / "refs"), "--out", str(tmp_path / "eval"),
-        "--labels", "1,2", "--metrics", "dice,hd95", "--no-report", "--no-progress",
+        "--labels", "1,2", "--metrics", "dice,hd95", "--no-report", "--quiet",
     ])  # fmt: skip
     assert status == 0
     with open(tmp_path / "eval" / "metrics.csv", newline="") as handle:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from data_synthetic import write_dataset
 
-from medseg.data.cache import atomic_save_npy, input_signature, open_cache, preprocess_dataset
+from medseg.config.plan import save_plan
+from medseg.data.cache import input_signature, open_cache, preprocess_dataset
 from medseg.data.manifest import load_manifest
-from medseg.data.planning import plan_dataset, save_plan
+from medseg.data.planning import plan_dataset
 from medseg.data.restore import restore_to_original
-from medseg.io import atomic_write_text, load_volume
+from medseg.io import atomic_save_npy, atomic_write_text, load_volume
 
 
 @pytest.fixture()
@@ -57,8 +59,7 @@ def test_second_run_skips_and_changed_inputs_or_plan_are_redone(dataset):
     os.utime(touched.image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     redo = preprocess_dataset(manifest, plan, cache_dir)
     assert redo.done == [touched.case_id] and len(redo.skipped) == 3
-    changed = json.loads(json.dumps(plan))
-    changed["preprocessing"]["target_spacing_mm"] = [1.5, 1.5, 3.0]
+    changed = replace(plan, preprocessing=replace(plan.preprocessing, target_spacing_mm=[1.5, 1.5, 3.0]))
     assert input_signature(touched, changed) != input_signature(touched, plan)
     assert len(preprocess_dataset(manifest, changed, cache_dir).done) == 4
     assert open_cache(cache_dir)[0].spacing_mm[2] == pytest.approx(3.0, rel=0.05)

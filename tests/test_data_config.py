@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from medseg.config import to_dict
+from medseg.config.plan import load_plan
 from medseg.data.config import (
     AugmentationConfig,
     IntensityAugmentation,
@@ -15,7 +16,6 @@ from medseg.data.config import (
     load_augmentation_config,
     load_preprocessing_config,
 )
-from medseg.data.planning import load_plan
 from medseg.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -97,7 +97,7 @@ def test_yaml_file_errors_name_the_file(tmp_path):
 def test_plan_validation_names_the_missing_key(tmp_path):
     with pytest.raises(ConfigError, match="plan file not found"):
         load_plan(tmp_path / "nope.json")
-    with pytest.raises(ConfigError, match="preprocessing.target_spacing_mm: missing"):
+    with pytest.raises(ConfigError, match=r"missing required key\(s\) preprocessing.target_spacing_mm"):
         load_plan({"preprocessing": {"orientation": "RAS", "normalization": [], "crop": "auto", "image_interpolation": "linear", "label_interpolation": "nearest"}})
     plan = {
         "preprocessing": {
@@ -114,7 +114,8 @@ def test_plan_validation_names_the_missing_key(tmp_path):
 
 
 def test_a_config_built_in_python_is_validated_too():
-    from medseg.data.config import PreprocessingConfig, load_preprocessing_config
+    from medseg.data.config import PreprocessingConfig
+    from medseg.errors import InvalidArgumentError
 
-    with pytest.raises(ConfigError, match="crop"):
-        load_preprocessing_config(PreprocessingConfig(crop="bogus"))
+    with pytest.raises(InvalidArgumentError, match="crop must be one of"):
+        PreprocessingConfig(crop="bogus")

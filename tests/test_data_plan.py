@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from data_synthetic import write_dataset
 
+from medseg.config import from_dict, to_dict
+from medseg.config.plan import load_plan
 from medseg.data.fingerprint import dataset_fingerprint
 from medseg.data.manifest import load_manifest
 from medseg.data.planning import (
     divisibility,
     estimate_unet_memory_gib,
-    load_plan,
     make_plan,
     plan_dataset,
     pool_and_kernels,
@@ -54,21 +56,23 @@ def test_fingerprint_spacings_shapes_intensities_and_classes(ct_manifest, ct_fin
 
 def test_ct_plan_uses_median_spacing_and_ct_normalisation(ct_manifest, ct_fingerprint):
     plan = make_plan(ct_fingerprint, ct_manifest)
-    pre = plan["preprocessing"]
-    assert pre["target_spacing_mm"] == ct_fingerprint["spacing_mm"]["median"]
-    assert pre["orientation"] == "RAS" and pre["ct"] is True and pre["anisotropic"] is False
-    norm = pre["normalization"][0]
-    assert norm["scheme"] == "ct"
-    assert norm["clip"] == [ct_fingerprint["intensity_foreground"][0]["percentile_00_5"], ct_fingerprint["intensity_foreground"][0]["percentile_99_5"]]
+    pre = plan.preprocessing
+    assert pre.target_spacing_mm == ct_fingerprint["spacing_mm"]["median"]
+    assert pre.orientation == "RAS" and pre.ct is True and pre.anisotropic is False
+    norm = pre.normalization[0]
+    assert norm.scheme == "ct"
+    foreground = ct_fingerprint["intensity_foreground"][0]
+    assert norm.clip == [foreground["percentile_00_5"], foreground["percentile_99_5"]]
     for name in ("3d", "2d"):
-        cfg = plan["configurations"][name]
-        factors = divisibility(cfg["strides"])
-        assert all(p % f == 0 for p, f in zip(cfg["patch_size"], factors))
-        assert cfg["estimated_memory_gib"] <= 8.0 and cfg["batch_size"] >= 2
-    assert "ct_channels" not in pre and "ct_channels" not in plan["fingerprint"]  # single channel: the one flag, as before
+        cfg = plan.configurations[name]
+        factors = divisibility(cfg.strides)
+        assert all(p % f == 0 for p, f in zip(cfg.patch_size, factors))
+        assert cfg.estimated_memory_gib <= 8.0 and cfg.batch_size >= 2
+    plain = to_dict(plan)  # single channel: the one flag, as before
+    assert "ct_channels" not in plain["preprocessing"] and "ct_channels" not in plan.fingerprint
     window = make_plan(ct_fingerprint, ct_manifest, {"ct_clip": [-1000, 400]})
-    assert window["preprocessing"]["normalization"][0]["clip"] == [-1000.0, 400.0]
-    load_plan(plan)  # a plan passes its own validation
+    assert window.preprocessing.normalization[0].clip == [-1000.0, 400.0]
+    assert load_plan(json.loads(json.dumps(plain))) == plan  # the plain form reads back as the same plan
 
 
 def test_anisotropic_dataset_resamples_the_slice_axis_separately(tmp_path):
@@ -76,14 +80,14 @@ def test_anisotropic_dataset_resamples_the_slice_axis_separately(tmp_path):
     spacings = [(1.0, 1.0, 8.0), (0.95, 0.95, 8.0), (1.05, 1.05, 10.0)]
     manifest = load_manifest(write_dataset(tmp_path, n=3, shapes=shapes, spacings=spacings))
     plan = plan_dataset(manifest)
-    pre = plan["preprocessing"]
-    assert pre["anisotropic"] is True and pre["separate_z_axis"] == 2
-    assert pre["normalization"][0]["scheme"] == "zscore"
-    two_d = plan["configurations"]["2d"]
-    assert two_d["slice_axis"] == 2 and two_d["in_plane_axes"] == [0, 1]
-    three_d = plan["configurations"]["3d"]
-    assert three_d["kernel_sizes"][0][2] == 1  # no convolution across 8 mm slices at full resolution
-    assert three_d["strides"][1][2] == 1  # and no pooling across them first
+    pre = plan.preprocessing
+    assert pre.anisotropic is True and pre.separate_z_axis == 2
+    assert pre.normalization[0].scheme == "zscore"
+    two_d = plan.configuration("2d")
+    assert two_d.slice_axis == 2 and two_d.in_plane_axes == [0, 1]
+    three_d = plan.configuration("3d")
+    assert three_d.kernel_sizes[0][2] == 1  # no convolution across 8 mm slices at full resolution
+    assert three_d.strides[1][2] == 1  # and no pooling across them first
 
 
 def test_oblique_stacks_with_scattered_slice_axes_keep_the_file_voxel_order(tmp_path):
@@ -95,11 +99,11 @@ def test_oblique_stacks_with_scattered_slice_axes_keep_the_file_voxel_order(tmp_
     spacings = [(1.0, 1.0, 8.0)] * 3
     manifest = load_manifest(write_dataset(tmp_path, n=3, shapes=shapes, spacings=spacings, swap_yz=(1,)))
     plan = plan_dataset(manifest)
-    pre = plan["preprocessing"]
-    assert pre["orientation"] == "none" and "file voxel order" in plan["notes"][0]
-    assert pre["target_spacing_mm"] == [1.0, 1.0, 8.0] and plan["configurations"]["2d"]["slice_axis"] == 2
-    forced = plan_dataset(manifest, {"orientation": "RAS"})["preprocessing"]
-    assert forced["orientation"] == "RAS"
+    pre = plan.preprocessing
+    assert pre.orientation == "none" and "file voxel order" in plan.notes[0]
+    assert pre.target_spacing_mm == [1.0, 1.0, 8.0] and plan.configuration("2d").slice_axis == 2
+    forced = plan_dataset(manifest, {"orientation": "RAS"}).preprocessing
+    assert forced.orientation == "RAS"
     preprocess_dataset(manifest, plan, tmp_path / "cache")
     for case in open_cache(tmp_path / "cache"):
         assert case.meta["steps"][1]["permutation"] == [0, 1, 2]
@@ -125,10 +129,10 @@ def test_patch_size_shrinks_with_the_memory_budget():
     class _Manifest:
         name, path, modality, labels, channel_names = "x", "x", "MRI", {"background": 0, "a": 1}, {0: "MRI"}
 
-    large = make_plan(fingerprint, _Manifest(), {"network": {"gpu_memory_gib": 12}})["configurations"]["3d"]
-    tight = make_plan(fingerprint, _Manifest(), {"network": {"gpu_memory_gib": 3}})["configurations"]["3d"]
-    assert np.prod(tight["patch_size"]) < np.prod(large["patch_size"])
-    assert tight["estimated_memory_gib"] <= 3 and large["estimated_memory_gib"] <= 12
+    large = make_plan(fingerprint, _Manifest(), {"network": {"gpu_memory_gib": 12}}).configuration("3d")
+    tight = make_plan(fingerprint, _Manifest(), {"network": {"gpu_memory_gib": 3}}).configuration("3d")
+    assert np.prod(tight.patch_size) < np.prod(large.patch_size)
+    assert tight.estimated_memory_gib <= 3 and large.estimated_memory_gib <= 12
 
 
 def test_plan_cli_writes_readable_json(tmp_path, capsys):
@@ -192,15 +196,15 @@ def test_ct_plus_pet_dataset_plans_and_preprocesses_each_channel_as_its_kind(ct_
     case = manifest.cases[0]
     with pytest.raises(VolumeReadError, match="Hounsfield"):  # what one CT flag for all channels did
         LoadVolumed(ct=True)({"image": list(case.images)})
-    plan = load_plan(plan_dataset(manifest))
-    pre = plan["preprocessing"]
-    assert pre["ct"] is True and pre["ct_channels"] == [True, False]
-    assert plan["fingerprint"]["ct_channels"] == [True, False]
-    assert [n["scheme"] for n in pre["normalization"]] == ["ct", "zscore"]
+    plan = plan_dataset(manifest)
+    pre = plan.preprocessing
+    assert pre.ct is True and pre.ct_channels == [True, False]
+    assert plan.fingerprint["ct_channels"] == [True, False]
+    assert [n.scheme for n in pre.normalization] == ["ct", "zscore"]
     from medseg.cli.plan import summary_lines
 
     assert "channels CT + non-CT" in summary_lines(plan).splitlines()[0]
-    assert pre["normalization"][0]["clip"][0] < -500  # HU statistics from the CT channel only
+    assert pre.normalization[0].clip[0] < -500  # HU statistics from the CT channel only
 
     sample = preprocess_case(list(case.images), pre, label=case.label, case_id=case.case_id)
     image = sample["image"]
@@ -209,11 +213,11 @@ def test_ct_plus_pet_dataset_plans_and_preprocesses_each_channel_as_its_kind(ct_
     assert sample["meta"]["ct"] is True and sample["meta"]["ct_channels"] == [True, False]
     assert sample["meta"]["steps"][0]["ct_channels"] == [True, False]
     # channel 0 is exactly what the CT channel alone gives with the CT scheme
-    alone = {**{k: v for k, v in pre.items() if k != "ct_channels"}, "normalization": [pre["normalization"][0]]}
+    alone = replace(pre, ct_channels=None, normalization=pre.normalization[:1])
     ct_only = preprocess_case(case.images[0], alone, label=case.label, case_id=case.case_id)
     np.testing.assert_array_equal(image[0], ct_only["image"][0])
-    scheme = pre["normalization"][0]
-    assert np.isclose(image[0].min(), (scheme["clip"][0] - scheme["mean"]) / scheme["std"], atol=1e-5)  # air clipped
+    scheme = pre.normalization[0]
+    assert np.isclose(image[0].min(), (scheme.clip[0] - scheme.mean) / scheme.std, atol=1e-5)  # air clipped
     # channel 1 is z-scored from its own (PET) values, never mapped to HU
     record = sample["meta"]["steps"][-1]["channels"][1]
     assert record["scheme"] == "zscore" and 0.0 < record["mean"] < 50.0
@@ -241,9 +245,9 @@ def test_unnamed_channels_are_judged_by_their_values_and_channel_0_drives_the_cr
     reversed_json.write_text(json.dumps(spec))
     manifest = load_manifest(reversed_json)
     plan = plan_dataset(manifest)
-    pre = plan["preprocessing"]
-    assert pre["ct"] is False and pre["ct_channels"] == [False, True]
-    assert [n["scheme"] for n in pre["normalization"]] == ["zscore", "ct"]
+    pre = plan.preprocessing
+    assert pre.ct is False and pre.ct_channels == [False, True]
+    assert [n.scheme for n in pre.normalization] == ["zscore", "ct"]
     case = manifest.cases[0]
     sample = preprocess_case(list(case.images), pre, label=case.label, case_id=case.case_id)
     assert sample["image"].shape[0] == 2 and sample["meta"]["ct_channels"] == [False, True]
@@ -269,23 +273,27 @@ def _legacy_single_channel_fingerprint() -> dict:
 
 
 def test_single_channel_ct_plan_and_its_hash_are_unchanged():
-    from medseg.data.planning import preprocessing_hash
+    from medseg.config.plan import preprocessing_hash
 
     class _Manifest:
         name, path, modality, labels, channel_names = "legacy_ct", "dataset.json", "CT", {"background": 0, "lung": 1}, {0: "CT"}
 
     plan = make_plan(_legacy_single_channel_fingerprint(), _Manifest())
-    assert plan["preprocessing"]["ct"] is True and "ct_channels" not in plan["preprocessing"]
+    assert plan.preprocessing.ct is True and "ct_channels" not in to_dict(plan.preprocessing)
     assert preprocessing_hash(plan) == LEGACY_SINGLE_CHANNEL_HASH
 
 
 def test_old_plans_with_one_ct_flag_apply_it_to_every_channel(ct_pet_json):
-    from medseg.data.transforms import plan_ct, preprocess_case
+    from medseg.config.plan import Preprocessing
+    from medseg.data.transforms import preprocess_case
 
-    assert plan_ct({"ct": True}) is True and plan_ct({"ct": False}) is False and plan_ct({}) is None
-    assert plan_ct({"ct": True, "ct_channels": [True, False]}) == [True, False]
+    def section(**keys):
+        return from_dict(Preprocessing, {"target_spacing_mm": [1, 1, 1], "normalization": [{"scheme": "none"}], **keys})
+
+    assert section(ct=True).load_ct() is True and section(ct=False).load_ct() is False and section().load_ct() is None
+    assert section(ct=True, ct_channels=[True, False]).load_ct() == [True, False]
     with pytest.raises(ConfigError, match="ct_channels"):
-        plan_ct({"ct": True, "ct_channels": "yes"})
+        section(ct=True, ct_channels="yes")
     case = load_manifest(ct_pet_json).cases[0]
     ct_scheme = {"scheme": "ct", "clip": [-1000.0, 400.0], "mean": -500.0, "std": 400.0}
     old_plan = {"target_spacing_mm": [8.0, 8.0, 12.0], "crop": "auto", "ct": True, "normalization": [ct_scheme, ct_scheme]}

@@ -96,6 +96,10 @@ def test_read_region_reads_only_the_overlap_and_fills_outside(cases):
     np.testing.assert_array_equal(region[:, 3:], image[:, 0:5, 2:8, 1:5])
     label = read_region(cases[0].label(), (0, 0, -2), (4, 4, 4), 0)
     assert label.dtype == np.uint8 and np.all(label[..., :2] == 0)
+    inside = read_region(cases[0].label(), (1, 2, 1), (3, 4, 2), 0, np.float32)  # one copy, converted
+    assert inside.dtype == np.float32 and inside.flags.c_contiguous and not isinstance(inside, np.memmap)
+    np.testing.assert_array_equal(inside, cases[0].label()[1:4, 2:6, 1:3])
+    assert np.all(read_region(image, (-50, 0, 0), (4, 4, 4), fill=[-7.0]) == -7.0)  # no overlap at all
 
 
 def test_patches_larger_than_the_volume_are_padded(cases):

@@ -199,3 +199,29 @@ def test_labels_from_probabilities_leave_the_input_alone_and_keep_each_class():
     np.testing.assert_array_equal(probabilities, before)
     np.testing.assert_array_equal(labels, before.argmax(0))
     assert sorted(kept) == [0, 1, 2] and kept[1].dtype == np.float16
+
+
+def test_each_recorded_step_is_undone_by_its_own_transform():
+    """The contract: a transform's ``inverse`` undoes exactly the record its forward step wrote."""
+    from medseg.data.transforms import INVERSES, InverseContext
+    from medseg.errors import GeometryError
+
+    affine = np.array([[0, 0, -2.0, 50], [-1.5, 0, 0, 20], [0, 1.2, 0, -30], [0, 0, 0, 1]])  # permuted and flipped
+    image = np.zeros((30, 25, 20), np.float32)
+    image[5:25, 3:20, 4:15] = 1.0 + np.random.default_rng(3).random((20, 17, 11))
+    mask = np.zeros(image.shape, np.uint8)
+    mask[8:20, 5:15, 6:12] = 2
+    pre = {"target_spacing_mm": [2.0, 1.5, 1.2], "normalization": [{"scheme": "zscore"}], "crop": "nonzero"}
+    sample = preprocess_case(Volume(image, affine), pre, label=Volume(mask, affine), pad_to=(32, 32, 32))
+    steps = sample["meta"]["steps"]
+    assert [step["step"] for step in steps] == ["load", "orientation", "crop", "resample", "normalize", "pad"]
+    undo = list(reversed(steps))
+    array = sample["label"]
+    for position, step in enumerate(undo):
+        transform = INVERSES[step["step"]]
+        assert transform.STEP == step["step"]
+        array = transform.inverse(array, step, InverseContext("label", "nearest", [0.0], undo[position + 1 :]))
+    np.testing.assert_array_equal(array[0], mask)  # native spacing: exact, voxel for voxel
+    np.testing.assert_array_equal(restore_to_original(sample["label"], sample["meta"]), mask)
+    with pytest.raises(GeometryError, match="unknown step 'warp'"):
+        restore_to_original(sample["label"], [*steps, {"step": "warp"}])

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medseg.errors import ConfigError, GeometryError
+from medseg.errors import GeometryError, InvalidArgumentError
 from medseg.evaluation import bounding_box, evaluate_case, surface_distances, surface_mask
 from medseg.evaluation import surfaces as surfaces_module
 from medseg.evaluation.metrics import ALL_METRICS
+from medseg.evaluation.surfaces import label_boxes, union_box
 
 
 def _case(reference, prediction, spacing=(1.0, 1.0, 1.0), **options):
@@ -85,6 +86,91 @@ def test_bounding_box_c_and_fortran_order():
     assert bounding_box(np.asfortranarray(array)) == expected
     assert bounding_box(array.astype(bool)) == expected
     assert bounding_box(np.zeros((3, 3, 3))) is None
+
+
+def _find_objects_box(mask: np.ndarray):
+    found = ndimage.find_objects((np.asarray(mask) != 0).astype(np.uint8))
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int16, np.uint16, np.int32, np.float32])
+@pytest.mark.parametrize("shape", [(300, 7, 9), (40, 16, 32), (5, 1, 1)])
+def test_bounding_box_equals_find_objects_across_dtypes_and_blocks(dtype, shape):
+    """The blocked one-read box (slab maxima + OR projection) agrees with scipy for every dtype,
+    with and without the 64-bit word view, negative values, and boxes spanning several blocks."""
+    rng = np.random.default_rng(sum(shape))
+    for trial in range(4):
+        array = np.zeros(shape, dtype=dtype)
+        points = rng.integers(0, shape, size=(trial + 1, 3))
+        for point in points:
+            array[tuple(point)] = -1 if np.issubdtype(dtype, np.signedinteger) and trial % 2 else 1
+        for layout in (array, np.asfortranarray(array), array[::-1, :, ::2]):
+            assert bounding_box(layout) == _find_objects_box(layout)
+    assert bounding_box(np.zeros(shape, dtype=dtype)) is None
+
+
+def _label_boxes_reference(label_map):
+    """Per label, the plain way: a comparison, scipy's box and a count."""
+    values = [int(v) for v in np.unique(label_map) if v != 0]
+    return {v: (_find_objects_box(label_map == v), int(np.count_nonzero(label_map == v))) for v in values}
+
+
+@pytest.mark.parametrize("top", [1, 3, 16, 17, 40])
+def test_label_boxes_equal_per_label_boxes(top):
+    rng = np.random.default_rng(top)
+    label_map = np.zeros((23, 19, 31), np.uint8)
+    for value in rng.choice(np.arange(1, top + 1), size=min(top, 6), replace=False):
+        start = rng.integers(0, 15, 3)
+        label_map[tuple(slice(s, s + int(rng.integers(1, 8))) for s in start)] = value
+    assert label_boxes(label_map) == _label_boxes_reference(label_map)
+    assert label_boxes(np.asfortranarray(label_map)) == _label_boxes_reference(label_map)
+    signed = label_map.astype(np.int16)
+    signed[0, 0, 0] = -3
+    assert label_boxes(signed) == _label_boxes_reference(signed)
+    large = label_map.astype(np.int32)
+    large[1, 1, 1] = 70_000  # beyond a histogram's reach: one comparison per distinct value
+    assert label_boxes(large) == _label_boxes_reference(large)
+    assert label_boxes(np.zeros((3, 4, 5), np.uint16)) == {}
+
+
+def test_one_pass_label_index_matches_per_label_evaluation_on_real_kits_maps():
+    """On a real KiTS19 map (kidney 1, tumour 2) and a perturbed copy: the one-pass index gives
+    scipy's box and count for every label, and scoring both labels in one call equals scoring
+    each label on its own binary maps."""
+    from conftest import shared_path
+
+    from medseg.io import read_label_map
+
+    volume = read_label_map(shared_path("kits19_labels/case_00061_segmentation.nii.gz"))
+    reference = np.asarray(volume.array)
+    prediction = reference.copy()
+    prediction[ndimage.binary_dilation(reference == 1) & (reference == 0)] = 1
+    prediction[np.roll(reference == 2, 3, axis=1) & (prediction == 0)] = 2
+    for label_map in (reference, prediction):
+        box = bounding_box(label_map)
+        shifted = {
+            v: (tuple(slice(s.start + b.start, s.stop + b.start) for s, b in zip(found, box)), n)
+            for v, (found, n) in label_boxes(label_map[box]).items()
+        }
+        assert shifted == _label_boxes_reference(label_map)
+    spacing = volume.spacing_mm
+    together = evaluate_case(reference, prediction, spacing, metrics="dice,hd,hd95,asd,nsd,volume_ref_ml", regions=True)
+    assert together.labels_present == [1, 2]
+    assert together.foreground_box == union_box(bounding_box(reference), bounding_box(prediction))
+    for value in (1, 2):
+        alone = evaluate_case(
+            (reference == value).astype(np.uint8), (prediction == value).astype(np.uint8), spacing,
+            metrics="dice,hd,hd95,asd,nsd,volume_ref_ml", regions=True,
+        )  # fmt: skip
+        mine = [r for r in together.rows if r["label"] == str(value)]
+        assert [(r["region"], r["metric"], r["flag"]) for r in mine] == [(r["region"], r["metric"], r["flag"]) for r in alone.rows]
+        np.testing.assert_array_equal([r["value"] for r in mine], [r["value"] for r in alone.rows])
+    only_tumour = evaluate_case(reference, prediction, spacing, labels=[2], metrics="hd95")
+    # label 1 is in the reference too: a structure left out on purpose, not an undeclared prediction
+    assert only_tumour.labels_present == [2] and only_tumour.undeclared_prediction_values == []
+    prediction[prediction == 1] = 7
+    stray = evaluate_case(reference, prediction, spacing, labels=[2], metrics="hd95")
+    assert stray.undeclared_prediction_values == [7]
 
 
 # -- distance metrics with known answers ------------------------------------------------------------
@@ -169,7 +255,7 @@ def test_label_names_multiple_labels_and_metric_selection():
     result = _case(ref, ref, labels={1: "kidney", 2: "tumour"}, metrics="dice,hd")
     assert {(r["label"], r["metric"]) for r in result.rows} == {(n, m) for n in ("kidney", "tumour") for m in ("dice", "hd")}
     assert result.labels_present == [1, 2]
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         _case(ref, ref, metrics="dice,hausdorff")
 
 
@@ -225,8 +311,10 @@ def test_fortran_order_and_2d_inputs_give_the_same_values():
     assert [(r["region"], r["metric"], r["flag"]) for r in c_order.rows] == [(r["region"], r["metric"], r["flag"]) for r in f_order.rows]
     np.testing.assert_allclose([r["value"] for r in c_order.rows], [r["value"] for r in f_order.rows], rtol=1e-12)
     assert c_order.regions == f_order.regions
+    assert c_order.foreground_box == f_order.foreground_box == union_box(bounding_box(ref), bounding_box(pred))
     flat = _case(ref[:, :, 4], pred[:, :, 4], (0.8, 0.9))
     slicewise = _case(ref[:, :, 4:5], pred[:, :, 4:5], (0.8, 0.9, 3.0), region_mode="slicewise")
+    assert flat.foreground_box == union_box(bounding_box(ref[:, :, 4]), bounding_box(pred[:, :, 4]))
     for metric in ("dice", "hd", "hd95", "asd"):
         if ref[:, :, 4].any() and pred[:, :, 4].any():
             assert flat.value(1, metric) == pytest.approx(slicewise.value(1, metric))
@@ -235,9 +323,9 @@ def test_fortran_order_and_2d_inputs_give_the_same_values():
 def test_shape_mismatch_and_bad_options_raise():
     with pytest.raises(GeometryError):
         _case(np.zeros((3, 3, 3)), np.zeros((3, 3, 4)))
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         _case(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), empty_policy="zero")
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         _case(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), spacing=(1.0, 0.0, 1.0))
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medseg.errors import ConfigError
+from medseg.errors import InvalidArgumentError
 from medseg.evaluation import choose_region_axis, evaluate_case, split_regions
 
 
@@ -41,7 +41,7 @@ def test_base_auto_is_the_wider_end_and_can_be_forced():
     assert forced.base_end == "first" and forced.base_rule == "first"
     assert split_regions(_counts(2, 10)).base_rule == "auto (tie)"
     assert split_regions(np.zeros(10)) is None
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         split_regions(widening, base_at="top")
 
 
@@ -53,7 +53,7 @@ def test_region_axis_auto_override_and_isotropic_superior_axis():
     affine = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]])
     assert choose_region_axis(np.array([1.0, 1.0, 1.0]), affine) == 1
     assert choose_region_axis(np.array([1.0, 1.0, 1.0])) == 2  # no affine: the last axis
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         choose_region_axis(np.array([1.0, 1.0, 1.0]), region_axis=3)
 
 
@@ -146,5 +146,5 @@ def test_foreground_and_label_anchors():
     own = evaluate_case(ref, ref, (1.0, 1.0, 4.0), regions=True)
     label2 = next(info for info in own.regions if info["label_value"] == 2)
     assert (label2["reference_first"], label2["reference_last"]) == (3, 5)
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         evaluate_case(ref, ref, (1.0, 1.0, 4.0), regions=True, region_anchor="heart")

@@ -13,13 +13,19 @@ def test_folder_of_files_and_channels(tmp_path):
     for name in ("b_0000.nii.gz", "b_0001.nii.gz", "a.nrrd", "c_0000.mha"):
         save_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
-    save_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / "d_0001.nii.gz")  # no d_0000: a case of its own
+    # no d_0000 beside it: _0001 is part of the case id (as in evaluate and submit), like amos_0001
+    save_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / "d_0001.nii.gz")
+    save_volume(Volume(np.zeros((3, 3, 3), np.uint8), np.eye(4)), tmp_path / "a_gt.nii.gz")  # a label map: left out
     cases = discover_inputs(tmp_path)
     assert [(c.case_id, [p.name for p in c.channels]) for c in cases] == [
-        ("a", ["a.nrrd"]), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]), ("c", ["c_0000.mha"]), ("d", ["d_0001.nii.gz"])
+        ("a", ["a.nrrd"]), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]), ("c", ["c_0000.mha"]),
+        ("d_0001", ["d_0001.nii.gz"]),
     ]
-    single = discover_inputs(tmp_path / "b_0000.nii.gz")  # one file given: its sibling channels come too
-    assert [(c.case_id, [p.name for p in c.channels]) for c in single] == [("b", ["b_0000.nii.gz", "b_0001.nii.gz"])]
+    for given in ("b_0000.nii.gz", "b_0001.nii.gz"):  # one file given: its case comes with every channel
+        single = discover_inputs(tmp_path / given)
+        assert [(c.case_id, [p.name for p in c.channels]) for c in single] == [
+            ("b", ["b_0000.nii.gz", "b_0001.nii.gz"])
+        ]
 
 
 def test_dicom_series_folders(tmp_path):

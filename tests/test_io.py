@@ -149,6 +149,53 @@ def test_truncated_dicom_named(lidc_copy):
         load_volume(lidc_copy)
 
 
+def _rewrite_slice(path: Path, orientation: str | None = None, halve: bool = False) -> None:
+    """Write one slice of a series again with another orientation or half its rows and columns
+    (public tags and UIDs kept, so it stays in the series)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.LoadPrivateTagsOff()
+    image = reader.Execute()
+    if halve:
+        image = image[::2, ::2]
+    for key in reader.GetMetaDataKeys():
+        if int(key.split("|")[0], 16) % 2 == 0 and not key.startswith(("0028|", "7fe0|")):
+            image.SetMetaData(key, reader.GetMetaData(key))
+    if orientation is not None:
+        image.SetMetaData("0020|0037", orientation)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(path))
+    writer.Execute(image)
+
+
+def test_mixed_orientation_and_size_named(lidc_copy):
+    """Headers are parsed once, with the pixels; a slice that does not fit the volume is still
+    named, whether GDCM decodes the series (other orientation) or fails on it (other size)."""
+    files = find_dicom_series(lidc_copy)[0].files
+    _rewrite_slice(Path(files[4]), orientation="1\\0\\0\\0\\0\\-1")
+    with pytest.raises(DicomSeriesError, match="different orientations"):
+        load_volume(lidc_copy)
+    shutil.copy(files[3], files[4])  # restore a good slice 4 (duplicated position) ...
+    _rewrite_slice(Path(files[4]), halve=True)  # ... then halve it
+    with pytest.raises(DicomSeriesError, match=f"rows differs.*{Path(files[4]).name}"):
+        load_volume(lidc_copy)
+
+
+def test_series_listing_matches_gdcm_and_one_folder_with_two_series_is_refused(lidc_copy):
+    """A folder holding only one series is listed from GDCM's first listing (one parse of the
+    folder fewer): same UID and files as GDCM's per-UID listing. A second series in the same
+    folder (or any other file) takes the full listing, so it is never read as one volume."""
+    (series,) = find_dicom_series(lidc_copy)
+    assert series.uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(lidc_copy))
+    assert series.files == list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(lidc_copy), series.uid))
+    for f in find_dicom_series(shared_path(J2K))[0].files:
+        shutil.copy(f, lidc_copy / f"j2k_{Path(f).name}")
+    assert len(find_dicom_series(lidc_copy)) == 2
+    with pytest.raises(DicomSeriesError, match="holds 2 DICOM series"):
+        load_volume(lidc_copy)
+
+
 def test_several_series_listed_and_selectable(tmp_path):
     for name in (LIDC, J2K):
         shutil.copytree(shared_path(name), tmp_path / Path(name).name)

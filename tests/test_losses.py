@@ -32,7 +32,7 @@ def test_deep_supervision_combines_heads():
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="loss.name must be one of"):
+    with pytest.raises(ValueError, match="LossConfig: name must be one of"):
         LossConfig(name="hinge")
     with pytest.raises(ValueError, match="3 entries for 4 classes"):
         build_loss(LossConfig(name="ce", class_weights=[1, 1, 1]), 4)

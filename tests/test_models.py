@@ -37,7 +37,7 @@ def test_clear_errors():
         build_unet(UNetConfig(deep_supervision=True, deep_supervision_heads=2), 1, 2, strides, kernels)
     with pytest.raises(ValueError, match="do not describe"):
         build_unet(UNetConfig(), 1, 2, [[1, 1, 1, 1]], [[3, 3, 3, 3]])
-    with pytest.raises(ValueError, match="model.norm"):
+    with pytest.raises(ValueError, match="UNetConfig: norm must be one of"):
         UNetConfig(norm="group")
-    with pytest.raises(ValueError, match="model.base_channels"):
+    with pytest.raises(ValueError, match="UNetConfig: base_channels must be null or an integer >= 1, got 0"):
         UNetConfig(base_channels=0)

@@ -42,8 +42,8 @@ def mr_run(tmp_path_factory) -> Path:
 def oracle(predictor: Predictor, image_path: Path, label_path: Path):
     """Make the predictor's network 'perfect': logits are the one-hot preprocessed reference."""
 
-    def logits(image: torch.Tensor, member: int = 0) -> torch.Tensor:
-        sample = preprocess_case(image_path, predictor.plan["preprocessing"], label=label_path)
+    def logits(image: torch.Tensor, member=None) -> torch.Tensor:
+        sample = preprocess_case(image_path, predictor.plan.preprocessing, label=label_path)
         label = torch.as_tensor(np.asarray(sample["label"][0]), dtype=torch.long)
         assert label.shape == image.shape[1:]
         return torch.nn.functional.one_hot(label, predictor.num_classes).permute(3, 0, 1, 2).float() * 20
@@ -170,7 +170,7 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(mr_run, tmp_path):
     image = next((mr_run.parent / "data" / "imagesTr").glob("*_0000.nii.gz"))
     single = [Predictor(run) for run in (mr_run, other)]
     ensemble = Predictor([mr_run, other])
-    tensor = torch.as_tensor(preprocess_case(image, ensemble.plan["preprocessing"])["image"], dtype=torch.float32)
+    tensor = torch.as_tensor(preprocess_case(image, ensemble.plan.preprocessing)["image"], dtype=torch.float32)
     tensor = tensor[:, :64, :64, :3].contiguous()  # a few slices are enough, and fast
     with torch.no_grad():
         expected = (single[0]._probabilities(tensor) + single[1]._probabilities(tensor)) / 2

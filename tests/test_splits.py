@@ -13,7 +13,7 @@ from medseg.data.splits import (
     parse_fold,
     suspected_same_patient,
 )
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InvalidArgumentError
 
 
 def _manifest(cases):
@@ -39,7 +39,7 @@ def test_explicit_folds_and_splits():
     split = [CaseEntry("a", (PROJECT_ROOT,), split="train"), CaseEntry("b", (PROJECT_ROOT,), split="val"),
              CaseEntry("t", (PROJECT_ROOT,), split="test")]
     assert kfold_splits(_manifest(split)) == [{"train": ["a"], "val": ["b"]}]
-    with pytest.raises(ConfigError, match="fold 3 does not exist"):
+    with pytest.raises(InvalidArgumentError, match="fold 3 does not exist"):
         fold_of(kfold_splits(_manifest(folds)), 3)
 
 

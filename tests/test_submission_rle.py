@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from medseg.errors import ConfigError
+from medseg.errors import InvalidArgumentError
 from medseg.submission import (
     parse_allowed_labels,
     parse_label_map,
@@ -109,7 +109,7 @@ def test_label_map_parsing(tmp_path):
     (tmp_path / "map.yaml").write_text("label_map:\n  1: 0\n  4: 2\n")
     assert parse_label_map(str(tmp_path / "map.yaml")) == {1: 0, 4: 2}
     for bad in ("1-2", "1:2,1:3", "1:300", "a:b"):
-        with pytest.raises(ConfigError):
+        with pytest.raises(InvalidArgumentError):
             parse_label_map(bad)
 
 
@@ -128,5 +128,5 @@ def test_allowed_label_specs(tmp_path):
     assert parse_allowed_labels(tmp_path / "dataset.json") == {0, 1, 2}
     (tmp_path / "v1.json").write_text(json.dumps({"labels": {"0": "background", "1": "PZ", "2": "TZ"}}))
     assert parse_allowed_labels(str(tmp_path / "v1.json")) == {0, 1, 2}
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgumentError):
         parse_allowed_labels("3-1")

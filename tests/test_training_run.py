@@ -56,6 +56,8 @@ def test_training_reduces_the_loss(tmp_path, kind, configuration, patch):
     assert state["config"]["settings"]["patch_size"] == patch
     for name in ("config.yaml", "plan.json", "splits.json", "checkpoint_latest.pt"):
         assert (run_dir / name).exists()
+    cache = Path(load_training_config(config).spec.data.cache)
+    assert (run_dir / "plan.json").read_text() == (cache / "plan.json").read_text()  # one plan format, one writer
     held_out = load_manifest(run_dir / "validation.csv")  # the fold's held-out cases, for predict/evaluate
     assert [case.case_id for case in held_out] == json.loads((run_dir / "splits.json").read_text())["val"]
     assert all(case.image.is_file() and case.label.is_file() for case in held_out)
@@ -98,7 +100,7 @@ def test_fold_all_trains_on_every_case_without_validation(tmp_path):
         ({"data": {"configuration": "4d"}}, "data.configuration must be one of"),
         ({"data": {"manifest": "missing.csv"}}, "data.manifest: file not found"),
         ({"loss": {"name": "hinge"}}, "loss.name must be one of"),
-        ({"data": {"group_pattern": "(patient"}}, r"data.group_pattern '\(patient' is not a valid regular expression"),
+        ({"data": {"group_pattern": "(patient"}}, r"data.group_pattern must be a regular expression, got '\(patient' \("),
         ({"postprocess": {"largest_componnt": [1]}}, r"unknown key\(s\) postprocess.largest_componnt"),
     ],
 )
@@ -128,8 +130,8 @@ def test_shipped_configs_validate():
     configs = PROJECT_ROOT / "configs"
     real = ("acdc_2d.yaml", "acdc_2d_cpu.yaml", "nsclc_lung_3d_cpu.yaml") if SHARED_DATA.is_dir() else ()
     for name in ("phantom_ct_thorax_3d.yaml", "phantom_cardiac_mri_2d.yaml") + real:
-        config, _ = load_training_config(configs / name)
-        assert Path(config.data.manifest).exists()
+        inputs = load_training_config(configs / name)
+        assert Path(inputs.spec.data.manifest).exists()
     with pytest.raises(ConfigError, match=r"chest_ct_lung_3d.yaml: data.manifest: file not found: .*my_chest_ct/dataset.json"):
         load_training_config(configs / "chest_ct_lung_3d.yaml")  # a template: the manifest is yours to give
 
@@ -138,14 +140,17 @@ def test_shipped_configs_validate():
 def test_the_chest_ct_config_keeps_the_datasets_labels_and_never_mirrors_left_right(shared_data):
     from conftest import PROJECT_ROOT
 
+    from types import SimpleNamespace
+
     from medseg.training.run import mirror_axes_from_augmentation
 
-    config, _ = load_training_config(PROJECT_ROOT / "configs" / "nsclc_lung_3d_cpu.yaml")
-    manifest = load_manifest(config.data.manifest)
+    inputs = load_training_config(PROJECT_ROOT / "configs" / "nsclc_lung_3d_cpu.yaml")
+    manifest = load_manifest(inputs.spec.data.manifest)
     assert manifest.labels == {"background": 0, "right_lung": 1, "left_lung": 2, "gtv": 3, "spinal_cord": 4, "heart": 5,
                                "esophagus": 6}
     assert [case.group for case in manifest.cases] == [f"LUNG1-00{i}" for i in range(1, 7)]
-    assert mirror_axes_from_augmentation(config.data.augmentation, {}, "3d") == [1, 2]  # axis 0 (left-right) never
+    network_3d = SimpleNamespace(slice_axis=None)
+    assert mirror_axes_from_augmentation(inputs.augmentation, network_3d) == [1, 2]  # axis 0 (left-right) never
 
 
 def test_example_figure_leaves_the_callers_matplotlib_backend_alone():
@@ -182,22 +187,29 @@ def test_editing_the_preprocessing_settings_plans_the_cache_again(tmp_path):
     config_path = write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])
     (tmp_path / "pre.yaml").write_text("target_spacing_mm: [8.0, 8.0, 8.0]\n")
     change_config(config_path, {"data": {"preprocessing": "pre.yaml"}})
-    first = prepare_cache(load_training_config(config_path)[0], progress=False)
-    assert first["preprocessing"]["target_spacing_mm"] == [8.0, 8.0, 8.0]
-    assert prepare_cache(load_training_config(config_path)[0], progress=False) == first  # unchanged: reused
+    first = prepare_cache(load_training_config(config_path), progress=False)
+    assert first.preprocessing.target_spacing_mm == [8.0, 8.0, 8.0]
+    assert prepare_cache(load_training_config(config_path), progress=False) == first  # unchanged: reused
     (tmp_path / "pre.yaml").write_text("target_spacing_mm: [10.0, 10.0, 10.0]\n")
-    second = prepare_cache(load_training_config(config_path)[0], progress=False)
-    assert second["preprocessing"]["target_spacing_mm"] == [10.0, 10.0, 10.0]
+    second = prepare_cache(load_training_config(config_path), progress=False)
+    assert second.preprocessing.target_spacing_mm == [10.0, 10.0, 10.0]
 
 
 def test_validation_csv_records_the_groups_the_folds_used(tmp_path):
+    from medseg.config.plan import Configuration, load_plan
+    from medseg.config.run_spec import TrainedRun
     from medseg.training.run import _write_run_files
 
-    config, _ = load_training_config(write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16]))
-    config.data.group_pattern = r"^(thorax)_0*(\d)"  # first capture group names the patient
-    manifest = load_manifest(config.data.manifest)
+    spec = load_training_config(write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])).spec
+    spec.data.group_pattern = r"^(thorax)_0*(\d)"  # first capture group names the patient
+    manifest = load_manifest(spec.data.manifest)
     split = {"train": [c.case_id for c in manifest.cases[:2]], "val": [c.case_id for c in manifest.cases[2:]]}
-    _write_run_files(tmp_path / "run", config, {}, split, 0, manifest, {"patch_size": [32, 32, 16]})
+    plan = load_plan({"preprocessing": {"target_spacing_mm": [1, 1, 1], "normalization": [{"scheme": "none"}]}})
+    network = Configuration(
+        patch_size=[32, 32, 16], strides=[[1, 1, 1], [2, 2, 2]], kernel_sizes=[[3, 3, 3]] * 2, batch_size=2, spacing_mm=[1, 1, 1]
+    )
+    record = TrainedRun(spec=spec, plan=plan, network=network, in_channels=1, labels={"1": "a"})
+    _write_run_files(tmp_path / "run", record, split, manifest)
     held_out = load_manifest(tmp_path / "run" / "validation.csv")
     assert [c.group for c in held_out] == ["thorax"] * len(split["val"])
     assert json.loads((tmp_path / "run" / "network.json").read_text())["patch_size"] == [32, 32, 16]

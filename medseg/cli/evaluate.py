@@ -14,12 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medseg.cli._options import (
+    add_geometry_tolerance_option,
+    add_labels_option,
+    add_manifest_option,
+    add_pred_options,
+    add_workers_option,
+)
+
 EPILOG = """\
-cases are matched by file name without the image suffix and one role suffix (_gt, _seg,
-_segmentation, _label, _labels, _mask, _pred, _prediction), then without a trailing _0000;
-folders are searched recursively. Outputs: OUT/metrics.csv (case,label,region,metric,value,flag,
-written as cases finish), OUT/summary.json, OUT/regions.csv (with --regions), OUT/report.md and
-OUT/figures/. The exit status is 1 when any case failed (all others are still evaluated).
+cases are matched by the naming rule every command shares: file name without the volume suffix,
+one role suffix (_gt, _seg, _segmentation, _label, _labels, _mask, _pred, _prediction) and a
+trailing _0000; folders are searched recursively. Outputs: OUT/metrics.csv
+(case,label,region,metric,value,flag, written as cases finish), OUT/summary.json, OUT/regions.csv
+(with --regions), OUT/report.md and OUT/figures/. The exit status is 1 when any case failed (all
+others are still evaluated).
 """
 
 
@@ -27,19 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     source = parser.add_argument_group("inputs")
-    source.add_argument("--pred", metavar="DIR", help="folder of predicted label maps")
+    add_pred_options(source, "folder of predicted label maps")
     refs = source.add_mutually_exclusive_group()
-    refs.add_argument("--ref", metavar="DIR", help="folder of reference label maps")
-    refs.add_argument("--manifest", metavar="FILE", help="dataset manifest (dataset.json, CSV or phantom YAML) giving the references")
-    source.add_argument("--ref-pattern", metavar="GLOB", help="only reference files whose name matches, e.g. '*_gt.nii.gz'")
-    source.add_argument("--pred-pattern", metavar="GLOB", help="only prediction files whose name matches")
+    refs.add_argument("--ref", metavar="DIR", help="folder of reference label maps (searched recursively)")
+    add_manifest_option(refs, purpose="giving the references")
+    source.add_argument(
+        "--ref-pattern", metavar="GLOB",
+        help="only reference files whose name matches this shell pattern, e.g. '*_gt.nii.gz' (default: all)",
+    )
     source.add_argument("--out", metavar="DIR", help="output folder (metrics.csv, summary.json, report.md)")
     what = parser.add_argument_group("what to score")
-    what.add_argument(
-        "--labels",
-        metavar="SPEC",
-        help="labels to score: a dataset.json (its names are used), or a comma list of values, name=value or names "
-        "(default: the dataset.json beside the references or the manifest's labels, else every label found)",
+    add_labels_option(
+        what, "labels to score (default: the dataset.json beside the references or the manifest's labels, else every "
+        "label found)",
     )
     what.add_argument("--metrics", metavar="LIST", help="comma list of metrics (default all: dice,jaccard,voe,rvd,sensitivity,"
                       "specificity,precision,volume_ref_ml,volume_pred_ml,hd,hd95,asd,nsd)")  # fmt: skip
@@ -47,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--empty-policy", choices=("worst", "nan"), default="worst",
                       help="distances when one mask is empty: worst-case value (default) or NaN; flagged either way")  # fmt: skip
     what.add_argument("--worst-distance", type=float, metavar="MM", help="worst-case distance (default: the volume's diagonal)")
+    from medseg.cli.quantify import add_index_options
+
+    add_index_options(parser.add_argument_group("clinical indices (OUT/indices.csv, OUT/indices_agreement.csv)"),
+                      required=False)  # fmt: skip
     regions = parser.add_argument_group("base / middle / apex regions")
     regions.add_argument("--regions", action="store_true", help="also score base, middle and apex (region 'all' is always scored)")
     regions.add_argument("--region-axis", default="auto", choices=("auto", "0", "1", "2"),
@@ -58,14 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     regions.add_argument("--region-anchor", default="label", metavar="ANCHOR",
                          help="whose reference extent defines the regions: label (each its own, default), foreground, or a label value/name")  # fmt: skip
     run = parser.add_argument_group("running")
-    run.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
-    run.add_argument("--geometry-tolerance", type=float, default=1e-3, metavar="MM", help="grid match tolerance in mm (default 0.001)")
+    add_workers_option(run, "worker processes")
+    add_geometry_tolerance_option(run)
     run.add_argument("--resample-pred-to-ref", action="store_true", help="resample predictions on another grid (nearest neighbour)")
     run.add_argument("--no-report", action="store_true", help="skip report.md and its figures")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an earlier evaluation in --out (its metrics.csv, summary.json, regions.csv, report.md, "
                           "figures/); without it such a folder is refused")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     actions = parser.add_subparsers(dest="evaluate_action", metavar="{compare}", required=False)
     compare = actions.add_parser("compare", help="compare two runs: paired differences, Wilcoxon and t-test, Bland-Altman plot",
@@ -76,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.errors import ConfigError
+    from medseg.errors import InvalidArgumentError
 
     if getattr(args, "evaluate_action", None) == "compare":
         from medseg.evaluation.comparison import write_comparison
@@ -85,11 +97,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {', '.join(str(p) for p in written.values())}")
         return 0
     if not args.pred or not (args.ref or args.manifest) or not args.out:
-        raise ConfigError("need --pred DIR, --ref DIR (or --manifest FILE) and --out DIR (or: medseg evaluate compare A B --out DIR)")
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        raise InvalidArgumentError(
+            "need --pred DIR, --ref DIR (or --manifest FILE) and --out DIR (or: medseg evaluate compare A B --out DIR)"
+        )
+    from medseg.cli.quantify import index_spec
     from medseg.evaluation.batch import run_folder
 
+    indices = index_spec(args)
     manifest_inputs = {}
     if args.manifest:  # the data layer reads manifests; evaluation gets plain paths and names
         from medseg.data.manifest import load_manifest
@@ -102,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
             "known_labels": manifest.label_names,
             "source": str(args.manifest),
         }
+    if args.images:
+        from medseg.evaluation.matching import find_images
+
+        manifest_inputs["images"] = {**manifest_inputs.get("images", {}), **find_images(args.images)}
     run_result = run_folder(
         args.pred,
         args.ref,
@@ -109,13 +127,14 @@ def run(args: argparse.Namespace) -> int:
         **manifest_inputs,
         labels=args.labels,
         workers=args.workers,
-        progress=not args.no_progress,
+        progress=not args.quiet,
         ref_pattern=args.ref_pattern,
         pred_pattern=args.pred_pattern,
-        atol_mm=args.geometry_tolerance,
+        atol_mm=args.geometry_tolerance_mm,
         resample_pred_to_ref=args.resample_pred_to_ref,
         report=not args.no_report,
         overwrite=args.overwrite,
+        indices=indices,
         metrics=args.metrics,
         regions=args.regions,
         region_axis=args.region_axis,
@@ -128,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     )
     n_cases, failures = len(run_result.outcomes), run_result.failures
     _print_means(run_result.rows)
+    if run_result.indices is not None:
+        _print_agreement(run_result.indices.agreement)
     print(f"evaluated {n_cases - len(failures)} of {n_cases} cases; results in {args.out} (metrics.csv, summary.json"
           f"{', report.md' if not args.no_report else ''})")  # fmt: skip
     if failures:  # each failure was logged as it happened
@@ -158,3 +179,11 @@ def _print_means(rows) -> None:
         print(f"{label:<24} {dice['mean']:>9.3f} {hd95['mean']:>12.2f}"
               + "".join(f" {records.get((r, 'dice'), nan)['mean']:>11.3f}" for r in regions)
               + f"  {dice.get('n', 0)} ({dice.get('n_flagged', 0)})")
+
+
+def _print_agreement(table) -> None:
+    """Per clinical index: n, bias and 95 % limits of agreement (prediction - reference) and Pearson r."""
+    print(f"{'index':<24} {'unit':<4} {'n':>3} {'bias':>9} {'95% limits of agreement':>25} {'r':>6}")
+    for row in table:
+        limits = f"{row['loa_lower']:.3g} .. {row['loa_upper']:.3g}"
+        print(f"{row['index']:<24} {row['unit']:<4} {row['n']:>3} {row['bias']:>9.3g} {limits:>25} {row['pearson_r']:>6.3f}")

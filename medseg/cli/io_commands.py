@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from medseg.cli._options import add_geometry_tolerance_option
+
 
 def _add_read_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID when a folder holds several series")
@@ -79,24 +81,47 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="NIfTI/NRRD/MHA file or DICOM series folder")
+    parser.add_argument("input", help="NIfTI/NRRD/MHA file, DICOM series folder, or a DICOM RTSTRUCT file (with --reference)")
     parser.add_argument("output", help="output file: .nii.gz, .nii, .nrrd, .mha or .mhd")
     _add_read_options(parser)
+    rtstruct = parser.add_argument_group("RTSTRUCT import (contours rasterised onto the reference's voxel grid)")
+    rtstruct.add_argument("--reference", metavar="SCAN",
+                          help="the scan the contours were drawn on (NIfTI/NRRD/MHA or DICOM series; --series picks one)")
+    rtstruct.add_argument("--roi", nargs="+", action="extend", metavar="NAME=VALUE",
+                          help="ROIs to import and their label values (names case-insensitive; a later one wins where they "
+                               "overlap); default: every ROI, numbered 1, 2, ... in file order. A JSON sidecar "
+                               "(OUTPUT without suffix + .json) records the numbering")  # fmt: skip
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from medseg.io import ensure_writable_file, save_volume
+    from medseg.io.rtstruct import is_rtstruct
 
     ensure_writable_file(args.output)
+    if args.reference or args.roi or is_rtstruct(args.input):
+        return _convert_rtstruct(args)
     volume = _read(args, args.input)
     written = save_volume(volume, args.output, label=args.label)
     print(f"wrote {written}: {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm, {volume.orientation}")
     return 0
 
 
+def _convert_rtstruct(args: argparse.Namespace) -> int:
+    from medseg.errors import InvalidArgumentError
+    from medseg.io.rtstruct import convert_rtstruct, parse_roi_values
+
+    if not args.reference:
+        raise InvalidArgumentError(f"{args.input}: an RTSTRUCT needs --reference SCAN (the scan its contours were drawn on)")
+    written, sidecar, numbering = convert_rtstruct(
+        args.input, args.reference, args.output, parse_roi_values(args.roi), series_uid=args.series
+    )
+    print(f"wrote {written} ({', '.join(f'{name} = {value}' for name, value in numbering.items())}) and {sidecar}")
+    return 0
+
+
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="dataset.json (MSD/nnU-Net), a CSV manifest or a phantom .yaml")
-    parser.add_argument("--tolerance-mm", type=float, default=1e-3, help="geometry tolerance in mm (default 0.001)")
+    add_geometry_tolerance_option(parser)
     parser.add_argument("--json", action="store_true",
                         help="print {manifest, n_cases, ok, problems: [{case, path, message}]} as JSON")
 
@@ -106,7 +131,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from medseg.data.manifest import load_manifest, validate_manifest
 
     manifest = load_manifest(args.manifest)
-    problems = validate_manifest(manifest, atol_mm=args.tolerance_mm, progress=not args.quiet and not args.json)
+    problems = validate_manifest(
+        manifest, atol_mm=args.geometry_tolerance_mm, progress=not args.quiet and not args.json
+    )
     if args.json:
         document = {"manifest": str(manifest.path), "n_cases": len(manifest), "ok": not problems,
                     "problems": [{"case": p.case_id, "path": p.path, "message": p.message} for p in problems]}

@@ -1,7 +1,8 @@
 """The ``medseg`` command line: a thin layer over the Python API.
 
 Each subcommand lives in its own module under ``medseg.cli`` exposing
-``add_arguments(parser)`` and ``run(args) -> int``. Those modules import only the standard
+``add_arguments(parser)`` and ``run(args) -> int``; options that several commands share (the same
+name and meaning everywhere) come from :mod:`medseg.cli._options`. Those modules import only the standard
 library at module level, so ``medseg --help`` and every command start fast; the heavy
 libraries (torch, monai, SimpleITK) are imported inside ``run``.
 """
@@ -24,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medseg.cli.train", "train a 3D or slice-wise 2D U-Net from a YAML config"),
     "predict": ("medseg.cli.predict", "predict scans with a trained run; outputs on each scan's exact grid"),
     "evaluate": ("medseg.cli.evaluate", "score predictions against references (per label and region)"),
+    "quantify": ("medseg.cli.quantify", "clinical indices (cardiac EF and volumes, lung volume and density) of label maps"),
     "segment": ("medseg.cli.segment", "classical segmentation baselines (threshold, Otsu, lung-ct, ...)"),
     "submit": ("medseg.cli.submit", "prepare and check challenge submissions"),
 }
@@ -31,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     from medseg import __version__
+    from medseg.cli._options import add_quiet_option
 
     parser = argparse.ArgumentParser(
         prog="medseg",
@@ -47,21 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # capability not built yet
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         _command_function(module, "add", name, "arguments")(command_parser)
-        _add_quiet(command_parser)
+        add_quiet_option(command_parser)
         command_parser.set_defaults(_run=_command_function(module, "run", name))
     return parser
-
-
-def _add_quiet(parser: argparse.ArgumentParser, nested: bool = False) -> None:
-    """``--quiet`` on a command and on its actions (``evaluate compare``, ``submit check``), same meaning."""
-    parser.add_argument(
-        "--quiet", action="store_true", default=argparse.SUPPRESS if nested else False,
-        help="no progress bars or information lines (warnings and errors still print)",
-    )
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _add_quiet(child, nested=True)
 
 
 def _command_function(module, verb: str, command: str, suffix: str = ""):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from medseg.cli._options import add_manifest_option, add_workers_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifest", required=True, help="dataset manifest (dataset.json, .csv or phantom .yaml)")
+    add_manifest_option(parser, required=True)
     parser.add_argument("--plan", required=True, help="plan JSON written by `medseg plan`")
     parser.add_argument("--out", required=True, help="cache folder (created if needed)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    add_workers_option(parser, "worker processes")
     parser.add_argument("--overwrite", action="store_true", help="redo cases that are already cached and unchanged")
     parser.add_argument("--case", action="append", metavar="ID", help="only this case (repeatable)")
 
@@ -18,9 +20,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from medseg.config.plan import load_plan
     from medseg.data.cache import preprocess_dataset
     from medseg.data.manifest import load_manifest
-    from medseg.data.planning import load_plan
     from medseg.io import ensure_writable_folder
 
     manifest = load_manifest(args.manifest)
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         manifest,
         plan,
         args.out,
-        workers=max(1, args.workers),
+        workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.quiet,
         case_ids=args.case,

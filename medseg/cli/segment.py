@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _method_options(args: argparse.Namespace) -> dict:
     """Keyword options for the chosen method; options that belong to another method are an error."""
-    from medseg.errors import ConfigError
+    from medseg.errors import InvalidArgumentError
 
     options: dict = {}
     for dest, (methods, keyword) in OPTIONS.items():
@@ -158,7 +158,9 @@ def _method_options(args: argparse.Namespace) -> dict:
             continue
         if args.method not in methods:
             flag = "--" + ("seed" if dest == "random_seed" else "range" if dest == "ranges" else dest.replace("_", "-"))
-            raise ConfigError(f"{flag} does not apply to --method {args.method} (it is for {', '.join(methods)})")
+            raise InvalidArgumentError(
+                f"{flag} does not apply to --method {args.method} (it is for {', '.join(methods)})"
+            )
         options[keyword] = value
     if args.method == "lung-ct":
         if args.keep_airways:
@@ -167,17 +169,23 @@ def _method_options(args: argparse.Namespace) -> dict:
             try:
                 options["air_threshold_hu"] = float(options["air_threshold_hu"])
             except ValueError:
-                raise ConfigError(f"--air-hu must be a number of HU or 'otsu', got {options['air_threshold_hu']!r}") from None
+                raise InvalidArgumentError(
+                    f"--air-hu must be a number of HU or 'otsu', got {options['air_threshold_hu']!r}"
+                ) from None
     elif args.keep_airways:
-        raise ConfigError(f"--keep-airways does not apply to --method {args.method} (it is for lung-ct)")
+        raise InvalidArgumentError(f"--keep-airways does not apply to --method {args.method} (it is for lung-ct)")
     seeds_voxel, seeds_mm = args.seed_voxel, args.seed_mm
     if args.method == "region-grow":
         if bool(seeds_voxel) == bool(seeds_mm):
-            raise ConfigError("region-grow needs seeds: give --seed-voxel I J K or --seed-mm X Y Z (one kind, repeatable)")
+            raise InvalidArgumentError(
+                "region-grow needs seeds: give --seed-voxel I J K or --seed-mm X Y Z (one kind, repeatable)"
+            )
         options["seeds"] = seeds_voxel or seeds_mm
         options["seeds_in"] = "voxel" if seeds_voxel else "world"
     elif seeds_voxel or seeds_mm:
-        raise ConfigError(f"--seed-voxel/--seed-mm do not apply to --method {args.method} (they are for region-grow)")
+        raise InvalidArgumentError(
+            f"--seed-voxel/--seed-mm do not apply to --method {args.method} (they are for region-grow)"
+        )
     return options
 
 

@@ -10,6 +10,13 @@ import argparse
 import shlex
 import sys
 
+from medseg.cli._options import (
+    DEFAULT_GEOMETRY_TOLERANCE_MM,
+    add_geometry_tolerance_option,
+    add_labels_option,
+    add_pred_options,
+)
+
 FORMAT_HELP = "msd (alias nnunet), acdc, rle-csv, grand-challenge (alias gc)"
 
 DESCRIPTION = """\
@@ -31,8 +38,8 @@ Formats:
   grand-challenge  predictions/<case>.mha plus metrics.json (case/aggregates) built from an
                    evaluation run's metrics.csv (--metrics)
 
-Every output has the voxel grid of its image: shape equal and affine within --atol-mm (default
-0.001 mm on the origin and on each axis vector times the extent). A prediction saved in another
+Every output has the voxel grid of its image: shape equal and affine within --geometry-tolerance
+(default 0.001 mm on the origin and on each axis vector times the extent). A prediction saved in another
 axis order or orientation is permuted/flipped exactly onto the image grid; any other difference
 is an error. Nothing is written unless every case can be written; the zip (with manifest.json:
 SHA-256 per file, medseg version, command) is written only when the check passes."""
@@ -51,22 +58,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.usage = (
         "%(prog)s --format FORMAT --pred DIR --images DIR --out OUT [--label-map MAP] [--zip [ZIP]] [options]\n"
-        "       %(prog)s check --format FORMAT OUT_OR_ZIP --images DIR [--labels VALUES] [--atol-mm MM]"
+        "       %(prog)s check --format FORMAT OUT_OR_ZIP --images DIR [--labels SPEC] [--geometry-tolerance MM]"
     )
     parser.description = DESCRIPTION
     parser.epilog = EPILOG
     parser.add_argument("--format", metavar="FORMAT", help=f"submission format: {FORMAT_HELP}")
-    parser.add_argument("--pred", metavar="DIR", help="folder of predicted label maps named by case id (searched recursively)")
+    add_pred_options(parser, "folder of predicted label maps named by case id")
     parser.add_argument("--images", metavar="DIR", help="the images the predictions answer: expected cases and voxel grids")
     parser.add_argument("--out", metavar="OUT", help="submission folder to write (missing or empty unless --overwrite)")
     parser.add_argument(
         "--label-map", metavar="MAP", help="training label -> challenge label: '1:2,2:1' or a YAML/JSON file; unlisted labels stay"
     )
-    parser.add_argument("--labels", metavar="VALUES", help="allowed challenge labels: '0,1,2', '0-3' or a dataset.json (acdc: 0-3)")
+    add_labels_option(parser, "allowed challenge labels after --label-map (default: any uint8 value; acdc: 0-3)")
     parser.add_argument("--rle-per-class", action="store_true", help="rle-csv: one row per slice and class (ImageId,ClassId,EncodedPixels)")
     parser.add_argument("--metrics", metavar="CSV", help="grand-challenge: metrics.csv of an evaluation run (default PRED/metrics.csv)")
-    parser.add_argument("--pred-glob", metavar="PATTERN", default="*", help="only prediction files matching this name pattern (default '*')")
-    parser.add_argument("--atol-mm", type=float, default=1e-3, metavar="MM", help="grid tolerance in mm (default 0.001)")
+    add_geometry_tolerance_option(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument(
         "--zip", nargs="?", const=True, default=None, metavar="ZIP", help="also write a zip with manifest.json (default OUT.zip)"
@@ -76,15 +82,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "check",
         help="check a submission folder or zip: FORMAT OUT_OR_ZIP --images DIR",
         description="Check a submission folder or zip against its images: every case present, no extra "
-        "files, names, uint8 storage, shape and affine equal to the image's (within --atol-mm), label values "
+        "files, names, uint8 storage, shape and affine equal to the image's (within --geometry-tolerance), "
+        "label values "
         "allowed, not all empty, manifest hashes. Prints PASS/FAIL per case and one line per problem; "
         "exits 1 when anything fails.",
     )
     check.add_argument("target", metavar="OUT_OR_ZIP", help="submission folder or .zip")
     check.add_argument("--format", dest="check_format", metavar="FORMAT", required=True, help=FORMAT_HELP)
     check.add_argument("--images", dest="check_images", metavar="DIR", required=True, help="the images the submission answers")
-    check.add_argument("--labels", dest="check_labels", metavar="VALUES", help="allowed labels: '0,1,2', '0-3' or a dataset.json")
-    check.add_argument("--atol-mm", dest="check_atol_mm", type=float, default=1e-3, metavar="MM", help="grid tolerance in mm (default 0.001)")
+    add_labels_option(check, "allowed labels (default: any uint8 value; acdc: 0-3)", nested=True)
+    add_geometry_tolerance_option(check, nested=True)
     parser.set_defaults(_submit_parser=parser)
     check.add_argument("--json", dest="check_json", action="store_true", help="print the report as JSON")
     check.set_defaults(_submit_parser=check)
@@ -109,7 +116,8 @@ def _run_check(args: argparse.Namespace) -> int:
     from medseg.submission import check_submission
 
     report = check_submission(
-        args.check_format, args.target, args.check_images, allowed_labels=args.check_labels, atol_mm=args.check_atol_mm,
+        args.check_format, args.target, args.check_images, allowed_labels=args.labels,
+        atol_mm=args.geometry_tolerance_mm,
         progress=not args.quiet and not args.check_json,
     )
     if args.check_json:
@@ -130,14 +138,15 @@ def _run_prepare(args: argparse.Namespace) -> int:
         )
     from pathlib import Path
 
-    from medseg.io import ensure_writable_folder
+    from medseg.io import ensure_writable_file, ensure_writable_folder
     from medseg.submission import prepare_submission
 
     out = Path(args.out).expanduser()
     ensure_writable_folder(out.parent)  # the submission is built beside it, then moved in
-    zip_path = None
+    zip_path, default_zip = None, out.with_name(out.name + ".zip")
     if args.zip is not None:
-        zip_path = out.with_name(out.name + ".zip") if args.zip is True else Path(args.zip).expanduser()
+        zip_path = default_zip if args.zip is True else Path(args.zip).expanduser()
+        ensure_writable_file(zip_path)  # before writing and checking every case, not after
     result = prepare_submission(
         args.format,
         args.pred,
@@ -147,8 +156,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         allowed_labels=args.labels,
         rle_per_class=args.rle_per_class,
         metrics_csv=args.metrics,
-        pred_pattern=args.pred_glob,
-        atol_mm=args.atol_mm,
+        pred_pattern=args.pred_pattern,
+        atol_mm=args.geometry_tolerance_mm,
         overwrite=args.overwrite,
         zip_path=zip_path,
         command=command_line(args),
@@ -161,6 +170,13 @@ def _run_prepare(args: argparse.Namespace) -> int:
     print("\n".join(result.check.lines()))
     if zip_path is not None:
         print(f"wrote {result.zip_path}" if result.zip_path else "zip not written: the submission failed its check")
+    elif default_zip.exists():  # e.g. from an earlier --zip run: it does not hold this folder
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s is not from this run (no --zip): it does not hold the submission just written to %s; "
+            "pass --zip --overwrite to rewrite it, or remove it", default_zip, out
+        )
     return 0 if result.ok else 1
 
 
@@ -173,10 +189,10 @@ def command_line(args: argparse.Namespace) -> str:
     ):
         if value is not None:
             parts += [flag, str(value)]
-    if args.pred_glob != "*":
-        parts += ["--pred-glob", args.pred_glob]
-    if args.atol_mm != 1e-3:
-        parts += ["--atol-mm", repr(args.atol_mm)]
+    if args.pred_pattern is not None:
+        parts += ["--pred-pattern", args.pred_pattern]
+    if args.geometry_tolerance_mm != DEFAULT_GEOMETRY_TOLERANCE_MM:
+        parts += ["--geometry-tolerance", repr(args.geometry_tolerance_mm)]
     for flag, value in (("--rle-per-class", args.rle_per_class), ("--overwrite", args.overwrite)):
         if value:
             parts.append(flag)

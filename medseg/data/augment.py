@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from medseg.data.config import AugmentationConfig, load_augmentation_config
+from medseg.errors import InvalidArgumentError
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Augmenter:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.dims = len(self.patch_size)
         if self.dims not in (2, 3):
-            raise ValueError(f"patch_size must have 2 or 3 axes, got {patch_size}")
+            raise InvalidArgumentError(f"patch_size must have 2 or 3 axes, got {patch_size}")
         spacing = np.ones(self.dims) if spacing_mm is None else np.asarray(spacing_mm, dtype=np.float64)
         self.spacing = spacing
         self.anisotropic = bool(spacing.max() / spacing.min() > 3.0)

@@ -14,7 +14,8 @@ Layout of a cache folder (``medseg preprocess --out CACHE``)::
 
 Arrays are written with :func:`numpy.save`, so ``np.load(path, mmap_mode="r")`` maps them and
 a patch read touches only the patch's pages. Every file is written atomically
-(:func:`medseg.io.atomic_path`: temporary file in the same folder, then ``os.replace``) and
+(:func:`medseg.io.atomic_path`: temporary file in the same folder, then ``os.replace``;
+``plan.json`` with :func:`medseg.config.plan.save_plan`, like every plan) and
 the case JSON is written last, so a case counts as done only when all its files are
 complete. A case is skipped when its JSON records the same input signature: sizes and
 modification times of its input files (every file of a DICOM folder) and the hash of the
@@ -36,23 +37,17 @@ from typing import Any
 
 import numpy as np
 
+from medseg.common.jsonio import readable_json
+from medseg.common.processes import process_context
 from medseg.common.progress import progress_bar
+from medseg.config.plan import Plan, load_plan, preprocessing_hash, save_plan
 from medseg.data.manifest import CaseEntry, Manifest
-from medseg.errors import ConfigError, MedsegError
-from medseg.io import atomic_path, atomic_write_text, spacing_from_affine
+from medseg.errors import ConfigError, InvalidArgumentError, MedsegError
+from medseg.io import atomic_save_npy, atomic_write_text, spacing_from_affine
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-
-
-def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
-    """``np.save`` (C order, no pickles) to ``path`` atomically, with the usual permissions
-    (:func:`medseg.io.atomic_path`)."""
-    path = Path(path)
-    with atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
-    return path
 
 
 # -- signatures -----------------------------------------------------------------------------
@@ -68,13 +63,11 @@ def _file_facts(path: Path) -> list[list[Any]]:
     return facts
 
 
-def input_signature(entry: CaseEntry, plan: Mapping[str, Any]) -> str:
+def input_signature(entry: CaseEntry, plan: Plan) -> str:
     """Hash of the case's input files (path, size, mtime) and the plan's preprocessing section.
 
     Raises ``FileNotFoundError`` when an input is missing.
     """
-    from medseg.data.planning import preprocessing_hash
-
     facts: list[Any] = [CACHE_VERSION, preprocessing_hash(plan)]
     for path in list(entry.images) + ([entry.label] if entry.label else []):
         facts.append(_file_facts(Path(path)))
@@ -120,27 +113,26 @@ def sample_class_locations(label: np.ndarray, per_class: int, seed: int = 0, chu
 
 def _case_json(meta: Mapping[str, Any], class_locations: Mapping[str, Any]) -> str:
     """Readable JSON, with the (long) class location lists written compactly at the end."""
-    from medseg.data.planning import readable_json
-
     head = readable_json(dict(meta))
     locs = json.dumps(class_locations, separators=(",", ":"))
     return head[:-2] + ',\n  "class_locations": ' + locs + "\n}\n"
 
 
-def preprocess_case_to_cache(entry: CaseEntry, plan: Mapping[str, Any], cache_dir: str | Path, signature: str | None = None) -> dict[str, Any]:
+def preprocess_case_to_cache(
+    entry: CaseEntry, plan: Plan, cache_dir: str | Path, signature: str | None = None
+) -> dict[str, Any]:
     """Preprocess one case with the plan and write its files (see the module docstring).
 
     Returns a short summary (case id, shapes, seconds). Errors propagate (the caller names
     the case).
     """
-    from medseg.data.planning import preprocessing_hash
     from medseg.data.transforms import preprocess_case
 
     start = time.perf_counter()
-    pre = plan["preprocessing"]
+    pre = plan.preprocessing
     sample = preprocess_case(list(entry.images), pre, label=entry.label, case_id=entry.case_id)
     files = case_files(cache_dir, entry.case_id)
-    dtype = np.float16 if pre.get("cache_dtype") == "float16" else np.float32
+    dtype = np.float16 if pre.cache_dtype == "float16" else np.float32
     image = sample["image"]
     channel_min = [float(c.min()) for c in image]
     channel_max = [float(c.max()) for c in image]
@@ -158,7 +150,7 @@ def preprocess_case_to_cache(entry: CaseEntry, plan: Mapping[str, Any], cache_di
         counts = np.bincount(label.reshape(-1), minlength=1)
         classes = {str(v): int(c) for v, c in enumerate(counts) if c}
         seed = zlib.crc32(entry.case_id.encode())
-        locations = sample_class_locations(label, int(pre.get("class_locations_per_class", 2000)), seed)
+        locations = sample_class_locations(label, pre.class_locations_per_class, seed)
         atomic_save_npy(files["label"], label)
     elif files["label"].exists():
         files["label"].unlink()
@@ -203,20 +195,6 @@ def _job(args: tuple) -> dict[str, Any]:
         }
 
 
-def process_context():
-    """Multiprocessing context for worker pools: ``forkserver`` with torch, MONAI and the
-    transforms preloaded once (workers start in well under a second, and nothing is forked
-    from a parent that may hold threads), or ``spawn`` where forkserver is unavailable."""
-    import multiprocessing as mp
-
-    try:
-        context = mp.get_context("forkserver")
-    except ValueError:
-        return mp.get_context("spawn")
-    context.set_forkserver_preload(["torch", "monai.transforms", "medseg.data.transforms", "medseg.data.fingerprint"])
-    return context
-
-
 def _worker_init() -> None:
     import torch
 
@@ -229,7 +207,7 @@ def is_cached(cache_dir: str | Path, case_id: str, signature: str) -> bool:
     if not files["meta"].exists() or not files["image"].exists():
         return False
     try:
-        meta = json.loads(files["meta"].read_text())
+        meta = json.loads(files["meta"].read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
     if meta.get("input_signature") != signature:
@@ -257,7 +235,7 @@ class PreprocessReport:
 
 def preprocess_dataset(
     manifest: Manifest,
-    plan: Mapping[str, Any],
+    plan: Plan | str | Path | Mapping[str, Any],
     cache_dir: str | Path,
     *,
     workers: int = 1,
@@ -271,11 +249,10 @@ def preprocess_dataset(
     ``overwrite``. ``workers`` > 1 runs cases in that many processes (each with one torch
     thread). A case that raises, or whose worker process dies (e.g. killed for memory), is
     recorded in ``failed.json`` with the reason while the others complete; the report lists
-    it. ``progress`` shows a tqdm bar. Raises :class:`ConfigError` for an empty manifest or
-    unknown ``case_ids``.
+    it. ``progress`` shows a progress bar. ``plan``: a :class:`~medseg.config.plan.Plan` (or what
+    :func:`~medseg.config.plan.load_plan` reads). Raises :class:`ConfigError` for an empty
+    manifest or unknown ``case_ids``.
     """
-    from medseg.data.planning import load_plan, readable_json
-
     plan = load_plan(plan)
     started = time.perf_counter()
     cache_dir = Path(cache_dir).expanduser()
@@ -285,11 +262,11 @@ def preprocess_dataset(
         known = {e.case_id for e in entries}
         unknown = [c for c in case_ids if c not in known]
         if unknown:
-            raise ConfigError(f"{manifest.path}: no case(s) {', '.join(unknown)} in the manifest")
+            raise InvalidArgumentError(f"{manifest.path}: no case(s) {', '.join(unknown)} in the manifest")
         entries = [e for e in entries if e.case_id in set(case_ids)]
     if not entries:
         raise ConfigError(f"{manifest.path}: manifest lists no cases; nothing to preprocess")
-    atomic_write_text(cache_dir / "plan.json", readable_json(plan) + "\n")
+    save_plan(plan, cache_dir / "plan.json")
     report = PreprocessReport()
     jobs = []
     for entry in entries:
@@ -301,7 +278,7 @@ def preprocess_dataset(
         if not overwrite and is_cached(cache_dir, entry.case_id, signature):
             report.skipped.append(entry.case_id)
             continue
-        jobs.append((entry, dict(plan), str(cache_dir), signature))
+        jobs.append((entry, plan, str(cache_dir), signature))
     with progress_bar(total=len(jobs), desc="preprocess", enabled=progress and bool(jobs)) as bar:
         for result in _run_jobs(jobs, workers):
             if "error" in result:
@@ -340,7 +317,9 @@ def _run_jobs(jobs: list[tuple], workers: int) -> Iterable[dict[str, Any]]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    context = process_context()
+    from medseg.data.transforms import WORKER_PRELOAD
+
+    context = process_context(WORKER_PRELOAD)
     pending = list(jobs)
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, initializer=_worker_init) as pool:
         futures = {pool.submit(_job, job): job for job in pending}
@@ -414,7 +393,7 @@ def open_cache(cache_dir: str | Path, case_ids: Sequence[str] | None = None) -> 
         if path.name in ("plan.json", "summary.json", "failed.json"):
             continue
         try:
-            meta = json.loads(path.read_text())
+            meta = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: unreadable cached case JSON ({exc})") from None
         if "case_id" in meta and (cache_dir / meta.get("image_file", "")).exists():
@@ -426,8 +405,6 @@ def open_cache(cache_dir: str | Path, case_ids: Sequence[str] | None = None) -> 
     return [CachedCase(c, metas[c], cache_dir) for c in wanted]
 
 
-def load_cache_plan(cache_dir: str | Path) -> dict[str, Any]:
+def load_cache_plan(cache_dir: str | Path) -> Plan:
     """The plan stored in a cache folder."""
-    from medseg.data.planning import load_plan
-
     return load_plan(Path(cache_dir).expanduser() / "plan.json")

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from medseg.config import bounded, from_dict, load_yaml, setting, span, to_dict
+from medseg.config import Section, bounded, from_dict, load_yaml, setting, span
+from medseg.config.plan import ANISOTROPY_THRESHOLD, DEFAULT_BASE_CHANNELS, DEFAULT_MAX_CHANNELS, is_orientation_code
 
 T = TypeVar("T")
 
@@ -34,38 +35,38 @@ def axis_list(default: tuple[int, ...]) -> Any:
 
 # -- augmentation (medseg.data.augment) -------------------------------------------------------
 @dataclass
-class Rotation:  # about each axis (3D); in-plane only for 2D and anisotropic patches
+class Rotation(Section):  # about each axis (3D); in-plane only for 2D and anisotropic patches
     p: float = probability(0.2)
     degrees: tuple[float, float] = span((-30.0, 30.0), -180, 180)
 
 
 @dataclass
-class Scale:  # size of the sampled region (> 1: more context)
+class Scale(Section):  # size of the sampled region (> 1: more context)
     p: float = probability(0.2)
     range: tuple[float, float] = span((0.7, 1.4), 0.05, 20)
 
 
 @dataclass
-class Elastic:
+class Elastic(Section):
     p: float = probability(0.0)
     magnitude_voxels: tuple[float, float] = span((0.0, 4.0), 0, 100)
     sigma_voxels: tuple[float, float] = span((8.0, 12.0), 1, 100)
 
 
 @dataclass
-class Flip:  # p per axis
+class Flip(Section):  # p per axis
     p: float = probability(0.5)
     axes: tuple[int, ...] = axis_list((0, 1, 2))
 
 
 @dataclass
-class Rot90:  # exact 90-degree rotations in the plane of `axes`
+class Rot90(Section):  # exact 90-degree rotations in the plane of `axes`
     p: float = probability(0.0)
     axes: tuple[int, ...] = axis_list((0, 1))
 
 
 @dataclass
-class SpatialAugmentation:
+class SpatialAugmentation(Section):
     rotation: Rotation = field(default_factory=Rotation)
     scale: Scale = field(default_factory=Scale)
     elastic: Elastic = field(default_factory=Elastic)
@@ -74,37 +75,37 @@ class SpatialAugmentation:
 
 
 @dataclass
-class GaussianNoise:
+class GaussianNoise(Section):
     p: float = probability(0.1)
     variance: tuple[float, float] = span((0.0, 0.1), 0)
 
 
 @dataclass
-class GaussianBlur:
+class GaussianBlur(Section):
     p: float = probability(0.2)
     sigma: tuple[float, float] = span((0.5, 1.0), 0, 10)  # voxels
 
 
 @dataclass
-class Brightness:
+class Brightness(Section):
     p: float = probability(0.15)
     multiplier: tuple[float, float] = span((0.75, 1.25), 0)
 
 
 @dataclass
-class Contrast:
+class Contrast(Section):
     p: float = probability(0.15)
     factor: tuple[float, float] = span((0.75, 1.25), 0)
 
 
 @dataclass
-class LowResolution:
+class LowResolution(Section):
     p: float = probability(0.25)
     zoom: tuple[float, float] = span((0.5, 1.0), 0.05, 1)
 
 
 @dataclass
-class Gamma:
+class Gamma(Section):
     p: float = probability(0.3)
     gamma: tuple[float, float] = span((0.7, 1.5), 0.01, 10)
     p_invert: float = probability(0.1)
@@ -112,7 +113,7 @@ class Gamma:
 
 
 @dataclass
-class IntensityAugmentation:
+class IntensityAugmentation(Section):
     gaussian_noise: GaussianNoise = field(default_factory=GaussianNoise)
     gaussian_blur: GaussianBlur = field(default_factory=GaussianBlur)
     brightness: Brightness = field(default_factory=Brightness)
@@ -122,7 +123,7 @@ class IntensityAugmentation:
 
 
 @dataclass
-class AugmentationConfig:
+class AugmentationConfig(Section):
     """Patch augmentation settings (see ``configs/augmentation_default.yaml``)."""
 
     spatial: SpatialAugmentation = field(default_factory=SpatialAugmentation)
@@ -132,8 +133,7 @@ class AugmentationConfig:
 # -- preprocessing (medseg.data.planning) -----------------------------------------------------
 def _is_orientation(code: str) -> bool:
     """``auto``, ``none`` or three of R/L, A/P, S/I, one per axis (any case)."""
-    code = code.upper()
-    return code in ("AUTO", "NONE") or (len(code) == 3 and sorted("RLAPSI".find(c) // 2 for c in code) == [0, 1, 2])
+    return code.lower() in ("auto", "none") or is_orientation_code(code)
 
 
 def _voxels(n: int) -> Any:
@@ -141,9 +141,9 @@ def _voxels(n: int) -> Any:
 
 
 @dataclass
-class NetworkSettings:
-    base_channels: int = bounded(32, 1)
-    max_channels: int = bounded(320, 1)
+class NetworkSettings(Section):
+    base_channels: int = bounded(DEFAULT_BASE_CHANNELS, 1)
+    max_channels: int = bounded(DEFAULT_MAX_CHANNELS, 1)
     gpu_memory_gib: float = bounded(8.0, 0.1)  # budget the patch size is fitted to
     batch_size_3d: int = bounded(2, 1)
     max_batch_size_2d: int = bounded(64, 1)
@@ -152,14 +152,14 @@ class NetworkSettings:
 
 
 @dataclass
-class PreprocessingConfig:
+class PreprocessingConfig(Section):
     """Planning settings (see ``configs/preprocessing_default.yaml``)."""
 
     orientation: str = setting("auto", "'auto', 'none' or an orientation code such as 'RAS' (three of R/L, A/P, S/I)", _is_orientation)
     target_spacing_mm: Literal["auto"] | tuple[float, float, float] = setting(
         "auto", "'auto' or three positive spacings in mm [x, y, z]", lambda v: v == "auto" or min(v) > 0
     )
-    anisotropy_threshold: float = bounded(3.0, 1.0)
+    anisotropy_threshold: float = bounded(ANISOTROPY_THRESHOLD, 1.0)
     image_interpolation: Literal["linear", "bspline"] = "linear"
     label_interpolation: Literal["nearest", "linear"] = "nearest"
     keep_all_classes: bool = True
@@ -175,17 +175,18 @@ class PreprocessingConfig:
     network: NetworkSettings = field(default_factory=NetworkSettings)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         lower = self.orientation.lower()
         self.orientation = lower if lower in ("auto", "none") else self.orientation.upper()
 
 
 # -- loading ----------------------------------------------------------------------------------
 def _load(cls: type[T], config: Any, section: str) -> T:
-    """Validate ``config`` (an instance, a YAML path, a dict or ``None``) into ``cls``,
-    unwrapping a lone top-level ``section:`` key."""
+    """Validate ``config`` (a YAML path, a dict or ``None``) into ``cls``, unwrapping a lone
+    top-level ``section:`` key; an instance (checked when it was built) is returned as it is."""
     source = f"<{section} config>"
-    if isinstance(config, cls):  # built in Python: validated like a file
-        config = to_dict(config)
+    if isinstance(config, cls):
+        return config
     if isinstance(config, (str, Path)):
         source = str(Path(config).expanduser())
         config = load_yaml(source)

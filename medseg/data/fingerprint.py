@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.common.processes import process_context
 from medseg.common.progress import progress_bar
 from medseg.data.manifest import CaseEntry, Manifest, undeclared_labels_problem
 from medseg.errors import ConfigError, VolumeReadError
@@ -191,9 +192,9 @@ def dataset_fingerprint(
     jobs = [(entry, {"ct": _load_ct_argument(channel_ct_flags(manifest, len(entry.images))), **settings}) for entry in entries]
     results: list[dict[str, Any]] = []
     if workers > 1:
-        from medseg.data.cache import process_context
+        from medseg.data.transforms import WORKER_PRELOAD
 
-        with process_context().Pool(workers, initializer=_quiet_worker) as pool:
+        with process_context(WORKER_PRELOAD).Pool(workers, initializer=_quiet_worker) as pool:
             iterator = pool.imap(_case_job, jobs)
             results = list(progress_bar(iterator, total=len(jobs), desc="fingerprint", enabled=progress))
     else:

@@ -1,6 +1,8 @@
 """Intensity normalisation schemes for CT and MRI (one channel at a time).
 
-A scheme is a plain dict (it lives in the plan JSON), with ``"scheme"`` one of:
+A scheme is a :class:`~medseg.config.plan.NormalizationScheme` (the plan's
+``preprocessing.normalization`` entries; :func:`check_scheme` builds one from its plain form),
+with ``scheme`` one of:
 
 * ``"ct"``: clip to ``clip`` = ``[low, high]`` HU (a fixed window, or the dataset's
   foreground 0.5/99.5 percentiles from the fingerprint), then z-score with the dataset's
@@ -19,47 +21,24 @@ sample of at most 2 million voxels. An empty array is returned unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from medseg.errors import ConfigError
+from medseg.config import from_dict
+from medseg.config.plan import NormalizationScheme
 
-SCHEMES = ("ct", "window", "zscore", "percentile", "none")
 _SAMPLE = 2_000_000
 _EPS = 1e-8
 
 
-def check_scheme(scheme: dict[str, Any], where: str = "normalization") -> dict[str, Any]:
-    """Validate a scheme dict; raises :class:`ConfigError` naming the key and the problem."""
-    if not isinstance(scheme, dict) or "scheme" not in scheme:
-        raise ConfigError(f"{where}: expected a mapping with a 'scheme' key ({', '.join(SCHEMES)}), got {scheme!r}")
-    name = scheme["scheme"]
-    if name not in SCHEMES:
-        raise ConfigError(f"{where}.scheme: {name!r} is not one of {', '.join(SCHEMES)}")
-    allowed = {
-        "ct": {"clip", "mean", "std"},
-        "window": {"clip"},
-        "zscore": {"use_nonzero_mask"},
-        "percentile": {"percentiles"},
-        "none": set(),
-    }[name] | {"scheme", "channel", "channel_name"}
-    unknown = sorted(set(scheme) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key for scheme {name!r}; allowed: {', '.join(sorted(allowed))}")
-    if name in ("ct", "window"):
-        clip = scheme.get("clip")
-        if not (isinstance(clip, (list, tuple)) and len(clip) == 2 and all(isinstance(v, (int, float)) for v in clip)):
-            raise ConfigError(f"{where}.clip: expected [low, high] numbers, got {clip!r}")
-        if not clip[0] < clip[1]:
-            raise ConfigError(f"{where}.clip: low must be below high, got {list(clip)}")
-    if name == "ct":
-        for key in ("mean", "std"):
-            if not isinstance(scheme.get(key), (int, float)):
-                raise ConfigError(f"{where}.{key}: expected a number (from the dataset fingerprint), got {scheme.get(key)!r}")
-        if scheme["std"] <= 0:
-            raise ConfigError(f"{where}.std: must be > 0, got {scheme['std']}")
-    return scheme
+def check_scheme(scheme: NormalizationScheme | Mapping[str, Any], where: str = "normalization") -> NormalizationScheme:
+    """A :class:`~medseg.config.plan.NormalizationScheme` from its plain form (returned as it is when
+    already one); raises :class:`~medseg.errors.ConfigError` naming ``where``, the key and the problem."""
+    if isinstance(scheme, NormalizationScheme):
+        return scheme
+    return from_dict(NormalizationScheme, scheme, where)
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
@@ -67,27 +46,29 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return flat[:: flat.size // _SAMPLE + 1] if flat.size > _SAMPLE else flat
 
 
-def normalize(channel: np.ndarray, scheme: dict[str, Any]) -> dict[str, Any]:
-    """Normalise one channel ``(X, Y, Z)`` float32 **in place**; returns the parameters used."""
-    name = scheme["scheme"]
+def normalize(channel: np.ndarray, scheme: NormalizationScheme | Mapping[str, Any]) -> dict[str, Any]:
+    """Normalise one channel ``(X, Y, Z)`` float32 **in place** with ``scheme`` (see
+    :func:`check_scheme`); returns the parameters used."""
+    scheme = check_scheme(scheme)
+    name = scheme.scheme
     used: dict[str, Any] = {"scheme": name}
     if channel.size == 0 or name == "none":
         return used
     if name == "ct":
-        low, high = (float(v) for v in scheme["clip"])
-        mean, std = float(scheme["mean"]), float(scheme["std"])
+        low, high = (float(v) for v in scheme.clip)
+        mean, std = float(scheme.mean), float(scheme.std)
         np.clip(channel, low, high, out=channel)
         channel -= mean
         channel /= max(std, _EPS)
         used.update(clip=[low, high], mean=mean, std=std)
     elif name == "window":
-        low, high = (float(v) for v in scheme["clip"])
+        low, high = (float(v) for v in scheme.clip)
         np.clip(channel, low, high, out=channel)
         channel -= low
         channel /= high - low
         used.update(clip=[low, high])
     elif name == "zscore":
-        if scheme.get("use_nonzero_mask"):
+        if scheme.use_nonzero_mask:
             mask = channel != 0
             values = channel[mask] if mask.any() else channel.reshape(-1)
             mean, std = float(values.mean()), float(values.std())
@@ -99,9 +80,9 @@ def normalize(channel: np.ndarray, scheme: dict[str, Any]) -> dict[str, Any]:
             mean, std = float(sample.mean(dtype=np.float64)), float(sample.std(dtype=np.float64))
             channel -= mean
             channel /= max(std, _EPS)
-        used.update(mean=mean, std=std, use_nonzero_mask=bool(scheme.get("use_nonzero_mask", False)))
+        used.update(mean=mean, std=std, use_nonzero_mask=bool(scheme.use_nonzero_mask))
     elif name == "percentile":
-        p_low, p_high = scheme.get("percentiles", [0.5, 99.5])
+        p_low, p_high = scheme.percentiles or (0.5, 99.5)
         low, high = (float(v) for v in np.percentile(_sample(channel), [p_low, p_high]))
         np.clip(channel, low, high, out=channel)
         channel -= low

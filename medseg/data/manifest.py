@@ -7,7 +7,9 @@ folder.
   nnU-Net v2, or ``{"0": "background", "1": "liver"}`` as in MSD), ``channel_names`` (or
   MSD ``modality``), ``file_ending`` and either a ``training`` list of
   ``{"image": ..., "label": ...}`` or, if absent, the files ``imagesTr/<case>_0000<ending>``
-  (further channels ``_0001``, ...) with ``labelsTr/<case><ending>``.
+  (further channels ``_0001``, ...) with ``labelsTr/<case><ending>``. A ``training`` entry's case id
+  is its (first) image's case key (:func:`medseg.common.naming.case_key`: ``la_003_0000.nii.gz`` and
+  ``la_003.nii.gz`` are both case ``la_003``), the rule every command pairs files by.
 * **CSV** with a header ``case_id,image,label`` (``image``: one file, or one per channel
   separated by ``;``) and optional ``split`` (train/val/test),
   ``fold`` (integer) and ``group`` (e.g. a patient id: cases of one group always land in the
@@ -31,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.common.labels import label_names_from_mapping
+from medseg.common.naming import case_key
 from medseg.common.progress import progress_bar
 from medseg.errors import ConfigError, MedsegError
-from medseg.io import atomic_write_text, strip_channel_suffix
+from medseg.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -122,33 +126,15 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def _parse_labels(raw: object, source: Path) -> dict[str, int]:
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{source}: 'labels' must be a non-empty mapping")
-    labels: dict[str, int] = {}
-    for key, value in raw.items():
-        if _looks_like_integer(str(key)) and isinstance(value, str):  # MSD: {"0": "background"}
-            name, number = value, int(key)
-        else:  # nnU-Net v2: {"background": 0}
-            name, number = str(key), value
-        if isinstance(number, list):
-            raise ConfigError(f"{source}: label {name!r} is a region (list of values); medseg needs one value per label")
-        try:
-            number = int(number)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: label {name!r} has value {number!r}, which is not an integer") from None
-        if number < 0 or number > 65535:
-            raise ConfigError(f"{source}: label {name!r} = {number} is outside 0..65535")
-        if number in labels.values():
-            raise ConfigError(f"{source}: label value {number} is used twice")
-        labels[name] = number
-    if 0 not in labels.values():
-        labels = {"background": 0, **labels}
-    return labels
+    """Name -> value from a ``labels`` mapping (either layout, :func:`medseg.common.labels.label_names_from_mapping`),
+    with ``background: 0`` added when no label has value 0."""
+    labels = {name: value for value, name in label_names_from_mapping(raw, source).items()}
+    return labels if 0 in labels.values() else {"background": 0, **labels}
 
 
 def _load_dataset_json(path: Path) -> Manifest:
     try:
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(spec, dict):
@@ -166,7 +152,7 @@ def _load_dataset_json(path: Path) -> Manifest:
             images = item["image"] if isinstance(item["image"], list) else [item["image"]]
             image_paths = tuple((root / p).resolve() for p in images)
             label = (root / item["label"]).resolve() if item.get("label") else None
-            case_id = strip_channel_suffix(_strip_ending(Path(images[0]).name, ending))
+            case_id = case_key(_strip_ending(Path(images[0]).name, ending))
             cases.append(CaseEntry(case_id, image_paths, label))
     else:
         images_dir = root / "imagesTr"
@@ -188,7 +174,7 @@ def _load_dataset_json(path: Path) -> Manifest:
 
 def _load_csv(path: Path) -> Manifest:
     meta: dict[str, str] = {}
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     body, body_line_numbers = [], []
     for number, line in enumerate(lines, 1):
         if line.startswith("#"):
@@ -369,7 +355,7 @@ def _load_phantom_yaml(path: Path) -> Manifest:
     import yaml
 
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     phantom = spec.get("phantom")

@@ -1,6 +1,8 @@
 """Dataset planning: from a fingerprint to preprocessing settings and network configurations.
 
-The plan (``medseg plan`` writes it as indented JSON) has four parts:
+The plan is a typed :class:`~medseg.config.plan.Plan` (``medseg plan`` writes it with
+:func:`~medseg.config.plan.save_plan`; :func:`~medseg.config.plan.load_plan` reads it). It has
+four parts:
 
 * ``dataset``: name, manifest, labels, channels.
 * ``fingerprint``: see :mod:`medseg.data.fingerprint`.
@@ -27,8 +29,6 @@ Spacings, shapes and patch sizes are in the plan's orientation's axis order.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,12 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from medseg.config import from_dict
+from medseg.config.plan import DEFAULT_BASE_CHANNELS, DEFAULT_MAX_CHANNELS, PLAN_VERSION, Plan
 from medseg.data.config import NetworkSettings, PreprocessingConfig, load_preprocessing_config
 from medseg.data.manifest import Manifest
-from medseg.errors import ConfigError
-from medseg.io import atomic_write_text
 
-PLAN_VERSION = 1
 #: Values stored per voxel for backpropagation, relative to one conv output (empirical; puts
 #: nnU-Net's reference 128^3 patch, batch 2, 32 base channels at about 9 GiB with AMP).
 MEMORY_FACTOR = 24.0
@@ -87,8 +86,8 @@ def estimate_unet_memory_gib(
     patch: Sequence[int],
     strides: Sequence[Sequence[int]],
     *,
-    base_channels: int = 32,
-    max_channels: int = 320,
+    base_channels: int = DEFAULT_BASE_CHANNELS,
+    max_channels: int = DEFAULT_MAX_CHANNELS,
     batch_size: int = 2,
     bytes_per_value: int = 2,
 ) -> float:
@@ -265,7 +264,9 @@ def _normalization(fingerprint: Mapping[str, Any], manifest: Manifest, config: P
     return schemes
 
 
-def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig | Mapping[str, Any] | None = None) -> dict[str, Any]:
+def make_plan(
+    fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig | Mapping[str, Any] | None = None
+) -> Plan:
     """Derive the plan (see the module docstring) from a dataset fingerprint and the
     preprocessing config (anything :func:`~medseg.data.config.load_preprocessing_config`
     takes; ``None`` for the defaults)."""
@@ -343,7 +344,7 @@ def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Prepro
             f"anisotropic: axis {preprocessing['separate_z_axis']} is resampled with nearest neighbour and "
             "images in-plane with linear interpolation (separate z)"
         )
-    return {
+    plain = {
         "medseg_plan_version": PLAN_VERSION,
         "dataset": {
             "name": manifest.name,
@@ -358,6 +359,7 @@ def make_plan(fingerprint: Mapping[str, Any], manifest: Manifest, config: Prepro
         "notes": notes,
         "fingerprint": dict(fingerprint),
     }
+    return from_dict(Plan, plain, source="<plan>")
 
 
 def plan_dataset(
@@ -367,7 +369,7 @@ def plan_dataset(
     workers: int = 1,
     progress: bool = False,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> Plan:
     """Fingerprint ``manifest`` and derive its plan (one call for ``medseg plan``)."""
     from medseg.data.fingerprint import dataset_fingerprint
 
@@ -377,76 +379,3 @@ def plan_dataset(
         manifest, orientation=fingerprint_orientation, crop=settings.crop, workers=workers, seed=seed, progress=progress
     )
     return make_plan(fingerprint, manifest, settings)
-
-
-def readable_json(value: Any, indent: int = 2, _level: int = 0) -> str:
-    """JSON with nested mappings indented and short lists of plain values on one line
-    (``"patch_size": [128, 128, 96]``), so plans and summaries read well."""
-    pad, inner = " " * (indent * _level), " " * (indent * (_level + 1))
-    if isinstance(value, Mapping):
-        if not value:
-            return "{}"
-        items = [f"{inner}{json.dumps(str(k))}: {readable_json(v, indent, _level + 1)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(value, (list, tuple)):
-        flat = json.dumps(list(value), separators=(", ", ": "))
-        if all(not isinstance(v, (Mapping, list, tuple)) for v in value) or len(flat) <= 100:
-            return flat
-        items = [f"{inner}{readable_json(v, indent, _level + 1)}" for v in value]
-        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
-    return json.dumps(value)
-
-
-def save_plan(plan: Mapping[str, Any], path: str | Path) -> Path:
-    """Write the plan as readable JSON (:func:`readable_json`), atomically (temporary file,
-    then rename)."""
-    path = Path(path).expanduser()
-    return atomic_write_text(path, readable_json(plan) + "\n")
-
-
-REQUIRED_PREPROCESSING = ("orientation", "target_spacing_mm", "normalization", "crop", "image_interpolation", "label_interpolation")
-
-
-def load_plan(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """Read a plan JSON (or check a plan dict); raises :class:`ConfigError` naming the file
-    and the missing or malformed key."""
-    from medseg.data.intensity import check_scheme
-
-    source = "<plan>"
-    if isinstance(path, Mapping):
-        plan = dict(path)
-    else:
-        source = str(path)
-        try:
-            plan = json.loads(Path(path).expanduser().read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: plan file not found (make one with `medseg plan`)") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not a valid plan JSON ({exc})") from None
-    if not isinstance(plan, dict) or "preprocessing" not in plan:
-        raise ConfigError(f"{source}: not a medseg plan (no 'preprocessing' section)")
-    pre = plan["preprocessing"]
-    for key in REQUIRED_PREPROCESSING:
-        if key not in pre:
-            raise ConfigError(f"{source}: preprocessing.{key}: missing")
-    spacing = pre["target_spacing_mm"]
-    if not (isinstance(spacing, list) and len(spacing) == 3 and all(isinstance(s, (int, float)) and s > 0 for s in spacing)):
-        raise ConfigError(f"{source}: preprocessing.target_spacing_mm: expected three positive numbers, got {spacing!r}")
-    for index, scheme in enumerate(pre["normalization"]):
-        check_scheme(scheme, f"{source}: preprocessing.normalization[{index}]")
-    per_channel = pre.get("ct_channels")
-    if per_channel is not None:
-        if not (isinstance(per_channel, list) and per_channel and all(isinstance(v, bool) for v in per_channel)):
-            raise ConfigError(f"{source}: preprocessing.ct_channels: expected a list of true/false, one per image channel, got {per_channel!r}")
-        if len(pre["normalization"]) > 1 and len(per_channel) != len(pre["normalization"]):
-            raise ConfigError(
-                f"{source}: preprocessing.ct_channels has {len(per_channel)} entries but normalization has "
-                f"{len(pre['normalization'])} channels"
-            )
-    return plan
-
-
-def preprocessing_hash(plan: Mapping[str, Any]) -> str:
-    """Short hash of the plan's ``preprocessing`` section (what decides a cached case's content)."""
-    text = json.dumps(plan["preprocessing"], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

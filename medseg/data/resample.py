@@ -27,7 +27,8 @@ in-plane (per slice, ``bilinear``) and with nearest neighbour across slices, so 
 apart are never blended.
 
 Arrays are channel-first ``(C, X, Y, Z)`` (label maps may be ``(X, Y, Z)``); axis order is the
-volume's ``[i, j, k]`` order. torch does the work (float32); empty inputs raise ``ValueError``.
+volume's ``[i, j, k]`` order. torch does the work (float32); empty inputs raise
+:class:`~medseg.errors.InvalidArgumentError` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -36,11 +37,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: max/min spacing ratio above which the lowest-resolution axis is resampled separately.
-ANISOTROPY_THRESHOLD = 3.0
-
-IMAGE_MODES = ("linear", "bspline", "nearest")
-LABEL_MODES = ("nearest", "linear")
+from medseg.config.plan import ANISOTROPY_THRESHOLD, IMAGE_MODES, LABEL_MODES
+from medseg.errors import InvalidArgumentError
 
 
 def output_shape(shape: Sequence[int], spacing_mm: Sequence[float], target_spacing_mm: Sequence[float]) -> tuple[int, ...]:
@@ -83,9 +81,9 @@ def separate_z_axis(
 
 def _check_spatial(array: np.ndarray | torch.Tensor, shape_out: Sequence[int]) -> None:  # noqa: F821
     if any(int(n) == 0 for n in array.shape[-3:]):
-        raise ValueError(f"cannot resample an empty array of shape {tuple(array.shape)}")
+        raise InvalidArgumentError(f"cannot resample an empty array of shape {tuple(array.shape)}")
     if len(shape_out) != 3 or any(int(n) < 1 for n in shape_out):
-        raise ValueError(f"output shape must be 3 positive voxel counts, got {tuple(shape_out)}")
+        raise InvalidArgumentError(f"output shape must be 3 positive voxel counts, got {tuple(shape_out)}")
 
 
 def _as_float_tensor(array):
@@ -157,7 +155,7 @@ def resample_image(
     ``"nearest"``. Returns the input unchanged (as float32) when the shape already matches.
     """
     if mode not in IMAGE_MODES:
-        raise ValueError(f"image interpolation must be one of {IMAGE_MODES}, got {mode!r}")
+        raise InvalidArgumentError(f"image interpolation must be one of {IMAGE_MODES}, got {mode!r}")
     _check_spatial(image, shape_out)
     shape_out = tuple(int(n) for n in shape_out)
     if tuple(image.shape[1:]) == shape_out:
@@ -203,7 +201,7 @@ def _resample_bspline(image: np.ndarray, shape_out: tuple[int, ...], separate_z:
         index = nearest_indices(image.shape[separate_z + 1], shape_out[separate_z])
         out = np.take(out, index, axis=separate_z + 1)
     if tuple(out.shape[1:]) != shape_out:
-        raise ValueError(f"B-spline zoom gave {out.shape[1:]} instead of {shape_out}")
+        raise InvalidArgumentError(f"B-spline zoom gave {out.shape[1:]} instead of {shape_out}")
     return out.astype(np.float32, copy=False)
 
 
@@ -243,11 +241,11 @@ def resample_label(
     the output voxel where its linearly interpolated indicator is largest.
     """
     if mode not in LABEL_MODES:
-        raise ValueError(f"label interpolation must be one of {LABEL_MODES}, got {mode!r}")
+        raise InvalidArgumentError(f"label interpolation must be one of {LABEL_MODES}, got {mode!r}")
     _check_spatial(label, shape_out)
     label = np.asarray(label)
     if not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
-        raise ValueError(f"label maps must have an integer dtype, got {label.dtype}")
+        raise InvalidArgumentError(f"label maps must have an integer dtype, got {label.dtype}")
     shape_out = tuple(int(n) for n in shape_out)
     squeeze = label.ndim == 3
     volume = label if squeeze else label[0]

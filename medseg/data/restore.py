@@ -1,14 +1,16 @@
 """Map a prediction on the preprocessed grid back to the original scan's grid, exactly.
 
 :func:`restore_to_original` walks the step records written by :mod:`medseg.data.transforms`
-(``meta["steps"]``, also stored in each cached case's JSON) backwards:
+(``meta["steps"]``, also stored in each cached case's JSON) backwards, handing each record to
+the inverse of the transform that wrote it (:data:`medseg.data.transforms.INVERSES`; each
+transform's docstring says what its inverse does):
 
 * ``pad``: the padded border is cut off;
 * ``normalize``: nothing (intensities are not predicted);
-* ``resample``: back to the recorded input shape with the same extent-preserving grid
-  mapping (see :mod:`medseg.data.resample`): probabilities/logits linearly (bilinear
-  in-plane + nearest across slices when the forward step was "separate z"), label maps by
-  nearest neighbour or, with ``label_interpolation="linear"``, per-class linear then arg-max;
+* ``resample``: back to the recorded input shape on the same extent-preserving grid (see
+  :mod:`medseg.data.resample`): probabilities/logits linearly (bilinear in-plane + nearest
+  across slices when the forward step was "separate z"), label maps by nearest neighbour or,
+  with ``label_interpolation="linear"``, per-class linear then arg-max;
 * ``crop``: the cropped-away border is filled with background (label 0, or probability 1
   for the background channel and 0 for the others, or ``outside_value``);
 * ``orientation``: the axis permutation and flips are undone;
@@ -26,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data import resample as resample_lib
-from medseg.data import spatial
-from medseg.errors import GeometryError
+from medseg.config.plan import LABEL_MODES
+from medseg.data.spatial import is_tensor
+from medseg.data.transforms import INVERSES, InverseContext
+from medseg.errors import GeometryError, InvalidArgumentError
 from medseg.io import Volume
 
 
@@ -38,10 +41,6 @@ def _steps(record: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapp
             raise GeometryError("restore_to_original: the record has no 'steps' (pass sample['meta'] or the cached case JSON)")
         return list(record["steps"])
     return list(record)
-
-
-def _is_tensor(array) -> bool:
-    return type(array).__module__.startswith("torch")
 
 
 def final_shape(record: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[int, int, int]:
@@ -63,50 +62,6 @@ def original_affine(record: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> 
         if step["step"] == "load":
             return np.asarray(step["affine"], dtype=np.float64)
     raise GeometryError("restore_to_original: the record has no load step")
-
-
-def _fill(shape: tuple[int, ...], like, values: Sequence[float]):
-    """Array of ``shape`` (channels first) filled per channel with ``values``, same kind as ``like``."""
-    if _is_tensor(like):
-        import torch
-
-        out = torch.empty(shape, dtype=like.dtype, device=like.device)
-    else:
-        out = np.empty(shape, dtype=like.dtype)
-    for channel, value in enumerate(values):
-        out[channel] = value
-    return out
-
-
-def _uncrop(array, bbox: Sequence[Sequence[int]], shape_in: Sequence[int], values: Sequence[float], layout=None):
-    """``array`` put back into the uncropped ``shape_in``, the rest filled per channel with ``values``.
-
-    ``layout``: the ``(permutation, flips)`` of the orientation step undone next. A NumPy result
-    is then allocated in the original file's axis order and filled through an oriented view, so
-    undoing the orientation is a free view rather than a second full-size copy (the peak memory
-    of restoring a large scan is one full-size array, not two).
-    """
-    shape = (array.shape[0], *[int(n) for n in shape_in])
-    if layout is None or _is_tensor(array):
-        out = _fill(shape, array, values)
-    else:
-        permutation, flips = layout
-        original = [0, 0, 0]
-        for oriented_axis, file_axis in enumerate(permutation):
-            original[file_axis] = shape[1 + oriented_axis]
-        out = spatial.apply_orientation(np.empty((shape[0], *original), dtype=array.dtype), permutation, flips)
-        for channel, value in enumerate(values):
-            out[channel] = value
-    out[(slice(None),) + tuple(slice(int(s), int(e)) for s, e in bbox)] = array
-    return out
-
-
-def _next_orientation(steps_left: Sequence[Mapping[str, Any]]):
-    """``(permutation, flips)`` when the only spatial step left to undo is one orientation step."""
-    spatial_steps = [step for step in steps_left if step["step"] not in ("load", "normalize")]
-    if len(spatial_steps) == 1 and spatial_steps[0]["step"] == "orientation":
-        return spatial_steps[0]["permutation"], spatial_steps[0]["flips"]
-    return None
 
 
 def restore_to_original(
@@ -145,19 +100,19 @@ def restore_to_original(
         dtype = str(prediction.dtype)
         kind = "label" if ("int" in dtype or "bool" in dtype) else "probabilities"
     if kind not in ("label", "probabilities"):
-        raise ValueError(f"kind must be 'label', 'probabilities' or 'auto', got {kind!r}")
-    if label_interpolation not in resample_lib.LABEL_MODES:
-        raise ValueError(f"label_interpolation must be one of {resample_lib.LABEL_MODES}, got {label_interpolation!r}")
+        raise InvalidArgumentError(f"kind must be 'label', 'probabilities' or 'auto', got {kind!r}")
+    if label_interpolation not in LABEL_MODES:
+        raise InvalidArgumentError(f"label_interpolation must be one of {LABEL_MODES}, got {label_interpolation!r}")
     array = prediction
     if kind == "label":
-        array = np.asarray(array.cpu() if _is_tensor(array) else array)
+        array = np.asarray(array.cpu() if is_tensor(array) else array)
         if array.dtype == np.bool_:
             array = array.astype(np.uint8)
         array = array[0] if array.ndim == 4 else array
         array = array[None]
     elif array.ndim == 3:
         array = array[None]
-    if not _is_tensor(array) and kind == "probabilities" and array.dtype != np.float32:
+    if not is_tensor(array) and kind == "probabilities" and array.dtype != np.float32:
         array = array.astype(np.float32)
     expected = final_shape(steps)
     if tuple(array.shape[1:]) != expected:
@@ -173,33 +128,11 @@ def restore_to_original(
         fill = [float(v) for v in outside_value]
     undo = list(reversed(steps))
     for position, step in enumerate(undo):
-        name = step["step"]
-        if name == "pad":
-            shape = array.shape[1:]
-            array = array[(slice(None),) + tuple(slice(int(b), int(n) - int(a)) for (b, a), n in zip(step["widths"], shape))]
-        elif name == "resample":
-            shape_in = tuple(int(n) for n in step["shape_in"])
-            if tuple(array.shape[1:]) == shape_in:
-                continue
-            z_axis = step.get("separate_z_axis")
-            if kind == "probabilities":
-                array = resample_lib.resample_probabilities(array, shape_in, separate_z=z_axis)
-            elif label_interpolation == "nearest":
-                array = resample_lib._nearest(array, shape_in)
-            else:
-                array = resample_lib._linear_argmax(array[0], shape_in, z_axis)[None]
-        elif name == "crop":
-            array = _uncrop(array, step["bbox"], step["shape_in"], fill, _next_orientation(undo[position + 1 :]))
-        elif name == "orientation":
-            array = spatial.invert_orientation(array, step["permutation"], step["flips"])
-        elif name == "load":
-            if tuple(array.shape[1:]) != tuple(int(n) for n in step["shape"]):
-                raise GeometryError(f"restore_to_original: restored shape {tuple(array.shape[1:])} != original {tuple(step['shape'])}")
-        elif name in ("normalize",):
-            continue
-        else:
-            raise GeometryError(f"restore_to_original: unknown step {name!r} in the record")
-    if _is_tensor(array):
+        if step["step"] not in INVERSES:
+            raise GeometryError(f"restore_to_original: unknown step {step['step']!r} in the record")
+        context = InverseContext(kind, label_interpolation, fill, undo[position + 1 :])
+        array = INVERSES[step["step"]].inverse(array, step, context)
+    if is_tensor(array):
         array = array.contiguous()
     else:
         array = np.ascontiguousarray(array)
@@ -219,7 +152,7 @@ def restore_labels_from_probabilities(
     input is not modified. ``keep_probabilities``: a dict that receives each class's restored
     values (float16, original shape) under its class index. Ties go to the lower class.
     """
-    if _is_tensor(probabilities) and probabilities.device.type == "cpu":
+    if is_tensor(probabilities) and probabilities.device.type == "cpu":
         probabilities = probabilities.numpy()  # NumPy is restored without a second full-size copy
     n_classes = int(probabilities.shape[0])
     best = labels = None
@@ -227,7 +160,7 @@ def restore_labels_from_probabilities(
         score = restore_to_original(
             probabilities[value : value + 1], record, kind="probabilities", outside_value=[1.0 if value == 0 else 0.0]
         )[0]
-        if _is_tensor(score):
+        if is_tensor(score):
             score = score.cpu().numpy()
         if keep_probabilities is not None:
             keep_probabilities[value] = score.astype(np.float16)
@@ -247,7 +180,7 @@ def restore_volume(prediction, record: Mapping[str, Any], **kwargs: Any) -> Volu
     """:func:`restore_to_original` for a label map (or a single-channel map), as a
     :class:`~medseg.io.Volume` with the original affine, ready for ``save_volume``."""
     array = restore_to_original(prediction, record, **kwargs)
-    if _is_tensor(array):
+    if is_tensor(array):
         array = array.cpu().numpy()
     if array.ndim == 4:
         if array.shape[0] != 1:

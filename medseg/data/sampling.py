@@ -38,9 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.config.plan import Configuration
 from medseg.data.augment import Augmenter
 from medseg.data.cache import CachedCase, load_cache_plan, open_cache
-from medseg.errors import ConfigError
+from medseg.data.config import AugmentationConfig
+from medseg.errors import ConfigError, InvalidArgumentError
 
 
 def read_region(
@@ -48,26 +50,33 @@ def read_region(
 ) -> np.ndarray:
     """Copy the box ``[start, start + size)`` of the last three axes of ``array`` (a NumPy or
     memory-mapped array); parts outside the array are ``fill`` (per leading channel, or one
-    value). Only the overlapping region is read. Returns a new array of ``dtype`` (default
-    float32 for floating input, else the input dtype)."""
+    value). Only the overlapping region is read, and a box inside the array is copied (and
+    converted) in one pass. Returns a new array of ``dtype`` (default float32 for floating
+    input, else the input dtype)."""
     lead = array.shape[:-3]
     if dtype is None:
         dtype = np.float32 if np.issubdtype(array.dtype, np.floating) else array.dtype
+    source: list[slice] | None = []
+    target, inside = [], True
+    for axis, (s, n) in enumerate(zip(start, size)):
+        extent = array.shape[len(lead) + axis]
+        lo, hi = max(0, int(s)), min(extent, int(s) + int(n))
+        if hi <= lo:
+            source = None  # no overlap: all fill
+            break
+        inside = inside and (lo, hi) == (int(s), int(s) + int(n))
+        source.append(slice(lo, hi))  # type: ignore[union-attr]
+        target.append(slice(lo - int(s), hi - int(s)))
+    if source is not None and inside:
+        return np.array(array[(Ellipsis, *source)], dtype=dtype, order="C")
     out = np.empty(lead + tuple(int(s) for s in size), dtype=dtype)
     if np.isscalar(fill):
         out[...] = fill
     else:
         for channel, value in enumerate(fill):
             out[channel] = value
-    source, target = [], []
-    for axis, (s, n) in enumerate(zip(start, size)):
-        extent = array.shape[len(lead) + axis]
-        lo, hi = max(0, int(s)), min(extent, int(s) + int(n))
-        if hi <= lo:
-            return out
-        source.append(slice(lo, hi))
-        target.append(slice(lo - int(s), hi - int(s)))
-    out[(Ellipsis, *target)] = array[(Ellipsis, *source)]
+    if source is not None:
+        out[(Ellipsis, *target)] = array[(Ellipsis, *source)]
     return out
 
 
@@ -92,18 +101,20 @@ class PatchSampler:
         slice_axis: int | None = None,
         foreground_ratio: float = 1.0 / 3.0,
         class_balanced: bool = False,
-        augmentation: Augmenter | str | Path | Mapping[str, Any] | None | bool = None,
+        augmentation: Augmenter | AugmentationConfig | str | Path | Mapping[str, Any] | None | bool = None,
     ):
         if not cases:
-            raise ConfigError("PatchSampler: no cached cases to sample from")
+            raise InvalidArgumentError("PatchSampler: no cached cases to sample from")
         if not 0.0 <= foreground_ratio <= 1.0:
-            raise ConfigError(f"foreground_ratio: expected a number in [0, 1], got {foreground_ratio}")
+            raise InvalidArgumentError(f"foreground_ratio: expected a number in [0, 1], got {foreground_ratio}")
         self.cases = list(cases)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.dims = len(self.patch_size)
         if self.dims == 2:
             if slice_axis is None:
-                raise ConfigError("PatchSampler: 2D patches need slice_axis (the plan's configurations.2d.slice_axis)")
+                raise InvalidArgumentError(
+                    "PatchSampler: 2D patches need slice_axis (the plan's configurations.2d.slice_axis)"
+                )
             self.slice_axis = int(slice_axis)
             self.in_plane = [a for a in range(3) if a != self.slice_axis]
             box = list(self.patch_size)
@@ -112,7 +123,7 @@ class PatchSampler:
         elif self.dims == 3:
             self.slice_axis, self.in_plane, self.box = None, [0, 1, 2], self.patch_size
         else:
-            raise ConfigError(f"patch_size must have 2 or 3 axes, got {list(patch_size)}")
+            raise InvalidArgumentError(f"patch_size must have 2 or 3 axes, got {list(patch_size)}")
         self.foreground_ratio = float(foreground_ratio)
         self.class_balanced = class_balanced
         spacing = np.median([c.spacing_mm for c in self.cases], axis=0)
@@ -285,9 +296,9 @@ def _worker_init(_: int) -> None:
 def make_patch_loader(
     cache_dir: str | Path,
     *,
-    configuration: str = "3d",
+    configuration: str | Configuration = "3d",
     case_ids: Sequence[str] | None = None,
-    augmentation: str | Path | Mapping[str, Any] | None | bool = None,
+    augmentation: AugmentationConfig | str | Path | Mapping[str, Any] | None | bool = None,
     patch_size: Sequence[int] | None = None,
     batch_size: int | None = None,
     batches_per_epoch: int = 250,
@@ -303,29 +314,32 @@ def make_patch_loader(
 ) -> torch.utils.data.DataLoader:
     """Training DataLoader over a preprocessing cache.
 
-    ``configuration`` (``"3d"`` or ``"2d"``) takes the patch size, batch size and (2D) slice
-    axis from the cache's plan unless ``patch_size`` / ``batch_size`` are given.
-    ``case_ids`` restricts to a fold's training cases. ``augmentation``: config path or dict,
-    ``None`` (default config) or ``False`` (none). Workers use one torch thread each and are
+    ``configuration``: the network being trained (a :class:`~medseg.config.plan.Configuration`)
+    or the name of one in the cache's plan (``"3d"`` or ``"2d"``); it gives the patch size,
+    batch size and (2D) slice axis unless ``patch_size`` / ``batch_size`` are given.
+    ``case_ids`` restricts to a fold's training cases. ``augmentation``: an
+    :class:`~medseg.data.config.AugmentationConfig`, config path or dict, ``None`` (default
+    config) or ``False`` (none). Workers use one torch thread each and are
     persistent; ``pin_memory`` defaults to ``torch.cuda.is_available()``. ``rank`` /
     ``world_size`` give each distributed process its own batches. The loader's
     ``batch_sampler``-like ``sampler`` is an :class:`EpochBatchSampler`
     (``loader.sampler.set_epoch(e)`` when resuming).
     """
-    plan = load_cache_plan(cache_dir)
-    if configuration not in plan.get("configurations", {}):
-        raise ConfigError(f"{cache_dir}: the plan has no configuration {configuration!r} (have: {', '.join(plan.get('configurations', {}))})")
-    settings = plan["configurations"][configuration]
+    if not isinstance(configuration, Configuration):
+        try:
+            configuration = load_cache_plan(cache_dir).configuration(configuration)
+        except ConfigError as error:
+            raise ConfigError(f"{cache_dir}: {error}") from None
     cases = open_cache(cache_dir, case_ids)
     sampler = PatchSampler(
         cases,
-        patch_size or settings["patch_size"],
-        slice_axis=settings.get("slice_axis") if configuration == "2d" else None,
+        patch_size or configuration.patch_size,
+        slice_axis=configuration.slice_axis,
         foreground_ratio=foreground_ratio,
         class_balanced=class_balanced,
         augmentation=augmentation,
     )
-    dataset = PatchBatchDataset(sampler, batch_size or settings["batch_size"], batches_per_epoch, seed)
+    dataset = PatchBatchDataset(sampler, batch_size or configuration.batch_size, batches_per_epoch, seed)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     kwargs: dict[str, Any] = {}

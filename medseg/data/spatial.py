@@ -13,16 +13,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medseg.errors import ConfigError
+from medseg.errors import GeometryError, InvalidArgumentError
 
 _WORLD_AXIS = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
+
+
+def is_tensor(array) -> bool:
+    """Whether ``array`` is a torch tensor (checked without importing torch)."""
+    return type(array).__module__.startswith("torch")
 
 
 def check_axcodes(code: str) -> str:
     """Validate a three-letter orientation code such as ``"RAS"`` or ``"LPS"`` (upper-cased)."""
     code = str(code).upper()
     if len(code) != 3 or any(c not in _WORLD_AXIS for c in code) or len({_WORLD_AXIS[c][0] for c in code}) != 3:
-        raise ConfigError(f"orientation: {code!r} is not an orientation code (three of R/L, A/P, S/I, e.g. 'RAS')")
+        raise InvalidArgumentError(
+            f"orientation: {code!r} is not an orientation code (three of R/L, A/P, S/I, e.g. 'RAS')"
+        )
     return code
 
 
@@ -42,7 +49,7 @@ def orientation_plan(affine: np.ndarray, target: str = "RAS") -> tuple[list[int]
         world_axis, sign = _WORLD_AXIS[letter]
         matches = np.flatnonzero(ornt[:, 0] == world_axis)
         if matches.size != 1:
-            raise ValueError(f"cannot determine orientation of affine {np.round(affine, 4).tolist()}")
+            raise GeometryError(f"cannot determine orientation of affine {np.round(affine, 4).tolist()}")
         axis = int(matches[0])
         permutation.append(axis)
         flips.append(bool(ornt[axis, 1] != sign))

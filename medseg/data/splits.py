@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data.manifest import Manifest
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InvalidArgumentError
 
 
 def case_group(case_id: str, group_pattern: str) -> str:
@@ -133,5 +133,5 @@ def all_cases_split(manifest: Manifest) -> dict[str, list[str]]:
 def fold_of(splits: list[dict[str, Any]], fold: int) -> dict[str, list[str]]:
     """The split of ``fold`` (0-based), with a clear error when it does not exist."""
     if not 0 <= fold < len(splits):
-        raise ConfigError(f"fold {fold} does not exist: the splits have folds 0..{len(splits) - 1}")
+        raise InvalidArgumentError(f"fold {fold} does not exist: the splits have folds 0..{len(splits) - 1}")
     return splits[fold]

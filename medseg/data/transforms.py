@@ -8,13 +8,26 @@ A sample is a dict::
 
 Arrays are indexed ``[channel, i, j, k]`` (see :mod:`medseg.io.volume`). Every transform here
 is a :class:`monai.transforms.MapTransform`, so chains compose with MONAI's own transforms
-(``monai.transforms.Compose``), and appends one plain-JSON **step record** to
-``meta["steps"]``: the load (original shape, affine, files), orientation (axis permutation
-and flips), foreground crop (bounding box), resampling (shapes and spacings in and out),
-intensity normalisation (parameters used) and padding (widths). Geometry (the current
-``meta["affine"]``) is shared by all keys, which must lie on the same grid.
-:func:`medseg.data.restore.restore_to_original` walks the records backwards to put a
-prediction on the original grid exactly.
+(``monai.transforms.Compose``). Geometry (the current ``meta["affine"]``) is shared by all
+keys, which must lie on the same grid.
+
+The contract of a recording transform (each one states the record it writes):
+
+* **forward** (``__call__``) appends one plain-JSON **step record** ``{"step": <its STEP>, ...}``
+  to ``meta["steps"]``: the load (original shape, affine, files), orientation (axis permutation
+  and flips), foreground crop (bounding box), resampling (shapes and spacings in and out),
+  intensity normalisation (parameters used) and padding (widths). The records are JSON, so they
+  travel in the cache's case files and need no transform object to be read back.
+* **inverse** (the class method ``inverse(array, record, context)``) undoes exactly that record
+  on a prediction ``(C, X, Y, Z)`` (NumPy array or torch tensor) on the grid the step produced,
+  returning it on the grid the step was given. Steps that leave the grid alone (normalisation)
+  return it unchanged. An :class:`InverseContext` says whether the prediction holds labels or
+  probabilities and what fills voxels the forward step cut away.
+
+:func:`medseg.data.restore.restore_to_original` walks the records backwards through
+:data:`INVERSES` to put a prediction on the original grid exactly. (MONAI's own
+``InvertibleTransform`` keeps its records in MetaTensors applied to the same data; medseg's
+records are plain JSON because the prediction is restored long after, from the cache.)
 
 The default chain (:func:`build_preprocessing`) is load -> channel first -> orientation to RAS
 -> crop to the body / non-zero region -> resample to the target spacing -> normalise ->
@@ -25,19 +38,25 @@ the time of resampling air.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from monai.transforms import Compose, MapTransform
 
+from medseg.config import from_dict
+from medseg.config.plan import ANISOTROPY_THRESHOLD, IMAGE_MODES, LABEL_MODES, NormalizationScheme, Preprocessing
 from medseg.data import intensity as intensity_lib
 from medseg.data import resample as resample_lib
 from medseg.data import spatial
-from medseg.errors import ConfigError, GeometryError
+from medseg.errors import ConfigError, GeometryError, InvalidArgumentError
 from medseg.io import Volume, grid_mismatch, load_volume, orientation_code, spacing_from_affine
 
 META = "meta"
+#: Modules that worker processes (fingerprinting, preprocessing) import once, in the forkserver
+#: (:func:`medseg.common.processes.process_context`), so each worker starts in well under a second.
+WORKER_PRELOAD = ("torch", "monai.transforms", "medseg.data.transforms", "medseg.data.fingerprint")
 #: HU above which a CT voxel counts as body when cropping (air is -1000, lung about -850..-500).
 BODY_THRESHOLD_HU = -500.0
 
@@ -66,8 +85,35 @@ def _spatial_shape(sample: Mapping[Hashable, Any], keys: Sequence[Hashable]) -> 
     return shapes.pop()
 
 
+@dataclass
+class InverseContext:
+    """What an inverse step needs besides its record (see the module docstring).
+
+    Attributes:
+        kind: ``"label"`` (a ``(1, X, Y, Z)`` integer map) or ``"probabilities"`` (``(C, X, Y, Z)``
+            float probabilities or logits).
+        label_interpolation: how labels cross a resampling step: ``"nearest"`` or ``"linear"``.
+        fill: per channel, the value of voxels the forward step cut away (cropping).
+        remaining: the records still to undo after this one, in undo order.
+    """
+
+    kind: str
+    label_interpolation: str
+    fill: Sequence[float]
+    remaining: Sequence[Mapping[str, Any]] = ()
+
+
 class _RecordingTransform(MapTransform):
-    """Base: keys present in the sample share one grid; ``label_keys`` are label maps."""
+    """Base: keys present in the sample share one grid; ``label_keys`` are label maps.
+
+    Subclasses set ``STEP`` (the ``"step"`` of their record) and implement ``inverse``."""
+
+    STEP: ClassVar[str] = ""
+
+    @classmethod
+    def inverse(cls, array, record: Mapping[str, Any], context: InverseContext):
+        """Undo ``record`` on ``array`` (see the module docstring); here: leave it unchanged."""
+        return array
 
     def __init__(self, keys=("image", "label"), label_keys=("label",), meta_key: str = META, allow_missing_keys: bool = True):
         super().__init__(keys, allow_missing_keys)
@@ -106,6 +152,8 @@ class LoadVolumed(MapTransform):
     a multi-channel image also gets ``meta["ct_channels"]``, one bool per channel.
     """
 
+    STEP: ClassVar[str] = "load"
+
     def __init__(
         self,
         keys=("image", "label"),
@@ -122,12 +170,22 @@ class LoadVolumed(MapTransform):
         if ct is not None and not isinstance(ct, bool):
             ct = [None if v is None else bool(v) for v in ct]
             if not ct:
-                raise ConfigError("LoadVolumed: ct is an empty list; give one value per image channel")
+                raise InvalidArgumentError("LoadVolumed: ct is an empty list; give one value per image channel")
         self.ct, self.clip_hu, self.atol_mm = ct, clip_hu, atol_mm
+
+    @classmethod
+    def inverse(cls, array, record: Mapping[str, Any], context: InverseContext):
+        """Nothing to undo: check that the restored prediction has the original shape."""
+        if tuple(array.shape[1:]) != tuple(int(n) for n in record["shape"]):
+            raise GeometryError(
+                f"restore_to_original: restored shape {tuple(array.shape[1:])} != original {tuple(record['shape'])}"
+            )
+        return array
 
     def channel_ct(self, channel: int, n_channels: int, case_id: str = "<sample>") -> bool | None:
         """The ``ct`` value for image channel ``channel`` (0-based) of ``n_channels``; raises
-        :class:`ConfigError` when a per-channel list does not have ``n_channels`` entries."""
+        :class:`ConfigError` when a per-channel list (the plan's ``ct_channels``) does not have
+        ``n_channels`` entries."""
         if not isinstance(self.ct, list):
             return self.ct
         if len(self.ct) != n_channels:
@@ -175,7 +233,7 @@ class LoadVolumed(MapTransform):
             arrays = [v.array for v in volumes]
             out[key] = arrays[0] if len(arrays) == 1 else np.stack(arrays)
         if reference is None:
-            raise ConfigError(f"LoadVolumed: none of the keys {list(self.keys)} is in the sample")
+            raise InvalidArgumentError(f"LoadVolumed: none of the keys {list(self.keys)} is in the sample")
         meta = dict(out.get(self.meta_key) or {})
         case_id = meta.get("case_id") or Path(reference.name).name
         original = {
@@ -216,11 +274,20 @@ class Orientationd(_RecordingTransform):
     """Permute and flip axes so they point along ``axcodes`` (default ``"RAS"``); exact, no
     interpolation (oblique grids go to the closest axes and stay oblique). ``"none"`` keeps the
     file's voxel order (recorded as the identity), e.g. for oblique stacks whose slice axis
-    would land on different canonical axes in different cases."""
+    would land on different canonical axes in different cases.
+
+    Record: ``permutation``, ``flips``, ``from``/``to`` codes, ``shape_in``/``shape_out``;
+    the inverse permutes and flips back (exact, a view where NumPy allows)."""
+
+    STEP: ClassVar[str] = "orientation"
 
     def __init__(self, keys=("image", "label"), axcodes: str = "RAS", **kwargs):
         super().__init__(keys, **kwargs)
         self.axcodes = "none" if str(axcodes).lower() == "none" else spatial.check_axcodes(axcodes)
+
+    @classmethod
+    def inverse(cls, array, record: Mapping[str, Any], context: InverseContext):
+        return spatial.invert_orientation(array, record["permutation"], record["flips"])
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         out = dict(data)
@@ -280,7 +347,13 @@ class CropForegroundd(_RecordingTransform):
     With ``include_label`` the box also contains every labelled voxel, so cropping never
     loses a label. The mask is judged on a 2x-strided copy for speed (the box is then at
     most one voxel larger). An empty mask means no crop (recorded as the full box).
+
+    Record: ``bbox`` (``[start, stop)`` per axis), ``shape_in``/``shape_out``. The inverse puts
+    the prediction back into ``shape_in`` and fills the border with the context's ``fill``
+    (background: label 0, probability 1 for class 0 and 0 for the others).
     """
+
+    STEP: ClassVar[str] = "crop"
 
     def __init__(
         self,
@@ -294,7 +367,7 @@ class CropForegroundd(_RecordingTransform):
     ):
         super().__init__(keys, **kwargs)
         if mode not in ("auto", "body", "nonzero", "none"):
-            raise ConfigError(f"crop: {mode!r} is not one of auto, body, nonzero, none")
+            raise InvalidArgumentError(f"crop: {mode!r} is not one of auto, body, nonzero, none")
         self.source_key, self.mode, self.margin = source_key, mode, int(margin)
         self.body_threshold_hu, self.include_label = float(body_threshold_hu), include_label
 
@@ -340,6 +413,43 @@ class CropForegroundd(_RecordingTransform):
         )
         return out
 
+    @classmethod
+    def inverse(cls, array, record: Mapping[str, Any], context: InverseContext):
+        """``array`` put back into the uncropped ``shape_in``, the rest filled per channel with
+        ``context.fill``.
+
+        When the only spatial step left to undo is an orientation, a NumPy result is allocated
+        in the original file's axis order and filled through an oriented view, so undoing the
+        orientation is a free view rather than a second full-size copy (the peak memory of
+        restoring a large scan is one full-size array, not two)."""
+        shape = (array.shape[0], *[int(n) for n in record["shape_in"]])
+        following = [step for step in context.remaining if step["step"] not in ("load", "normalize")]
+        if spatial.is_tensor(array) or len(following) != 1 or following[0]["step"] != Orientationd.STEP:
+            out = _filled(shape, array, context.fill)
+        else:
+            permutation, flips = following[0]["permutation"], following[0]["flips"]
+            original = [0, 0, 0]
+            for oriented_axis, file_axis in enumerate(permutation):
+                original[file_axis] = shape[1 + oriented_axis]
+            out = spatial.apply_orientation(np.empty((shape[0], *original), dtype=array.dtype), permutation, flips)
+            for channel, value in enumerate(context.fill):
+                out[channel] = value
+        out[(slice(None),) + tuple(slice(int(start), int(stop)) for start, stop in record["bbox"])] = array
+        return out
+
+
+def _filled(shape: tuple[int, ...], like, values: Sequence[float]):
+    """Array of ``shape`` (channels first) filled per channel with ``values``, same kind as ``like``."""
+    if spatial.is_tensor(like):
+        import torch
+
+        out = torch.empty(shape, dtype=like.dtype, device=like.device)
+    else:
+        out = np.empty(shape, dtype=like.dtype)
+    for channel, value in enumerate(values):
+        out[channel] = value
+    return out
+
 
 class Resampled(_RecordingTransform):
     """Resample to ``target_spacing_mm`` on the extent-preserving grid of
@@ -348,7 +458,14 @@ class Resampled(_RecordingTransform):
     arg-max) keeping their dtype and, with ``keep_all_classes``, every class.
     Anisotropic data (max/min spacing > ``anisotropy_threshold``) are resampled in-plane
     only, with nearest neighbour across slices. Same shape in and out: arrays pass unchanged.
+
+    Record: ``shape_in``/``shape_out``, spacings in and out, ``separate_z_axis`` and the modes.
+    The inverse resamples back to ``shape_in`` on the same extent-preserving grid:
+    probabilities linearly (with the same "separate z"), labels by nearest neighbour or, with
+    the context's ``label_interpolation="linear"``, per-class linear then arg-max.
     """
+
+    STEP: ClassVar[str] = "resample"
 
     def __init__(
         self,
@@ -356,17 +473,17 @@ class Resampled(_RecordingTransform):
         target_spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
         image_mode: str = "linear",
         label_mode: str = "nearest",
-        anisotropy_threshold: float = resample_lib.ANISOTROPY_THRESHOLD,
+        anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
         keep_all_classes: bool = True,
         **kwargs,
     ):
         super().__init__(keys, **kwargs)
         if len(target_spacing_mm) != 3 or any(float(s) <= 0 for s in target_spacing_mm):
-            raise ConfigError(f"target_spacing_mm: expected 3 positive numbers, got {list(target_spacing_mm)}")
-        if image_mode not in resample_lib.IMAGE_MODES:
-            raise ConfigError(f"image_interpolation: {image_mode!r} is not one of {', '.join(resample_lib.IMAGE_MODES)}")
-        if label_mode not in resample_lib.LABEL_MODES:
-            raise ConfigError(f"label_interpolation: {label_mode!r} is not one of {', '.join(resample_lib.LABEL_MODES)}")
+            raise InvalidArgumentError(f"target_spacing_mm: expected 3 positive numbers, got {list(target_spacing_mm)}")
+        if image_mode not in IMAGE_MODES:
+            raise InvalidArgumentError(f"image_interpolation: {image_mode!r} is not one of {', '.join(IMAGE_MODES)}")
+        if label_mode not in LABEL_MODES:
+            raise InvalidArgumentError(f"label_interpolation: {label_mode!r} is not one of {', '.join(LABEL_MODES)}")
         self.target = [float(s) for s in target_spacing_mm]
         self.image_mode, self.label_mode = image_mode, label_mode
         self.anisotropy_threshold, self.keep_all_classes = float(anisotropy_threshold), keep_all_classes
@@ -406,14 +523,35 @@ class Resampled(_RecordingTransform):
         )
         return out
 
+    @classmethod
+    def inverse(cls, array, record: Mapping[str, Any], context: InverseContext):
+        shape_in = tuple(int(n) for n in record["shape_in"])
+        if tuple(array.shape[1:]) == shape_in:
+            return array
+        z_axis = record.get("separate_z_axis")
+        if context.kind == "probabilities":
+            return resample_lib.resample_probabilities(array, shape_in, separate_z=z_axis)
+        return resample_lib.resample_label(
+            array, shape_in, mode=context.label_interpolation, separate_z=z_axis, keep_all_classes=False
+        )
+
+
+Scheme = NormalizationScheme | Mapping[str, Any]
+
 
 class NormalizeIntensityd(_RecordingTransform):
     """Normalise image channels with per-channel schemes (see :mod:`medseg.data.intensity`);
-    converts to float32. ``schemes``: one dict per channel (a single dict applies to all)."""
+    converts to float32. ``schemes``: one :class:`~medseg.config.plan.NormalizationScheme` (or
+    its plain dict) per channel; a single one applies to all.
 
-    def __init__(self, keys=("image",), schemes: Sequence[dict] | dict = ({"scheme": "zscore"},), **kwargs):
+    Record: the parameters used per channel. Intensities are not predicted, so the inverse
+    leaves a prediction unchanged."""
+
+    STEP: ClassVar[str] = "normalize"
+
+    def __init__(self, keys=("image",), schemes: Sequence[Scheme] | Scheme = ({"scheme": "zscore"},), **kwargs):
         super().__init__(keys, label_keys=(), **kwargs)
-        schemes = [schemes] if isinstance(schemes, dict) else list(schemes)
+        schemes = [schemes] if isinstance(schemes, (Mapping, NormalizationScheme)) else list(schemes)
         self.schemes = [intensity_lib.check_scheme(s, f"normalization[{i}]") for i, s in enumerate(schemes)]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
@@ -425,7 +563,9 @@ class NormalizeIntensityd(_RecordingTransform):
             if array.ndim == 3:
                 array = array[None]
             if len(self.schemes) not in (1, array.shape[0]):
-                raise ConfigError(f"normalization: {len(self.schemes)} schemes for {array.shape[0]} image channels")
+                raise InvalidArgumentError(
+                    f"normalization: {len(self.schemes)} schemes for {array.shape[0]} image channels"
+                )
             for channel in range(array.shape[0]):
                 scheme = self.schemes[channel if len(self.schemes) > 1 else 0]
                 used.append({"key": str(key), "channel": channel, **intensity_lib.normalize(array[channel], scheme)})
@@ -437,7 +577,11 @@ class NormalizeIntensityd(_RecordingTransform):
 class PadToSized(_RecordingTransform):
     """Pad symmetrically to at least ``size`` voxels per axis: images with ``image_value``
     (``None``: each channel's minimum, i.e. background), labels with 0. Recorded even when
-    nothing is padded."""
+    nothing is padded.
+
+    Record: ``widths`` (before, after) per axis; the inverse cuts the padded border off."""
+
+    STEP: ClassVar[str] = "pad"
 
     def __init__(self, keys=("image", "label"), size: Sequence[int] = (1, 1, 1), image_value: float | None = None, **kwargs):
         super().__init__(keys, **kwargs)
@@ -464,6 +608,19 @@ class PadToSized(_RecordingTransform):
             affine=affine,
         )
         return out
+
+    @classmethod
+    def inverse(cls, array, record: Mapping[str, Any], context: InverseContext):
+        shape = array.shape[1:]
+        kept = tuple(slice(int(before), int(n) - int(after)) for (before, after), n in zip(record["widths"], shape))
+        return array[(slice(None), *kept)]
+
+
+#: The inverse of each recorded step, by the record's ``"step"`` (see the module docstring).
+INVERSES: dict[str, type] = {
+    transform.STEP: transform
+    for transform in (LoadVolumed, Orientationd, CropForegroundd, Resampled, NormalizeIntensityd, PadToSized)
+}
 
 
 class ToContiguousd(MapTransform):
@@ -504,55 +661,38 @@ class MedsegCompose(Compose):
 
 
 # -- the default chain from a plan -----------------------------------------------------------
-def plan_ct(preprocessing: Mapping[str, Any]) -> bool | None | list[bool]:
-    """What a plan's ``"preprocessing"`` section says about CT, as :class:`LoadVolumed` takes it.
-
-    ``ct_channels`` (a list, one bool per image channel; plans whose channels differ) wins;
-    otherwise ``ct`` (one bool, written by every plan) applies to every channel, as it always
-    has, so older plans load exactly as before; neither key gives ``None`` (decide from the
-    data). Raises :class:`ConfigError` for a ``ct_channels`` that is not a non-empty list of
-    booleans.
-    """
-    per_channel = preprocessing.get("ct_channels")
-    if per_channel is not None:
-        if not isinstance(per_channel, (list, tuple)) or not per_channel or not all(isinstance(v, bool) for v in per_channel):
-            raise ConfigError(f"preprocessing.ct_channels: expected a list of true/false, one per image channel, got {per_channel!r}")
-        return list(per_channel)
-    ct = preprocessing.get("ct")
-    return None if ct is None else bool(ct)
-
-
 def build_preprocessing(
-    preprocessing: Mapping[str, Any],
+    preprocessing: Preprocessing | Mapping[str, Any],
     *,
     keys: Sequence[str] = ("image", "label"),
     pad_to: Sequence[int] | None = None,
 ) -> Compose:
-    """The default chain for a plan's ``"preprocessing"`` section (see :mod:`medseg.data.planning`).
+    """The default chain for a plan's ``preprocessing`` section (a
+    :class:`~medseg.config.plan.Preprocessing`, or its plain form, validated; unset keys take
+    that class's defaults).
 
-    load (medseg loader) -> channel first -> orientation (``orientation``: a code such as RAS,
-    or ``none`` for the file's voxel order; default RAS) -> crop
-    (``crop``: auto/body/nonzero/none) -> resample (``target_spacing_mm``,
-    ``image_interpolation``, ``label_interpolation``, ``anisotropy_threshold``) -> normalise
-    (``normalization``: per-channel schemes) -> contiguous arrays -> optional pad to ``pad_to``
-    voxels. Returns a :class:`MedsegCompose` (a MONAI ``Compose``); apply it to
+    load (medseg loader; CT per :meth:`~medseg.config.plan.Preprocessing.load_ct`) -> channel
+    first -> orientation -> crop -> resample -> normalise -> contiguous arrays -> optional pad
+    to ``pad_to`` voxels. Returns a :class:`MedsegCompose` (a MONAI ``Compose``); apply it to
     ``{"image": path(s), "label": path or None, "meta": {"case_id": ...}}``.
     """
+    if not isinstance(preprocessing, Preprocessing):
+        preprocessing = from_dict(Preprocessing, preprocessing, "preprocessing")
     keys = tuple(keys)
     chain = [
-        LoadVolumed(keys, ct=plan_ct(preprocessing)),
+        LoadVolumed(keys, ct=preprocessing.load_ct()),
         EnsureChannelFirstd(keys),
-        Orientationd(keys, axcodes=preprocessing.get("orientation", "RAS")),
-        CropForegroundd(keys, mode=preprocessing.get("crop", "auto"), margin=int(preprocessing.get("crop_margin_voxels", 2))),
+        Orientationd(keys, axcodes=preprocessing.orientation),
+        CropForegroundd(keys, mode=preprocessing.crop, margin=preprocessing.crop_margin_voxels),
         Resampled(
             keys,
-            target_spacing_mm=preprocessing["target_spacing_mm"],
-            image_mode=preprocessing.get("image_interpolation", "linear"),
-            label_mode=preprocessing.get("label_interpolation", "nearest"),
-            anisotropy_threshold=float(preprocessing.get("anisotropy_threshold", resample_lib.ANISOTROPY_THRESHOLD)),
-            keep_all_classes=bool(preprocessing.get("keep_all_classes", True)),
+            target_spacing_mm=preprocessing.target_spacing_mm,
+            image_mode=preprocessing.image_interpolation,
+            label_mode=preprocessing.label_interpolation,
+            anisotropy_threshold=preprocessing.anisotropy_threshold,
+            keep_all_classes=preprocessing.keep_all_classes,
         ),
-        NormalizeIntensityd(("image",), schemes=preprocessing.get("normalization", [{"scheme": "zscore"}])),
+        NormalizeIntensityd(("image",), schemes=preprocessing.normalization),
         ToContiguousd(keys),
     ]
     if pad_to is not None:
@@ -562,7 +702,7 @@ def build_preprocessing(
 
 def preprocess_case(
     images: str | Path | Volume | Sequence[str | Path | Volume],
-    preprocessing: Mapping[str, Any],
+    preprocessing: Preprocessing | Mapping[str, Any],
     *,
     label: str | Path | Volume | None = None,
     case_id: str | None = None,

@@ -13,7 +13,11 @@ Python API (plain Python objects; pandas where a table is the natural answer):
 * :func:`compare` -- paired differences between two runs with Wilcoxon and paired t-test
   p-values; :func:`write_comparison` writes them (with Bland-Altman plots) for two
   ``metrics.csv`` files, as ``medseg evaluate compare`` does.
-* :func:`case_key` -- the case name a file is matched by; :func:`bland_altman_axes` -- the
+* :func:`parse_roles` / :func:`quantify` -- clinical indices (cardiac EDV, ESV, SV, EF, myocardial mass; lung
+  volumes and density) of label maps, see :mod:`medseg.evaluation.indices`; ``evaluate_folder(..., indices=...)``
+  also writes their agreement with the reference.
+* :func:`case_key` -- the case a file is matched by (:mod:`medseg.common.naming`, shared by every
+  command); :func:`bland_altman_axes` -- the
   reports' Bland-Altman plot, for your own figures.
 
 Metric definitions and the empty-mask policy: :mod:`medseg.evaluation.metrics`; surfaces and
@@ -25,13 +29,17 @@ from medseg.evaluation.metrics import ALL_METRICS, DISTANCE_METRICS, OVERLAP_MET
 from medseg.evaluation.regions import RegionSplit, choose_region_axis, split_regions
 from medseg.evaluation.surfaces import SurfaceDistances, bounding_box, surface_distances, surface_mask
 
-_LAZY = ("evaluate_folder", "summarise", "compare", "write_comparison", "match_cases", "case_key", "bland_altman_axes")
+_LAZY = (
+    "evaluate_folder", "summarise", "compare", "write_comparison", "match_cases", "case_key", "bland_altman_axes",
+    "parse_roles", "quantify",
+)  # fmt: skip
 
 
 def __getattr__(name: str):
     # the batch layer pulls in more (pandas, the report writers); load it on first use
     if name in _LAZY:
-        from medseg.evaluation import batch, comparison, matching, report, summary
+        from medseg.common import naming
+        from medseg.evaluation import batch, comparison, indices, matching, report, summary
 
         return {
             "evaluate_folder": batch.evaluate_folder,
@@ -39,8 +47,10 @@ def __getattr__(name: str):
             "compare": comparison.compare,
             "write_comparison": comparison.write_comparison,
             "match_cases": matching.match_cases,
-            "case_key": matching.case_key,
+            "case_key": naming.case_key,
             "bland_altman_axes": report.bland_altman_axes,
+            "parse_roles": indices.parse_roles,
+            "quantify": indices.quantify,
         }[name]
     raise AttributeError(f"module 'medseg.evaluation' has no attribute {name!r}")
 
@@ -62,6 +72,8 @@ __all__ = [
     "evaluate_folder",
     "evaluate_volumes",
     "match_cases",
+    "parse_roles",
+    "quantify",
     "split_regions",
     "summarise",
     "surface_distances",

@@ -8,7 +8,8 @@ message; the run goes on.
 
 Outputs in ``out_dir``:
 
-* ``metrics.csv`` -- long form ``case,label,region,metric,value,flag``, appended as each case
+* ``metrics.csv`` -- long form ``case,label,region,metric,value,flag`` (the schema of
+  :mod:`medseg.evaluation.metrics_table`), appended as each case
   finishes (an interrupted run keeps what it had); failed cases have one row with metric
   ``error`` and the message in ``flag``. Sorted by case at the end.
 * ``summary.json`` -- per label, region and metric: mean, std, median, min, max, n, n_flagged,
@@ -16,6 +17,8 @@ Outputs in ``out_dir``:
 * ``regions.csv`` -- with regions: the split of every case and label (axis, reference
   extent, base end chosen and how, slice ranges).
 * ``report.md`` and ``figures/`` -- tables and figures (see :mod:`medseg.evaluation.report`).
+* ``indices.csv`` and ``indices_agreement.csv`` -- with ``indices``: clinical indices of both sides and their
+  agreement (see :mod:`medseg.evaluation.indices`).
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from medseg.common.labels import parse_label_spec, read_dataset_json_labels
 from medseg.common.progress import progress_bar
-from medseg.errors import ConfigError, InvalidArgumentError, MedsegError
+from medseg.errors import GeometryError, InvalidArgumentError, MedsegError
 from medseg.evaluation.matching import CasePair, Matching, match_cases
-from medseg.io import atomic_path, atomic_write_text, ensure_writable_folder
+from medseg.evaluation.metrics_table import ERROR_METRIC, MetricsWriter, metrics_frame, write_metrics_csv
+from medseg.io import atomic_write_text, ensure_writable_folder
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("case", "label", "region", "metric", "value", "flag")
 #: how many worst cases get an overlay figure
 WORST_CASES = 3
 
@@ -53,6 +57,7 @@ class Settings:
     atol_mm: float = 1e-3
     resample_pred_to_ref: bool = False
     snapshot: bool = True
+    indices: Any = None  # an IndexSpec: measure what the clinical indices need
 
 
 @dataclass
@@ -71,6 +76,7 @@ class CaseOutcome:
     reference: str = ""
     prediction: str = ""
     image: str | None = None
+    measures: dict[str, dict[str, float]] | None = None  # with indices: {"reference": ..., "prediction": ...}
 
 
 @dataclass
@@ -83,6 +89,7 @@ class FolderRun:
     label_names: dict[int, str]
     options: dict[str, Any]
     interrupted: bool = False
+    indices: Any = None  # medseg.evaluation.indices.IndicesResult, with indices
 
     @property
     def failures(self) -> list[CaseOutcome]:
@@ -98,7 +105,8 @@ class FolderRun:
         return [v for v in self.label_names if v not in seen]
 
     def undeclared_prediction_values(self) -> dict[int, list[str]]:
-        """Prediction values that are not among the scored labels, with the cases holding them."""
+        """Prediction values that are neither scored labels nor in the case's reference, with the cases holding
+        them (values the references hold too are structures left out of ``labels`` on purpose)."""
         found: dict[int, list[str]] = {}
         for outcome in self.outcomes:
             for value in outcome.undeclared_prediction_values:
@@ -117,7 +125,8 @@ class FolderRun:
             )
         for value, cases in self.undeclared_prediction_values().items():
             shown = ", ".join(cases[:3]) + (f" and {len(cases) - 3} more" if len(cases) > 3 else "")
-            warnings.append(f"predictions hold value {value}, which is not a scored label ({len(cases)} case(s): {shown})")
+            warnings.append(f"predictions hold value {value}, which is neither a scored label nor in the reference "
+                            f"({len(cases)} case(s): {shown})")
         return warnings
 
 
@@ -131,7 +140,7 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
     outcome = CaseOutcome(pair.case_id, reference=str(pair.reference), prediction=str(pair.prediction or ""), image=str(pair.image) if pair.image else None)
     try:
         if pair.prediction is None:
-            raise ConfigError(f"no prediction file found for case {pair.case_id} (reference {pair.reference})")
+            raise MedsegError(f"no prediction file found for case {pair.case_id} (reference {pair.reference})")
         reference = read_label_map(pair.reference)
         prediction = read_label_map(pair.prediction)
         problem = grid_mismatch(
@@ -140,7 +149,7 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
         )
         if problem:
             if not settings.resample_pred_to_ref:
-                raise ConfigError(
+                raise GeometryError(
                     f"prediction {pair.prediction.name} is not on the reference's voxel grid ({problem}); "
                     "fix it or pass --resample-pred-to-ref"
                 )
@@ -157,8 +166,12 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
         )
         outcome.rows, outcome.regions, outcome.labels_present = result.rows, result.regions, result.labels_present
         outcome.undeclared_prediction_values = result.undeclared_prediction_values
+        if settings.indices is not None:
+            from medseg.evaluation.indices import measure_pair
+
+            outcome.measures = measure_pair(settings.indices, reference, prediction, pair.image)
         if settings.snapshot:
-            outcome.snapshot = _snapshot(reference, prediction)
+            outcome.snapshot = _snapshot(reference, prediction, result.foreground_box)
     except MedsegError as exc:
         outcome.error = str(exc)
     except MemoryError:
@@ -167,16 +180,15 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
     return outcome
 
 
-def _snapshot(reference, prediction) -> dict[str, Any]:
+def _snapshot(reference, prediction, box: tuple[slice, ...] | None) -> dict[str, Any]:
     """A small 2D cut for the overlay figure: the slice (along the region axis) where the two
-    label maps disagree most, cropped in-plane to the foreground with a margin."""
+    label maps disagree most, cropped in-plane to the foreground with a margin. ``box``: the
+    foreground box of both maps (``CaseResult.foreground_box``)."""
     from medseg.evaluation.regions import choose_region_axis
-    from medseg.evaluation.surfaces import bounding_box, union_box
 
     spacing = reference.spacing_mm
     axis = choose_region_axis(spacing, reference.affine, "auto")
-    box = union_box(bounding_box(reference.array), bounding_box(prediction.array))
-    if box is None:
+    if box is None or len(box) != 3:
         return {}
     ref_crop, pred_crop = reference.array[box], prediction.array[box]
     others = tuple(a for a in range(3) if a != axis)
@@ -195,55 +207,6 @@ def _snapshot(reference, prediction) -> dict[str, Any]:
         "prediction": np.ascontiguousarray(prediction.array[take]),
         "pixel_mm": [float(spacing[a]) for a in others],
     }
-
-
-def _labels_from_dataset_json(path: Path) -> dict[int, str]:
-    try:
-        spec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read labels ({exc})") from None
-    raw = spec.get("labels") if isinstance(spec, dict) else None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: no 'labels' mapping")
-    names: dict[int, str] = {}
-    for key, value in raw.items():
-        if str(key).lstrip("-").isdigit() and isinstance(value, str):
-            names[int(key)] = value
-        elif isinstance(value, (int, float)) or str(value).isdigit():
-            names[int(value)] = str(key)
-        else:
-            raise ConfigError(f"{path}: label {key!r}: {value!r} is neither 'value: name' nor 'name: value'")
-    return {v: n for v, n in sorted(names.items()) if v != 0}
-
-
-def parse_labels(spec: str | None, known: dict[int, str] | None = None) -> dict[int, str] | None:
-    """Parse ``--labels``: a dataset.json path, or comma-separated ``value``, ``name=value`` or
-    ``name`` entries (a bare name is looked up in ``known``, e.g. the manifest's labels)."""
-    if spec is None or spec == "":
-        return None
-    if spec.lower().endswith(".json") or Path(spec).is_dir():
-        path = Path(spec)
-        return _labels_from_dataset_json(path / "dataset.json" if path.is_dir() else path)
-    known = known or {}
-    by_name = {n: v for v, n in known.items()}
-    out: dict[int, str] = {}
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        if sep:
-            if not value.strip().isdigit():
-                raise ConfigError(f"--labels: {item!r} must be name=value with a whole-number value")
-            out[int(value)] = name.strip()
-        elif item.isdigit():
-            out[int(item)] = known.get(int(item), item)
-        elif item in by_name:
-            out[by_name[item]] = item
-        else:
-            raise ConfigError(f"--labels: unknown label name {item!r} (known: {', '.join(by_name) or 'none'})")
-    if 0 in out:
-        raise ConfigError("--labels: 0 is background and is not scored")
-    return dict(sorted(out.items()))
 
 
 def _find_dataset_json(folder: Path) -> Path | None:
@@ -301,36 +264,44 @@ def run_folder(
     resample_pred_to_ref: bool = False,
     report: bool = True,
     overwrite: bool = False,
+    indices: Any = None,
     **case_options: Any,
 ) -> FolderRun:
     """Evaluate every case and write the outputs; see :func:`evaluate_folder` (which returns a
     DataFrame) for the arguments. Returns a :class:`FolderRun` of plain Python objects."""
-    from medseg.evaluation.case import normalise_labels
-    from medseg.evaluation.metrics import check_metrics, check_policy
+    from medseg.evaluation.metrics import DISTANCE_METRICS, check_metrics, check_policy
 
-    check_metrics(case_options.get("metrics"))
+    metrics = check_metrics(case_options.get("metrics"))
     check_policy(case_options.get("empty_policy", "worst"))
-    known: dict[int, str] = {v: n for v, n in (known_labels or {}).items() if v != 0}
     if references is not None and not references:
-        raise ConfigError(f"{source or 'references'}: no case with a reference label map")
+        raise InvalidArgumentError(f"{source or 'references'}: no case with a reference label map")
+    known = dict(known_labels or {})
     if references is None and ref_dir is not None and not known:
         found = _find_dataset_json(Path(ref_dir))
         if found is not None:
-            known = _labels_from_dataset_json(found)
-    if isinstance(labels, str):
-        label_names = parse_labels(labels, known)
-    elif labels is not None:
-        label_names = normalise_labels(labels)
-        label_names = {v: known.get(v, n) if n == str(v) else n for v, n in label_names.items()}  # type: ignore[union-attr]
-    else:
-        label_names = dict(known) or None
+            known = read_dataset_json_labels(found)
+    known = {v: n for v, n in known.items() if v != 0}
+    spec = parse_label_spec(labels, known)
+    label_names = (dict(known) or None) if spec is None else {v: n for v, n in spec.items() if v != 0}
+    if label_names == {}:
+        raise InvalidArgumentError(
+            f"labels {labels!r}: only background 0, which is never scored; name the labels to score"
+        )
 
     matching = match_cases(pred_dir, ref_dir, references=references, images=images, ref_pattern=ref_pattern, pred_pattern=pred_pattern)
-    settings = Settings(label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report)
+    if indices is not None and indices.needs_image:
+        _require_images(matching)
+    settings = Settings(label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report, indices=indices)
     out = Path(out_dir).expanduser() if out_dir is not None else None
     if out is not None:
         prepare_output_folder(out, overwrite)
-    writer = _MetricsWriter(out / "metrics.csv") if out is not None else None
+    writer = MetricsWriter(out / "metrics.csv") if out is not None else None
+    importer = _import_in_background(
+        (["scipy.spatial"] if set(metrics) & set(DISTANCE_METRICS) else [])
+        + (["matplotlib.figure", "matplotlib.backends.backend_agg"] if out is not None and report else [])
+        if workers <= 1  # never fork worker processes while a thread imports (they could inherit its locks)
+        else []
+    )
     outcomes: list[CaseOutcome] = []
     rows: list[dict[str, Any]] = []
     worst = _WorstCases(WORST_CASES)
@@ -353,6 +324,8 @@ def run_folder(
         bar.close()
         if writer is not None:
             writer.close()
+        if importer is not None:
+            importer.join()
 
     all_labels = _fill_absent_labels(rows, outcomes, label_names, case_options)
     outcomes.sort(key=lambda o: o.case_id)
@@ -360,8 +333,15 @@ def run_folder(
     run = FolderRun(rows, outcomes, matching, all_labels, _options_record(pred_dir, ref_dir, source, label_names, workers, atol_mm, resample_pred_to_ref, case_options), interrupted)
     for warning in run.label_warnings():
         log.warning("%s", warning)
+    if indices is not None:
+        from medseg.evaluation.indices import evaluation_indices, write_evaluation_indices
+
+        run.indices = evaluation_indices(indices, outcomes)
+        run.options["indices"] = {"kind": indices.kind, "roles": indices.roles}
+        if out is not None:
+            write_evaluation_indices(out, run.indices)
     if out is not None:
-        _write_csv(out / "metrics.csv", rows)
+        write_metrics_csv(out / "metrics.csv", rows)
         _write_regions(out / "regions.csv", outcomes)
         from medseg.evaluation.summary import summary_document
 
@@ -372,13 +352,16 @@ def run_folder(
 
             write_report(out, run, summary, worst.cases())
     if interrupted:
+        if out is not None:  # say where the partial results went and that the next run into `out` must replace them
+            log.warning("interrupted after %d of %d matched case(s); partial results in %s (a rerun there needs "
+                        "--overwrite)", len(outcomes), len(matching.pairs), out)
         raise KeyboardInterrupt
     return run
 
 
 #: What an evaluation writes into its output folder; a new run into the same folder removes all of
 #: them first (with ``overwrite``), so no file of an earlier run survives beside the new ones.
-OUTPUT_NAMES = ("metrics.csv", "summary.json", "regions.csv", "report.md", "figures")
+OUTPUT_NAMES = ("metrics.csv", "summary.json", "regions.csv", "report.md", "figures", "indices.csv", "indices_agreement.csv")
 
 
 def prepare_output_folder(out: Path, overwrite: bool) -> None:
@@ -423,14 +406,18 @@ def evaluate_folder(
             (``medseg evaluate --manifest`` does this with :func:`medseg.data.manifest.load_manifest`).
         out_dir: where ``metrics.csv``, ``summary.json``, ``regions.csv`` and ``report.md``
             go (nothing is written when ``None``).
-        options: ``labels`` (``{value: name}``, values, or the ``--labels`` text: a
-            dataset.json path or ``name=value`` list; default: the dataset.json beside the
-            references or the manifest's labels, else every label found, with cases lacking one
-            filled in as ``both_empty``), ``workers`` (processes; 1 = in this process),
+        options: ``labels`` (a label spec, :mod:`medseg.common.labels`: the ``--labels`` text
+            (a dataset.json, or values, ranges, ``name=value`` and known names), ``{value: name}``
+            or values; 0 is never scored; default: the dataset.json beside the references or the
+            manifest's labels, else every label found, with cases lacking one filled in as
+            ``both_empty``), ``workers`` (processes; 1 = in this process),
             ``progress`` (tqdm bar), ``ref_pattern`` / ``pred_pattern`` (file-name globs),
             ``atol_mm`` (grid tolerance, default 1e-3 mm), ``resample_pred_to_ref``
             (nearest-neighbour), ``report`` (write report.md and figures, default True),
-            ``overwrite`` (replace an earlier evaluation in ``out_dir``; default False: refused), and
+            ``overwrite`` (replace an earlier evaluation in ``out_dir``; default False: refused), ``indices``
+            (an :class:`~medseg.evaluation.indices.IndexSpec` from ``parse_roles``: clinical indices of both sides
+            and their agreement, written to ``indices.csv`` and ``indices_agreement.csv``; lung indices need every
+            case's CT image, from ``images`` or beside the references), and
             every option of :func:`medseg.evaluation.evaluate_case` (``metrics``, ``regions``,
             ``region_axis``, ``base_at``, ``region_mode``, ``region_anchor``,
             ``nsd_tolerance_mm``, ``empty_policy``, ``worst_distance_mm``).
@@ -439,17 +426,50 @@ def evaluate_folder(
         DataFrame with columns ``case, label, region, metric, value, flag`` (failed cases: one
         row with metric ``error``, the message in ``flag``).
     """
-    import pandas as pd
-
     run = run_folder(pred_dir, ref_dir, out_dir, **options)
-    return pd.DataFrame(run.rows, columns=list(CSV_COLUMNS))
+    return metrics_frame(run.rows)
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
+def _require_images(matching: Matching) -> None:
+    """Lung density indices need every case's CT image: refuse the run up front, naming the cases without one."""
+    missing = [p.case_id for p in matching.pairs if p.image is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InvalidArgumentError(
+            f"lung indices need each case's CT image; none found for {len(missing)} case(s) ({shown}): pass --images "
+            "DIR (files named by case, nnU-Net's _0000 allowed) or a manifest whose image column lists them"
+        )
+
+
+def _import_in_background(modules: list[str]):
+    """Import ``modules`` in a thread while the first cases are read (inflating gzip releases the
+    GIL): the KD-tree of the exact distance search and matplotlib for the report cost about a
+    second of imports that would otherwise come on top of the evaluation. Whoever needs one of
+    them later imports it as usual (and waits for this thread's import to finish if it is running);
+    a failure here is left for that import to report. Returns the thread (``None`` for no modules)."""
+    import importlib
+    import threading
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the real import reports it
+                return
+
+    if not modules:
+        return None
+    thread = threading.Thread(target=work, name="medseg-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def _error_row(outcome: CaseOutcome) -> dict[str, Any]:
-    return {"case": outcome.case_id, "label": "", "region": "", "metric": "error", "value": math.nan, "flag": outcome.error}
+    return {"case": outcome.case_id, "label": "", "region": "", "metric": ERROR_METRIC, "value": math.nan,
+            "flag": outcome.error}
 
 
 def _fill_absent_labels(rows, outcomes: list[CaseOutcome], label_names, case_options) -> dict[int, str]:
@@ -515,43 +535,12 @@ def _options_record(pred_dir, ref_dir, source, labels, workers, atol_mm, resampl
     return record
 
 
-class _MetricsWriter:
-    """Appends rows to metrics.csv as cases finish (flushed each time)."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(path, "w", newline="")
-        self.writer = csv.writer(self.handle)
-        self.writer.writerow(CSV_COLUMNS)
-        self.handle.flush()
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        self.writer.writerows(_csv_values(row) for row in rows)
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def _csv_values(row: dict[str, Any]) -> list[Any]:
-    value = row["value"]
-    text = "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
-    return [row["case"], row["label"], row["region"], row["metric"], text, row["flag"]]
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(_csv_values(row) for row in rows)
-
-
 def _write_regions(path: Path, outcomes: list[CaseOutcome]) -> None:
     entries = [info for o in outcomes for info in o.regions]
     if not entries:
         return
     columns = ["case", "label", "anchor", "axis", "reference_first", "reference_last", "base_end", "base_rule", "base", "middle", "apex"]
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for info in entries:

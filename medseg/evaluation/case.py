@@ -6,23 +6,26 @@ Both return a :class:`CaseResult`: plain rows ``{label, region, metric, value, f
 :mod:`medseg.evaluation.metrics` for definitions, flags and the empty-mask policy) plus the
 region splits that were used.
 
-Speed: the label maps are cropped to the bounding box of their foreground once, each label to
-its own box, and the surface distances of a structure are computed once
+Speed: each full label map is read once (its foreground box,
+:func:`medseg.evaluation.surfaces.bounding_box`); one pass over the foreground crop then gives
+every label's box and voxel count (:func:`medseg.evaluation.surfaces.label_boxes`), and each
+structure touches only its own box. The surface distances of a structure are computed once
 (:func:`medseg.evaluation.surfaces.surface_distances`); every distance metric of every region
-is derived from them. No full-volume float arrays are made.
+is derived from them. No full-volume float or boolean arrays are made.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from medseg.errors import ConfigError, GeometryError
+from medseg.common.labels import parse_label_spec
+from medseg.errors import GeometryError, InvalidArgumentError
 from medseg.evaluation.metrics import (
     ALL_METRICS,
     DISTANCE_METRICS,
@@ -35,7 +38,7 @@ from medseg.evaluation.metrics import (
     overlap_values,
 )
 from medseg.evaluation.regions import REGION_NAMES, RegionSplit, choose_region_axis, split_regions
-from medseg.evaluation.surfaces import bounding_box, surface_distances, union_box
+from medseg.evaluation.surfaces import bounding_box, label_boxes, surface_distances, union_box
 
 REGION_MODES = ("volumetric", "slicewise")
 #: metrics averaged over slices in the slice-wise mode (the others are pooled over the region)
@@ -57,14 +60,18 @@ class CaseResult:
             region's slice range (``None`` entries when the anchor's reference is empty).
         labels_present: label values found in the reference or the prediction (non-zero; when
             ``labels`` were given, only those of them that occur).
-        undeclared_prediction_values: non-zero values in the prediction that are not among the
-            given ``labels`` (never scored; ``[]`` when no labels were given).
+        undeclared_prediction_values: non-zero values in the prediction that are neither among the
+            given ``labels`` nor in the reference (never scored, and not a structure left out on
+            purpose; ``[]`` when no labels were given).
+        foreground_box: the smallest box (one ``slice`` per array axis, voxel indices, stop
+            exclusive) holding every non-zero voxel of either map; ``None`` when both are empty.
     """
 
     rows: list[dict[str, Any]]
     regions: list[dict[str, Any]] = field(default_factory=list)
     labels_present: list[int] = field(default_factory=list)
     undeclared_prediction_values: list[int] = field(default_factory=list)
+    foreground_box: tuple[slice, ...] | None = None
 
     def value(self, label: object, metric: str, region: str = "all") -> float:
         """The value of one metric (label given as name or value); KeyError if absent."""
@@ -99,25 +106,14 @@ class _Options:
 
 
 def normalise_labels(labels: object) -> dict[int, str] | None:
-    """``None``, an iterable of label values, or ``{value: name}`` -> ``{value: name}`` (or None)."""
-    if labels is None:
+    """``None``, a label spec (:func:`medseg.common.labels.parse_label_spec`: ``{value: name}``, values, or the
+    ``--labels`` text) -> ``{value: name}`` sorted by value (or ``None``); 0 (background) is refused."""
+    names = parse_label_spec(labels)
+    if names is None:
         return None
-    if isinstance(labels, Mapping):
-        pairs = {}
-        for key, value in labels.items():
-            if isinstance(key, (int, np.integer)):
-                pairs[int(key)] = str(value)
-            elif isinstance(value, (int, np.integer)):  # {"name": value}
-                pairs[int(value)] = str(key)
-            else:
-                raise ConfigError(f"labels mapping must be {{value: name}}, got {key!r}: {value!r}")
-        result = pairs
-    else:
-        result = {int(v): str(int(v)) for v in labels}  # type: ignore[union-attr]
-    bad = [v for v in result if v <= 0]
-    if bad:
-        raise ConfigError(f"labels must be positive values (0 is background), got {bad}")
-    return dict(sorted(result.items()))
+    if 0 in names:
+        raise InvalidArgumentError(f"labels must be positive values (0 is background), got {sorted(names)}")
+    return names
 
 
 def evaluate_case(
@@ -173,7 +169,7 @@ def evaluate_case(
         metric by metric in :data:`ALL_METRICS` order.
 
     Raises:
-        GeometryError: shapes differ. ConfigError: invalid options.
+        GeometryError: shapes differ. InvalidArgumentError: invalid options.
     """
     reference, prediction = np.asarray(reference), np.asarray(prediction)
     if reference.shape != prediction.shape:
@@ -184,15 +180,15 @@ def evaluate_case(
     flat_case = reference.ndim == 2
     if flat_case:
         if regions:
-            raise ConfigError(f"{case_id or 'case'}: regions need a 3D volume, got a 2D array")
+            raise InvalidArgumentError(f"{case_id or 'case'}: regions need a 3D volume, got a 2D array")
         reference, prediction = reference[:, :, None], prediction[:, :, None]
         spacing = np.append(spacing[:2], 1.0)
     if reference.ndim != 3 or spacing.size != 3:
         raise GeometryError(f"{case_id or 'case'}: need 3D arrays and 3 spacings, got {reference.shape} and {spacing.tolist()}")
     if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
-        raise ConfigError(f"{case_id or 'case'}: voxel spacing must be positive, got {spacing.tolist()}")
+        raise InvalidArgumentError(f"{case_id or 'case'}: voxel spacing must be positive, got {spacing.tolist()}")
     if region_mode not in REGION_MODES:
-        raise ConfigError(f"region_mode must be volumetric or slicewise, got {region_mode!r}")
+        raise InvalidArgumentError(f"region_mode must be volumetric or slicewise, got {region_mode!r}")
     if flat_case and region_mode == "slicewise":
         region_mode = "volumetric"  # one slice: the same thing
     options = _Options(
@@ -205,37 +201,40 @@ def evaluate_case(
     if flat_case:
         axis = 2 if region_mode == "slicewise" else axis
     reported_axis = axis
-    if not flat_case and reference.flags.f_contiguous and not reference.flags.c_contiguous:
+    transposed = not flat_case and reference.flags.f_contiguous and not reference.flags.c_contiguous
+    if transposed:
         # NIfTI data are Fortran-ordered: work on the (C-ordered) transposed views, axes reversed
         reference, prediction, spacing = reference.T, prediction.T, spacing[::-1].copy()
         axis = None if axis is None else 2 - axis
+    # the one read of the full maps; everything after it works on crops
     box = union_box(bounding_box(reference), bounding_box(prediction))
-    present = _present_labels(reference, prediction, box) if label_names is None else None
+    ref_crop = reference[box] if box is not None else None
+    pred_crop = prediction[box] if box is not None else None
+    ref_boxes = label_boxes(ref_crop) if box is not None else {}
+    pred_boxes = label_boxes(pred_crop) if box is not None else {}
     if label_names is None:
-        label_names = {v: str(v) for v in present}
+        label_names = {v: str(v) for v in sorted(set(ref_boxes) | set(pred_boxes))}
+        undeclared: list[int] = []
+    else:  # labels were given: what else was predicted is never scored
+        undeclared = [v for v in pred_boxes if v not in label_names and v not in ref_boxes]
+    present = [v for v in label_names if v in ref_boxes or v in pred_boxes]
     geometry = _Geometry(reference.shape, spacing, voxel_ml, axis, box, flat_case, reported_axis)
     anchor_counts = _anchor_counts(region_anchor, reference, box, geometry, label_names) if regions else None
 
-    ref_crop = reference[box] if box is not None else None
-    pred_crop = prediction[box] if box is not None else None
     rows: list[dict[str, Any]] = []
     region_info: list[dict[str, Any]] = []
-    found = []
     for value, name in label_names.items():
-        label_rows, info, in_maps = _evaluate_label(value, name, ref_crop, pred_crop, geometry, options, anchor_counts, region_anchor)
+        label_box = union_box(*(found[value][0] for found in (ref_boxes, pred_boxes) if value in found))
+        label_rows, info = _evaluate_label(value, name, ref_crop, pred_crop, label_box, geometry, options, anchor_counts, region_anchor)
         rows.extend(label_rows)
-        if in_maps:
-            found.append(value)
         if info is not None:
             region_info.append(info)
-    undeclared: list[int] = []
-    if present is None:  # labels were given: report which of them occur, and what else was predicted
-        present = found
-        undeclared = _values_outside(pred_crop, set(label_names))
     if case_id is not None:
         rows = [{"case": case_id, **row} for row in rows]
         region_info = [{"case": case_id, **info} for info in region_info]
-    return CaseResult(rows, region_info, present, undeclared)
+    if box is not None:
+        box = tuple(reversed(box)) if transposed else box[:2] if flat_case else box
+    return CaseResult(rows, region_info, present, undeclared, box)
 
 
 def evaluate_volumes(reference, prediction, labels: object = None, *, atol_mm: float = 1e-3, case_id: str | None = None, **options: Any) -> CaseResult:
@@ -287,39 +286,6 @@ class _Geometry:
         return int(np.prod(self.shape)) // self.shape[self.axis]
 
 
-def _values_outside(crop: np.ndarray | None, allowed: set[int]) -> list[int]:
-    """Non-zero values of ``crop`` (the foreground box of a label map) not in ``allowed``; one pass when the
-    allowed values are 1..K and nothing exceeds K."""
-    if crop is None or crop.size == 0:
-        return []
-    top = int(crop.max())
-    if top == 0 or (top <= max(allowed, default=0) and allowed >= set(range(1, top + 1))):
-        return []
-    if np.issubdtype(crop.dtype, np.unsignedinteger):
-        values = np.flatnonzero(np.bincount(crop.ravel(order="K"), minlength=1)).tolist()
-    else:
-        values = [int(v) for v in np.unique(crop)]
-    return sorted(v for v in values if v != 0 and v not in allowed)
-
-
-def _present_labels(reference: np.ndarray, prediction: np.ndarray, box) -> list[int]:
-    """Non-zero label values found in either map (on their foreground box)."""
-    if box is None:
-        return []
-    found: set[int] = set()
-    for array in (reference[box], prediction[box]):
-        if np.issubdtype(array.dtype, np.unsignedinteger):
-            top = int(array.max())
-            if top <= 16:  # few labels: one comparison each beats a histogram
-                found.update(v for v in range(1, top + 1) if v in found or (array == v).any())
-            else:
-                found.update(np.flatnonzero(np.bincount(array.ravel(order="K"), minlength=1)).tolist())
-        else:
-            found.update(int(v) for v in np.unique(array))
-    found.discard(0)
-    return sorted(found)
-
-
 def _slice_counts(mask: np.ndarray, offset: tuple[int, ...], geometry: _Geometry) -> np.ndarray:
     """Voxels of ``mask`` (a crop starting at ``offset``) per slice along the region axis, full length."""
     axis = geometry.axis
@@ -344,24 +310,21 @@ def _anchor_counts(anchor: object, reference: np.ndarray, box, geometry: _Geomet
     else:
         value = next((v for v, n in names.items() if n == str(anchor)), None)
     if value is None:
-        raise ConfigError(f"region anchor {anchor!r} is not label, foreground, a label value or a known label name")
+        raise InvalidArgumentError(
+            f"region anchor {anchor!r} is not label, foreground, a label value or a known label name"
+        )
     return _slice_counts(crop == value, geometry.offset, geometry)
 
 
-def _evaluate_label(value, name, ref_crop, pred_crop, geometry: _Geometry, options: _Options, anchor_counts, anchor):
-    if ref_crop is None:
+def _evaluate_label(value, name, ref_crop, pred_crop, box, geometry: _Geometry, options: _Options, anchor_counts, anchor):
+    """Rows (and the region split) of one label; ``box``: the label's box in the foreground crops (None: absent)."""
+    if box is None:
         ref_mask = pred_mask = np.zeros((0, 0, 0), dtype=bool)
         offset = (0, 0, 0)
     else:
-        ref_full, pred_full = ref_crop == value, pred_crop == value
-        box = union_box(bounding_box(ref_full), bounding_box(pred_full))
-        if box is None:
-            ref_mask = pred_mask = np.zeros((0, 0, 0), dtype=bool)
-            offset = (0, 0, 0)
-        else:
-            ref_mask = np.ascontiguousarray(ref_full[box])
-            pred_mask = np.ascontiguousarray(pred_full[box])
-            offset = tuple(o + s.start for o, s in zip(geometry.offset, box))
+        ref_mask = np.ascontiguousarray(ref_crop[box] == value)
+        pred_mask = np.ascontiguousarray(pred_crop[box] == value)
+        offset = tuple(o + s.start for o, s in zip(geometry.offset, box))
     structure = _Structure(ref_mask, pred_mask, offset, geometry, options)
 
     split: RegionSplit | None = None
@@ -392,7 +355,7 @@ def _evaluate_label(value, name, ref_crop, pred_crop, geometry: _Geometry, optio
         else:
             values = structure.region_values(extent)
         rows.extend({"label": name, "region": region, "metric": m, "value": float(values[m][0]), "flag": values[m][1]} for m in options.metrics)
-    return rows, info, bool(structure.n_ref or structure.n_pred)
+    return rows, info
 
 
 class _Structure:

@@ -10,36 +10,18 @@ fewer than two pairs) and the paired t-test (``scipy.stats.ttest_rel``).
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medseg.errors import ConfigError
+from medseg.errors import InvalidArgumentError
+from medseg.evaluation.metrics_table import ERROR_METRIC, read_metrics_frame
+from medseg.evaluation.statistics import paired_statistics
 
 COMPARE_COLUMNS = (
     "label", "region", "metric", "n", "mean_a", "mean_b", "mean_diff", "median_diff", "std_diff",
     "wilcoxon_p", "ttest_p",
 )  # fmt: skip
 PLOT_METRICS = ("dice", "hd95", "asd", "nsd")
-
-
-def read_metrics(path: str | Path):
-    """A ``metrics.csv`` written by ``medseg evaluate`` as a DataFrame (error rows dropped)."""
-    import pandas as pd
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: metrics file not found")
-    try:
-        frame = pd.read_csv(path, dtype={"case": str, "label": str, "region": str, "metric": str, "flag": str}, keep_default_na=False, na_values={"value": ["nan", "NaN", ""]})
-    except Exception as exc:
-        raise ConfigError(f"{path}: not a readable metrics.csv ({exc})") from None
-    missing = {"case", "label", "region", "metric", "value"} - set(frame.columns)
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected case,label,region,metric,value,flag")
-    return frame[frame["metric"] != "error"].reset_index(drop=True)
 
 
 def paired_values(a, b):
@@ -52,38 +34,31 @@ def paired_values(a, b):
 
 def compare(a: Any, b: Any):
     """Paired comparison of two runs (DataFrames from :func:`evaluate_folder` or paths to
-    ``metrics.csv``). Returns a DataFrame with :data:`COMPARE_COLUMNS`, one row per label,
+    ``metrics.csv``, read by :func:`medseg.evaluation.metrics_table.read_metrics_frame`). Returns a
+    DataFrame with :data:`COMPARE_COLUMNS`, one row per label,
     region and metric that has at least one pair. Differences are ``B - A``."""
     import pandas as pd
-    from scipy import stats
 
-    a = read_metrics(a) if isinstance(a, (str, Path)) else a[a["metric"] != "error"]
-    b = read_metrics(b) if isinstance(b, (str, Path)) else b[b["metric"] != "error"]
+    a = read_metrics_frame(a) if isinstance(a, (str, Path)) else a[a["metric"] != ERROR_METRIC]
+    b = read_metrics_frame(b) if isinstance(b, (str, Path)) else b[b["metric"] != ERROR_METRIC]
     joined = paired_values(a, b).dropna(subset=["value_a", "value_b"])
     records = []
     for (label, region, metric), group in joined.groupby(["label", "region", "metric"], sort=False):
-        va, vb = group["value_a"].to_numpy(float), group["value_b"].to_numpy(float)
-        diff = vb - va
-        n = diff.size
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wilcoxon = float(stats.wilcoxon(va, vb).pvalue) if n >= 2 and np.any(diff != 0) else math.nan
-            ttest = float(stats.ttest_rel(vb, va).pvalue) if n >= 2 and np.std(diff) > 0 else math.nan
-        records.append(
-            {"label": label, "region": region, "metric": metric, "n": n, "mean_a": float(va.mean()), "mean_b": float(vb.mean()),
-             "mean_diff": float(diff.mean()), "median_diff": float(np.median(diff)),
-             "std_diff": float(diff.std(ddof=1)) if n > 1 else math.nan, "wilcoxon_p": wilcoxon, "ttest_p": ttest}
-        )  # fmt: skip
+        statistics = paired_statistics(group["value_a"].to_numpy(float), group["value_b"].to_numpy(float))
+        records.append({"label": label, "region": region, "metric": metric, **statistics})
     return pd.DataFrame(records, columns=list(COMPARE_COLUMNS))
 
 
 def write_comparison(path_a: str | Path, path_b: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """``compare`` two metrics.csv files and write ``comparison.csv``, ``comparison.md`` and
-    ``bland_altman.png`` (dice, hd95, asd, nsd of region ``all`` per label) into ``out_dir``."""
-    a, b = read_metrics(path_a), read_metrics(path_b)
+    ``bland_altman.png`` (dice, hd95, asd, nsd of region ``all`` per label) into ``out_dir``; without
+    any of those metrics there is no figure, and the figure of an earlier comparison there is removed."""
+    a, b = read_metrics_frame(path_a), read_metrics_frame(path_b)
     table = compare(a, b)
     if table.empty:
-        raise ConfigError(f"{path_a} and {path_b} share no (case, label, region, metric) with values on both sides")
+        raise InvalidArgumentError(
+            f"{path_a} and {path_b} share no (case, label, region, metric) with values on both sides"
+        )
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     written = {"csv": out / "comparison.csv", "markdown": out / "comparison.md"}
@@ -109,7 +84,9 @@ def write_comparison(path_a: str | Path, path_b: str | Path, out_dir: str | Path
     if plot is not None:
         written["figure"] = plot
         lines += ["", "![Bland-Altman](bland_altman.png)"]
-    written["markdown"].write_text("\n".join(lines) + "\n")
+    else:  # never an earlier comparison's figure beside this one
+        (out / "bland_altman.png").unlink(missing_ok=True)
+    written["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     return written
 
 

@@ -130,21 +130,21 @@ def flag_for(metric: str, state: str) -> str:
 
 def check_policy(empty_policy: str) -> str:
     """Validate an empty-mask policy name (``"worst"`` or ``"nan"``)."""
-    from medseg.errors import ConfigError
+    from medseg.errors import InvalidArgumentError
 
     if empty_policy not in EMPTY_POLICIES:
-        raise ConfigError(f"empty_policy must be one of {', '.join(EMPTY_POLICIES)}, got {empty_policy!r}")
+        raise InvalidArgumentError(f"empty_policy must be one of {', '.join(EMPTY_POLICIES)}, got {empty_policy!r}")
     return empty_policy
 
 
 def check_metrics(metrics: object) -> tuple[str, ...]:
     """Validate a metric selection (``None`` = all); returns names in :data:`ALL_METRICS` order."""
-    from medseg.errors import ConfigError
+    from medseg.errors import InvalidArgumentError
 
     if metrics is None:
         return ALL_METRICS
     names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else [str(m) for m in metrics]
     unknown = [m for m in names if m not in ALL_METRICS]
     if unknown:
-        raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(ALL_METRICS)}")
+        raise InvalidArgumentError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(ALL_METRICS)}")
     return tuple(m for m in ALL_METRICS if m in names)

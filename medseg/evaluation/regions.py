@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from medseg.errors import ConfigError
+from medseg.errors import InvalidArgumentError
 
 REGION_NAMES = ("base", "middle", "apex")
 #: a spacing more than this factor above every other axis's makes its axis the region axis
@@ -69,9 +69,9 @@ def choose_region_axis(spacing_mm: np.ndarray, affine: np.ndarray | None = None,
         try:
             axis = int(region_axis)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise ConfigError(f"region axis must be auto, 0, 1 or 2, got {region_axis!r}") from None
+            raise InvalidArgumentError(f"region axis must be auto, 0, 1 or 2, got {region_axis!r}") from None
         if not 0 <= axis < spacing.size:
-            raise ConfigError(f"region axis {axis} does not exist for a {spacing.size}D volume")
+            raise InvalidArgumentError(f"region axis {axis} does not exist for a {spacing.size}D volume")
         return axis
     largest = int(np.argmax(spacing))
     others = np.delete(spacing, largest)
@@ -97,7 +97,7 @@ def split_regions(slice_counts: np.ndarray, base_at: str = "auto") -> RegionSpli
         :func:`dataclasses.replace`), or ``None`` when the structure is empty (no regions).
     """
     if base_at not in ("auto", "first", "last"):
-        raise ConfigError(f"base_at must be auto, first or last, got {base_at!r}")
+        raise InvalidArgumentError(f"base_at must be auto, first or last, got {base_at!r}")
     counts = np.asarray(slice_counts)
     present = np.flatnonzero(counts)
     if present.size == 0:

@@ -3,7 +3,8 @@
 Figures: box plots of dice, hd95, asd and nsd per label and region; Bland-Altman and
 correlation plots of reference vs predicted volumes per label; the worst cases (lowest mean
 foreground dice) as overlays of the reference (solid) and prediction (dashed) contours on the
-slice where they disagree most, over the image when one is known.
+slice where they disagree most, over the image when one is known. With clinical indices: their
+agreement table and a Bland-Altman and correlation plot per index (``figures/indices.png``).
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ def write_report(out: Path, run, summary: dict[str, Any], worst: list[tuple[floa
     lines += _summary_tables(summary)
     lines += _regions_section(summary)
     lines += _failures_section(run)
+    if getattr(run, "indices", None) is not None:
+        lines += indices_section(out, run.indices)
     if figures:
         lines += ["## Figures", ""]
         for title, path in figures:
             lines += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
     lines += _definitions_section()
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
@@ -265,7 +268,7 @@ def _volume_plots(plt, rows, folder: Path) -> Path | None:
     fig, axes = plt.subplots(2, len(pairs), figsize=(3.4 * len(pairs), 6.2), squeeze=False)
     for column, (label, (ref, pred)) in enumerate(pairs.items()):
         bland_altman_axes(axes[0][column], ref, pred, f"label {label}", "volume (ml)", "prediction - reference")
-        _correlation_axes(axes[1][column], ref, pred, label)
+        _correlation_axes(axes[1][column], ref, pred, f"label {label}")
     fig.subplots_adjust(left=0.12 if len(pairs) == 1 else 0.08, right=0.97, top=0.94, bottom=0.08, hspace=0.35, wspace=0.35)
     path = _save(fig, folder / "volumes.png")
     plt.close(fig)
@@ -279,12 +282,15 @@ def bland_altman_axes(ax, a: np.ndarray, b: np.ndarray, title: str, unit: str, d
     the differences), each named in the legend. ``unit`` is printed on both axes, ``difference``
     names the difference on the y-axis (e.g. ``"prediction - reference"``). Empty inputs draw
     empty axes; one pair has limits equal to the bias."""
+    from medseg.evaluation.statistics import paired_statistics
+
     mean, diff = (a + b) / 2.0, b - a
     ax.axhline(0.0, color="lightgrey", lw=0.8)
     ax.scatter(mean, diff, s=12, alpha=0.7)
-    if diff.size:
-        bias = float(diff.mean())
-        sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+    statistics = paired_statistics(a, b, wilcoxon=False)
+    if statistics["n"]:
+        bias = statistics["mean_diff"]
+        sd = statistics["std_diff"] if statistics["n"] > 1 else 0.0
         ax.axhline(bias, color="k", lw=1, label=f"bias {bias:.3g}")
         for sign in (-1, 1):
             ax.axhline(bias + sign * 1.96 * sd, color="grey", lw=0.8, ls="--",
@@ -296,15 +302,68 @@ def bland_altman_axes(ax, a: np.ndarray, b: np.ndarray, title: str, unit: str, d
     ax.tick_params(labelsize=7)
 
 
-def _correlation_axes(ax, ref: np.ndarray, pred: np.ndarray, label: str) -> None:
+def _correlation_axes(ax, ref: np.ndarray, pred: np.ndarray, label: str, quantity: str = "volume (ml)") -> None:
+    """Prediction against reference with the identity line; the title gives Pearson's r."""
+    from medseg.evaluation.statistics import paired_statistics
+
     ax.scatter(ref, pred, s=12, alpha=0.7)
-    top = float(max(ref.max(), pred.max(), 1e-9)) * 1.05
-    ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
-    r = float(np.corrcoef(ref, pred)[0, 1]) if ref.size > 1 and ref.std() > 0 and pred.std() > 0 else math.nan
-    ax.set_title(f"label {label}: r = {_fmt(r, 3)}", fontsize=9)
-    ax.set_xlabel("reference volume (ml)", fontsize=8)
-    ax.set_ylabel("predicted volume (ml)", fontsize=8)
+    if ref.size:
+        low, high = float(min(ref.min(), pred.min(), 0.0)), float(max(ref.max(), pred.max(), 1e-9)) * 1.05
+        ax.plot([low, high], [low, high], color="grey", lw=0.8, ls="--")
+    ax.set_title(f"{label}: r = {_fmt(paired_statistics(ref, pred, wilcoxon=False)['pearson_r'], 3)}", fontsize=9)
+    ax.set_xlabel(f"reference {quantity}", fontsize=8)
+    ax.set_ylabel(f"predicted {quantity}", fontsize=8)
     ax.tick_params(labelsize=7)
+
+
+def indices_section(out: Path, indices) -> list[str]:
+    """Report lines for clinical indices (an ``IndicesResult``): the agreement table and ``figures/indices.png``,
+    a Bland-Altman (left) and correlation (right) plot per index, three indices per row."""
+    lines = [f"## Clinical indices ({indices.spec.kind})", "",
+             f"Roles: {', '.join(f'{r} = {v}' for r, v in indices.spec.roles.items())}. Per subject in `indices.csv`; "
+             "differences are prediction - reference; limits of agreement are bias -+ 1.96 SD; p-values two-sided.",
+             "", "| index | unit | n | mean ref | mean pred | bias | SD | 95 % limits | r | t-test p | flagged |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for a in indices.agreement:
+        lines.append(f"| {a['index']} | {a['unit']} | {a['n']} | {_fmt(a['mean_reference'])} | {_fmt(a['mean_prediction'])} "
+                     f"| {_fmt(a['bias'], 3)} | {_fmt(a['sd_difference'], 3)} | {_fmt(a['loa_lower'], 3)} .. "
+                     f"{_fmt(a['loa_upper'], 3)} | {_fmt(a['pearson_r'], 3)} | {_fmt(a['ttest_p'], 2)} | "
+                     f"{a['n_flagged']} |")  # fmt: skip
+    path = _indices_plots(out / "figures", indices)
+    if path is not None:
+        title = "Clinical indices: Bland-Altman (left) and correlation (right)"
+        lines += ["", f"![{title}]({path.relative_to(out).as_posix()})"]
+    return lines + [""]
+
+
+def _indices_plots(folder: Path, indices, per_row: int = 3) -> Path | None:
+    names = [a["index"] for a in indices.agreement if a["n"]]
+    if not names:
+        return None
+    rows = math.ceil(len(names) / per_row)
+    columns = 2 * min(per_row, len(names))
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, columns, figsize=(2.9 * columns, 2.8 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for n, name in enumerate(names):
+        pairs = [(r["reference"], r["prediction"]) for r in indices.paired if r["index"] == name]
+        ref, pred = (np.array(v, dtype=float) for v in zip(*pairs))
+        keep = ~(np.isnan(ref) | np.isnan(pred))
+        unit = next(a["unit"] for a in indices.agreement if a["index"] == name)
+        unit_text = "" if unit == "1" else f"({unit})"
+        ba, corr = axes[n // per_row][2 * (n % per_row)], axes[n // per_row][2 * (n % per_row) + 1]
+        ba.set_axis_on()
+        corr.set_axis_on()
+        bland_altman_axes(ba, ref[keep], pred[keep], name, unit_text, "prediction - reference")
+        _correlation_axes(corr, ref[keep], pred[keep], name, unit_text)
+        for ax in (ba, corr):
+            ax.locator_params(nbins=4)  # fewer tick labels: text is most of the drawing time
+    fig.subplots_adjust(left=0.05, right=0.99, top=0.95, bottom=0.07, hspace=0.5, wspace=0.45)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _save(fig, folder / "indices.png", dpi=72)
+    plt.close(fig)
+    return path
 
 
 def _image_slice(outcome, snapshot) -> np.ndarray | None:

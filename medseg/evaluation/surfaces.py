@@ -37,9 +37,11 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """Smallest box of array indices holding every non-zero voxel of ``mask`` (any dtype).
 
     Returns one ``slice`` per axis (voxel indices, stop exclusive), or ``None`` for an all-zero
-    (or size-zero) array. Works on C- or Fortran-ordered arrays without copying them: one pass
-    finds the occupied slabs along the slowest-varying axis, a second pass over those slabs
-    only ORs them into a 2D projection (both read as 64-bit words when the slabs allow).
+    (or size-zero) array. Works on C- or Fortran-ordered arrays without copying them and reads
+    an integer or boolean array once: block by block along the slowest-varying axis (about
+    1 MiB each, so the second look stays in the cache), the maximum of each slab finds the
+    occupied slabs and the bitwise OR of the block's slabs accumulates a 2D projection (both
+    on 64-bit words, 8 voxels each, when the slabs allow).
     """
     mask = np.asarray(mask)
     if mask.size == 0:
@@ -47,27 +49,32 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     if mask.ndim == 3 and mask.flags.f_contiguous and not mask.flags.c_contiguous:
         box = bounding_box(mask.T)  # the transpose of a Fortran array is C-ordered
         return None if box is None else tuple(reversed(box))
-    if mask.ndim != 3 or not mask.flags.c_contiguous:
+    if mask.ndim != 3 or not mask.flags.c_contiguous or mask.dtype.kind not in "biu":
         return _bounding_box_generic(mask)
     n0, n1, n2 = mask.shape
     slabs = mask.reshape(n0, n1 * n2)
     words = slabs.dtype.itemsize == 1 and (n1 * n2) % 8 == 0
-    occupied = slabs.view(np.uint64).any(axis=1) if words else slabs.any(axis=1)  # 8 voxels per word
+    # unsigned views: a slab is occupied when its maximum is non-zero, whatever the sign of the values
+    slabs = slabs.view(np.uint64) if words else slabs.view(f"u{slabs.dtype.itemsize}")
+    occupied = np.empty(n0, dtype=bool)
+    projection = np.zeros(slabs.shape[1], dtype=slabs.dtype)
+    block = max(1, (1 << 20) // max(slabs.shape[1] * slabs.dtype.itemsize, 1))
+    for start in range(0, n0, block):
+        part = slabs[start : start + block]
+        peaks = part.max(axis=1)
+        occupied[start : start + block] = peaks != 0
+        if peaks.any():
+            np.bitwise_or(projection, np.bitwise_or.reduce(part, axis=0), out=projection)
     present = np.flatnonzero(occupied)
     if present.size == 0:
         return None
-    first, last = int(present[0]), int(present[-1]) + 1
-    slab = slabs[first:last]
-    if words:  # OR of the occupied slabs, 8 voxels per word, then back to voxels
-        projection = np.bitwise_or.reduce(slab.view(np.uint64), axis=0).view(np.uint8).reshape(n1, n2)
-    elif slab.dtype == np.bool_:
-        projection = slab.any(axis=0).reshape(n1, n2)
-    else:
-        projection = (slab != 0).any(axis=0).reshape(n1, n2)
+    if words:
+        projection = projection.view(np.uint8)
+    projection = projection.reshape(n1, n2) != 0
     second = np.flatnonzero(projection.any(axis=1))
     third = np.flatnonzero(projection.any(axis=0))
     return (
-        slice(first, last),
+        slice(int(present[0]), int(present[-1]) + 1),
         slice(int(second[0]), int(second[-1]) + 1),
         slice(int(third[0]), int(third[-1]) + 1),
     )
@@ -82,6 +89,53 @@ def _bounding_box_generic(mask: np.ndarray) -> tuple[slice, ...] | None:
             return None
         box.append(slice(int(hits[0]), int(hits[-1]) + 1))
     return tuple(box)
+
+
+#: label maps whose largest value is at most this are indexed with one comparison per value;
+#: larger ones with one ``scipy.ndimage.find_objects`` pass and a histogram
+FEW_LABELS = 16
+
+
+def label_boxes(label_map: np.ndarray) -> dict[int, tuple[tuple[slice, ...], int]]:
+    """Bounding box and voxel count of every non-zero value of a label map.
+
+    Args:
+        label_map: integer label map (any shape, C- or Fortran-ordered); best already cropped to
+            its foreground with :func:`bounding_box`, since every voxel of it is read.
+
+    Returns:
+        ``{value: (box, count)}`` in ascending value order: ``box`` as from :func:`bounding_box`
+        (indices into ``label_map``, stop exclusive), ``count`` the number of voxels holding the
+        value. ``{}`` for an all-zero or empty map.
+
+    Work: with non-negative integers up to :data:`FEW_LABELS`, one comparison per value
+    (cheaper than any histogram for a few labels); up to 65535, one ``scipy.ndimage.find_objects``
+    pass and a histogram; otherwise (larger, negative or float values) one comparison per
+    distinct value.
+    """
+    label_map = np.asarray(label_map)
+    if label_map.size == 0:
+        return {}
+    integers = label_map.dtype.kind in "biu"
+    low = 0 if label_map.dtype.kind in "bu" else int(label_map.min()) if integers else None
+    top = int(label_map.max()) if low is not None and low >= 0 else None
+    if top is not None and top <= 65535:
+        if top > FEW_LABELS:
+            from scipy import ndimage
+
+            counts = np.bincount(label_map.ravel(order="K"), minlength=top + 1)
+            objects = ndimage.find_objects(label_map)
+            return {v + 1: (box, int(counts[v + 1])) for v, box in enumerate(objects) if box is not None}
+        values = range(1, top + 1)
+    else:
+        values = [v for v in np.unique(label_map).tolist() if v != 0]
+    found = {}
+    for value in values:
+        mask = label_map == value
+        count = int(np.count_nonzero(mask))
+        if count:
+            found[int(value)] = (bounding_box(mask), count)
+    return found
 
 
 def union_box(*boxes: tuple[slice, ...] | None) -> tuple[slice, ...] | None:

@@ -1,17 +1,22 @@
 """What to predict: cases from a file, a folder or a manifest, split into shards.
 
-Case ids: a file's name without its image suffix and without a trailing ``_0000`` channel
-suffix (``lung_001_0000.nii.gz`` -> ``lung_001``); a DICOM series folder's name. The
-prediction of case ``X`` is written as ``X.nii.gz``.
+Case ids follow the naming rule every command shares (:mod:`medseg.common.naming`): a file's name
+without its volume suffix and without a trailing ``_0000`` channel suffix (``lung_001_0000.nii.gz``
+-> ``lung_001``); ``lung_001_0001`` beside it is the case's second channel. Files with a role suffix
+(``_gt``, ``_seg``, ``_mask``, ...) are label maps and are not predicted. A DICOM series folder's
+case id is its name. The prediction of case ``X`` is written as ``X.nii.gz``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.errors import MedsegError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,16 +36,17 @@ class InputCase:
 def discover_inputs(path: str | Path) -> list[InputCase]:
     """Cases to predict under ``path``, sorted by case id.
 
-    * a volume file (NIfTI/NRRD/MHA, or a DICOM file: its series) -> one case;
+    * a volume file (NIfTI/NRRD/MHA, or a DICOM file: its series) -> its case, with the sibling
+      channel files of an nnU-Net name (``<case>_0000``, ``<case>_0001``, ...);
     * a manifest (``.json``, ``.csv``, ``.yaml``) -> its cases, with every channel's image;
     * a folder holding a DICOM series directly -> one case;
-    * any other folder -> every volume file in it and every subfolder that holds a DICOM
-      series; nnU-Net channel files ``<case>_0000``, ``<case>_0001``, ... form one case with
-      its channels in that order.
+    * any other folder -> every image file in it (label maps, named with a role suffix, are left out
+      and counted in a log line) and every subfolder that holds a DICOM series; nnU-Net channel files
+      form one case with its channels in order.
 
     Raises :class:`MedsegError` when nothing is found or two inputs share a case id.
     """
-    from medseg.io import case_id_from_path, file_format, strip_channel_suffix
+    from medseg.common.naming import VOLUME_SUFFIXES, group_image_files, is_label_map_name, volume_files, volume_stem
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -49,30 +55,23 @@ def discover_inputs(path: str | Path) -> list[InputCase]:
         from medseg.data.manifest import load_manifest
 
         cases = [InputCase(c.case_id, c.images[0], tuple(c.images[1:])) for c in load_manifest(path)]
-    elif path.is_file():  # channel 0 of an nnU-Net name brings its sibling channels
-        case_id = case_id_from_path(path)
-        cases = [InputCase(strip_channel_suffix(case_id), path, _more_channels(path, case_id))]
+    elif path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES):  # a channel file brings the others
+        siblings = [p for p in volume_files(path.parent, recursive=False) if not is_label_map_name(p.name)]
+        group = next(g for g in group_image_files(set(siblings) | {path}) if path in g.channels)
+        cases = [InputCase(group.case_id, group.path, group.channels[1:])]
+    elif path.is_file():  # one file of a DICOM series: the series is read
+        cases = [InputCase(volume_stem(path), path)]
     elif _holds_dicom(path):
         cases = [InputCase(path.name, path)]
     else:
-        cases = []
-        for child in sorted(path.iterdir()):
-            if child.name.startswith("."):
-                continue
-            if child.is_dir():
-                if _holds_dicom(child):
-                    cases.append(InputCase(child.name, child))
-                continue
-            try:
-                kind = file_format(child)
-            except MedsegError:
-                continue  # not an image (notes, json, ...)
-            if kind == "dicom":
-                continue  # loose DICOM files: the folder itself is the case
-            case_id = case_id_from_path(child)
-            if _channel_number(case_id) not in (None, 0) and _first_channel(child, case_id).is_file():
-                continue  # a further channel: gathered with its _0000 file
-            cases.append(InputCase(strip_channel_suffix(case_id), child, _more_channels(child, case_id)))
+        files = volume_files(path, recursive=False)
+        labels = [p for p in files if is_label_map_name(p.name)]
+        if labels:
+            log.info("%s: %d label map(s) left out (named with a role suffix such as _gt or _seg, e.g. %s)",
+                     path, len(labels), labels[0].name)
+        cases = [InputCase(g.case_id, g.path, g.channels[1:]) for g in group_image_files(files)]
+        cases += [InputCase(child.name, child) for child in sorted(path.iterdir())
+                  if child.is_dir() and not child.name.startswith(".") and _holds_dicom(child)]
     if not cases:
         raise MedsegError(f"{path}: no volumes to predict (NIfTI, NRRD, MHA files or DICOM series folders)")
     seen: dict[str, Path] = {}
@@ -96,31 +95,6 @@ def shard(cases: list[InputCase], num_shards: int, shard_id: int) -> list[InputC
 
 def _shard_of(case_id: str, num_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "big") % num_shards
-
-
-def _channel_number(case_id: str) -> int | None:
-    """``3`` for ``lung_001_0003``; ``None`` without an nnU-Net channel suffix."""
-    suffix = case_id[-5:]
-    return int(suffix[1:]) if suffix[:1] == "_" and suffix[1:].isdigit() else None
-
-
-def _channel_file(path: Path, case_id: str, channel: int) -> Path:
-    """``path``'s sibling for another channel: ``lung_001_0003.nii.gz`` -> ``lung_001_000<channel>.nii.gz``."""
-    return path.with_name(f"{case_id[:-4]}{channel:04d}{path.name[len(case_id):]}")
-
-
-def _first_channel(path: Path, case_id: str) -> Path:
-    return _channel_file(path, case_id, 0)
-
-
-def _more_channels(first: Path, case_id: str) -> tuple[Path, ...]:
-    """Files ``<case>_0001``, ``<case>_0002``, ... beside ``first`` (``<case>_0000``), in order, until one is missing."""
-    if _channel_number(case_id) != 0:
-        return ()
-    found: list[Path] = []
-    while (candidate := _channel_file(first, case_id, len(found) + 1)).is_file():
-        found.append(candidate)
-    return tuple(found)
 
 
 def _holds_dicom(folder: Path) -> bool:

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from medseg.training.run import PostprocessConfig  # the config section, validated with the training config
+from medseg.config.run_spec import PostprocessConfig  # the config section, validated with the training config
+
+__all__ = ["PostprocessConfig", "fill_holes", "keep_largest_component", "postprocess", "remove_small_components"]
 
 
 def keep_largest_component(labels: np.ndarray, value: int) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from medseg.common.progress import progress_bar
-from medseg.errors import MedsegError
+from medseg.errors import InvalidArgumentError, MedsegError
 from medseg.io import Volume, save_volume, spacing_from_affine
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,12 @@ class PredictionResult:
 
 @dataclass
 class EnsembleMember:
-    """One trained run of a :class:`Predictor`: its network and the settings it predicts with."""
+    """One trained run of a :class:`Predictor`: what its checkpoint records, its network on the
+    predictor's device, and the settings it predicts with."""
 
     checkpoint: Path
+    run: Any  # medseg.config.run_spec.TrainedRun
     model: torch.nn.Module
-    settings: dict[str, Any]
-    configuration: str
     overlap: float
     batch_size: int
     slice_axis: int
@@ -84,6 +84,11 @@ class Predictor:
         batch_size: windows per forward pass (default: each run's training batch size).
         postprocess: a ``postprocess`` section (dict) overriding the run's.
 
+    Attributes:
+        members: one :class:`EnsembleMember` per run, in the order given.
+        run, plan, network, model, overlap, batch_size, slice_axis, mirror_axes: the first run's
+            (:class:`~medseg.config.run_spec.TrainedRun`: run spec, plan, network trained, labels).
+
     Raises:
         MedsegError: a checkpoint is missing or not medseg's, a run is given twice, or the runs of
             an ensemble disagree on plan, labels or channels (the message names the run).
@@ -99,84 +104,72 @@ class Predictor:
         postprocess: dict[str, Any] | None = None,
     ) -> None:
         from medseg.config import from_dict
-        from medseg.inference.postprocess import PostprocessConfig
-        from medseg.training.checkpoint import load_checkpoint
+        from medseg.config.run_spec import PostprocessConfig
 
         runs = [model] if isinstance(model, (str, Path)) else list(model)
         if not runs:
-            raise MedsegError("no model given: name at least one run folder or checkpoint")
+            raise InvalidArgumentError("no model given: name at least one run folder or checkpoint")
         checkpoints = [resolve_checkpoint(run) for run in runs]
         repeated = sorted({str(c) for c in checkpoints if checkpoints.count(c) > 1})
         if repeated:
-            raise MedsegError(f"{repeated[0]}: given twice; an ensemble averages different runs")
+            raise InvalidArgumentError(f"{repeated[0]}: given twice; an ensemble averages different runs")
         device_kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device_kind == "cuda" and not torch.cuda.is_available():
-            raise MedsegError("--device cuda was asked for but CUDA is not available")
+            raise InvalidArgumentError("--device cuda was asked for but CUDA is not available")
         self.device = torch.device(device_kind)
         self.tta = tta
         self.members: list[EnsembleMember] = []
-        saved_configs: list[dict[str, Any]] = []
         for checkpoint in checkpoints:
-            state = load_checkpoint(checkpoint)
-            saved = state["config"]
-            if not isinstance(saved, dict) or "plan" not in saved:
-                raise MedsegError(f"{checkpoint}: not a checkpoint written by `medseg train` (no plan inside)")
-            if saved_configs:
-                _check_ensemble_member(checkpoint, saved, checkpoints[0], saved_configs[0])
-            saved_configs.append(saved)
-            self.members.append(self._member(checkpoint, state, overlap, batch_size))
-        first = saved_configs[0]
-        self.checkpoint = checkpoints[0]
-        self.plan = first["plan"]
-        self.labels = {int(k): v for k, v in first["labels"].items()}
-        self.num_classes = max(self.labels) + 1
-        self.in_channels = int(first["in_channels"])
-        names = [str(name) for name in self.plan.get("dataset", {}).get("channel_names", {}).values()]
+            member = self._member(checkpoint, overlap, batch_size)
+            if self.members:
+                _check_ensemble_member(member, self.members[0])
+            self.members.append(member)
+        first = self.members[0]
+        self.checkpoint, self.run = first.checkpoint, first.run
+        self.plan, self.network = first.run.plan, first.run.network
+        self.labels = first.run.label_names
+        self.num_classes = first.run.num_classes
+        self.configuration = first.run.spec.data.configuration
+        self.in_channels = first.run.in_channels
+        names = [str(name) for name in self.plan.dataset.channel_names.values()]
         self.channel_names = (names + ["?"] * self.in_channels)[: self.in_channels]
-        training = first["config"]
-        self.postprocess = from_dict(
-            PostprocessConfig, postprocess if postprocess is not None else training.get("postprocess"), "postprocess"
+        self.postprocess = (
+            first.run.spec.postprocess if postprocess is None else from_dict(PostprocessConfig, postprocess, "postprocess")
         )
-        if postprocess is None and any(
-            saved["config"].get("postprocess") != training.get("postprocess") for saved in saved_configs[1:]
-        ):
+        if postprocess is None and any(m.run.spec.postprocess != first.run.spec.postprocess for m in self.members[1:]):
             log.warning("the runs' postprocess sections differ; using the first run's (%s)", self.checkpoint)
-        # the first run's settings, for code that looks at a single model
-        self.settings = self.members[0].settings
-        self.configuration = self.members[0].configuration
-        self.model = self.members[0].model
-        self.mirror_axes = self.members[0].mirror_axes
+        self.model, self.overlap, self.batch_size = first.model, first.overlap, first.batch_size
+        self.slice_axis, self.mirror_axes = first.slice_axis, first.mirror_axes
 
-    def _member(self, checkpoint: Path, state: dict[str, Any], overlap: float | None, batch_size: int | None) -> EnsembleMember:
-        """A loaded checkpoint's network, ready on ``self.device``, with the settings it predicts with."""
-        from medseg.config import from_dict
-        from medseg.models import UNetConfig, build_unet
+    def _member(self, checkpoint: Path, overlap: float | None, batch_size: int | None) -> EnsembleMember:
+        """A checkpoint's run and network, ready on ``self.device``, with the settings it predicts with."""
+        from medseg.config.run_spec import TrainedRun
+        from medseg.models import build_unet
+        from medseg.models.checkpoint import load_checkpoint
 
-        saved = state["config"]
-        settings = saved["settings"]
-        training = saved["config"]
-        labels = {int(k): v for k, v in saved["labels"].items()}
-        network = build_unet(
-            from_dict(UNetConfig, training["model"], "model"), int(saved["in_channels"]), max(labels) + 1,
-            settings["strides"], settings["kernel_sizes"], settings.get("base_channels", 32), settings.get("max_channels", 320),
+        state = load_checkpoint(checkpoint)
+        run = TrainedRun.from_checkpoint(state.get("config"), source=str(checkpoint))
+        network = run.network
+        model = build_unet(
+            run.spec.model, run.in_channels, run.num_classes, network.strides, network.kernel_sizes,
+            network.base_channels, network.max_channels,
         )
-        network.load_state_dict(state["model"])
-        network.to(self.device).eval()
+        model.load_state_dict(state["model"])
+        model.to(self.device).eval()
         return EnsembleMember(
-            checkpoint=checkpoint, model=network, settings=settings, configuration=training["data"]["configuration"],
-            overlap=training["validation"]["overlap"] if overlap is None else overlap,
-            batch_size=batch_size or max(2, int(settings["batch_size"])),
-            slice_axis=int(settings.get("slice_axis", 2)),
-            mirror_axes=[int(a) for a in saved.get("mirror_axes", [])] if self.tta else [],
+            checkpoint=checkpoint, run=run, model=model,
+            overlap=run.spec.validation.overlap if overlap is None else overlap,
+            batch_size=batch_size or max(2, network.batch_size),
+            slice_axis=2 if network.slice_axis is None else network.slice_axis,
+            mirror_axes=list(run.mirror_axes) if self.tta else [],
         )
 
     def mirroring_note(self) -> str | None:
         """One line saying what ``tta`` does with this run (see :func:`mirroring_note`); ``None`` without ``tta``.
         For an ensemble whose runs mirror different axes, one such line per run, joined by ``"; "``."""
-        orientation = self.plan.get("preprocessing", {}).get("orientation", "RAS")
-        axes = {tuple(m.mirror_axes) for m in self.members}
-        if len(axes) == 1:
-            return mirroring_note(self.tta, self.members[0].mirror_axes, orientation)
+        orientation = self.plan.preprocessing.orientation
+        if len({tuple(m.mirror_axes) for m in self.members}) == 1:
+            return mirroring_note(self.tta, self.mirror_axes, orientation)
         return "; ".join(f"{m.checkpoint}: {mirroring_note(self.tta, m.mirror_axes, orientation)}" for m in self.members)
 
     @torch.no_grad()
@@ -204,7 +197,7 @@ class Predictor:
                 f"{name}: the model takes {self.in_channels} channel(s) ({', '.join(self.channel_names)}), got {len(channels)}; "
                 "give one file per channel (nnU-Net names <case>_0000, <case>_0001, ... or a manifest)"
             )
-        sample = preprocess_case(channels, self.plan["preprocessing"], case_id=case_id)
+        sample = preprocess_case(channels, self.plan.preprocessing, case_id=case_id)
         tensor = torch.as_tensor(np.ascontiguousarray(sample["image"]), dtype=torch.float32)
         probabilities = self._probabilities(tensor)
         record = sample["meta"]
@@ -220,23 +213,21 @@ class Predictor:
     def _probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[classes, i, j, k]``: the softmax of each member's logits, averaged."""
         total = None
-        for index in range(len(self.members)):
-            probabilities = torch.softmax(self._logits(image, index), dim=0)
+        for member in self.members:
+            probabilities = torch.softmax(self._logits(image, member), dim=0)
             total = probabilities if total is None else total.add_(probabilities)
         return total if len(self.members) == 1 else total.div_(len(self.members))
 
-    def _logits(self, image: torch.Tensor, member: int = 0) -> torch.Tensor:
-        """Logits of ensemble member ``member`` (sliding windows, mirroring) for a preprocessed image."""
+    def _logits(self, image: torch.Tensor, member: EnsembleMember) -> torch.Tensor:
+        """Logits of one ensemble member (sliding windows, mirroring) for a preprocessed image."""
         from medseg.models.sliding_window import predict_volume
-
-        run_member = self.members[member]
 
         def run(output_device: torch.device) -> torch.Tensor:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 return predict_volume(
-                    run_member.model, image, run_member.settings["patch_size"], self.num_classes,
-                    mirror_axes=run_member.mirror_axes, slice_axis=run_member.slice_axis, overlap=run_member.overlap,
-                    batch_size=run_member.batch_size, device=self.device, output_device=output_device,
+                    member.model, image, member.run.network.patch_size, self.num_classes,
+                    mirror_axes=member.mirror_axes, slice_axis=member.slice_axis, overlap=member.overlap,
+                    batch_size=member.batch_size, device=self.device, output_device=output_device,
                 )
 
         if self.device.type != "cuda":
@@ -248,18 +239,18 @@ class Predictor:
             return run(torch.device("cpu"))  # stitch in host memory
 
 
-def _check_ensemble_member(checkpoint: Path, saved: dict[str, Any], first_checkpoint: Path, first: dict[str, Any]) -> None:
+def _check_ensemble_member(member: EnsembleMember, first: EnsembleMember) -> None:
     """Refuse a run that cannot be averaged with the first one, naming both and what differs."""
     problems = []
-    if saved["plan"].get("preprocessing") != first["plan"].get("preprocessing"):
+    if member.run.plan.preprocessing != first.run.plan.preprocessing:
         problems.append("its preprocessing plan differs (grid, spacing or normalisation), so its probabilities "
                         "live on another grid")
-    if saved["labels"] != first["labels"]:
-        problems.append(f"its labels {saved['labels']} differ from {first['labels']}")
-    if int(saved["in_channels"]) != int(first["in_channels"]):
-        problems.append(f"it takes {saved['in_channels']} input channel(s), not {first['in_channels']}")
+    if member.run.labels != first.run.labels:
+        problems.append(f"its labels {member.run.labels} differ from {first.run.labels}")
+    if member.run.in_channels != first.run.in_channels:
+        problems.append(f"it takes {member.run.in_channels} input channel(s), not {first.run.in_channels}")
     if problems:
-        raise MedsegError(f"{checkpoint}: cannot be ensembled with {first_checkpoint}: {'; '.join(problems)}")
+        raise InvalidArgumentError(f"{member.checkpoint}: cannot be ensembled with {first.checkpoint}: {'; '.join(problems)}")
 
 
 _AXIS_NAMES = {"R": "left-right", "L": "left-right", "A": "posterior-anterior", "P": "posterior-anterior",

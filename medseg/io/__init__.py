@@ -3,11 +3,14 @@
 See :mod:`medseg.io.volume` for the axis and coordinate convention used everywhere.
 :func:`load_volume` reads everything; two faster readers do less: :func:`read_grid` (shape
 and affine from the header alone) and :func:`read_label_map` (label maps, NIfTI viewed in place).
-:func:`atomic_path` / :func:`atomic_write_text` replace a file atomically with the usual permissions.
+:func:`atomic_path` / :func:`atomic_write_text` / :func:`atomic_save_npy` replace a file atomically with the usual
+permissions; :func:`atomic_directory` does the same for a whole folder.
 """
 
 from medseg.io.atomic import (
+    atomic_directory,
     atomic_path,
+    atomic_save_npy,
     atomic_write_text,
     default_file_mode,
     ensure_writable_file,
@@ -19,13 +22,11 @@ from medseg.io.headers import FileGrid, read_grid
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.labelmaps import read_label_map
 from medseg.io.loader import (
-    case_id_from_path,
     file_format,
     label_dtype,
     load_image_and_label,
     load_volume,
     save_volume,
-    strip_channel_suffix,
 )
 from medseg.io.volume import Volume, check_same_grid, grid_mismatch, orientation_code, spacing_from_affine
 
@@ -33,11 +34,12 @@ __all__ = [
     "AIR_FLOOR_HU",
     "FileGrid",
     "Volume",
+    "atomic_directory",
     "atomic_path",
+    "atomic_save_npy",
     "atomic_write_text",
     "ensure_writable_file",
     "ensure_writable_folder",
-    "case_id_from_path",
     "check_same_grid",
     "default_file_mode",
     "describe_volume",
@@ -55,6 +57,5 @@ __all__ = [
     "read_label_map",
     "save_volume",
     "spacing_from_affine",
-    "strip_channel_suffix",
     "to_hounsfield",
 ]

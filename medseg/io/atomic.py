@@ -5,16 +5,20 @@ reports, submission zips) goes through :func:`atomic_path` (a ``.mhd``/``.nhdr``
 data file are moved as a pair instead, see :func:`medseg.io.save_volume`), so a reader of the
 target sees either the old file or the new one, never a half-written one, and the new file gets the
 permissions ``open()`` would have given it rather than ``mkstemp``'s private ``0o600``.
-Standard library only (``tempfile``, ``os.replace``).
+:func:`atomic_save_npy` writes a NumPy array that way and :func:`atomic_directory` builds a
+whole folder under a temporary name. Standard library (``tempfile``, ``os.replace``) and NumPy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -54,14 +58,61 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through :func:`atomic_path` (same guarantees: old or new content,
     never partial; permissions 0666 minus the umask; the parent folder is created if missing).
 
-    Encoding and newline translation are ``open(path, "w")``'s defaults. Empty ``text`` writes an
-    empty file. Returns ``path`` as a :class:`~pathlib.Path`.
+    Encoded as UTF-8 whatever the locale (manifests, JSON and CSV files travel between machines); newlines
+    are ``open``'s default translation. Empty ``text`` writes an empty file. Returns ``path`` as a
+    :class:`~pathlib.Path`.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as stream:
+        with open(tmp, "w", encoding="utf-8") as stream:
             stream.write(text)
     return path
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """``np.save`` (C order, no pickles) to ``path`` through :func:`atomic_path` (same guarantees
+    and permissions). An empty array is saved as such. Returns ``path`` as a :class:`~pathlib.Path`."""
+    path = Path(path)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``out_dir``; rename it into place on success.
+
+    Yields the temporary folder to fill. On success it replaces ``out_dir``: a missing or
+    empty ``out_dir`` directly; a non-empty one only with ``overwrite`` (the old folder is
+    renamed aside, the new one renamed in, then the old one deleted). On failure the
+    temporary folder is deleted and ``out_dir`` is left as it was. The folder gets the
+    permissions ``mkdir`` would give it (0777 minus the umask), not ``mkdtemp``'s 0700.
+
+    Raises (before anything is written): ``NotADirectoryError`` when ``out_dir`` is a file,
+    ``FileExistsError`` when it is a non-empty folder and ``overwrite`` is false.
+    """
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(20, "output exists and is not a folder", str(out_dir))
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(17, "output folder is not empty (overwrite it explicitly)", str(out_dir))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    try:
+        os.chmod(tmp_dir, default_file_mode(folder=True))  # mkdtemp creates 0700
+        yield tmp_dir
+        if out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".old-{out_dir.name}-"))
+            os.replace(out_dir, old / out_dir.name)
+            os.replace(tmp_dir, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp_dir, out_dir)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def default_file_mode(*, folder: bool = False) -> int:

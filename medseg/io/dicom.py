@@ -89,6 +89,10 @@ def _read_header(path: str) -> DicomSlice:
     except RuntimeError as exc:
         raise VolumeReadError(f"{path}: unreadable or truncated DICOM file ({_first_line(exc)})") from None
     tags = {name: reader.GetMetaData(tag).strip() for name, tag in _TAGS.items() if reader.HasMetaDataKey(tag)}
+    return _slice_from_tags(str(path), tags)
+
+
+def _slice_from_tags(path: str, tags: dict[str, str]) -> DicomSlice:
     try:
         position = np.array([float(v) for v in tags["position"].split("\\")], dtype=np.float64)
         cosines = np.array([float(v) for v in tags["orientation"].split("\\")], dtype=np.float64)
@@ -97,7 +101,7 @@ def _read_header(path: str) -> DicomSlice:
             f"{path}: DICOM file lacks a valid ImagePositionPatient / ImageOrientationPatient, "
             "so its place in the volume is unknown"
         ) from None
-    return DicomSlice(str(path), tags, position, cosines[:3], cosines[3:])
+    return DicomSlice(path, tags, position, cosines[:3], cosines[3:])
 
 
 def find_dicom_series(folder: str | Path, recursive: bool = True) -> list[DicomSeriesInfo]:
@@ -117,6 +121,17 @@ def find_dicom_series(folder: str | Path, recursive: bool = True) -> list[DicomS
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns for every folder without DICOM
     try:
         for current in folders:
+            # GDCM parses every file of a folder for each listing; a folder holding nothing but one
+            # series is listed once (its first series is all there is), others series by series
+            files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(current)))
+            if not files:
+                continue
+            listed = {os.path.abspath(f) for f in files}
+            if all(os.path.abspath(p) in listed for p in current.iterdir() if p.is_file() and not p.name.startswith(".")):
+                first = _read_header(files[0])
+                uid = first.tags.get("series_uid") or sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(current))[0]
+                found.append(DicomSeriesInfo(uid, str(current), files, first.tags.get("description", ""), first.tags.get("modality", "")))
+                continue
             for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(current)):
                 files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(current), uid))
                 first = _read_header(files[0])
@@ -154,7 +169,8 @@ def select_series(path: str | Path, series_uid: str | None = None) -> tuple[Dico
     if len(series) > 1:
         listing = "\n  ".join(s.summary() for s in series)
         raise DicomSeriesError(
-            f"{path}: holds {len(series)} DICOM series; choose one with series_uid= (CLI: --series UID):\n  {listing}"
+            f"{path}: holds {len(series)} DICOM series; choose one with series_uid= (Python; `medseg inspect`, "
+            f"`convert` and `segment` take --series UID):\n  {listing}"
         )
     return series[0], series
 
@@ -178,6 +194,8 @@ def read_dicom_series(
     Slices are ordered by increasing position along the slice normal (row cosine x column
     cosine), so the third array axis follows the normal. For CT the values are in HU (the
     rescale is applied once, by GDCM); ``meta`` records slope, intercept and padding value.
+    Each file is parsed once: GDCM decodes the series and keeps every slice's header, and the
+    checks run on those headers before the volume is returned.
 
     Raises:
         DicomSeriesError: several series without a choice, duplicated or missing slices,
@@ -189,7 +207,23 @@ def read_dicom_series(
     info, every_series = select_series(path, series_uid)
     folder = info.folder
     _check_no_unreadable_files(folder, [f for s in every_series if s.folder == folder for f in s.files])
-    slices = [_read_header(f) for f in info.files]
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(info.files))
+    reader.MetaDataDictionaryArrayUpdateOn()  # every slice's header, parsed once with its pixels
+    reader.LoadPrivateTagsOff()
+    warnings_were_on = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # medseg checks the spacing itself, below
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        # name the inconsistency (sizes, orientations, a broken file) when the headers show one
+        _check_consistent([_read_header(f) for f in info.files], folder)
+        raise VolumeReadError(f"{folder}: could not decode the series' pixels ({_first_line(exc)})") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_were_on)
+    slices = [_slice_from_tags(f, _series_tags(reader, k)) for k, f in enumerate(info.files)]
+    del reader  # while the reader holds the image, viewing its pixels would copy them
     _check_consistent(slices, folder)
     normal = slices[0].normal
     positions = np.array([s.position @ normal for s in slices])
@@ -198,19 +232,14 @@ def read_dicom_series(
     positions = positions[order]
     nominal, irregular = _check_spacing(slices, positions, folder, spacing_tolerance, resample_nonuniform)
 
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([s.path for s in slices])
-    warnings_were_on = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # medseg has already checked the spacing
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise VolumeReadError(f"{folder}: could not decode the series' pixels ({_first_line(exc)})") from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_were_on)
-    array = sitk.GetArrayFromImage(image)  # [slice, row, column]
-    if array.ndim != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise VolumeReadError(f"{folder}: expected single-channel slices, got pixel array {array.shape}")
+    view = sitk.GetArrayViewFromImage(image)  # [file, row, column], valid while `image` lives
+    if view.ndim != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeReadError(f"{folder}: expected single-channel slices, got pixel array {view.shape}")
+    in_order = np.array_equal(order, np.arange(len(order)))
+    array = _compact_dtype(view if in_order else view[order])  # [slice, row, column]
+    if np.shares_memory(array, view):
+        array = array.copy()
+    del view, image
 
     first, last = slices[0], slices[-1]
     row_spacing, column_spacing = (float(v) for v in first.tags["pixel_spacing"].split("\\"))
@@ -244,6 +273,11 @@ def read_dicom_series(
     if padding is not None:
         meta["pixel_padding_value_hu"] = padding * meta["rescale_slope"] + meta["rescale_intercept"]
     return Volume(array, LPS_TO_RAS @ affine_lps, folder, meta)
+
+
+def _series_tags(reader, index: int) -> dict[str, str]:
+    """The tags medseg uses from one slice's header as kept by an ``ImageSeriesReader``."""
+    return {name: reader.GetMetaData(index, tag).strip() for name, tag in _TAGS.items() if reader.HasMetaDataKey(index, tag)}
 
 
 def _check_no_unreadable_files(folder: str, listed_files: list[str]) -> None:
@@ -306,7 +340,8 @@ def _check_spacing(
     more = f" (and {off.size - 5} more)" if off.size > 5 else ""
     raise DicomSeriesError(
         f"{folder}: non-uniform slice spacing (typical {nominal:.4g} mm): " + "; ".join(problems) + more
-        + ". Pass resample_nonuniform=True (CLI: --resample-nonuniform) to interpolate onto a uniform grid."
+        + ". Pass resample_nonuniform=True (Python; `medseg inspect` and `convert` take --resample-nonuniform) to "
+        "interpolate onto a uniform grid."
     )
 
 

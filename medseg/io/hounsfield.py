@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import VolumeReadError
+from medseg.errors import InvalidArgumentError, VolumeReadError
 
 AIR_FLOOR_HU = -1024.0
 #: Values at or below this are treated as padding when judging whether data are HU.
@@ -88,6 +88,6 @@ def to_hounsfield(
     if clip_hu is not None:
         low, high = clip_hu
         if not low < high:
-            raise ValueError(f"clip_hu must be (low, high) with low < high, got {clip_hu}")
+            raise InvalidArgumentError(f"clip_hu must be (low, high) with low < high, got {clip_hu}")
         np.clip(array, low, high, out=array)
     return array, info

@@ -7,23 +7,24 @@ folder, or one file of the series; see :mod:`medseg.io.dicom`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg.common.naming import ITK_SUFFIXES, NIFTI_SUFFIXES
 from medseg.errors import VolumeReadError
 from medseg.io.atomic import atomic_path, default_file_mode
 from medseg.io.dicom import is_dicom_file, read_dicom_series
 from medseg.io.hounsfield import AIR_FLOOR_HU, looks_like_hu, to_hounsfield
 from medseg.io.volume import Volume, affine_from_sitk, check_same_grid, itk_geometry_from_affine
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+log = logging.getLogger(__name__)
+
 #: formats whose header names a separate data file
 DETACHED_HEADER_SUFFIXES = (".nhdr", ".mhd")
 SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
@@ -44,22 +45,6 @@ def file_format(path: str | Path) -> str:
     if not path.exists():
         raise VolumeReadError(f"{path}: no such file or folder")
     raise VolumeReadError(f"{path}: unsupported file type; medseg reads {SUPPORTED}")
-
-
-def case_id_from_path(path: str | Path) -> str:
-    """File name without its image suffix: ``"case_01.nii.gz"`` -> ``"case_01"``; folders keep their name."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES + ITK_SUFFIXES + (".dcm",):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def strip_channel_suffix(case_id: str) -> str:
-    """``"case_0000"`` -> ``"case"``: nnU-Net's channel suffix (``_`` and four digits) removed."""
-    if len(case_id) > 5 and case_id[-5] == "_" and case_id[-4:].isdigit():
-        return case_id[:-5]
-    return case_id
 
 
 def load_volume(
@@ -165,7 +150,7 @@ def _read_nifti(path: Path, frame: int | None) -> Volume:
     affine = np.asarray(image.affine, dtype=np.float64)
     sform, qform = image.get_sform(coded=True), image.get_qform(coded=True)
     if sform[0] is not None and qform[0] is not None and np.abs(sform[0] - qform[0]).max() > 1e-3:
-        warnings.warn(f"{path}: qform and sform disagree; medseg uses the sform (as nibabel does)", stacklevel=3)
+        log.warning("%s: qform and sform disagree; medseg uses the sform (as nibabel does)", path)
     meta = {
         "format": "nifti",
         "scl_slope": float(slope) if slope is not None else 1.0,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from medseg.common.progress import progress_bar
+from medseg.errors import InvalidArgumentError
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -76,10 +77,12 @@ def sliding_window_logits(
         float32 logits ``[items, classes, *spatial]`` on ``output_device``.
     """
     if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        raise InvalidArgumentError(f"overlap must be in [0, 1), got {overlap}")
     spatial = tuple(image.shape[2:])
     if len(spatial) != len(patch_size):
-        raise ValueError(f"image has {len(spatial)} spatial axes, patch_size {tuple(patch_size)} has {len(patch_size)}")
+        raise InvalidArgumentError(
+            f"image has {len(spatial)} spatial axes, patch_size {tuple(patch_size)} has {len(patch_size)}"
+        )
     device = torch.device(device) if device is not None else image.device
     padded, crop = _pad_to(image, patch_size)
     padded_shape = tuple(padded.shape[2:])
@@ -91,7 +94,7 @@ def sliding_window_logits(
     elif blend == "constant":
         importance = torch.ones(tuple(patch_size), dtype=torch.float32)
     else:
-        raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
+        raise InvalidArgumentError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
     importance_out = importance.to(output_device)
     importance_dev = importance.to(device)
 
@@ -105,7 +108,7 @@ def sliding_window_logits(
         batch = torch.stack([padded[item][(slice(None), *window)] for item, window in chunk]).to(device)
         output = predictor(batch)
         if output.shape[1] != num_classes:
-            raise ValueError(f"predictor returned {output.shape[1]} channels, expected {num_classes}")
+            raise InvalidArgumentError(f"predictor returned {output.shape[1]} channels, expected {num_classes}")
         output = (output.float() * importance_dev).to(output_device)
         for (item, window), window_logits in zip(chunk, output):
             logits[item][(slice(None), *window)] += window_logits
@@ -147,10 +150,10 @@ def predict_volume(
     arguments go to :func:`sliding_window_logits`.
     """
     if image.dim() != 4:
-        raise ValueError(f"image must be [channels, i, j, k], got shape {tuple(image.shape)}")
+        raise InvalidArgumentError(f"image must be [channels, i, j, k], got shape {tuple(image.shape)}")
     two_d = len(patch_size) == 2
     if two_d and slice_axis in mirror_axes:
-        raise ValueError(f"a 2D model cannot mirror along its slice axis ({slice_axis})")
+        raise InvalidArgumentError(f"a 2D model cannot mirror along its slice axis ({slice_axis})")
     if two_d and slice_axis != 2:  # put the slice axis last, predict, put it back
         moved = predict_volume(
             predictor, image.movedim(slice_axis + 1, -1), patch_size, num_classes,

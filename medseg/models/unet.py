@@ -10,46 +10,12 @@ channels (background included).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from medseg.config.plan import DEFAULT_BASE_CHANNELS, DEFAULT_MAX_CHANNELS
+from medseg.config.run_spec import UNetConfig
+from medseg.errors import InvalidArgumentError
 
-@dataclass
-class UNetConfig:
-    """Network settings (the ``model`` section of a training config).
-
-    The topology (strides and kernel sizes per stage) comes from the dataset plan's
-    configuration (see :mod:`medseg.data.planning`), so the network fits the patch size and
-    voxel spacing; this section sets the width and the building blocks.
-
-    Attributes:
-        base_channels: feature maps at full resolution (``null``: the plan's value).
-        max_channels: cap on feature maps per stage; stage ``s`` has
-            ``min(base_channels * 2**s, max_channels)`` (``null``: the plan's value).
-        norm: ``"instance"`` (default, as nnU-Net) or ``"batch"``.
-        deep_supervision: also return lower-resolution outputs during training.
-        deep_supervision_heads: how many extra lower-resolution outputs.
-        residual: residual blocks instead of plain double convolutions.
-        dropout: dropout probability inside the blocks.
-    """
-
-    base_channels: int | None = None
-    max_channels: int | None = None
-    norm: str = "instance"
-    deep_supervision: bool = False
-    deep_supervision_heads: int = 2
-    residual: bool = False
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("base_channels", "max_channels"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.norm not in ("instance", "batch"):
-            raise ValueError(f"model.norm must be 'instance' or 'batch', got {self.norm!r}")
-        if self.deep_supervision and self.deep_supervision_heads < 1:
-            raise ValueError(f"model.deep_supervision_heads must be >= 1, got {self.deep_supervision_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+__all__ = ["UNetConfig", "build_unet", "stage_channels"]
 
 
 def stage_channels(n_stages: int, base_channels: int, max_channels: int) -> list[int]:
@@ -63,8 +29,8 @@ def build_unet(
     out_channels: int,
     strides: Sequence[Sequence[int]],
     kernel_sizes: Sequence[Sequence[int]],
-    base_channels: int = 32,
-    max_channels: int = 320,
+    base_channels: int = DEFAULT_BASE_CHANNELS,
+    max_channels: int = DEFAULT_MAX_CHANNELS,
 ):
     """A MONAI ``DynUNet``; spatial dimensions = length of each stride (2 or 3).
 
@@ -75,6 +41,9 @@ def build_unet(
     ``[batch, out_channels, *spatial]``; in training mode with deep supervision,
     ``[batch, heads + 1, out_channels, *spatial]`` (MONAI convention). Input sizes must be
     divisible by the product of the strides per axis (:func:`medseg.data.planning.divisibility`).
+    ``config`` is the ``model`` section (:class:`~medseg.config.run_spec.UNetConfig`). Raises
+    :class:`~medseg.errors.InvalidArgumentError` for a topology that is not a 2D/3D U-Net of
+    >= 2 stages, or more deep-supervision heads than it has room for.
     """
     from monai.networks.nets import DynUNet
 
@@ -82,10 +51,14 @@ def build_unet(
     kernel_sizes = [list(map(int, k)) for k in kernel_sizes]
     dims = len(strides[0])
     if dims not in (2, 3) or len(strides) != len(kernel_sizes) or len(strides) < 2:
-        raise ValueError(f"strides {strides} and kernel_sizes {kernel_sizes} do not describe a 2D/3D U-Net of >= 2 stages")
+        raise InvalidArgumentError(
+            f"strides {strides} and kernel_sizes {kernel_sizes} do not describe a 2D/3D U-Net of >= 2 stages"
+        )
     heads = config.deep_supervision_heads if config.deep_supervision else 1
     if config.deep_supervision and heads > len(strides) - 2:
-        raise ValueError(f"model.deep_supervision_heads must be 1..{len(strides) - 2} for {len(strides)} stages")
+        raise InvalidArgumentError(
+            f"model.deep_supervision_heads must be 1..{len(strides) - 2} for {len(strides)} stages"
+        )
     filters = stage_channels(len(strides), config.base_channels or base_channels, config.max_channels or max_channels)
     return DynUNet(
         spatial_dims=dims,

@@ -192,7 +192,7 @@ def _previous_files(dataset_json: Path) -> set[str]:
     if not dataset_json.exists():
         return set()
     try:
-        previous = json.loads(dataset_json.read_text())
+        previous = json.loads(dataset_json.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         previous = None
     if not isinstance(previous, dict) or MARKER_KEY not in previous:

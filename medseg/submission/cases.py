@@ -4,37 +4,34 @@ Grids are read from file headers with :func:`medseg.io.read_grid`.
 
 Case ids
 --------
-* An image's case id is its file name without the suffix (``.nii.gz``, ``.nii``, ``.nrrd``,
-  ``.nhdr``, ``.mha``, ``.mhd``) and without the nnU-Net channel suffix: ``case_01_0000``
-  becomes ``case_01``; ``case_01_0001`` (another channel of a case that has ``_0000``) is
-  skipped, since the channels share a grid. Files whose id ends in ``_gt`` (ground truth) and
-  hidden files are never images. Folders are searched recursively.
+* Case ids follow the naming rule every command shares (:mod:`medseg.common.naming`): an image's
+  case id is its file name without the volume suffix and without the nnU-Net channel suffix
+  ``_0000`` (``case_01_0000`` becomes ``case_01``); ``case_01_0001`` beside it is another channel
+  of that case and not a case of its own (the channels share a grid). Files with a role suffix
+  (``_gt``, ``_seg``, ``_mask``, ...) are label maps, never images; hidden files and folders are
+  skipped. Folders are searched recursively.
 * ``acdc``: images are ``patientNNN_ED`` / ``patientNNN_ES``; an ACDC original
   ``patientNNN_frameXX`` is used when the ``Info.cfg`` beside it names frame XX as ED or ES
   (then a prediction may be named either way). Other files (``_4d``, other frames) are skipped.
-* A prediction belongs to the image whose case id (or ACDC frame name) equals its own id,
-  after removing at most one of ``_0000``, ``_pred``, ``_prediction``, ``_seg``, ``_label``,
-  ``_gt``. ``pattern`` (CLI ``--pred-glob``) selects which files in the folder are predictions.
+* A prediction belongs to the image whose case key equals its own (the name without volume suffix,
+  one role suffix such as ``_pred`` or ``_mask``, and ``_0000``), or to an ACDC image by its frame
+  name. ``pattern`` (CLI ``--pred-pattern``) selects which files in the folder are predictions.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from medseg.io import FileGrid, Volume, case_id_from_path, grid_mismatch
-from medseg.io.loader import ITK_SUFFIXES, NIFTI_SUFFIXES
+from medseg.common.cardiac_phases import acdc_frame_phase
+from medseg.common.naming import VOLUME_SUFFIXES, group_image_files, match_files, volume_files
+from medseg.io import FileGrid, Volume, grid_mismatch
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import SubmissionFormat
 
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
-PREDICTION_SUFFIXES = ("_0000", "_pred", "_prediction", "_seg", "_label", "_gt")
-_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
 _ACDC_PHASE = re.compile(r"patient\d{3}_(ED|ES)")
 _ACDC_FRAME = re.compile(r"(?P<patient>patient\d{3})_frame(?P<frame>\d+)")
 
@@ -56,23 +53,6 @@ class PredictionMatch:
     problems: list[str] = field(default_factory=list)
 
 
-def volume_files(folder: str | Path, pattern: str = "*") -> list[Path]:
-    """Volume files (NIfTI, NRRD, MetaImage) under ``folder`` (recursive), sorted; hidden ones skipped.
-
-    ``pattern`` is an ``fnmatch`` pattern on the file name. An empty folder gives ``[]``.
-    """
-    folder = Path(folder).expanduser()
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.startswith(".") or not name.lower().endswith(VOLUME_SUFFIXES):
-                continue
-            if fnmatch.fnmatch(name, pattern):
-                found.append(Path(root) / name)
-    return sorted(found)
-
-
 def discover_images(images_dir: str | Path, fmt: SubmissionFormat) -> dict[str, ImageCase]:
     """Expected cases of a submission, from the images in ``images_dir`` (see the module docstring).
 
@@ -84,18 +64,15 @@ def discover_images(images_dir: str | Path, fmt: SubmissionFormat) -> dict[str, 
     images_dir = Path(images_dir).expanduser()
     if not images_dir.is_dir():
         raise SubmissionError(f"{images_dir}: images folder not found")
-    paths = volume_files(images_dir)
-    ids = {path: case_id_from_path(path) for path in paths}
-    all_ids = set(ids.values())
     cases: dict[str, ImageCase] = {}
     problems: list[str] = []
-    for path, raw_id in ids.items():
-        case = _image_case(path, raw_id, all_ids, fmt)
+    for image in group_image_files(volume_files(images_dir)):
+        case = _image_case(image.path, image.case_id, fmt)
         if case is None:
             continue
         if case.case_id in cases:
             problems.append(
-                f"{case.case_id}: two images give this case id: {cases[case.case_id].image_path} and {path}"
+                f"{case.case_id}: two images give this case id: {cases[case.case_id].image_path} and {image.path}"
             )
             continue
         cases[case.case_id] = case
@@ -107,43 +84,18 @@ def discover_images(images_dir: str | Path, fmt: SubmissionFormat) -> dict[str, 
     return dict(sorted(cases.items()))
 
 
-def _image_case(path: Path, raw_id: str, all_ids: set[str], fmt: SubmissionFormat) -> ImageCase | None:
-    if raw_id.endswith("_gt"):
-        return None
-    case_id = raw_id
-    channel = _CHANNEL.fullmatch(raw_id)
-    if channel:
-        if channel.group("channel") == "0000":
-            case_id = channel.group("case")
-        elif channel.group("case") + "_0000" in all_ids:
-            return None  # another channel of a multi-channel case
-    aliases = (raw_id,) if raw_id != case_id else ()
-    if fmt.name != "acdc":
-        return ImageCase(case_id, path, aliases)
-    if _ACDC_PHASE.fullmatch(case_id):
-        return ImageCase(case_id, path, aliases)
+def _image_case(path: Path, case_id: str, fmt: SubmissionFormat) -> ImageCase | None:
+    if fmt.name != "acdc" or _ACDC_PHASE.fullmatch(case_id):
+        return ImageCase(case_id, path)
     frame = _ACDC_FRAME.fullmatch(case_id)
     if frame:
-        phase = _acdc_phase_of_frame(path.parent / "Info.cfg", int(frame.group("frame")))
+        phase = acdc_frame_phase(path.parent / "Info.cfg", int(frame.group("frame")))
         if phase:
-            return ImageCase(f"{frame.group('patient')}_{phase}", path, tuple(dict.fromkeys(aliases + (case_id,))))
+            return ImageCase(f"{frame.group('patient')}_{phase}", path, (case_id,))
     return None
 
 
-def _acdc_phase_of_frame(info_cfg: Path, frame: int) -> str | None:
-    """``"ED"``/``"ES"`` when ACDC's ``Info.cfg`` names ``frame`` as that phase, else ``None``."""
-    try:
-        lines = info_cfg.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() in ("ED", "ES") and value.strip().isdigit() and int(value.strip()) == frame:
-            return key.strip()
-    return None
-
-
-def match_predictions(pred_dir: str | Path, cases: dict[str, ImageCase], pattern: str = "*") -> PredictionMatch:
+def match_predictions(pred_dir: str | Path, cases: dict[str, ImageCase], pattern: str | None = None) -> PredictionMatch:
     """Match the prediction files in ``pred_dir`` (recursive) to the expected cases.
 
     Every expected case needs exactly one prediction, and every prediction an expected case;
@@ -157,32 +109,18 @@ def match_predictions(pred_dir: str | Path, cases: dict[str, ImageCase], pattern
         raise SubmissionError(f"{pred_dir}: predictions folder not found")
     paths = volume_files(pred_dir, pattern)
     if not paths:
-        raise SubmissionError(f"{pred_dir}: no prediction volumes matching {pattern!r} found")
-    by_name = {case.case_id: case.case_id for case in cases.values()}
-    by_name.update({alias: case.case_id for case in cases.values() for alias in case.aliases})
-    result = PredictionMatch()
-    for path in paths:
-        case_id = _prediction_case(case_id_from_path(path), by_name)
-        if case_id is None:
-            result.problems.append(f"{path.name}: prediction matches no image case id (extra case?)")
-        elif case_id in result.files:
-            result.problems.append(f"{case_id}: two predictions: {result.files[case_id]} and {path}")
-        else:
-            result.files[case_id] = path
+        raise SubmissionError(f"{pred_dir}: no prediction volumes matching {pattern or '*'!r} found")
+    aliases = {alias: case.case_id for case in cases.values() for alias in case.aliases}
+    found = match_files(cases, paths, aliases)
+    result = PredictionMatch(dict(sorted(found.files.items())))
+    for path in found.unmatched:
+        result.problems.append(f"{path.name}: prediction matches no image case id (extra case?)")
+    for case_id, duplicates in sorted(found.duplicates.items()):
+        result.problems.append(f"{case_id}: several predictions: {', '.join(map(str, duplicates))}")
     for case_id, case in cases.items():
-        if case_id not in result.files:
+        if case_id not in found.files and case_id not in found.duplicates:
             result.problems.append(f"{case_id}: missing prediction (image {case.image_path.name})")
-    result.files = dict(sorted(result.files.items()))
     return result
-
-
-def _prediction_case(raw_id: str, by_name: dict[str, str]) -> str | None:
-    if raw_id in by_name:
-        return by_name[raw_id]
-    for suffix in PREDICTION_SUFFIXES:
-        if raw_id.endswith(suffix) and raw_id[: -len(suffix)] in by_name:
-            return by_name[raw_id[: -len(suffix)]]
-    return None
 
 
 def align_to_grid(volume: Volume, grid: FileGrid, atol_mm: float = 1e-3) -> tuple[np.ndarray, str | None]:

@@ -27,17 +27,20 @@ from __future__ import annotations
 
 import csv
 import json
+import lzma
 import tempfile
 import zipfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from medseg.common.naming import case_key
 from medseg.common.progress import progress_bar
-from medseg.errors import MedsegError
-from medseg.io import FileGrid, case_id_from_path, grid_mismatch, load_volume, orientation_code, read_grid
+from medseg.errors import InvalidArgumentError, MedsegError
+from medseg.io import FileGrid, grid_mismatch, load_volume, orientation_code, read_grid
 from medseg.submission.cases import ImageCase, discover_images
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import (
@@ -45,6 +48,7 @@ from medseg.submission.formats import (
     METRICS_JSON_NAME,
     RLE_CSV_NAME,
     SubmissionFormat,
+    format_label_names,
     get_format,
     label_names,
     parse_allowed_labels,
@@ -159,7 +163,7 @@ def check_submission(
         allowed_labels: allowed label values (``"0,1,2"``, ``"0-3"``, a dataset.json path or
             a set); ``acdc`` always allows 0..3 only; ``None``: any uint8 value.
         atol_mm: grid tolerance in mm (see the module docstring).
-        progress: a progress bar (stderr) over the submission's files.
+        progress: a progress bar (stderr) over the expected cases as they are checked (none for rle-csv).
 
     Returns:
         A :class:`CheckReport`; ``report.ok`` is False when anything failed.
@@ -187,32 +191,37 @@ def check_submission(
     return report
 
 
-def effective_allowed_labels(fmt: SubmissionFormat, spec: str | Path | frozenset[int] | None) -> frozenset[int] | None:
-    """The label values a submission may hold: the user's set, the format's, or ``None`` (any uint8)."""
-    user = frozenset(spec) | {0} if isinstance(spec, (set, frozenset)) else parse_allowed_labels(spec)
+def effective_allowed_labels(fmt: SubmissionFormat, spec: object) -> frozenset[int] | None:
+    """The label values a submission may hold: the user's label spec (plus 0), the format's, or ``None`` (any uint8).
+
+    Raises :class:`~medseg.errors.InvalidArgumentError` when the spec allows values the format does not."""
+    user = parse_allowed_labels(spec, format_label_names(fmt))
     if fmt.allowed_labels is None:
         return user
     if user is not None and not user <= fmt.allowed_labels:
-        from medseg.errors import ConfigError
-
-        raise ConfigError(
+        raise InvalidArgumentError(
             f"--labels {sorted(user)} is not within the {fmt.name} labels {sorted(fmt.allowed_labels)}"
         )
     return user or fmt.allowed_labels
 
 
 # -- zip ----------------------------------------------------------------------------------
+#: what zipfile raises for a container it cannot decode: not a zip, truncated, corrupt deflate or LZMA data, an
+#: unsupported compression method or zip version, an encrypted member
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError)
+
+
 def _extract_zip(path: Path, folder: Path, report: CheckReport) -> bool:
     """Extract a submission zip safely; report unsafe names and a wrapping folder. False if unreadable."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _ZIP_READ_ERRORS as exc:
         report.unreadable = f"{path.name}: not a readable zip file ({exc})"
         return False
     with archive:
         try:
             broken = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # truncated member data
+        except _ZIP_READ_ERRORS as exc:
             report.unreadable = f"{path.name}: not a readable zip file ({exc})"
             return False
         if broken:
@@ -237,7 +246,7 @@ def _check_manifest(fmt: SubmissionFormat, folder: Path, report: CheckReport) ->
         report.add(None, f"no {MANIFEST_NAME} in the zip (not made by medseg submit --zip); file hashes not verified", "warning")
         return
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         report.add(None, f"{MANIFEST_NAME}: not valid JSON ({exc})")
         return
@@ -265,7 +274,7 @@ def _check_folder(
     """Check every file of the submission; return the label values found per readable case."""
     files = files_under(folder)
     found: dict[str, str] = {}
-    for rel in progress_bar(files, desc="check", unit="file", enabled=progress):
+    for rel in files:
         if rel in fmt.fixed_files or (in_zip and rel == MANIFEST_NAME):
             continue
         case_id = fmt.case_from_relpath(rel)
@@ -285,7 +294,7 @@ def _check_folder(
             return _check_rle_csv(folder / RLE_CSV_NAME, expected, allowed, report)
         return {}
     present_by_case: dict[str, set[int]] = {}
-    for case_id, case in expected.items():
+    for case_id, case in progress_bar(expected.items(), total=len(expected), desc="check", enabled=progress):
         if case_id not in found:
             report.add(case_id, f"missing: expected {fmt.volume_relpath(case_id)}")
             continue
@@ -296,7 +305,7 @@ def _check_folder(
         report.add(None, f"all {len(found)} submitted case(s) are empty (all background)")
     if METRICS_JSON_NAME in fmt.fixed_files and METRICS_JSON_NAME in files:
         try:
-            content = json.loads((folder / METRICS_JSON_NAME).read_text())
+            content = json.loads((folder / METRICS_JSON_NAME).read_text(encoding="utf-8"))
         except ValueError as exc:
             report.add(None, f"{METRICS_JSON_NAME}: not valid JSON ({exc})")
         else:
@@ -306,12 +315,13 @@ def _check_folder(
 
 
 def _did_you_mean(fmt: SubmissionFormat, rel: str, expected: dict[str, ImageCase]) -> str:
-    """`` (expected X instead?)`` when ``rel`` looks like an expected case with the wrong suffix, folder or case."""
+    """`` (expected X instead?)`` when ``rel`` has the case key of an expected case (the naming rule of
+    :mod:`medseg.common.naming`, case-insensitive) but the wrong suffix, folder or role suffix."""
     if fmt.volume_suffix is None:
         return ""
-    stem = case_id_from_path(rel).lower()
+    key = case_key(rel.rpartition("/")[2]).lower()
     for case_id in expected:
-        if case_id.lower() == stem or case_id.lower() + "_0000" == stem:
+        if case_key(case_id).lower() == key:
             return f" (expected {fmt.volume_relpath(case_id)} instead?)"
     return ""
 

@@ -23,12 +23,11 @@ for how case ids come from image file names):
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from medseg.errors import ConfigError
+from medseg.common.labels import parse_label_spec
+from medseg.errors import InvalidArgumentError
 
 #: Name of the run-length CSV inside an ``rle-csv`` submission.
 RLE_CSV_NAME = "submission.csv"
@@ -50,7 +49,7 @@ class SubmissionFormat:
         volume_suffix: file suffix of per-case label volumes (``None`` for ``rle-csv``).
         volume_folder: subfolder holding the volumes (``""`` for the submission root).
         allowed_labels: label values the format allows (``None``: any uint8 value, narrowed
-            by ``--labels``).
+            by ``--labels``, a label spec of :mod:`medseg.common.labels`).
         case_pattern: regular expression every case id must match (``None``: any).
         require_foreground: a case that is all background is a failure (else a warning).
         fixed_files: other files the submission must hold (relative paths).
@@ -68,7 +67,7 @@ class SubmissionFormat:
     def volume_relpath(self, case_id: str) -> str:
         """Path of a case's label volume inside the submission (POSIX separators)."""
         if self.volume_suffix is None:
-            raise ConfigError(f"format {self.name} has no per-case volumes")
+            raise InvalidArgumentError(f"format {self.name} has no per-case volumes")
         name = case_id + self.volume_suffix
         return f"{self.volume_folder}/{name}" if self.volume_folder else name
 
@@ -129,86 +128,40 @@ def get_format(name: str) -> SubmissionFormat:
     key = ALIASES.get(key, key)
     if key not in FORMATS:
         known = ", ".join(list(FORMATS) + sorted(ALIASES))
-        raise ConfigError(f"unknown submission format {name!r}; known: {known}")
+        raise InvalidArgumentError(f"unknown submission format {name!r}; known: {known}")
     return FORMATS[key]
 
 
-def parse_allowed_labels(spec: str | Path | None) -> frozenset[int] | None:
-    """Allowed label values from ``"0,1,2"``, ``"0-3"``, ``"1,2,4-6"`` or a ``dataset.json`` path.
-
-    Background 0 is always allowed. A ``dataset.json`` may use the nnU-Net v2 layout
-    (``"labels": {"background": 0, "liver": 1}``) or the MSD / nnU-Net v1 layout
-    (``"labels": {"0": "background", "1": "liver"}``); region-based label lists are not
-    supported. ``None`` or ``""`` gives ``None`` (no restriction beyond uint8).
-    """
-    if spec is None or str(spec).strip() == "":
-        return None
-    text = str(spec).strip()
-    path = Path(text).expanduser()
-    if text.lower().endswith(".json") or path.is_file():
-        return _labels_from_dataset_json(path)
-    values: set[int] = {0}
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not match:
-            raise ConfigError(f"--labels: cannot read {part!r} in {text!r}; use e.g. 0,1,2 or 0-3")
-        low = int(match.group(1))
-        high = int(match.group(2) or low)
-        if high < low:
-            raise ConfigError(f"--labels: range {part!r} runs backwards")
-        values.update(range(low, high + 1))
-    _check_uint8(values, f"--labels {text!r}")
-    return frozenset(values)
-
-
-def label_names(fmt: SubmissionFormat, spec: str | Path | frozenset[int] | None) -> dict[int, str]:
-    """Names of label values, for messages: ``{value: name}``, background 0 included when named.
-
-    From a ``dataset.json`` given as ``spec`` (either layout, see :func:`parse_allowed_labels`),
-    else the format's own names (``acdc``: 1 right-ventricle cavity, 2 left-ventricle
-    myocardium, 3 left-ventricle cavity), else ``{}`` (ranges such as ``"0-3"`` carry no names).
-    """
-    if isinstance(spec, (str, Path)) and str(spec).strip():
-        text = str(spec).strip()
-        path = Path(text).expanduser()
-        if text.lower().endswith(".json") or path.is_file():
-            return _dataset_json_labels(path)
+def format_label_names(fmt: SubmissionFormat) -> dict[int, str]:
+    """The format's own label names (``acdc``: 0 background, 1 right-ventricle cavity, ...); ``{}`` for the others."""
     return dict(ACDC_LABELS) if fmt.name == "acdc" else {}
 
 
-def _labels_from_dataset_json(path: Path) -> frozenset[int]:
-    return frozenset(_dataset_json_labels(path)) | {0}
+def parse_allowed_labels(spec: object, known: dict[int, str] | None = None) -> frozenset[int] | None:
+    """Allowed label values of a submission from a label spec (:mod:`medseg.common.labels`: ``"1,2"``,
+    ``"0-3"``, ``"liver=1"``, a ``dataset.json``, or from Python a set of values): the spec's values plus
+    background 0, which is always allowed. ``None`` or ``""`` give ``None`` (no restriction beyond uint8).
 
-
-def _dataset_json_labels(path: Path) -> dict[int, str]:
-    """``{value: name}`` from a dataset.json's ``labels`` (nnU-Net v2 or MSD / v1 layout)."""
-    try:
-        content = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such dataset.json") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not readable JSON ({exc})") from None
-    labels = content.get("labels") if isinstance(content, dict) else None
-    if not isinstance(labels, dict) or not labels:
-        raise ConfigError(f"{path}: has no 'labels' mapping")
-    names: dict[int, str] = {}
-    for key, value in labels.items():
-        if isinstance(value, int) and not isinstance(value, bool):
-            names[value] = str(key)  # nnU-Net v2: name -> value
-        elif str(key).isdigit():
-            names[int(key)] = str(value)  # MSD / nnU-Net v1: "value" -> name
-        else:
-            raise ConfigError(
-                f"{path}: label {key!r}: {value!r} is neither name -> integer nor \"integer\" -> name "
-                "(region-based labels are not supported)"
-            )
-    _check_uint8(set(names), str(path))
-    return dict(sorted(names.items()))
-
-
-def _check_uint8(values: set[int], where: str) -> None:
-    bad = sorted(v for v in values if not 0 <= v <= 255)
+    Raises:
+        InvalidArgumentError: an unreadable spec, or values that do not fit in uint8 (0..255).
+        ConfigError: a dataset.json that cannot be read.
+    """
+    names = parse_label_spec(spec, known)
+    if names is None:
+        return None
+    bad = sorted(v for v in names if v > 255)
     if bad:
-        raise ConfigError(f"{where}: label values {bad} do not fit in uint8 (0..255)")
+        raise InvalidArgumentError(f"--labels {spec!r}: label values {bad} do not fit in uint8 (0..255)")
+    return frozenset(names) | {0}
+
+
+def label_names(fmt: SubmissionFormat, spec: object) -> dict[int, str]:
+    """Names of label values, for messages: ``{value: name}``, background 0 included when named.
+
+    The format's own names (:func:`format_label_names`), overridden by the names a label spec gives
+    (a ``dataset.json`` or ``name=value`` items); values the spec gives without a name keep the format's
+    name or none. ``{}`` when nothing names them (ranges such as ``"0-3"`` carry no names).
+    """
+    own = format_label_names(fmt)
+    named = {v: n for v, n in (parse_label_spec(spec, own) or {}).items() if n != str(v)}
+    return dict(sorted({**own, **named}.items()))

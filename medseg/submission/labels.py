@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InvalidArgumentError
 
 
 def parse_label_map(spec: str | Path | dict | None) -> dict[int, int]:
@@ -22,29 +22,31 @@ def parse_label_map(spec: str | Path | dict | None) -> dict[int, int]:
     if spec is None:
         return {}
     if isinstance(spec, dict):
-        return _validated(spec, "label map")
+        return _validated(spec, "label map", InvalidArgumentError)
     text = str(spec).strip()
     if not text:
         return {}
     path = Path(text).expanduser()
     if path.suffix.lower() in (".json", ".yaml", ".yml") or path.is_file():
-        return _validated(_read_mapping_file(path), str(path))
+        return _validated(_read_mapping_file(path), str(path), ConfigError)
     pairs: dict[str, str] = {}
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
         match = re.fullmatch(r"(\d+)[:=](\d+)", part)
         if not match:
-            raise ConfigError(f"--label-map: cannot read {part!r} in {text!r}; use FROM:TO pairs, e.g. 1:2,2:1")
+            raise InvalidArgumentError(
+                f"--label-map: cannot read {part!r} in {text!r}; use FROM:TO pairs, e.g. 1:2,2:1"
+            )
         if match.group(1) in pairs:
-            raise ConfigError(f"--label-map: label {match.group(1)} is mapped twice in {text!r}")
+            raise InvalidArgumentError(f"--label-map: label {match.group(1)} is mapped twice in {text!r}")
         pairs[match.group(1)] = match.group(2)
-    return _validated(pairs, f"--label-map {text!r}")
+    return _validated(pairs, f"--label-map {text!r}", InvalidArgumentError)
 
 
 def _read_mapping_file(path: Path) -> dict:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the label map ({exc.strerror or exc})") from None
     try:
@@ -63,27 +65,28 @@ def _read_mapping_file(path: Path) -> dict:
     return content
 
 
-def _validated(mapping: dict, where: str) -> dict[int, int]:
+def _validated(mapping: dict, where: str, error: type[InvalidArgumentError]) -> dict[int, int]:
+    """``mapping`` as ``{int: int}``; ``error`` (ConfigError for a file, else InvalidArgumentError) names ``where``."""
     result: dict[int, int] = {}
     for key, value in mapping.items():
-        source, target = _as_label(key, where), _as_label(value, where)
+        source, target = _as_label(key, where, error), _as_label(value, where, error)
         if source in result:
-            raise ConfigError(f"{where}: label {source} is mapped twice")
+            raise error(f"{where}: label {source} is mapped twice")
         result[source] = target
     return result
 
 
-def _as_label(value: object, where: str) -> int:
+def _as_label(value: object, where: str, error: type[InvalidArgumentError]) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: {value!r} is not a label value")
+        raise error(f"{where}: {value!r} is not a label value")
     if isinstance(value, (int, np.integer)):
         number = int(value)
     elif isinstance(value, str) and value.strip().isdigit():
         number = int(value.strip())
     else:
-        raise ConfigError(f"{where}: {value!r} is not a whole-number label value")
+        raise error(f"{where}: {value!r} is not a whole-number label value")
     if not 0 <= number <= 255:
-        raise ConfigError(f"{where}: label {number} is outside 0..255 (submissions are uint8)")
+        raise error(f"{where}: label {number} is outside 0..255 (submissions are uint8)")
     return number
 
 
@@ -98,7 +101,7 @@ def remap_labels(labels: np.ndarray, label_map: dict[int, int]) -> np.ndarray:
     if not label_map or labels.size == 0:
         return labels
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise ConfigError("label remapping needs a non-negative integer label array")
+        raise InvalidArgumentError("label remapping needs a non-negative integer label array")
     size = max(int(labels.max()), max(label_map)) + 1
     dtype = np.promote_types(labels.dtype, np.min_scalar_type(max(label_map.values())))
     table = np.arange(size, dtype=dtype)

@@ -1,10 +1,9 @@
 """Grand Challenge ``metrics.json`` from an evaluation run's long-form ``metrics.csv``.
 
-Input: a CSV with columns ``case,label,region,metric,value,flag`` (one row per case, label,
-region and metric; ``value`` a number, ``nan``/``inf``/empty when undefined; ``flag`` empty or
-a short reason such as ``empty_reference``), as the evaluation engine writes to
-``OUT/metrics.csv``. It is read with the ``csv`` module, so this does not depend on the
-evaluation code.
+Input: an evaluation run's ``OUT/metrics.csv``, read and checked by
+:func:`medseg.evaluation.metrics_table.read_metrics_csv` (the one owner of its schema:
+``case,label,region,metric,value,flag``). Error rows of failed cases are left out, so a case
+that failed in the evaluation has no metrics and the submission check names it.
 
 Output layout (JSON; every undefined value is ``null``, since JSON has no NaN)::
 
@@ -24,7 +23,6 @@ leaderboard column then reads e.g. ``aggregates.1.all.dice.mean``.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -32,69 +30,20 @@ from typing import Any
 
 import numpy as np
 
+from medseg.evaluation.metrics_table import read_metrics_csv, scored_rows
 from medseg.io import atomic_write_text
-from medseg.submission.errors import SubmissionError
-
-METRICS_CSV_COLUMNS = ("case", "label", "region", "metric", "value", "flag")
-
-
-def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a long-form ``metrics.csv``; ``value`` parsed to float (NaN when empty/undefined).
-
-    Raises:
-        SubmissionError: missing file, missing columns, unreadable values or a repeated
-            ``(case, label, region, metric)``; each problem names the line.
-    """
-    path = Path(path).expanduser()
-    try:
-        handle = open(path, newline="")
-    except OSError as exc:
-        raise SubmissionError(f"{path}: cannot read the metrics CSV ({exc.strerror or exc})") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [c for c in METRICS_CSV_COLUMNS if c not in columns and c != "flag"]
-        if missing:
-            raise SubmissionError(
-                f"{path}: metrics CSV lacks columns {missing}; expected {','.join(METRICS_CSV_COLUMNS)}"
-            )
-        rows, problems, seen = [], [], set()
-        for line_number, row in enumerate(reader, start=2):
-            key = tuple((row.get(c) or "").strip() for c in ("case", "label", "region", "metric"))
-            key = key[:2] + (key[2] or "all",) + key[3:]
-            if not key[0] or not key[3]:
-                problems.append(f"line {line_number}: empty case or metric")
-                continue
-            if key in seen:
-                problems.append(f"line {line_number}: {'/'.join(key)} appears twice")
-                continue
-            seen.add(key)
-            try:
-                value = _parse_value(row.get("value"))
-            except ValueError:
-                problems.append(f"line {line_number}: value {row.get('value')!r} is not a number")
-                continue
-            rows.append(dict(zip(("case", "label", "region", "metric"), key), value=value, flag=(row.get("flag") or "").strip()))
-    if problems:
-        raise SubmissionError(f"{path}: {len(problems)} bad rows in the metrics CSV", problems[:20])
-    return rows
-
-
-def _parse_value(text: str | None) -> float:
-    text = (text or "").strip()
-    return float("nan") if text == "" else float(text)
 
 
 def metrics_json_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Build the ``{"case", "aggregates", "flags"}`` dict (see the module docstring).
 
-    Empty ``rows`` give empty ``case`` and ``aggregates``. Values that are not finite become
-    ``None``. NumPy does the aggregation.
+    Empty ``rows`` give empty ``case`` and ``aggregates``. Error rows (metric ``error``) are left
+    out. Values that are not finite become ``None``. NumPy does the aggregation.
     """
     cases: dict[str, Any] = {}
     series: dict[tuple[str, str, str], list[float]] = {}
     flags = []
-    for row in rows:
+    for row in scored_rows(rows):
         label, region, metric, value = row["label"], row["region"], row["metric"], float(row["value"])
         cases.setdefault(row["case"], {}).setdefault(label, {}).setdefault(region, {})[metric] = _json_number(value)
         series.setdefault((label, region, metric), []).append(value)
@@ -123,10 +72,12 @@ def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def write_metrics_json(metrics_csv: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """Read ``metrics_csv``, write the Grand Challenge ``metrics.json`` atomically (with the usual
-    permissions, 0666 minus the umask, via :func:`medseg.io.atomic_write_text`); return the dict."""
-    content = metrics_json_from_rows(read_metrics_csv(metrics_csv))
+def write_metrics_json(metrics: str | Path | list[dict[str, Any]], out_path: str | Path) -> dict[str, Any]:
+    """Write the Grand Challenge ``metrics.json`` of ``metrics`` (a ``metrics.csv`` path, or its rows from
+    :func:`~medseg.evaluation.metrics_table.read_metrics_csv`) atomically (with the usual permissions, 0666
+    minus the umask, via :func:`medseg.io.atomic_write_text`); return the dict."""
+    rows = read_metrics_csv(metrics) if isinstance(metrics, (str, Path)) else metrics
+    content = metrics_json_from_rows(rows)
     atomic_write_text(out_path, json.dumps(content, indent=2, allow_nan=False) + "\n")
     return content
 

@@ -15,19 +15,14 @@ the permissions ``open()`` / ``mkdir()`` would have given them (0666 / 0777 minu
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from medseg.io import atomic_path, default_file_mode
+from medseg.io import atomic_path
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import MANIFEST_NAME
 
@@ -150,40 +145,6 @@ def manifest_problems(folder: str | Path, manifest: Any, format_name: str) -> li
         if expected != sha256_file(folder / rel):
             problems.append(ManifestProblem(rel, f"{rel}: SHA-256 differs from {MANIFEST_NAME} (file changed after packaging)"))
     return problems
-
-
-@contextlib.contextmanager
-def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Build a folder under a temporary name beside ``out_dir``; rename it into place on success.
-
-    Yields the temporary folder to fill. On success it replaces ``out_dir``: a missing or
-    empty ``out_dir`` directly; a non-empty one only with ``overwrite`` (the old folder is
-    renamed aside, the new one renamed in, then the old one deleted). On failure the
-    temporary folder is deleted and ``out_dir`` is left as it was. The folder gets the
-    permissions ``mkdir`` would give it (0777 minus the umask), not ``mkdtemp``'s 0700.
-
-    Raises:
-        SubmissionError: ``out_dir`` is a file, or a non-empty folder without ``overwrite``.
-    """
-    out_dir = Path(out_dir).expanduser()
-    check_output_folder(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
-    try:
-        os.chmod(tmp_dir, default_file_mode(folder=True))  # mkdtemp creates 0700
-        yield tmp_dir
-        if out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".old-{out_dir.name}-"))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp_dir, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out_dir)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def check_output_folder(out_dir: Path, overwrite: bool) -> None:

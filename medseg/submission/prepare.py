@@ -21,14 +21,15 @@ import numpy as np
 
 from medseg.common.progress import progress_bar
 from medseg.errors import MedsegError
-from medseg.io import FileGrid, Volume, load_volume, read_grid, save_volume
+from medseg.evaluation.metrics_table import read_metrics_csv
+from medseg.io import FileGrid, Volume, atomic_directory, load_volume, read_grid, save_volume
 from medseg.submission.cases import ImageCase, align_to_grid, discover_images, match_predictions
 from medseg.submission.check import DEFAULT_ATOL_MM, CheckReport, check_submission, effective_allowed_labels
 from medseg.submission.errors import SubmissionError
 from medseg.submission.formats import METRICS_JSON_NAME, RLE_CSV_NAME, SubmissionFormat, get_format
 from medseg.submission.labels import parse_label_map, remap_labels
-from medseg.submission.metrics_json import read_metrics_csv, write_metrics_json
-from medseg.submission.package import atomic_directory, check_output_folder, write_submission_zip
+from medseg.submission.metrics_json import write_metrics_json
+from medseg.submission.package import check_output_folder, write_submission_zip
 from medseg.submission.rle import slice_image_id, volume_rle_rows
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def prepare_submission(
     allowed_labels: str | Path | frozenset[int] | None = None,
     rle_per_class: bool = False,
     metrics_csv: str | Path | None = None,
-    pred_pattern: str = "*",
+    pred_pattern: str | None = None,
     atol_mm: float = DEFAULT_ATOL_MM,
     overwrite: bool = False,
     zip_path: str | Path | None = None,
@@ -94,7 +95,8 @@ def prepare_submission(
             otherwise one binary class (a prediction with several labels is an error).
         metrics_csv: ``grand-challenge`` only: an evaluation run's ``metrics.csv`` (or its
             folder); default ``pred_dir/metrics.csv``.
-        pred_pattern: fnmatch pattern selecting prediction files (e.g. ``"*_gt.nii.gz"``).
+        pred_pattern: shell pattern on the file name selecting prediction files (e.g. ``"*_pred.nii.gz"``;
+            ``None``: every volume file).
         atol_mm: grid tolerance in mm (origin, and axis vectors times the extent).
         overwrite: replace a non-empty ``out_dir``.
         zip_path: also write this zip (with ``manifest.json``) when the check passes.
@@ -167,7 +169,7 @@ def prepare_submission(
             classes = _rle_classes(prepared, allowed) if rle_per_class else None
             _write_rle_csv(tmp_dir / RLE_CSV_NAME, rle_rows, {c.case_id: c for c in prepared}, classes)
         if metrics_rows is not None:
-            write_metrics_json(_metrics_csv_path(metrics_csv, pred_dir), tmp_dir / METRICS_JSON_NAME)
+            write_metrics_json(metrics_rows, tmp_dir / METRICS_JSON_NAME)
 
         # Checked before it is moved into place: an interruption leaves the earlier folder (and zip)
         # as they were, never an unchecked folder under the submission's name. The user's label spec,
@@ -222,7 +224,7 @@ def _rle_classes(prepared: list[PreparedCase], allowed: frozenset[int] | None) -
 
 def _write_rle_csv(path: Path, rows: dict[str, list[tuple]], cases: dict[str, PreparedCase], classes: list[int] | None) -> None:
     """Write ``ImageId,EncodedPixels`` or, with ``classes``, ``ImageId,ClassId,EncodedPixels`` (every slice x class)."""
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         if classes is None:
             writer.writerow(["ImageId", "EncodedPixels"])

@@ -27,6 +27,8 @@ import re
 
 import numpy as np
 
+from medseg.errors import InvalidArgumentError
+
 SLICE_SEPARATOR = "_slice_"
 _SLICE_ID = re.compile(r"(?P<case>.+)_slice_(?P<k>\d{3,})")
 
@@ -43,15 +45,15 @@ def rle_encode(mask_2d: np.ndarray) -> str:
         are found from the changes of the flattened mask, O(pixels).
 
     Raises:
-        ValueError: not 2D, or values other than 0 and 1.
+        InvalidArgumentError (a ValueError): not 2D, or values other than 0 and 1.
     """
     mask = np.asarray(mask_2d)
     if mask.ndim != 2:
-        raise ValueError(f"rle_encode needs a 2D mask, got shape {mask.shape}")
+        raise InvalidArgumentError(f"rle_encode needs a 2D mask, got shape {mask.shape}")
     if mask.dtype != np.bool_:
         if mask.size and (mask.min() < 0 or mask.max() > 1):
             values = np.unique(mask)
-            raise ValueError(f"rle_encode needs a binary mask (0/1), got values {values[:10].tolist()}")
+            raise InvalidArgumentError(f"rle_encode needs a binary mask (0/1), got values {values[:10].tolist()}")
         mask = mask != 0
     flat = mask.ravel(order="F")
     if flat.size == 0 or not flat.any():
@@ -76,12 +78,12 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     O(foreground pixels).
 
     Raises:
-        ValueError: odd number of values, non-integers, or a run that is out of bounds,
+        InvalidArgumentError (a ValueError): odd number of values, non-integers, or a run that is out of bounds,
             empty, out of order or overlapping; the message says which run.
     """
     shape = tuple(int(n) for n in shape)
     if len(shape) != 2 or min(shape) < 0:
-        raise ValueError(f"rle_decode needs a 2D shape, got {shape}")
+        raise InvalidArgumentError(f"rle_decode needs a 2D shape, got {shape}")
     n_pixels = shape[0] * shape[1]
     text = "" if rle is None else str(rle).strip()
     if not text:
@@ -89,9 +91,9 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     try:
         values = np.array(text.split(), dtype=np.int64)
     except ValueError:
-        raise ValueError(f"run-length encoding holds non-integers: {text[:60]!r}") from None
+        raise InvalidArgumentError(f"run-length encoding holds non-integers: {text[:60]!r}") from None
     if values.size % 2:
-        raise ValueError(f"run-length encoding has an odd number of values ({values.size})")
+        raise InvalidArgumentError(f"run-length encoding has an odd number of values ({values.size})")
     starts, lengths = values[0::2] - 1, values[1::2]
     ends = starts + lengths
     _check_runs(starts, lengths, ends, n_pixels, shape)
@@ -109,22 +111,24 @@ def _check_runs(starts: np.ndarray, lengths: np.ndarray, ends: np.ndarray, n_pix
 
     bad = np.flatnonzero(starts < 0)
     if bad.size:
-        raise ValueError(f"{run(bad[0])}: starts are 1-based, so must be >= 1")
+        raise InvalidArgumentError(f"{run(bad[0])}: starts are 1-based, so must be >= 1")
     bad = np.flatnonzero(lengths < 1)
     if bad.size:
-        raise ValueError(f"{run(bad[0])}: length must be >= 1")
+        raise InvalidArgumentError(f"{run(bad[0])}: length must be >= 1")
     bad = np.flatnonzero(ends > n_pixels)
     if bad.size:
-        raise ValueError(f"{run(bad[0])}: runs past the last pixel ({n_pixels} pixels in a {shape[0]} x {shape[1]} image)")
+        raise InvalidArgumentError(
+            f"{run(bad[0])}: runs past the last pixel ({n_pixels} pixels in a {shape[0]} x {shape[1]} image)"
+        )
     bad = np.flatnonzero(starts[1:] < ends[:-1])
     if bad.size:
-        raise ValueError(f"{run(bad[0] + 1)}: overlaps or precedes the run before it (starts must increase)")
+        raise InvalidArgumentError(f"{run(bad[0] + 1)}: overlaps or precedes the run before it (starts must increase)")
 
 
 def slice_image_id(case_id: str, k: int) -> str:
     """Name of 2D image ``k`` (0-based, along array axis k) of a case: ``"<case>_slice_<k:03d>"``."""
     if k < 0:
-        raise ValueError(f"slice index must be >= 0, got {k}")
+        raise InvalidArgumentError(f"slice index must be >= 0, got {k}")
     return f"{case_id}{SLICE_SEPARATOR}{k:03d}"
 
 
@@ -151,7 +155,7 @@ def volume_rle_rows(case_id: str, labels: np.ndarray, classes: list[int] | None 
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
-        raise ValueError(f"{case_id}: volume_rle_rows needs a 3D label array, got shape {labels.shape}")
+        raise InvalidArgumentError(f"{case_id}: volume_rle_rows needs a 3D label array, got shape {labels.shape}")
     rows: list[tuple] = []
     for k in range(labels.shape[2]):
         image = labels[:, :, k]

@@ -1,47 +1,19 @@
-"""Checkpoints: written atomically, loaded with ``weights_only=True``.
+"""Random-number states for exact resumption, kept in every training checkpoint.
 
-A checkpoint is a dict of tensors and plain Python values only (numpy RNG state is stored as
-a tensor), so it loads with ``torch.load(..., weights_only=True)`` and no pickled code runs.
-Writing goes to a temporary file in the same folder, flushed and fsynced, then renamed over
-the target: a kill at any moment leaves either the previous or the new checkpoint, never a
-torn one.
+Writing and reading checkpoints is :mod:`medseg.models.checkpoint` (shared with inference).
 """
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from medseg.errors import MedsegError
-from medseg.io import atomic_path
+from medseg.models.checkpoint import load_checkpoint, save_checkpoint
 
-
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename, via
-    :func:`medseg.io.atomic_path`), with the usual permissions (0666 minus the umask); missing
-    parent folders are created."""
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
-        torch.save(state, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a missing or corrupt file raises :class:`MedsegError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise MedsegError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for torn or foreign files
-        raise MedsegError(f"{path}: not a loadable medseg checkpoint ({type(exc).__name__}: {exc})") from None
+__all__ = ["load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,71 +21,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from medseg.common.progress import progress_bar
+from medseg.config.run_spec import LoopConfig, OptimConfig
 from medseg.io import atomic_path
-from medseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medseg.models.checkpoint import load_checkpoint, save_checkpoint
+from medseg.training.checkpoint import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OptimConfig:
-    """The ``optim`` section. Default: SGD with Nesterov momentum and polynomial decay (nnU-Net)."""
-
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.99
-    nesterov: bool = True
-    weight_decay: float = 3e-5
-    schedule: Literal["poly", "cosine", "constant"] = "poly"
-    poly_exponent: float = 0.9
-    warmup_epochs: int = 0
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-
-
-@dataclass
-class LoopConfig:
-    """The ``train`` section: how long, how big, how precise.
-
-    Attributes:
-        epochs: epochs to train (``--epochs`` overrides; more than a finished run extends it).
-        iterations_per_epoch: optimiser steps per epoch (per rank).
-        amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``,
-            ``fp16`` or ``none``. CPU always trains in float32.
-        compile: wrap the model in ``torch.compile``.
-        grad_clip: maximum gradient norm (0 disables clipping).
-        val_every: validate every this many epochs (and after the last).
-        ema_alpha: per-epoch smoothing of validation mean Dice for choosing the best
-            checkpoint (nnU-Net: 0.9); with validation every ``val_every`` epochs each update is
-            ``ema = a * ema + (1 - a) * dice`` with ``a = ema_alpha ** val_every``, so sparse
-            validation does not make the average lag behind.
-        seed: seeds the model initialisation, sampling and augmentation.
-    """
-
-    epochs: int = 50
-    iterations_per_epoch: int = 50
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
-    compile: bool = False
-    grad_clip: float = 12.0
-    val_every: int = 5
-    ema_alpha: float = 0.9
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "iterations_per_epoch", "val_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.ema_alpha < 1.0:
-            raise ValueError(f"train.ema_alpha must be in [0, 1), got {self.ema_alpha}")
 
 
 @dataclass
@@ -346,7 +292,7 @@ def _tensorboard_tag(key: str) -> str:
 def _read_csv(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    with path.open() as stream:
+    with path.open(encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
 
 
@@ -355,7 +301,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as stream:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

@@ -9,49 +9,27 @@ dilute the foreground signal; the cross-entropy and focal terms always cover eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-LOSS_NAMES = ("dice", "dice_ce", "dice_focal", "tversky", "generalized_dice", "ce")
+from medseg.config.run_spec import LOSS_NAMES, LossConfig
+from medseg.errors import ConfigError
 
-
-@dataclass
-class LossConfig:
-    """The ``loss`` section of a training config.
-
-    Attributes:
-        name: one of ``dice``, ``dice_ce`` (default), ``dice_focal``, ``tversky``,
-            ``generalized_dice``, ``ce`` (weighted cross-entropy).
-        include_background: whether overlap terms score the background class.
-        class_weights: per-class weights for cross-entropy (``ce``, ``dice_ce``), one per
-            class including background; empty = uniform.
-        tversky_alpha, tversky_beta: Tversky weights of false positives and false negatives.
-        focal_gamma: focusing parameter of the focal term.
-    """
-
-    name: str = "dice_ce"
-    include_background: bool = False
-    class_weights: list[float] = field(default_factory=list)
-    tversky_alpha: float = 0.3
-    tversky_beta: float = 0.7
-    focal_gamma: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.name not in LOSS_NAMES:
-            raise ValueError(f"loss.name must be one of {', '.join(LOSS_NAMES)}; got {self.name!r}")
-        if any(w < 0 for w in self.class_weights):
-            raise ValueError(f"loss.class_weights must be >= 0, got {self.class_weights}")
+__all__ = ["LOSS_NAMES", "DeepSupervisionLoss", "LossConfig", "build_loss"]
 
 
 def build_loss(config: LossConfig, num_classes: int) -> nn.Module:
-    """The loss module for ``config``; ``num_classes`` counts background."""
+    """The loss module for ``config`` (the ``loss`` section, :class:`~medseg.config.run_spec.LossConfig`);
+    ``num_classes`` counts background. Raises :class:`~medseg.errors.ConfigError` when
+    ``loss.class_weights`` does not give one weight per class."""
     from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, GeneralizedDiceLoss, TverskyLoss
 
     if config.class_weights and len(config.class_weights) != num_classes:
-        raise ValueError(f"loss.class_weights has {len(config.class_weights)} entries for {num_classes} classes")
-    weight = torch.tensor(config.class_weights, dtype=torch.float32) if config.class_weights else None
+        raise ConfigError(
+            f"loss.class_weights has {len(config.class_weights)} entries for {num_classes} classes "
+            "(background included)"
+        )
+    weight = torch.tensor(list(config.class_weights), dtype=torch.float32) if config.class_weights else None
     common = {"to_onehot_y": True, "softmax": True, "include_background": config.include_background}
     if config.name == "dice":
         return DiceLoss(**common, smooth_nr=1e-5, smooth_dr=1e-5, batch=True)

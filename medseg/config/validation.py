@@ -1,13 +1,22 @@
-"""Typed configuration: YAML files in ``configs/`` validated into dataclasses.
+"""The one validation mechanism for every config, plan and run spec: dataclasses and :func:`from_dict`.
 
 A config section is a dataclass; :func:`from_dict` builds it from a mapping and rejects
-unknown keys, wrong types and values its ``__post_init__`` refuses, with a
+unknown keys, wrong types and values its rules refuse, with a
 :class:`~medseg.errors.ConfigError` that names the file, the key path (``train.lr``) and the
 reason. Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``,
 ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
 dataclasses. A field made with :func:`setting` (or :func:`bounded`, :func:`span`) also carries
 a rule, such as a range, and the words its errors use (``intensity.gamma.p must be a
 probability in [0, 1], got 1.5``); an unknown key gets a "did you mean" hint.
+
+Sections derive from :class:`Section`, whose ``__post_init__`` applies the same field rules
+to a section built in Python (``UNetConfig(dropout=2.0)`` raises
+:class:`~medseg.errors.InvalidArgumentError`, a ``ValueError``). A rule that involves several fields goes in the
+section's ``__post_init__`` (after ``super().__post_init__()``), raising
+:class:`~medseg.errors.InvalidArgumentError` with a message that starts with the field name;
+:func:`from_dict` turns it into a :class:`~medseg.errors.ConfigError` with the key path in front.
+:func:`to_dict` gives the plain (JSON/YAML) form; fields made with :func:`optional` are left
+out of it while they are ``None``, so optional keys are written only when they say something.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InvalidArgumentError
 
 T = TypeVar("T")
 
@@ -38,7 +47,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "", sou
     if unknown:
         names = ", ".join(_join(where, str(k)) + _did_you_mean(str(k), fields) for k in unknown)
         raise ConfigError(f"{prefix}unknown key(s) {names}; allowed: {', '.join(sorted(fields))}")
-    values = {name: _field_value(raw, hints[name], fields[name], _join(where, name), prefix) for name, raw in data.items()}
+    values = {
+        name: _field_value(raw, hints[name], fields[name], _join(where, name), prefix) for name, raw in data.items()
+    }
     missing = [
         name
         for name, f in fields.items()
@@ -49,21 +60,69 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "", sou
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{prefix}{exc}") from None
+        raise ConfigError(f"{prefix}{_join(where, str(exc))}") from None
+
+
+class Section:
+    """Base of config sections: a section built in Python is checked against its field types'
+    choices (``Literal``) and its :func:`setting` rules, as :func:`from_dict` checks a file.
+    Raises :class:`~medseg.errors.InvalidArgumentError` naming the class and the field
+    (``UNetConfig: dropout must be a number in [0, 1), got 2.0``)."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            if f.init:
+                try:
+                    _field_value(getattr(self, f.name), hints[f.name], f, f.name, "")
+                except ConfigError as exc:
+                    raise InvalidArgumentError(f"{type(self).__name__}: {exc}") from None
 
 
 def setting(default: Any, what: str, valid: Callable[[Any], bool] | None = None) -> Any:
     """A dataclass field with an immutable ``default`` (use tuples, not lists) whose value
-    :func:`from_dict` also checks with ``valid`` (given the converted value; ``False`` refuses it).
+    :func:`from_dict` also checks with ``valid`` (given the converted value; ``False`` refuses it,
+    and a ``ValueError`` it raises refuses it with the error's text as the reason).
     Any error for this key, a wrong type included, then reads ``<key> must be <what>, got <value>``."""
     return dataclasses.field(default=default, metadata={"what": what, "valid": valid})
+
+
+def required(what: str, valid: Callable[[Any], bool]) -> Any:
+    """A field without a default whose value must pass ``valid`` (see :func:`setting`)."""
+    return setting(dataclasses.MISSING, what, valid)
+
+
+def optional(what: str = "", valid: Callable[[Any], bool] | None = None) -> Any:
+    """A field that defaults to ``None`` and is left out of :func:`to_dict`'s plain form while it
+    is ``None`` (e.g. a plan key written only for some datasets). ``what``/``valid`` as in
+    :func:`setting` (the rule is not applied to ``None``)."""
+    metadata: dict[str, Any] = {"omit_if_none": True}
+    if what:
+        metadata.update(what=what, valid=None if valid is None else (lambda value: value is None or valid(value)))
+    return dataclasses.field(default=None, metadata=metadata)
+
+
+def positive(default: float) -> Any:
+    """A :func:`setting` for a number > 0."""
+    return setting(default, "a number > 0", lambda value: value > 0)
+
+
+def fraction(default: float) -> Any:
+    """A :func:`setting` for a number in [0, 1) (an overlap, a smoothing factor, a dropout)."""
+    return setting(default, "a number in [0, 1)", lambda value: 0 <= value < 1)
 
 
 def bounded(default: float, low: float = -math.inf, high: float = math.inf, noun: str = "") -> Any:
     """A :func:`setting` for a number with ``low <= value <= high``; errors say e.g. ``a probability
     in [0, 1]`` (``noun`` defaults to ``an integer`` or ``a number``, after the type of ``default``)."""
     noun = noun or ("an integer" if isinstance(default, int) else "a number")
-    limits = f"in [{low:g}, {high:g}]" if low > -math.inf and high < math.inf else f">= {low:g}" if low > -math.inf else f"<= {high:g}"
+    limits = (
+        f"in [{low:g}, {high:g}]"
+        if low > -math.inf and high < math.inf
+        else f">= {low:g}"
+        if low > -math.inf
+        else f"<= {high:g}"
+    )
     return setting(default, f"{noun} {limits}", lambda value: low <= value <= high)
 
 
@@ -82,7 +141,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if data is None:
@@ -93,16 +152,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def to_dict(config: Any) -> Any:
-    """Plain (YAML/JSON-ready) form of a config dataclass: nested dicts, tuples as lists."""
-    return _plain(dataclasses.asdict(config))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    """Plain (YAML/JSON-ready) form of a config dataclass: nested dicts, tuples as lists, paths
+    as strings; :func:`optional` fields that are ``None`` are left out. ``from_dict`` of the
+    result gives an equal dataclass."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {
+            f.name: to_dict(getattr(config, f.name))
+            for f in dataclasses.fields(config)
+            if not (f.metadata.get("omit_if_none") and getattr(config, f.name) is None)
+        }
+    if isinstance(config, dict):
+        return {k: to_dict(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    if isinstance(config, Path):
+        return str(config)
+    return config
 
 
 def _join(where: str, name: str) -> str:
@@ -119,13 +184,16 @@ def _field_value(raw: Any, annotation: Any, field: dataclasses.Field, where: str
     what, valid = field.metadata.get("what"), field.metadata.get("valid")
     if what is None:
         return _convert(raw, annotation, where, prefix)
+    reason = ""
     try:
         value = _convert(raw, annotation, where, prefix)
         if valid is None or valid(value):
             return value
     except ConfigError:
         pass
-    raise ConfigError(f"{prefix}{where} must be {what}, got {raw!r}")
+    except ValueError as exc:
+        reason = f" ({exc})"
+    raise ConfigError(f"{prefix}{where} must be {what}, got {raw!r}{reason}")
 
 
 def _convert(value: Any, annotation: Any, where: str, prefix: str) -> Any:
@@ -148,6 +216,8 @@ def _convert(value: Any, annotation: Any, where: str, prefix: str) -> Any:
             raise ConfigError(f"{prefix}{where} must be one of {', '.join(map(repr, args))}; got {value!r}")
         return value
     if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):  # built in Python: checked when it was made
+            return value
         return from_dict(annotation, value, where, prefix.removesuffix(": "))
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -164,7 +234,8 @@ def _convert(value: Any, annotation: Any, where: str, prefix: str) -> Any:
             raise ConfigError(f"{prefix}{where} must be a mapping, got {value!r}")
         key_type, value_type = args if args else (Any, Any)
         return {
-            _convert(k, key_type, where, prefix): _convert(v, value_type, f"{where}.{k}", prefix) for k, v in value.items()
+            _convert(k, key_type, where, prefix): _convert(v, value_type, f"{where}.{k}", prefix)
+            for k, v in value.items()
         }
     if annotation is bool:
         if not isinstance(value, bool):
@@ -183,6 +254,8 @@ def _convert(value: Any, annotation: Any, where: str, prefix: str) -> Any:
             raise ConfigError(f"{prefix}{where} must be a string, got {value!r}")
         return value
     if annotation is Path:
+        if isinstance(value, Path):
+            return value
         if not isinstance(value, str):
             raise ConfigError(f"{prefix}{where} must be a path string, got {value!r}")
         return Path(value)
