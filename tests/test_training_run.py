@@ -138,9 +138,9 @@ def test_shipped_configs_validate():
 
 @pytest.mark.shared_data
 def test_the_chest_ct_config_keeps_the_datasets_labels_and_never_mirrors_left_right(shared_data):
-    from conftest import PROJECT_ROOT
-
     from types import SimpleNamespace
+
+    from conftest import PROJECT_ROOT
 
     from medseg.training.run import mirror_axes_from_augmentation
 
