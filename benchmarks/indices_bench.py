@@ -50,7 +50,7 @@ def make_cardiac(folder: Path) -> Path:
         out[ndimage.binary_dilation(labels == 3, cross) & (labels == 2)] = 3
         rv = labels == 1
         out[rv & ~ndimage.binary_erosion(rv, cross) & (rng.random(labels.shape) < 0.3)] = 0
-        save_volume(reference.with_array(out), pred / f"{case_key(path.name)[0]}.nii.gz", label=True)
+        save_volume(reference.with_array(out), pred / f"{case_key(path.name)}.nii.gz", label=True)
     return pred
 
 
