@@ -128,8 +128,8 @@ def test_failing_case_is_reported_and_others_continue(ct_run, tmp_path, capsys):
 
 def test_tta_says_which_axes_it_mirrors_before_predicting(ct_run, tmp_path, capsys):
     from medseg.io import save_volume
+    from medseg.models.checkpoint import load_checkpoint, save_checkpoint
     from medseg.phantoms import make_ct_thorax
-    from medseg.training.checkpoint import load_checkpoint, save_checkpoint
 
     image, _ = make_ct_thorax(5)
     save_volume(image, tmp_path / "in" / "ct.nii.gz")
@@ -160,7 +160,7 @@ def test_tta_says_which_axes_it_mirrors_before_predicting(ct_run, tmp_path, caps
 def test_an_ensemble_averages_the_probabilities_of_its_runs(mr_run, tmp_path):
     """Two runs with one plan: the ensemble's probabilities are the mean of each run's, on the
     preprocessed grid; the CLI takes several --model runs."""
-    from medseg.training.checkpoint import load_checkpoint, save_checkpoint
+    from medseg.models.checkpoint import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(mr_run / "checkpoint_best.pt")  # a second run: the same network, other weights
     generator = torch.Generator().manual_seed(0)
@@ -185,7 +185,7 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(mr_run, tmp_path):
 
 def test_an_ensemble_refuses_runs_that_cannot_be_averaged(mr_run, ct_run, tmp_path):
     from medseg.errors import MedsegError
-    from medseg.training.checkpoint import load_checkpoint, save_checkpoint
+    from medseg.models.checkpoint import load_checkpoint, save_checkpoint
 
     with pytest.raises(MedsegError, match=r"checkpoint_best.pt: cannot be ensembled with .*: its preprocessing plan differs"):
         Predictor([mr_run, ct_run])

@@ -120,10 +120,10 @@ class Predictor:
         self.tta = tta
         self.members: list[EnsembleMember] = []
         for checkpoint in checkpoints:
-            member = self._member(checkpoint, overlap, batch_size)
-            if self.members:
-                _check_ensemble_member(member, self.members[0])
-            self.members.append(member)
+            state, run = _read_run(checkpoint)
+            if self.members:  # before its network is built: a run with other labels has another output layer
+                _check_ensemble_member(checkpoint, run, self.members[0])
+            self.members.append(self._member(checkpoint, state, run, overlap, batch_size))
         first = self.members[0]
         self.checkpoint, self.run = first.checkpoint, first.run
         self.plan, self.network = first.run.plan, first.run.network
@@ -141,14 +141,12 @@ class Predictor:
         self.model, self.overlap, self.batch_size = first.model, first.overlap, first.batch_size
         self.slice_axis, self.mirror_axes = first.slice_axis, first.mirror_axes
 
-    def _member(self, checkpoint: Path, overlap: float | None, batch_size: int | None) -> EnsembleMember:
-        """A checkpoint's run and network, ready on ``self.device``, with the settings it predicts with."""
-        from medseg.config.run_spec import TrainedRun
+    def _member(
+        self, checkpoint: Path, state: dict[str, Any], run: Any, overlap: float | None, batch_size: int | None
+    ) -> EnsembleMember:
+        """A checkpoint's network, ready on ``self.device``, with the settings it predicts with."""
         from medseg.models import build_unet
-        from medseg.models.checkpoint import load_checkpoint
 
-        state = load_checkpoint(checkpoint)
-        run = TrainedRun.from_checkpoint(state.get("config"), source=str(checkpoint))
         network = run.network
         model = build_unet(
             run.spec.model, run.in_channels, run.num_classes, network.strides, network.kernel_sizes,
@@ -239,18 +237,27 @@ class Predictor:
             return run(torch.device("cpu"))  # stitch in host memory
 
 
-def _check_ensemble_member(member: EnsembleMember, first: EnsembleMember) -> None:
+def _read_run(checkpoint: Path) -> tuple[dict[str, Any], Any]:
+    """A checkpoint's saved state and its :class:`~medseg.config.run_spec.TrainedRun` (errors name the file)."""
+    from medseg.config.run_spec import TrainedRun
+    from medseg.models.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    return state, TrainedRun.from_checkpoint(state.get("config"), source=str(checkpoint))
+
+
+def _check_ensemble_member(checkpoint: Path, run: Any, first: EnsembleMember) -> None:
     """Refuse a run that cannot be averaged with the first one, naming both and what differs."""
     problems = []
-    if member.run.plan.preprocessing != first.run.plan.preprocessing:
+    if run.plan.preprocessing != first.run.plan.preprocessing:
         problems.append("its preprocessing plan differs (grid, spacing or normalisation), so its probabilities "
                         "live on another grid")
-    if member.run.labels != first.run.labels:
-        problems.append(f"its labels {member.run.labels} differ from {first.run.labels}")
-    if member.run.in_channels != first.run.in_channels:
-        problems.append(f"it takes {member.run.in_channels} input channel(s), not {first.run.in_channels}")
+    if run.labels != first.run.labels:
+        problems.append(f"its labels {run.labels} differ from {first.run.labels}")
+    if run.in_channels != first.run.in_channels:
+        problems.append(f"it takes {run.in_channels} input channel(s), not {first.run.in_channels}")
     if problems:
-        raise InvalidArgumentError(f"{member.checkpoint}: cannot be ensembled with {first.checkpoint}: {'; '.join(problems)}")
+        raise InvalidArgumentError(f"{checkpoint}: cannot be ensembled with {first.checkpoint}: {'; '.join(problems)}")
 
 
 _AXIS_NAMES = {"R": "left-right", "L": "left-right", "A": "posterior-anterior", "P": "posterior-anterior",
