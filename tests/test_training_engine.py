@@ -11,7 +11,7 @@ import torch
 
 from medseg.data.planning import pool_and_kernels
 from medseg.models import UNetConfig, build_unet
-from medseg.training.checkpoint import load_checkpoint, save_checkpoint
+from medseg.models.checkpoint import load_checkpoint, save_checkpoint
 from medseg.training.engine import LoopConfig, OptimConfig, Trainer, learning_rate_factor
 from medseg.training.losses import LossConfig, build_loss
 

@@ -13,7 +13,7 @@ import yaml
 from medseg.cli.main import main
 from medseg.data.manifest import load_manifest
 from medseg.errors import ConfigError
-from medseg.training.checkpoint import load_checkpoint
+from medseg.models.checkpoint import load_checkpoint
 from medseg.training.run import load_training_config, train
 
 

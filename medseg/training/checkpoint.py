@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.models.checkpoint import load_checkpoint, save_checkpoint
-
-__all__ = ["load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = ["rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
