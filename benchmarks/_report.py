@@ -43,9 +43,9 @@ def write_results(name: str, figures: dict[str, Any], table_markdown: str) -> No
     results = BENCH_DIR / "results"
     results.mkdir(exist_ok=True)
     payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **figures}
-    (results / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (results / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     readme = BENCH_DIR / "README.md"
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    text = readme.read_text(encoding="utf-8") if readme.exists() else "# Benchmarks\n"
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{table_markdown.strip()}\n{end}"
     if start in text and end in text:
@@ -53,4 +53,4 @@ def write_results(name: str, figures: dict[str, Any], table_markdown: str) -> No
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    readme.write_text(text)
+    readme.write_text(text, encoding="utf-8")

@@ -419,7 +419,7 @@ def main() -> int:
     parser.add_argument("--folder-only", action="store_true", help="re-run the whole-folder part; per-structure figures from results/evaluation.json")
     args = parser.parse_args()
     if args.from_results:
-        saved = json.loads((Path(__file__).resolve().parent / "results" / "evaluation.json").read_text())
+        saved = json.loads((Path(__file__).resolve().parent / "results" / "evaluation.json").read_text(encoding="utf-8"))
         figures = {k: saved.get(k) for k in ("structures", "folder", "gzip", "baseline_src")}
         write_results("evaluation", figures, table(saved["structures"], saved["folder"], saved["gzip"], saved.get("baseline_src")))
         return 0
@@ -432,7 +432,7 @@ def main() -> int:
         folder = Path(tmp)
         cases = make_data(folder)
         if args.folder_only:
-            records = json.loads((Path(__file__).resolve().parent / "results" / "evaluation.json").read_text())["structures"]
+            records = json.loads((Path(__file__).resolve().parent / "results" / "evaluation.json").read_text(encoding="utf-8"))["structures"]
         else:
             records = per_structure(cases, args.repeats)
         folder_figures = whole_folder(cases, folder, max(args.repeats, 5), args.pythonpath, args.baseline_src)

@@ -58,7 +58,7 @@ def derived_config(source: Path, target: Path, overrides: dict[str, dict[str, An
     """``source`` with its relative paths made absolute and ``overrides`` applied, written to ``target``."""
     import yaml
 
-    config = yaml.safe_load(source.read_text())
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
     data = config.setdefault("data", {})
     for key in ("manifest", "cache", "plan", "preprocessing", "augmentation"):
         value = data.get(key)
@@ -67,14 +67,14 @@ def derived_config(source: Path, target: Path, overrides: dict[str, dict[str, An
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return target
 
 
 def phantom_manifest(kind: str, n: int, work: Path) -> Path:
     """A phantom manifest (generated on first use) whose cases live under ``work``."""
     path = work / f"phantom_{kind}.yaml"
-    path.write_text(f"name: gpu_check_{kind.replace('-', '_')}\nphantom: {{kind: {kind}, n: {n}, seed: 0}}\nroot: phantoms/{kind}\n")
+    path.write_text(f"name: gpu_check_{kind.replace('-', '_')}\nphantom: {{kind: {kind}, n: {n}, seed: 0}}\nroot: phantoms/{kind}\n", encoding="utf-8")
     return path
 
 
@@ -130,7 +130,7 @@ def train_step(name: str, choice: dict[str, Any], work: Path, device: str) -> di
     started = time.perf_counter()
     train(choice["config"], run_dir, fold=0, device=device, progress=False)
     seconds = time.perf_counter() - started
-    rows = (run_dir / "training_log.csv").read_text().splitlines()
+    rows = (run_dir / "training_log.csv").read_text(encoding="utf-8").splitlines()
     header, last = rows[0].split(","), rows[-1].split(",")
     row = dict(zip(header, last))
     amp = resolve_amp("auto", torch.device(device))
@@ -158,7 +158,7 @@ def nnunet_step(name: str, choice: dict[str, Any], work: Path, dataset_id: int, 
 
     from medseg.data.manifest import load_manifest
 
-    config = yaml.safe_load(Path(choice["config"]).read_text())
+    config = yaml.safe_load(Path(choice["config"]).read_text(encoding="utf-8"))
     manifest = load_manifest(config["data"]["manifest"])
     raw, preprocessed, results = work / "nnUNet_raw", work / "nnUNet_preprocessed", work / "nnUNet_results"
     dataset = raw / f"Dataset{dataset_id:03d}_gpucheck{name}"
@@ -175,7 +175,7 @@ def nnunet_step(name: str, choice: dict[str, Any], work: Path, dataset_id: int, 
     (dataset / "dataset.json").write_text(json.dumps({
         "channel_names": {str(k): v for k, v in manifest.channel_names.items()},
         "labels": manifest.labels, "numTraining": len(manifest.cases), "file_ending": ".nii.gz",
-    }))  # fmt: skip
+    }), encoding="utf-8")  # fmt: skip
     env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed), "nnUNet_results": str(results)}
     configuration = "2d" if name == "2d" else "3d_fullres"
     bin_dir = Path(sys.executable).parent
@@ -196,9 +196,9 @@ def nnunet_step(name: str, choice: dict[str, Any], work: Path, dataset_id: int, 
             if done.returncode != 0:
                 say(f"nnU-Net v2 {name}: {Path(command[0]).name} failed (log: {log_path})")
                 return {"not_measured": f"{Path(command[0]).name} exit {done.returncode}", "log": str(log_path)}
-    text = log_path.read_text()
+    text = log_path.read_text(encoding="utf-8")
     epoch_times = [float(line.rsplit(":", 1)[1].split()[0]) for line in text.splitlines() if "Epoch time:" in line]
-    plans = json.loads((preprocessed / dataset.name / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / dataset.name / "nnUNetPlans.json").read_text(encoding="utf-8"))
     batch = int(plans["configurations"][configuration]["batch_size"])
     result = {"configuration": configuration, "batch_size": batch, "epoch_seconds": epoch_times[-1] if epoch_times else None,
               "log": str(log_path)}  # fmt: skip
@@ -223,7 +223,7 @@ def torchrun_step(choice: dict[str, Any], work: Path, device: str, time_limit_s:
     ok = done.returncode == 0 and (run_dir / "checkpoint_latest.pt").is_file()
     result: dict[str, Any] = {"ok": ok, "seconds": round(seconds, 1), "returncode": done.returncode}
     if ok:
-        rows = (run_dir / "training_log.csv").read_text().splitlines()
+        rows = (run_dir / "training_log.csv").read_text(encoding="utf-8").splitlines()
         result["images_per_s"] = float(dict(zip(rows[0].split(","), rows[-1].split(",")))["patches_per_s"])
     else:
         result["stderr_tail"] = done.stderr[-2000:]
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one failed step must not hide the others
             report[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
             say(f"{name}: FAILED: {type(exc).__name__}: {exc}")
-        (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
         return report[name]
 
     iterations = 3 if args.cpu_smoke else args.iterations
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.cpu_smoke:
             step("oom_fallback", oom_step, work / "run_3d", image, figures["peak_gpu_memory_gib"] * 2**30, labels)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     failed = [k for k, v in report.items() if isinstance(v, dict) and "error" in v]
     say(f"done in {report['seconds']} s; {'failed steps: ' + ', '.join(failed) if failed else 'every step ran'}; "
         f"figures in {out / 'gpu_check.json'}")  # fmt: skip

@@ -72,7 +72,7 @@ def make_lung(folder: Path) -> tuple[Path, Path]:
         save_volume(reference.with_array(labels), pred / f"{case.name}.nii.gz", label=True)
         lines.append(f"{case.name},{case / 'ct.nii.gz'},{case / 'labels.nii.gz'}")
     manifest = folder / "nsclc.csv"
-    manifest.write_text("\n".join(lines) + "\n")
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return pred, manifest
 
 

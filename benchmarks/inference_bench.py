@@ -60,7 +60,7 @@ def network():
 
 
 def _resident_gib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith(field):
             return int(line.split()[1]) / 2**20
     return float("nan")
@@ -87,7 +87,7 @@ def _run(tool: str, blend: str, repeats: int, image_path: str, out_path: str) ->
     call()  # warm-up (allocator, kernels), untimed, for both tools alike
     times, peak = [], 0.0
     for _ in range(repeats):
-        Path("/proc/self/clear_refs").write_text("5")
+        Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")
         before = _resident_gib("VmRSS")
         start = time.perf_counter()
         output = call()
@@ -96,7 +96,7 @@ def _run(tool: str, blend: str, repeats: int, image_path: str, out_path: str) ->
         del output
     output = call()
     np.save(out_path, output.float().numpy())
-    Path(out_path + ".json").write_text(json.dumps({"seconds": statistics.median(times), "peak_gib": peak}))
+    Path(out_path + ".json").write_text(json.dumps({"seconds": statistics.median(times), "peak_gib": peak}), encoding="utf-8")
 
 
 def measure(tool: str, blend: str, repeats: int, image_path: Path, out_path: Path) -> dict:
@@ -106,7 +106,7 @@ def measure(tool: str, blend: str, repeats: int, image_path: Path, out_path: Pat
     process.join()
     if process.exitcode != 0:
         raise RuntimeError(f"{tool} ({blend}) failed with exit code {process.exitcode}")
-    return json.loads(Path(str(out_path) + ".json").read_text())
+    return json.loads(Path(str(out_path) + ".json").read_text(encoding="utf-8"))
 
 
 def main() -> None:

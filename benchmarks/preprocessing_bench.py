@@ -191,7 +191,8 @@ def make_cache(workdir: Path) -> Path:
     manifest_path = workdir / "lidc.csv"
     manifest_path.write_text(
         "# name: lidc_bench\n# modality: CT\n# labels: background=0, lung=1, bone=2\n"
-        f"case_id,image,label\nLIDC-IDRI-0001,{LIDC},lidc_label.nii.gz\n"
+        f"case_id,image,label\nLIDC-IDRI-0001,{LIDC},lidc_label.nii.gz\n",
+        encoding="utf-8",
     )
     manifest = load_manifest(manifest_path)
     plan = plan_dataset(manifest, {"target_spacing_mm": list(SPACING)})
@@ -351,7 +352,7 @@ def bench_memory(workdir: Path, slices: int = 600) -> dict:
     save_volume(Volume(label, volume.affine), workdir / "tall_label.nii", label=True)
     del image, label
     manifest_path = workdir / "tall.csv"
-    manifest_path.write_text("# modality: CT\n# labels: background=0, lung=1, bone=2\ncase_id,image,label\ntall,tall_ct.nii,tall_label.nii\n")
+    manifest_path.write_text("# modality: CT\n# labels: background=0, lung=1, bone=2\ncase_id,image,label\ntall,tall_ct.nii,tall_label.nii\n", encoding="utf-8")
     manifest = load_manifest(manifest_path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     baseline = json.loads(subprocess.run([sys.executable, "-c", _BASELINE_CHILD], capture_output=True, text=True, env=env, check=True).stdout)
@@ -455,7 +456,7 @@ def main() -> int:
     parser.add_argument("--from-results", action="store_true", help="rewrite the README section from results/preprocessing.json")
     args = parser.parse_args()
     if args.from_results:
-        saved = json.loads((Path(__file__).resolve().parent / "results" / "preprocessing.json").read_text())
+        saved = json.loads((Path(__file__).resolve().parent / "results" / "preprocessing.json").read_text(encoding="utf-8"))
         figures = {k: saved[k] for k in ("preprocessing", "patch_throughput_per_s", "peak_memory", "workers", "quick")}
         write_results("preprocessing", figures, table(saved["preprocessing"], saved["patch_throughput_per_s"], saved["peak_memory"], saved["workers"]))
         return 0

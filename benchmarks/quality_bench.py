@@ -111,9 +111,9 @@ def run_step(command: list[str], log_path: Path, env: dict[str, str] | None = No
 
 def record_timing(arm_dir: Path, key: str, timing: dict[str, Any]) -> None:
     path = arm_dir / "timing.json"
-    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     timings[key] = timing
-    path.write_text(json.dumps(timings, indent=1) + "\n")
+    path.write_text(json.dumps(timings, indent=1) + "\n", encoding="utf-8")
 
 
 def link(target: Path, link_path: Path) -> None:
@@ -155,7 +155,7 @@ def budget_config(config_path: Path, arm_dir: Path, epochs: int | None, iteratio
     epoch: the held-out cases choose nothing)."""
     if epochs is None and iterations is None and not changes:
         return config_path
-    raw = yaml.safe_load(config_path.read_text())
+    raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     data = raw["data"]
     for key in ("manifest", "cache", "plan", "preprocessing", "augmentation"):
         if key in data and data[key] not in (None, "default", "none"):
@@ -173,7 +173,7 @@ def budget_config(config_path: Path, arm_dir: Path, epochs: int | None, iteratio
     path = arm_dir / f"{config_path.stem}_budget.yaml"
     arm_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {config_path} with the budget (and {changes or 'nothing else'}) changed by quality_bench.py\n"
-                    + yaml.safe_dump(raw, sort_keys=False))
+                    + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -182,7 +182,7 @@ def finished(run_dir: Path) -> bool:
     log_csv = run_dir / "training_log.csv"
     if not (run_dir / "checkpoint_latest.pt").exists() or not log_csv.exists():
         return False
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     with log_csv.open() as stream:
         rows = list(csv.DictReader(stream))
     return bool(rows) and int(rows[-1]["epoch"]) >= int(config["train"]["epochs"])
@@ -255,7 +255,7 @@ def convert_to_nnunet(name: str, work: Path, facts: dict[str, Any]) -> Path:
         "file_ending": ".nii.gz",
         "name": manifest.name,
     }
-    (raw / "dataset.json").write_text(json.dumps(dataset, indent=1) + "\n")
+    (raw / "dataset.json").write_text(json.dumps(dataset, indent=1) + "\n", encoding="utf-8")
     return raw
 
 
@@ -271,14 +271,14 @@ def prepare_nnunet(name: str, work: Path, facts: dict[str, Any], arm_dir: Path) 
                    "-np", "1", "--verify_dataset_integrity"]
         record_timing(work / "nnunet", "plan_and_preprocess", run_step(command, work / "nnunet" / "log.txt", env))
     splits = [{"train": split["train"], "val": split["val"]} for split in facts["splits"]]
-    (preprocessed / "splits_final.json").write_text(json.dumps(splits, indent=1) + "\n")
+    (preprocessed / "splits_final.json").write_text(json.dumps(splits, indent=1) + "\n", encoding="utf-8")
     return preprocessed
 
 
 def matched_plans(preprocessed: Path, configuration: str, network: dict[str, Any]) -> str:
     """``nnUNetPlans_medseg.json``: nnU-Net's plan with medseg's network, patch and batch for ``configuration``
     (axes reversed: nnU-Net's arrays are (z, y, x), medseg's (x, y, z)); returns the plans name."""
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
     plans["plans_name"] = "nnUNetPlans_medseg"
     entry = plans["configurations"][configuration]
     entry["patch_size"] = [int(p) for p in reversed(network["patch_size"])]
@@ -293,7 +293,7 @@ def matched_plans(preprocessed: Path, configuration: str, network: dict[str, Any
         "n_conv_per_stage": [2] * stages,
         "n_conv_per_stage_decoder": [2] * (stages - 1),
     })
-    (preprocessed / "nnUNetPlans_medseg.json").write_text(json.dumps(plans, indent=1) + "\n")
+    (preprocessed / "nnUNetPlans_medseg.json").write_text(json.dumps(plans, indent=1) + "\n", encoding="utf-8")
     return "nnUNetPlans_medseg"
 
 
@@ -355,9 +355,9 @@ def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - int(os.environ.get("nnUNet_n_proc_DA", "1"))))
     folder = Path(nnUNet_preprocessed) / nnunet_dataset_name(name)
-    plans = json.loads((folder / f"{plans_name}.json").read_text())
+    plans = json.loads((folder / f"{plans_name}.json").read_text(encoding="utf-8"))
     plans["continue_training"] = False  # nnU-Net's run_training puts this flag into the plans
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     trainer = nnUNetTrainerBudget(plans, spec["nnunet_configuration"], fold, dataset_json, torch.device("cpu"))
     trainer.run_training()
     if not tta:
@@ -440,8 +440,8 @@ def medseg_budget(arm_dir: Path, folds: list[int], reuse: Path | None) -> dict[s
         run_dir = reuse / f"fold_{fold}" if reuse is not None and finished(reuse / f"fold_{fold}") else arm_dir / f"fold_{fold}"
         if not (run_dir / "training_log.csv").exists():
             continue
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        network = json.loads((run_dir / "network.json").read_text())
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        network = json.loads((run_dir / "network.json").read_text(encoding="utf-8"))
         with (run_dir / "training_log.csv").open() as stream:
             rows = list(csv.DictReader(stream))
         runs[str(fold)] = {
@@ -460,8 +460,8 @@ def nnunet_budget(work: Path, name: str, plans: str, folds: list[int]) -> dict[s
         debug = folder / "debug.json"
         if not debug.exists():
             continue
-        facts = json.loads(debug.read_text())
-        plan = json.loads((work / "nnunet" / "preprocessed" / nnunet_dataset_name(name) / f"{plans}.json").read_text())
+        facts = json.loads(debug.read_text(encoding="utf-8"))
+        plan = json.loads((work / "nnunet" / "preprocessed" / nnunet_dataset_name(name) / f"{plans}.json").read_text(encoding="utf-8"))
         entry = plan["configurations"][DATASETS[name]["nnunet_configuration"]]
         runs[str(fold)] = {
             "output_folder": str(folder), "epochs": int(facts["num_epochs"]),
@@ -475,7 +475,7 @@ def nnunet_budget(work: Path, name: str, plans: str, folds: list[int]) -> dict[s
 # -- report -------------------------------------------------------------------------------------------------
 def load_results() -> dict[str, Any]:
     if RESULTS.exists():
-        return json.loads(RESULTS.read_text())
+        return json.loads(RESULTS.read_text(encoding="utf-8"))
     return {"arms": {}}
 
 
@@ -599,7 +599,7 @@ def main() -> int:
     labels = {k: v for k, v in facts["labels"].items() if args.arm != "lung_ct" or k.endswith("_lung")}
     summary = summarise(evaluate(arm_dir, facts, refs, labels), facts)
     summary["label_order"] = list(facts["labels"])
-    timing = json.loads((arm_dir / "timing.json").read_text()) if (arm_dir / "timing.json").exists() else {}
+    timing = json.loads((arm_dir / "timing.json").read_text(encoding="utf-8")) if (arm_dir / "timing.json").exists() else {}
     runs = (medseg_budget(arm_dir, folds, args.reuse) if args.arm == "medseg" else
             nnunet_budget(work, args.dataset, "nnUNetPlans_medseg" if args.arm == "nnunet_matched" else "nnUNetPlans", folds)
             if args.arm.startswith("nnunet") else {})

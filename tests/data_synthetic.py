@@ -73,5 +73,5 @@ def write_dataset(
         "# labels: background=0, big=1, small=2",
         "case_id,image,label",
     ]
-    manifest.write_text("\n".join(header + rows) + "\n")
+    manifest.write_text("\n".join(header + rows) + "\n", encoding="utf-8")
     return manifest

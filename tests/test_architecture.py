@@ -92,7 +92,7 @@ def _imports(module: str) -> list[tuple[str, bool]]:
                     found.append((target, top))
             visit(child, top)
 
-    visit(ast.parse(path.read_text()), True)
+    visit(ast.parse(path.read_text(encoding="utf-8")), True)
     return found
 
 

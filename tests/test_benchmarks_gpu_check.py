@@ -33,8 +33,8 @@ def test_without_cuda_one_line_and_exit_zero(tmp_path):
 def test_derived_config_makes_paths_absolute_and_applies_overrides(tmp_path):
     source = ROOT / "configs" / "phantom_ct_thorax_3d.yaml"
     target = gpu_check.derived_config(source, tmp_path / "c.yaml", {"train": {"epochs": 2}, "data": {"workers": 0}})
-    config = yaml.safe_load(target.read_text())
-    original = yaml.safe_load(source.read_text())
+    config = yaml.safe_load(target.read_text(encoding="utf-8"))
+    original = yaml.safe_load(source.read_text(encoding="utf-8"))
     assert Path(config["data"]["manifest"]) == (source.parent / original["data"]["manifest"]).resolve()
     assert Path(config["data"]["augmentation"]) == (source.parent / original["data"]["augmentation"]).resolve()
     assert config["train"]["epochs"] == 2 and config["data"]["workers"] == 0
@@ -63,5 +63,5 @@ def test_large_ct_keeps_the_field_of_view(tmp_path):
 def test_configs_fall_back_to_phantoms_with_a_note(tmp_path, smoke):
     chosen = gpu_check.pick_configs(tmp_path, smoke, iterations=3, workers=0)
     assert chosen["3d"]["source"] == "configs/phantom_ct_thorax_3d.yaml" and "phantom" in chosen["3d"]["data"]
-    config = yaml.safe_load(Path(chosen["2d"]["config"]).read_text())
+    config = yaml.safe_load(Path(chosen["2d"]["config"]).read_text(encoding="utf-8"))
     assert config["train"]["iterations_per_epoch"] == 3 and config["data"]["cache"] == str(tmp_path / "cache_2d")

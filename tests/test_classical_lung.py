@@ -152,7 +152,7 @@ def test_segment_cli_output_is_scored_by_medseg_evaluate(tmp_path, phantom_cases
         "--labels", "1,2", "--metrics", "dice,hd95", "--no-report", "--quiet",
     ])  # fmt: skip
     assert status == 0
-    with open(tmp_path / "eval" / "metrics.csv", newline="") as handle:
+    with open(tmp_path / "eval" / "metrics.csv", newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.DictReader(handle) if row["metric"] == "dice" and row["region"] == "all"]
     assert {row["label"] for row in rows} == {"1", "2"}
     for row in rows:

@@ -34,7 +34,7 @@ def _commands(data, out):
 @pytest.mark.parametrize("command", ["convert", "segment", "evaluate", "submit", "plan", "phantom"])
 def test_output_under_a_regular_file_is_one_line_naming_it(phantoms, tmp_path, capsys, monkeypatch, command):
     blocker = tmp_path / "results"
-    blocker.write_text("not a folder")
+    blocker.write_text("not a folder", encoding="utf-8")
     import medseg.classical
 
     def never(*args, **kwargs):

@@ -56,10 +56,10 @@ def test_errors_name_file_and_key(data, message):
 def test_load_yaml_errors(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_yaml(tmp_path / "absent.yaml")
-    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_yaml(tmp_path / "bad.yaml")
-    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_yaml(tmp_path / "list.yaml")
 

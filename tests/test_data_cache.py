@@ -74,7 +74,7 @@ def test_a_failing_case_is_named_and_the_others_complete(dataset):
     report = preprocess_dataset(manifest, plan, cache_dir)
     assert list(report.failed) == [broken.case_id] and len(report.done) == 3
     assert "truncated" in report.failed[broken.case_id] or "unreadable" in report.failed[broken.case_id]
-    failed = json.loads((cache_dir / "failed.json").read_text())
+    failed = json.loads((cache_dir / "failed.json").read_text(encoding="utf-8"))
     assert list(failed) == [broken.case_id]
     assert broken.case_id not in [c.case_id for c in open_cache(cache_dir)]
     # fix the file: the rerun does only that case and clears failed.json
@@ -115,6 +115,6 @@ def test_atomic_writes_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
         array = atomic_save_npy(tmp_path / "cache" / "case.npy", np.zeros(3, np.uint8))
     finally:
         os.umask(umask)
-    assert text.stat().st_mode & 0o777 == 0o640 and text.read_text() == "a: 1\n"
+    assert text.stat().st_mode & 0o777 == 0o640 and text.read_text(encoding="utf-8") == "a: 1\n"
     assert array.stat().st_mode & 0o777 == 0o640 and np.load(array).tolist() == [0, 0, 0]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["cache", "case.npy", "config.yaml", "run"]  # no temporaries

@@ -83,11 +83,11 @@ def test_preprocessing_errors_name_the_key(config, key):
 
 def test_yaml_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "aug.yaml"
-    bad.write_text("spatial:\n  flip: {p: 2}\n")
+    bad.write_text("spatial:\n  flip: {p: 2}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"aug\.yaml: spatial\.flip\.p"):
         load_augmentation_config(bad)
     broken = tmp_path / "broken.yaml"
-    broken.write_text("spatial: [unclosed\n")
+    broken.write_text("spatial: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_augmentation_config(broken)
     with pytest.raises(ConfigError, match="not found"):

@@ -141,7 +141,7 @@ def test_plan_cli_writes_readable_json(tmp_path, capsys):
     manifest = write_dataset(tmp_path / "data", n=3)
     out = tmp_path / "PLAN.json"
     assert main(["plan", "--manifest", str(manifest), "--out", str(out), "--quiet", "--target-spacing", "1", "1", "2"]) == 0
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     assert '"target_spacing_mm": [1.0, 1.0, 2.0]' in text  # short lists on one line
     plan = json.loads(text)
     assert plan["medseg_plan_version"] == 1 and set(plan["configurations"]) == {"3d", "2d"}
@@ -155,7 +155,7 @@ def test_empty_or_broken_manifest_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="case_01"):
         plan_dataset(load_manifest(manifest_path))
     empty = tmp_path / "empty.csv"
-    empty.write_text("case_id,image,label\n")
+    empty.write_text("case_id,image,label\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="no cases"):
         plan_dataset(load_manifest(empty))
 
@@ -168,7 +168,7 @@ def _write_ct_pet_dataset(root: Path) -> Path:
     from medseg.phantoms import write_phantom_dataset
 
     dataset_json = write_phantom_dataset("ct-thorax", 2, 3, root, progress=False, options={"shape": (48, 48, 20)})
-    spec = json.loads(dataset_json.read_text())
+    spec = json.loads(dataset_json.read_text(encoding="utf-8"))
     for entry in spec["training"]:
         ct = load_volume(root / entry["image"])
         hu = ct.array.astype(np.float32)
@@ -179,7 +179,7 @@ def _write_ct_pet_dataset(root: Path) -> Path:
     spec["channel_names"] = {"0": "CT", "1": "PET"}
     spec.pop("modality", None)
     spec.pop("medseg_phantom", None)
-    dataset_json.write_text(json.dumps(spec))
+    dataset_json.write_text(json.dumps(spec), encoding="utf-8")
     return dataset_json
 
 
@@ -229,7 +229,7 @@ def test_ct_plus_pet_dataset_plans_and_preprocesses_each_channel_as_its_kind(ct_
     cache_dir = ct_pet_json.parent / "cache"
     preprocess_case_to_cache(case, plan, cache_dir)
     files = case_files(cache_dir, case.case_id)
-    record = json.loads(files["meta"].read_text())
+    record = json.loads(files["meta"].read_text(encoding="utf-8"))
     assert record["n_channels"] == 2 and record["ct"] is True and record["ct_channels"] == [True, False]
     np.testing.assert_array_equal(np.load(files["image"]), image)
 
@@ -237,12 +237,12 @@ def test_ct_plus_pet_dataset_plans_and_preprocesses_each_channel_as_its_kind(ct_
 def test_unnamed_channels_are_judged_by_their_values_and_channel_0_drives_the_crop(ct_pet_json):
     from medseg.data.transforms import preprocess_case
 
-    spec = json.loads(ct_pet_json.read_text())
+    spec = json.loads(ct_pet_json.read_text(encoding="utf-8"))
     for entry in spec["training"]:
         entry["image"] = entry["image"][::-1]  # PET first, then CT
     spec["channel_names"] = {"0": "pet", "1": ""}
     reversed_json = ct_pet_json.with_name("pet_first.json")
-    reversed_json.write_text(json.dumps(spec))
+    reversed_json.write_text(json.dumps(spec), encoding="utf-8")
     manifest = load_manifest(reversed_json)
     plan = plan_dataset(manifest)
     pre = plan.preprocessing
@@ -339,9 +339,9 @@ def test_validate_and_plan_follow_one_rule_for_label_declarations(tmp_path, caps
     from medseg.cli.main import main
 
     path = write_dataset(tmp_path / "data", n=3, shapes=[(20, 20, 6)] * 3, spacings=[(1, 1, 2)] * 3)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     # no '# labels:' line: both commands take the values from the data and say how to name them
-    path.write_text(text.replace("# labels: background=0, big=1, small=2\n", ""))
+    path.write_text(text.replace("# labels: background=0, big=1, small=2\n", ""), encoding="utf-8")
     note = ("no '# labels:' line: label values [1, 2] are taken from the data and named label_<value>; to name them, "
             "add '# labels: background=0, label_1=1, label_2=2' on top of manifest.csv")
     assert main(["validate", str(path)]) == 0
@@ -349,7 +349,7 @@ def test_validate_and_plan_follow_one_rule_for_label_declarations(tmp_path, caps
     assert main(["plan", "--manifest", str(path), "--out", str(tmp_path / "plan.json"), "--quiet"]) == 0
     assert note in capsys.readouterr().err
     # declared labels that miss a value: both refuse, with the same words
-    path.write_text(text.replace("big=1, small=2", "big=1"))
+    path.write_text(text.replace("big=1, small=2", "big=1"), encoding="utf-8")
     error = "label values [2] are not declared (declared: [0, 1]); add them to the '# labels:' line or fix the label maps"
     assert main(["validate", str(path)]) == 1
     assert error in capsys.readouterr().out

@@ -14,7 +14,7 @@ def test_smoke_demo_end_to_end(tmp_path, kind, capsys):
     assert main(["demo", "--smoke", "--kind", kind, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| label | region | Dice |" in printed and "held-out mean Dice" in printed
-    summary = json.loads((out / "demo_summary.json").read_text())
+    summary = json.loads((out / "demo_summary.json").read_text(encoding="utf-8"))
     assert summary["kind"] == kind and len(summary["held_out_cases"]) == 2
     assert 0.0 <= summary["mean_dice_held_out"] <= 1.0
     for case in summary["held_out_cases"]:
@@ -23,12 +23,12 @@ def test_smoke_demo_end_to_end(tmp_path, kind, capsys):
                  "run/training_log.csv", "config.yaml", "manifest.csv"):
         assert (out / name).exists(), name
     assert any((out / "run" / "tensorboard").iterdir())
-    regions = {line.split(",")[2] for line in (out / "evaluation" / "metrics.csv").read_text().splitlines()[1:]}
+    regions = {line.split(",")[2] for line in (out / "evaluation" / "metrics.csv").read_text(encoding="utf-8").splitlines()[1:]}
     assert {"all", "base", "middle", "apex"} <= regions
     # running again replaces the earlier demo; a foreign folder is refused
     assert main(["demo", "--smoke", "--kind", kind, "--out", str(out), "--quiet"]) == 0
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    (tmp_path / "mine" / "thesis.tex").write_text("precious", encoding="utf-8")
     assert main(["demo", "--smoke", "--out", str(tmp_path / "mine"), "--quiet"]) == 1
     assert "is not an earlier demo folder" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").exists()

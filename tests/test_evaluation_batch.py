@@ -48,7 +48,7 @@ def folders(tmp_path):
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -84,13 +84,13 @@ def test_folder_run_writes_every_output(folders, tmp_path):
     assert list(rows[0]) == ["case", "label", "region", "metric", "value", "flag"]
     assert {r["label"] for r in rows} == {"organ", "lesion"}
     assert {r["region"] for r in rows} == {"all", "base", "middle", "apex"}
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     dice = summary["metrics"]["lesion"]["all"]["dice"]
     assert dice["n"] == 3 and dice["n_flagged"] == 0 and 0 < dice["mean"] < 1
     assert set(dice) == {"mean", "std", "median", "min", "max", "n", "n_flagged", "n_nan"}
     assert "dice" in summary["foreground_mean"]["all"]
     assert summary["base_end_chosen"]["organ"]
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "## Summary" in report and "figures/boxplots.png" in report and "figures/worst_cases.png" in report
     for name in ("boxplots.png", "volumes.png", "worst_cases.png"):
         assert (out / "figures" / name).stat().st_size > 1000
@@ -123,13 +123,13 @@ def test_geometry_mismatch_fails_the_case_and_the_run_goes_on(folders, tmp_path)
     assert [r["case"] for r in errors] == ["case_1"]
     assert "origin: reference (0, 0, 0) mm, prediction (5, 0, 0) mm" in errors[0]["flag"]  # which side is which
     assert {r["case"] for r in rows if r["metric"] == "dice"} == {"case_0", "case_2"}
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_failed"] == 1 and "case_1" in (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["n_failed"] == 1 and "case_1" in (out / "report.md").read_text(encoding="utf-8")
     # resampling on request: the shifted grid is resampled by nearest neighbour
     code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--quiet", "--overwrite",
                  "--resample-pred-to-ref", "--no-report"])
     assert code == 0
-    assert json.loads((out / "summary.json").read_text())["resampled_cases"] == ["case_1"]
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["resampled_cases"] == ["case_1"]
 
 
 def test_missing_prediction_is_a_failure(folders, tmp_path):
@@ -142,7 +142,7 @@ def test_missing_prediction_is_a_failure(folders, tmp_path):
 
 def test_labels_from_dataset_json_and_absent_labels_filled(folders, tmp_path):
     ref, pred = folders
-    (ref / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2, "cyst": 3}}))
+    (ref / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2, "cyst": 3}}), encoding="utf-8")
     frame = evaluate_folder(pred, ref, None, report=False, metrics="dice")
     assert set(frame["label"]) == {"liver", "tumour", "cyst"}
     assert set(frame[frame.label == "cyst"]["flag"]) == {"both_empty"}
@@ -164,7 +164,7 @@ def test_manifest_gives_references_label_names_and_images(folders, tmp_path):
         save_volume(Volume(np.random.default_rng(i).random((24, 24, 8)).astype(np.float32), AFFINE), images / f"case_{i}_0000.nii.gz")
         training.append({"image": f"images/case_{i}_0000.nii.gz", "label": f"ref/case_{i}_gt.nii.gz"})
     manifest = tmp_path / "dataset.json"
-    manifest.write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2}, "training": training}))
+    manifest.write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2}, "training": training}), encoding="utf-8")
     out = tmp_path / "out"
     assert main(["evaluate", "--pred", str(pred), "--manifest", str(manifest), "--out", str(out), "--quiet",
                  "--labels", "lesion"]) == 0
@@ -189,7 +189,7 @@ def test_workers_and_cli_compare(folders, tmp_path):
     table = _rows(out / "comparison.csv")
     dice = next(r for r in table if r["label"] == "2" and r["region"] == "all" and r["metric"] == "dice")
     assert float(dice["mean_b"]) == 1.0 and float(dice["mean_diff"]) > 0 and int(dice["n"]) == 3
-    assert (out / "bland_altman.png").exists() and "Wilcoxon" in (out / "comparison.md").read_text()
+    assert (out / "bland_altman.png").exists() and "Wilcoxon" in (out / "comparison.md").read_text(encoding="utf-8")
     frame = compare(a / "metrics.csv", b / "metrics.csv")
     assert {"wilcoxon_p", "ttest_p"} <= set(frame.columns)
 
@@ -228,7 +228,7 @@ def test_acdc_ground_truth_against_perturbed_copies(tmp_path):
     code = main(["evaluate", "--pred", str(pred), "--ref", str(root), "--out", str(out), "--labels", "rv=1,myo=2,lv=3",
                  "--regions", "--quiet", "--ref-pattern", "patient00*"])  # fmt: skip
     assert code == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_evaluated"] == len(gts) == 6 and summary["unmatched_predictions"] == []
     assert summary["metrics"]["rv"]["all"]["dice"]["mean"] == 1.0
     assert summary["metrics"]["lv"]["all"]["rvd"]["mean"] > 0 > summary["metrics"]["myo"]["all"]["rvd"]["mean"]
@@ -240,7 +240,7 @@ def test_a_second_run_into_the_same_folder_is_refused_or_replaces_every_earlier_
     ref, pred = folders
     out = tmp_path / "out"
     evaluate_folder(pred, ref, out, labels=[1, 2], regions=True)
-    (out / "notes.txt").write_text("mine")
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
     assert (out / "regions.csv").exists() and (out / "figures").is_dir()
     with pytest.raises(ValueError, match="earlier evaluation .*regions.csv"):
         evaluate_folder(pred, ref, out, labels=[1, 2], report=False)
@@ -268,10 +268,10 @@ def test_an_interrupted_run_says_how_many_cases_were_matched(folders, tmp_path, 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         evaluate_folder(pred, ref, out, labels=[1, 2])
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["interrupted"] and summary["n_matched"] == 3 and summary["n_cases"] == 1
     assert "- cases: 3 matched, 1 done (1 evaluated, 0 failed) -- **interrupted: partial results, 2 case(s) not evaluated**" \
-        in (out / "report.md").read_text()
+        in (out / "report.md").read_text(encoding="utf-8")
 
 
 def test_a_mistyped_label_is_flagged_not_scored_as_perfect(folders, tmp_path, capsys):
@@ -282,9 +282,9 @@ def test_a_mistyped_label_is_flagged_not_scored_as_perfect(folders, tmp_path, ca
     err = capsys.readouterr().err
     assert "label(s) 9 (typo) occur in no reference and no prediction" in err
     assert "value 2" not in err  # the references hold 2 as well: left out of --labels on purpose
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert len(summary["label_warnings"]) == 1 and summary["metrics"]["typo"]["all"]["dice"]["n_flagged"] == 3
-    assert "**warning**: label(s) 9 (typo)" in (out / "report.md").read_text()
+    assert "**warning**: label(s) 9 (typo)" in (out / "report.md").read_text(encoding="utf-8")
     # the right labels: no warning
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "ok"), "--labels",
                  "organ=1,lesion=2", "--quiet"]) == 0
@@ -298,7 +298,7 @@ def test_cli_prints_region_means_and_the_report_explains_the_ranges(folders, tmp
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["label", "mean", "Dice", "mean", "HD95", "mm", "base", "Dice", "middle", "Dice", "apex",
                                 "Dice", "cases", "(flagged)"]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     base = summary["metrics"]["1"]["base"]["dice"]["mean"]
     assert lines[1].split()[:1] == ["1"] and float(lines[1].split()[3]) == pytest.approx(base, abs=5e-4)
-    assert "`0-4` is slices 0, 1, 2 and 3" in (out / "report.md").read_text()
+    assert "`0-4` is slices 0, 1, 2 and 3" in (out / "report.md").read_text(encoding="utf-8")

@@ -33,7 +33,7 @@ AFFINE = np.diag([1.5, 1.5, 10.0, 1.0])  # 0.0225 ml per voxel
 
 
 def _read_csv(path):
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -86,7 +86,7 @@ def test_cardiac_phase_from_names_and_info_cfg(tmp_path):
     assert cardiac_phase("case-7_es") == ("case-7", "ES", "")
     assert cardiac_phase("scan12") == ("scan12", None, "phase_unknown")
     assert cardiac_phase("patient101_frame14", [tmp_path]) == ("patient101", None, "no_info_cfg")
-    (tmp_path / "Info.cfg").write_text("ED: 1\nES: 14\nGroup: NOR\nHeight: 180.0\nNbFrame: 30\nWeight: 80.0\n")
+    (tmp_path / "Info.cfg").write_text("ED: 1\nES: 14\nGroup: NOR\nHeight: 180.0\nNbFrame: 30\nWeight: 80.0\n", encoding="utf-8")
     assert cardiac_phase("patient101_frame01", [tmp_path]) == ("patient101", "ED", "")
     assert cardiac_phase("patient101_frame14", [tmp_path / "elsewhere", tmp_path]) == ("patient101", "ES", "")
     assert cardiac_phase("patient101_frame07", [tmp_path]) == ("patient101", None, "not_ed_or_es")
@@ -168,7 +168,7 @@ def test_quantify_acdc_layout_with_info_cfg_and_cli(tmp_path, capsys):
     _save(_heart(lv=4000, rv=3000, myo=2000), patient / "patient101_frame01_gt.nii.gz")
     _save(_heart(lv=1000, rv=1500, myo=2200), patient / "patient101_frame14_gt.nii.gz")
     _save(np.zeros((40, 40, 8)), patient / "patient101_frame01.nii.gz")  # the image beside: not a label map
-    (patient / "Info.cfg").write_text("ED: 1\nES: 14\n")
+    (patient / "Info.cfg").write_text("ED: 1\nES: 14\n", encoding="utf-8")
     code = main(["quantify", "--seg", str(tmp_path / "seg"), "--indices", "cardiac", "--out", str(tmp_path / "q"), "--quiet"])
     assert code == 0
     rows = _by_index(_read_csv(tmp_path / "q" / "indices.csv"), "patient101")
@@ -267,7 +267,7 @@ def test_acdc_evaluate_indices_against_hand_computation(tmp_path):
     assert agreement["lv_esv"]["n"] == "2" and agreement["lv_edv"]["n"] == "3"
     assert float(agreement["lv_esv"]["bias"]) == pytest.approx(np.mean(differences))
     assert float(agreement["lv_ef"]["bias"]) > 0 and agreement["lv_esv"]["n_flagged"] == "1"
-    report = (tmp_path / "e" / "report.md").read_text()
+    report = (tmp_path / "e" / "report.md").read_text(encoding="utf-8")
     assert "## Clinical indices (cardiac)" in report and (tmp_path / "e" / "figures" / "indices.png").is_file()
 
 

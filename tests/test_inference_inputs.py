@@ -12,7 +12,7 @@ from medseg.io import Volume, save_volume
 def test_folder_of_files_and_channels(tmp_path):
     for name in ("b_0000.nii.gz", "b_0001.nii.gz", "a.nrrd", "c_0000.mha"):
         save_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / name)
-    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image", encoding="utf-8")
     # no d_0000 beside it: _0001 is part of the case id (as in evaluate and submit), like amos_0001
     save_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / "d_0001.nii.gz")
     save_volume(Volume(np.zeros((3, 3, 3), np.uint8), np.eye(4)), tmp_path / "a_gt.nii.gz")  # a label map: left out

@@ -333,7 +333,7 @@ def test_default_file_mode_is_what_open_and_mkdir_give(tmp_path, monkeypatch):
 
     umask = os.umask(0o027)
     try:
-        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "plain.txt").write_text("x", encoding="utf-8")
         (tmp_path / "plain_dir").mkdir()
         from_proc = default_file_mode(), default_file_mode(folder=True)
 
@@ -364,7 +364,7 @@ def test_atomic_path_renames_into_place_with_the_usual_mode(tmp_path):
             assert not target.exists()  # nothing visible at the target until the block ends
             tmp.write_bytes(b"new")
         with atomic_path(tmp_path / "kept.txt", mode=0o600) as tmp:
-            tmp.write_text("private")
+            tmp.write_text("private", encoding="utf-8")
     finally:
         os.umask(umask)
     assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o640
@@ -376,13 +376,13 @@ def test_atomic_path_failure_leaves_the_target_untouched(tmp_path):
     from medseg.io import atomic_path
 
     target = tmp_path / "metrics.csv"
-    target.write_text("old")
+    target.write_text("old", encoding="utf-8")
     target.chmod(0o600)
     with pytest.raises(RuntimeError, match="writer failed"):
         with atomic_path(target) as tmp:
-            tmp.write_text("half-written")
+            tmp.write_text("half-written", encoding="utf-8")
             raise RuntimeError("writer failed")
-    assert target.read_text() == "old" and target.stat().st_mode & 0o777 == 0o600
+    assert target.read_text(encoding="utf-8") == "old" and target.stat().st_mode & 0o777 == 0o600
     assert list(tmp_path.iterdir()) == [target]  # the temporary is gone
 
 
@@ -416,7 +416,7 @@ def test_not_gzip_named(tmp_path):
 
 
 def test_unsupported_and_missing(tmp_path):
-    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
     with pytest.raises(VolumeReadError, match="unsupported file type"):
         load_volume(tmp_path / "notes.txt")
     with pytest.raises(VolumeReadError, match="no such file"):

@@ -145,7 +145,7 @@ def test_convert_cli_writes_label_map_and_sidecar(tmp_path, reference, capsys):
     written = read_label_map(out)
     np.testing.assert_allclose(written.affine, AFFINE)
     assert written.shape == SHAPE and int((np.asarray(written.array) == 1).sum()) == 25
-    sidecar = json.loads((tmp_path / "out" / "labels.json").read_text())
+    sidecar = json.loads((tmp_path / "out" / "labels.json").read_text(encoding="utf-8"))
     assert sidecar["labels"] == {"Lung": 1, "Cord": 2} and sidecar["rois_in_file"] == ["Lung", "Cord"]
     assert "no closed contours" in capsys.readouterr().err  # Cord is empty: said, not silent
     assert main(["convert", str(path), str(out), "--reference", str(reference), "--roi", "lung=3"]) == 0
@@ -222,7 +222,7 @@ def test_nsclc_lungs_against_the_shared_label_maps(case, monkeypatch):
     folder = shared_path(f"nsclc_lung_ct/{case}")
     shape, affine, _ = reference_grid(folder / "ct.nii.gz")
     rois = read_rtstruct(folder / "rtstruct.dcm")
-    numbering = json.loads((folder / "labels.json").read_text())["labels"]
+    numbering = json.loads((folder / "labels.json").read_text(encoding="utf-8"))["labels"]
     order = [(name, value) for name, value in numbering.items() if value in (1, 2, 3)]  # lungs, then GTV wins
     labels = rasterise_rtstruct(select_rois(rois, order), shape, affine)
     shared = np.asarray(read_label_map(folder / "labels.nii.gz").array)

@@ -44,9 +44,9 @@ def test_grammar_errors_name_the_item(spec, message):
 def test_dataset_json_both_layouts_one_reader(tmp_path):
     v2 = tmp_path / "v2" / "dataset.json"
     v2.parent.mkdir()
-    v2.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}))
+    v2.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}), encoding="utf-8")
     msd = tmp_path / "msd.json"
-    msd.write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "tumour"}}))
+    msd.write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "tumour"}}), encoding="utf-8")
     expected = {0: "background", 1: "liver", 2: "tumour"}
     assert read_dataset_json_labels(v2) == read_dataset_json_labels(msd) == expected
     assert parse_label_spec(str(v2)) == parse_label_spec(v2.parent) == expected  # a folder means its dataset.json
@@ -62,7 +62,7 @@ def test_dataset_json_both_layouts_one_reader(tmp_path):
 def test_evaluate_and_submit_read_one_spec_alike(tmp_path):
     """0 is background: evaluate never scores it, submit always allows it; the rest is the same set and names."""
     dataset = tmp_path / "dataset.json"
-    dataset.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}))
+    dataset.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}), encoding="utf-8")
     msd = get_format("msd")
     for spec in ("0-2", "1-2", "1,2", "liver=1,tumour=2", str(dataset)):
         assert parse_allowed_labels(spec) == {0, 1, 2}

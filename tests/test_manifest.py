@@ -39,7 +39,7 @@ def nnunet_dataset(tmp_path) -> Path:
         "numTraining": 3,
         "file_ending": ".nii.gz",
     }
-    (tmp_path / "dataset.json").write_text(json.dumps(spec))
+    (tmp_path / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     return tmp_path
 
 
@@ -61,7 +61,7 @@ def test_msd_dataset_json_with_training_list(tmp_path):
         "numTraining": 1,
         "training": [{"image": "./imagesTr/liver_1.nii.gz", "label": "./labelsTr/liver_1.nii.gz"}],
     }
-    (tmp_path / "dataset.json").write_text(json.dumps(spec))
+    (tmp_path / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     manifest = load_manifest(tmp_path / "dataset.json")
     assert manifest.labels == {"background": 0, "liver": 1, "cancer": 2}
     assert manifest.cases[0].case_id == "liver_1" and manifest.modality == "CT"
@@ -75,7 +75,8 @@ def test_csv_manifest_with_metadata(tmp_path):
         "# name: toy csv\n# modality: CT\n# labels: background=0, organ=1, lesion=2\n"
         "case_id,image,label,split,fold,group\n"
         "a,imagesTr/a_0000.nii.gz,labelsTr/a.nii.gz,train,0,p1\n"
-        "b,imagesTr/b_0000.nii.gz,,test,,p2\n"
+        "b,imagesTr/b_0000.nii.gz,,test,,p2\n",
+        encoding="utf-8",
     )
     manifest = load_manifest(tmp_path / "m.csv")
     a, b = manifest.cases
@@ -96,11 +97,11 @@ def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
         manifest = load_manifest(write_csv_manifest(target, cases, labels, name="toy", modality="CT"))
         assert manifest.cases == cases and manifest.labels == labels
         assert (manifest.name, manifest.modality) == ("toy", "CT")
-    assert "imagesTr/a_0000.nii.gz" in (tmp_path / "m.csv").read_text()
-    assert str(tmp_path / "imagesTr") in (elsewhere / "m.csv").read_text()
+    assert "imagesTr/a_0000.nii.gz" in (tmp_path / "m.csv").read_text(encoding="utf-8")
+    assert str(tmp_path / "imagesTr") in (elsewhere / "m.csv").read_text(encoding="utf-8")
     two_channels = [CaseEntry("c", (tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"))]
     assert load_manifest(write_csv_manifest(tmp_path / "c.csv", two_channels, labels)).cases == two_channels
-    assert "c_0000.nii.gz;c_0001.nii.gz" in (tmp_path / "c.csv").read_text()
+    assert "c_0000.nii.gz;c_0001.nii.gz" in (tmp_path / "c.csv").read_text(encoding="utf-8")
 
 
 def test_written_csv_manifest_keeps_awkward_but_valid_values(tmp_path):
@@ -173,19 +174,19 @@ def test_csv_writer_refuses_what_would_not_read_back(tmp_path, cases, labels, he
     ],
 )
 def test_bad_csv_manifests(tmp_path, content, message):
-    (tmp_path / "bad.csv").write_text(content)
+    (tmp_path / "bad.csv").write_text(content, encoding="utf-8")
     with pytest.raises(ConfigError, match=f"bad.csv: .*{re.escape(message)}"):
         load_manifest(tmp_path / "bad.csv")
 
 
 def test_bad_dataset_json(nnunet_dataset):
-    spec = json.loads((nnunet_dataset / "dataset.json").read_text())
+    spec = json.loads((nnunet_dataset / "dataset.json").read_text(encoding="utf-8"))
     spec["numTraining"] = 5
-    (nnunet_dataset / "dataset.json").write_text(json.dumps(spec))
+    (nnunet_dataset / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     with pytest.raises(ConfigError, match="numTraining is 5 but 3"):
         load_manifest(nnunet_dataset)
     spec["labels"] = {"background": 0, "organ": "one"}
-    (nnunet_dataset / "dataset.json").write_text(json.dumps(spec))
+    (nnunet_dataset / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     with pytest.raises(ConfigError, match="label 'organ' has value 'one'"):
         load_manifest(nnunet_dataset)
 
@@ -200,9 +201,9 @@ def test_validate_reports_each_broken_input(nnunet_dataset, capsys):
     _make_case(root, "c04")
     raw = (root / "imagesTr" / "c04_0000.nii.gz").read_bytes()
     (root / "imagesTr" / "c04_0000.nii.gz").write_bytes(raw[: len(raw) // 2])  # corrupt gzip
-    spec = json.loads((root / "dataset.json").read_text())
+    spec = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     spec["numTraining"] = 4
-    (root / "dataset.json").write_text(json.dumps(spec))
+    (root / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
 
     problems = [str(p) for p in validate_manifest(load_manifest(root))]
     assert len(problems) == 4
@@ -228,7 +229,7 @@ def test_shipped_real_data_manifests_validate(shared_data):
 
 
 def test_phantom_manifest_generates_once(tmp_path):
-    (tmp_path / "ph.yaml").write_text("name: tiny\nphantom: {kind: cardiac-mri, n: 2, seed: 3}\nroot: generated\n")
+    (tmp_path / "ph.yaml").write_text("name: tiny\nphantom: {kind: cardiac-mri, n: 2, seed: 3}\nroot: generated\n", encoding="utf-8")
     manifest = load_manifest(tmp_path / "ph.yaml")
     assert manifest.name == "tiny" and len(manifest) == 2
     assert manifest.labels == {"background": 0, "rv_cavity": 1, "lv_myocardium": 2, "lv_cavity": 3}
@@ -236,7 +237,7 @@ def test_phantom_manifest_generates_once(tmp_path):
     stamp = (tmp_path / "generated" / "dataset.json").stat().st_mtime_ns
     load_manifest(tmp_path / "ph.yaml")  # second use reads, does not regenerate
     assert (tmp_path / "generated" / "dataset.json").stat().st_mtime_ns == stamp
-    (tmp_path / "bad.yaml").write_text("phantom: {kind: cardiac-mri, n: 2}\n")
+    (tmp_path / "bad.yaml").write_text("phantom: {kind: cardiac-mri, n: 2}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="bad.yaml: a phantom manifest needs"):
         load_manifest(tmp_path / "bad.yaml")
 
@@ -245,12 +246,12 @@ def test_shipped_phantom_manifests_are_well_formed():
     import yaml
 
     for name in ("phantom_ct_thorax.yaml", "phantom_cardiac_mri.yaml"):
-        spec = yaml.safe_load((PROJECT_ROOT / "data_manifests" / name).read_text())
+        spec = yaml.safe_load((PROJECT_ROOT / "data_manifests" / name).read_text(encoding="utf-8"))
         assert set(spec) == {"name", "phantom", "root"} and spec["phantom"]["kind"] in ("ct-thorax", "cardiac-mri")
 
 
 def test_a_row_with_more_cells_than_the_header_is_refused(tmp_path):
-    (tmp_path / "m.csv").write_text("case_id,image\na,x.nii.gz,y.nii.gz\n")  # a label without its column
+    (tmp_path / "m.csv").write_text("case_id,image\na,x.nii.gz,y.nii.gz\n", encoding="utf-8")  # a label without its column
     with pytest.raises(ConfigError, match=r"line 2 \(case 'a'\): 3 cells but the header has 2 columns"):
         load_manifest(tmp_path / "m.csv")
 

@@ -31,8 +31,8 @@ def test_writer_and_reader_round_trip(tmp_path):
     writer.write(ROWS[1:])
     writer.close()
     write_metrics_csv(tmp_path / "final.csv", ROWS)
-    assert (tmp_path / "streamed.csv").read_text() == (tmp_path / "final.csv").read_text()
-    assert (tmp_path / "final.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert (tmp_path / "streamed.csv").read_text(encoding="utf-8") == (tmp_path / "final.csv").read_text(encoding="utf-8")
+    assert (tmp_path / "final.csv").read_text(encoding="utf-8").splitlines()[0] == ",".join(COLUMNS)
     rows = read_metrics_csv(tmp_path / "final.csv")
     assert [r["value"] for r in rows][0] == 0.8125 and math.isnan(rows[1]["value"])
     assert [{k: v for k, v in r.items() if k != "value"} for r in rows] == [
@@ -53,13 +53,13 @@ def test_writer_and_reader_round_trip(tmp_path):
     ],
 )
 def test_reader_names_the_file_and_line(tmp_path, text, message):
-    (tmp_path / "metrics.csv").write_text(text)
+    (tmp_path / "metrics.csv").write_text(text, encoding="utf-8")
     with pytest.raises(InvalidArgumentError, match="metrics.csv: .*" + message.replace("(", r"\(").replace(")", r"\)")):
         read_metrics_csv(tmp_path / "metrics.csv")
 
 
 def test_optional_flag_and_empty_region(tmp_path):
-    (tmp_path / "m.csv").write_text("case,label,region,metric,value\na,1,,dice,\n")
+    (tmp_path / "m.csv").write_text("case,label,region,metric,value\na,1,,dice,\n", encoding="utf-8")
     assert read_metrics_csv(tmp_path / "m.csv")[0]["region"] == "all"
     assert read_metrics_csv(tmp_path / "m.csv")[0]["flag"] == ""
 

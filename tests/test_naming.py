@@ -124,7 +124,7 @@ def one_folder(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps(
         {"name": "pairs", "labels": {"background": 0, "organ": 1}, "channel_names": {"0": "CT", "1": "CT"},
          "numTraining": len(training), "training": training}
-    ))
+    ), encoding="utf-8")
     return tmp_path
 
 
@@ -161,7 +161,7 @@ def test_every_command_pairs_the_same_files(one_folder, capsys):
     # the commands themselves
     assert main(["evaluate", "--pred", str(root / "preds"), "--ref", str(root / "refs"), "--out", str(root / "eval"),
                  "--quiet", "--no-report", "--metrics", "dice"]) == 0
-    with open(root / "eval" / "metrics.csv", newline="") as handle:
+    with open(root / "eval" / "metrics.csv", newline="", encoding="utf-8") as handle:
         assert {row["case"]: float(row["value"]) for row in csv.DictReader(handle)} == dict.fromkeys(PAIRS, 1.0)
     assert main(["submit", "--format", "msd", "--pred", str(root / "preds"), "--images", str(root / "images"),
                  "--out", str(root / "sub"), "--quiet"]) == 0

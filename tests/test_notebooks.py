@@ -71,7 +71,7 @@ def test_notebook_runs(name, real_data, tmp_path, monkeypatch):
 def test_notebooks_name_only_readme_sections_that_exist():
     import re
 
-    headings = {line.lstrip("#").strip() for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
+    headings = {line.lstrip("#").strip() for line in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
                 if line.startswith("#")}
     for name in NOTEBOOKS:
         text = "\n".join(cell.source for cell in _read(name).cells)

@@ -237,7 +237,7 @@ def test_dataset_layout_json_and_identical_bytes(tmp_path):
             assert data[4:8] == b"\0\0\0\0" and not data[3] & 0x08  # gzip mtime 0, no file name
             gzip.decompress(data)
 
-    spec = json.loads(first.read_text())
+    spec = json.loads(first.read_text(encoding="utf-8"))
     assert spec["channel_names"] == {"0": "CT"}
     assert spec["labels"] == {"background": 0, "left_lung": 1, "right_lung": 2, "heart": 3} == labels_for("ct-thorax")
     assert spec["numTraining"] == 2 and spec["file_ending"] == ".nii.gz"
@@ -263,7 +263,7 @@ def test_cardiac_dataset_and_rewriting_a_folder(tmp_path):
     out = tmp_path / "cardiac"
     write_phantom_dataset("cardiac-mri", 3, 1, out, progress=False)
     dataset_json = write_phantom_dataset("cardiac-mri", 2, 1, out, progress=False)
-    spec = json.loads(dataset_json.read_text())
+    spec = json.loads(dataset_json.read_text(encoding="utf-8"))
     assert spec["channel_names"] == {"0": "MRI"} and spec["numTraining"] == 2
     assert spec["labels"] == {"background": 0, "rv_cavity": 1, "lv_myocardium": 2, "lv_cavity": 3}
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["cardiac_000_0000.nii.gz", "cardiac_001_0000.nii.gz"]
@@ -275,7 +275,7 @@ def test_cardiac_dataset_and_rewriting_a_folder(tmp_path):
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
-    (foreign / "dataset.json").write_text('{"name": "someone else"}')
+    (foreign / "dataset.json").write_text('{"name": "someone else"}', encoding="utf-8")
     with pytest.raises(ConfigError, match="not written by medseg phantom"):
         write_phantom_dataset("cardiac-mri", 1, 0, foreign, progress=False)
     with pytest.raises(ConfigError, match="unknown phantom kind"):
@@ -290,7 +290,7 @@ def test_cli_writes_the_dataset(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["phantom", "--kind", "cardiac-mri", "--n", "2", "--seed", "4", "--out", str(out), "--quiet"]) == 0
     assert "dataset.json" in capsys.readouterr().out
-    spec = json.loads((out / "dataset.json").read_text())
+    spec = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert spec["numTraining"] == 2
     assert all((out / entry["image"]).is_file() and (out / entry["label"]).is_file() for entry in spec["training"])
 

@@ -18,14 +18,14 @@ from medseg.training.run import train
 
 
 def _train_tiny(folder: Path, kind: str, configuration: str, patch: list[int]) -> Path:
-    (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 3, seed: 2}}\nroot: data\n")
+    (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 3, seed: 2}}\nroot: data\n", encoding="utf-8")
     config = {
         "data": {"manifest": "phantoms.yaml", "cache": "cache", "configuration": configuration, "patch_size": patch,
                  "batch_size": 2, "workers": 0, "folds": 3, "augmentation": "none"},
         "model": {"base_channels": 4, "max_channels": 16},
         "train": {"epochs": 1, "iterations_per_epoch": 1, "val_every": 1},
     }
-    (folder / "train.yaml").write_text(yaml.safe_dump(config))
+    (folder / "train.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return train(folder / "train.yaml", folder / "run", progress=False)
 
 
@@ -227,16 +227,16 @@ def test_a_two_channel_model_predicts_from_every_channel(tmp_path):
         image = load_volume(image_path)
         second = Volume(np.sqrt(np.abs(image.array)).astype(np.float32), image.affine)
         save_volume(second, image_path.with_name(image_path.name.replace("_0000", "_0001")))
-    labels = json.loads((root / "dataset.json").read_text())["labels"]
+    labels = json.loads((root / "dataset.json").read_text(encoding="utf-8"))["labels"]
     (root / "dataset.json").write_text(json.dumps(
-        {"name": "two", "channel_names": {"0": "MRI", "1": "sqrt"}, "labels": labels, "file_ending": ".nii.gz"}))
+        {"name": "two", "channel_names": {"0": "MRI", "1": "sqrt"}, "labels": labels, "file_ending": ".nii.gz"}), encoding="utf-8")
     config = {
         "data": {"manifest": "data/dataset.json", "cache": "cache", "configuration": "2d", "patch_size": [64, 64],
                  "batch_size": 2, "workers": 0, "folds": 3, "augmentation": "none"},
         "model": {"base_channels": 4, "max_channels": 16},
         "train": {"epochs": 1, "iterations_per_epoch": 1, "val_every": 1},
     }
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     run = train(tmp_path / "train.yaml", tmp_path / "run", progress=False)
     out = tmp_path / "pred"
     assert main(["predict", "--model", str(run), "--input", str(root / "imagesTr"), "--out", str(out), "--quiet"]) == 0

@@ -84,7 +84,7 @@ def test_submit_refuses_an_unwritable_zip_location_before_writing(dataset, tmp_p
     monkeypatch.setattr(medseg.submission, "prepare_submission", never)
     images, _, preds = dataset
     blocker = tmp_path / "results"
-    blocker.write_text("not a folder")
+    blocker.write_text("not a folder", encoding="utf-8")
     command = ["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out",
                str(tmp_path / "sub"), "--zip", str(blocker / "sub.zip"), "--quiet"]
     assert main(command) == 1

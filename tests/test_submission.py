@@ -65,7 +65,7 @@ def make_dataset(root: Path, cases=CASES, image_name="{}_0000.nii.gz", pred_name
 
 
 def write_metrics_csv(path: Path, cases) -> None:
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["case", "label", "region", "metric", "value", "flag"])
         for index, case in enumerate(cases):
@@ -130,7 +130,7 @@ def test_rle_csv_round_trip(tmp_path, per_class):
     out = tmp_path / "rle"
     result = prepare_submission("rle-csv", preds, images, out, rle_per_class=per_class, allowed_labels="0-3" if per_class else None)
     assert result.ok, result.check.lines()
-    with open(out / "submission.csv", newline="") as handle:
+    with open(out / "submission.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == (["ImageId", "ClassId", "EncodedPixels"] if per_class else ["ImageId", "EncodedPixels"])
     assert len(rows) - 1 == len(CASES) * SHAPE[2] * (3 if per_class else 1)
@@ -153,7 +153,7 @@ def test_grand_challenge_round_trip(tmp_path):
         written = load_volume(out / "predictions" / f"{case}.mha", label=True)
         np.testing.assert_array_equal(written.array, truth[case])
         np.testing.assert_allclose(written.affine, AFFINE, atol=1e-9)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["case"]["case_001"]["1"]["all"]["dice"] == pytest.approx(0.91)
     assert metrics["case"]["case_000"]["1"]["all"]["hd95_mm"] is None
     dice = metrics["aggregates"]["1"]["all"]["dice"]
@@ -234,7 +234,7 @@ def test_output_folder_is_not_overwritten_without_permission(tmp_path):
     images, preds, _ = make_dataset(tmp_path)
     out = tmp_path / "sub"
     out.mkdir()
-    (out / "old.txt").write_text("keep")
+    (out / "old.txt").write_text("keep", encoding="utf-8")
     with pytest.raises(SubmissionError, match="--overwrite"):
         prepare_submission("msd", preds, images, out)
     assert prepare_submission("msd", preds, images, out, overwrite=True).ok
@@ -262,7 +262,7 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
         save_volume(Volume(truth["case_001"], affine), target, label=True)
         return "case_001", "voxel grid differs from the image case_001_0000.nii.gz: spacing: submission (1.2, 0.8, 2.5) mm, image (1.2, 0.8, 3) mm"
     if fault == "extra file":
-        (out / "notes.txt").write_text("x")
+        (out / "notes.txt").write_text("x", encoding="utf-8")
         return None, "notes.txt: extra file, not part of the msd format"
     if fault == "extra case":
         save_volume(Volume(truth["case_001"], AFFINE), out / "case_999.nii.gz", label=True)
@@ -354,7 +354,7 @@ def test_allowed_labels_absent_from_every_case_warn_once(msd_submission, tmp_pat
     assert NEVER_PREDICTED.format("1, 2", 3) in report.lines()
     assert report.lines()[-1] == "PASS: 3/3 cases passed, 0 problem(s), 1 warning(s)"
     dataset_json = tmp_path / "dataset.json"
-    dataset_json.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "vessel": 2, "tumour": 3, "cyst": 4}}))
+    dataset_json.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "vessel": 2, "tumour": 3, "cyst": 4}}), encoding="utf-8")
     lines = check_submission("msd", out, images, allowed_labels=dataset_json).lines()
     assert NEVER_PREDICTED.format("1 (liver), 2 (vessel), 4 (cyst)", 3) in lines
     # no warning: allowed labels unknown; a label missing from one case only; every label predicted somewhere
@@ -512,7 +512,7 @@ def test_rle_check_catches_planted_faults(tmp_path):
     out = tmp_path / "rle"
     assert prepare_submission("rle-csv", preds, images, out, rle_per_class=True, allowed_labels="0-3").ok
     csv_path = out / "submission.csv"
-    rows = csv_path.read_text().splitlines()
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
     faults = {
         "missing slice": ([r for r in rows if not r.startswith("case_001_slice_002,")], "FAIL case_001: missing 3 of 15 rows"),
         "extra case": (rows + ["case_999_slice_000,1,"], "FAIL submission.csv: extra case 'case_999'"),
@@ -521,7 +521,7 @@ def test_rle_check_catches_planted_faults(tmp_path):
         "wrong class": (rows + ["case_000_slice_000,5,"], "ClassId '5' not allowed (allowed: 1-3)"),
     }
     for name, (new_rows, expected) in faults.items():
-        csv_path.write_text("\n".join(new_rows) + "\n")
+        csv_path.write_text("\n".join(new_rows) + "\n", encoding="utf-8")
         report = check_submission("rle-csv", out, images, allowed_labels="0-3")
         assert not report.ok, name
         assert any(expected in line for line in problem_lines(report)), (name, problem_lines(report))
@@ -532,7 +532,7 @@ def test_acdc_frames_named_by_info_cfg(tmp_path):
     for frame in (1, 5, 12):
         save_volume(Volume(np.zeros(SHAPE, np.float32), AFFINE), images / f"patient101_frame{frame:02d}.nii.gz")
     save_volume(Volume(np.zeros(SHAPE, np.float32), AFFINE), images / "patient101_frame01_gt.nii.gz")
-    (images / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\n")
+    (images / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\n", encoding="utf-8")
     cases = discover_images(tmp_path / "testing", __import__("medseg.submission", fromlist=["get_format"]).get_format("acdc"))
     assert {c: p.image_path.name for c, p in cases.items()} == {
         "patient101_ED": "patient101_frame01.nii.gz",
@@ -644,7 +644,7 @@ def test_phantoms_round_trip_every_format(phantom_dataset, tmp_path, fmt):
     for case, labels in truth.items():
         if fmt == "rle-csv":
             decoded = np.zeros_like(labels)
-            with open(out / "submission.csv", newline="") as handle:
+            with open(out / "submission.csv", newline="", encoding="utf-8") as handle:
                 for row in list(csv.reader(handle))[1:]:
                     if row[0].startswith(case):
                         k = int(row[0].rsplit("_slice_", 1)[1])
@@ -762,7 +762,7 @@ def test_acdc_ground_truth_round_trips_in_other_formats(tmp_path, fmt):
     assert result.ok, problem_lines(result.check)
     if fmt == "rle-csv":
         decoded = {c: np.zeros_like(truth[c]) for c in cases}
-        with open(out / "submission.csv", newline="") as handle:
+        with open(out / "submission.csv", newline="", encoding="utf-8") as handle:
             for row in list(csv.reader(handle))[1:]:
                 case, k = row[0].rsplit("_slice_", 1)
                 decoded[case][:, :, int(k)][rle_decode(row[2], truth[case].shape[:2]) == 1] = int(row[1])

@@ -104,9 +104,9 @@ def test_slice_names_round_trip_and_volume_rows():
 def test_label_map_parsing(tmp_path):
     assert parse_label_map("1:2,2:1") == {1: 2, 2: 1}
     assert parse_label_map(None) == {} and parse_label_map("") == {}
-    (tmp_path / "map.json").write_text(json.dumps({"1": 3, "3": 1}))
+    (tmp_path / "map.json").write_text(json.dumps({"1": 3, "3": 1}), encoding="utf-8")
     assert parse_label_map(tmp_path / "map.json") == {1: 3, 3: 1}
-    (tmp_path / "map.yaml").write_text("label_map:\n  1: 0\n  4: 2\n")
+    (tmp_path / "map.yaml").write_text("label_map:\n  1: 0\n  4: 2\n", encoding="utf-8")
     assert parse_label_map(str(tmp_path / "map.yaml")) == {1: 0, 4: 2}
     for bad in ("1-2", "1:2,1:3", "1:300", "a:b"):
         with pytest.raises(InvalidArgumentError):
@@ -124,9 +124,9 @@ def test_allowed_label_specs(tmp_path):
     assert parse_allowed_labels("1,2") == {0, 1, 2}
     assert parse_allowed_labels("0-3,7") == {0, 1, 2, 3, 7}
     assert parse_allowed_labels(None) is None
-    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}))
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}), encoding="utf-8")
     assert parse_allowed_labels(tmp_path / "dataset.json") == {0, 1, 2}
-    (tmp_path / "v1.json").write_text(json.dumps({"labels": {"0": "background", "1": "PZ", "2": "TZ"}}))
+    (tmp_path / "v1.json").write_text(json.dumps({"labels": {"0": "background", "1": "PZ", "2": "TZ"}}), encoding="utf-8")
     assert parse_allowed_labels(str(tmp_path / "v1.json")) == {0, 1, 2}
     with pytest.raises(InvalidArgumentError):
         parse_allowed_labels("3-1")

@@ -58,7 +58,7 @@ def box_dice(model, epoch):
 def test_loss_falls_and_files_are_written(tmp_path):
     trainer = make_trainer(tmp_path, epochs=6)
     trainer.fit(toy_batches(0), box_dice)
-    with (tmp_path / "training_log.csv").open() as stream:
+    with (tmp_path / "training_log.csv").open(encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
@@ -87,7 +87,7 @@ def test_resume_continues_exactly(tmp_path):
     resumed.fit(toy_batches(0))
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    with (tmp_path / "resumed" / "training_log.csv").open() as stream:
+    with (tmp_path / "resumed" / "training_log.csv").open(encoding="utf-8") as stream:
         assert [int(r["epoch"]) for r in csv.DictReader(stream)] == [1, 2, 3, 4]
 
 

@@ -19,7 +19,7 @@ from medseg.training.run import load_training_config, train
 
 def write_config(folder: Path, kind: str, configuration: str, patch, **train_overrides) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 4, seed: 1}}\nroot: data\n")
+    (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 4, seed: 1}}\nroot: data\n", encoding="utf-8")
     config = {
         "data": {"manifest": "phantoms.yaml", "cache": "cache", "configuration": configuration,
                  "patch_size": patch, "batch_size": 2, "workers": 0, "folds": 2, "augmentation": "none"},
@@ -27,20 +27,20 @@ def write_config(folder: Path, kind: str, configuration: str, patch, **train_ove
         "optim": {"lr": 0.01},
         "train": {"epochs": 3, "iterations_per_epoch": 4, "val_every": 3, **train_overrides},
     }
-    (folder / "train.yaml").write_text(yaml.safe_dump(config))
+    (folder / "train.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return folder / "train.yaml"
 
 
 def change_config(config: Path, change: dict[str, dict]) -> None:
     """Update sections of a written config, e.g. ``{"data": {"augmentation": "aug.yaml"}}``."""
-    raw = yaml.safe_load(config.read_text())
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
     for section, values in change.items():
         raw.setdefault(section, {}).update(values)
-    config.write_text(yaml.safe_dump(raw))
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
 
 
 def log_rows(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "training_log.csv").open() as stream:
+    with (run_dir / "training_log.csv").open(encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
 
 
@@ -57,9 +57,9 @@ def test_training_reduces_the_loss(tmp_path, kind, configuration, patch):
     for name in ("config.yaml", "plan.json", "splits.json", "checkpoint_latest.pt"):
         assert (run_dir / name).exists()
     cache = Path(load_training_config(config).spec.data.cache)
-    assert (run_dir / "plan.json").read_text() == (cache / "plan.json").read_text()  # one plan format, one writer
+    assert (run_dir / "plan.json").read_text(encoding="utf-8") == (cache / "plan.json").read_text(encoding="utf-8")  # one plan format, one writer
     held_out = load_manifest(run_dir / "validation.csv")  # the fold's held-out cases, for predict/evaluate
-    assert [case.case_id for case in held_out] == json.loads((run_dir / "splits.json").read_text())["val"]
+    assert [case.case_id for case in held_out] == json.loads((run_dir / "splits.json").read_text(encoding="utf-8"))["val"]
     assert all(case.image.is_file() and case.label.is_file() for case in held_out)
 
 
@@ -76,11 +76,11 @@ def test_cli_resume_extends_a_finished_run(tmp_path):
 def test_fold_all_trains_on_every_case_without_validation(tmp_path):
     config = write_config(tmp_path, "cardiac-mri", "2d", [64, 64], epochs=2, iterations_per_epoch=1, val_every=1)
     (tmp_path / "run").mkdir()  # files left by an earlier fold in the same folder
-    (tmp_path / "run" / "validation.csv").write_text("case_id,image,label\n")
+    (tmp_path / "run" / "validation.csv").write_text("case_id,image,label\n", encoding="utf-8")
     (tmp_path / "run" / "checkpoint_best.pt").write_bytes(b"an earlier fold's best model")
     assert main(["train", "--config", str(config), "--fold", "all", "--out", str(tmp_path / "run"), "--quiet"]) == 0
     run_dir = tmp_path / "run"
-    splits = json.loads((run_dir / "splits.json").read_text())
+    splits = json.loads((run_dir / "splits.json").read_text(encoding="utf-8"))
     all_ids = sorted(case.case_id for case in load_manifest(tmp_path / "phantoms.yaml").cases)
     assert splits == {"fold": "all", "train": all_ids, "val": []}
     assert not (run_dir / "validation.csv").exists()
@@ -175,7 +175,7 @@ def test_example_figure_leaves_the_callers_matplotlib_backend_alone():
 
 def test_a_bad_augmentation_file_fails_before_planning(tmp_path):
     config = write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])
-    (tmp_path / "aug.yaml").write_text("spatial: {flipp: {p: 0.5}}\n")
+    (tmp_path / "aug.yaml").write_text("spatial: {flipp: {p: 0.5}}\n", encoding="utf-8")
     change_config(config, {"data": {"augmentation": "aug.yaml"}})
     with pytest.raises(ConfigError, match=r"aug.yaml.*flipp.*did you mean 'flip'"):
         load_training_config(config)
@@ -185,12 +185,12 @@ def test_editing_the_preprocessing_settings_plans_the_cache_again(tmp_path):
     from medseg.training.run import prepare_cache
 
     config_path = write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])
-    (tmp_path / "pre.yaml").write_text("target_spacing_mm: [8.0, 8.0, 8.0]\n")
+    (tmp_path / "pre.yaml").write_text("target_spacing_mm: [8.0, 8.0, 8.0]\n", encoding="utf-8")
     change_config(config_path, {"data": {"preprocessing": "pre.yaml"}})
     first = prepare_cache(load_training_config(config_path), progress=False)
     assert first.preprocessing.target_spacing_mm == [8.0, 8.0, 8.0]
     assert prepare_cache(load_training_config(config_path), progress=False) == first  # unchanged: reused
-    (tmp_path / "pre.yaml").write_text("target_spacing_mm: [10.0, 10.0, 10.0]\n")
+    (tmp_path / "pre.yaml").write_text("target_spacing_mm: [10.0, 10.0, 10.0]\n", encoding="utf-8")
     second = prepare_cache(load_training_config(config_path), progress=False)
     assert second.preprocessing.target_spacing_mm == [10.0, 10.0, 10.0]
 
@@ -212,4 +212,4 @@ def test_validation_csv_records_the_groups_the_folds_used(tmp_path):
     _write_run_files(tmp_path / "run", record, split, manifest)
     held_out = load_manifest(tmp_path / "run" / "validation.csv")
     assert [c.group for c in held_out] == ["thorax"] * len(split["val"])
-    assert json.loads((tmp_path / "run" / "network.json").read_text())["patch_size"] == [32, 32, 16]
+    assert json.loads((tmp_path / "run" / "network.json").read_text(encoding="utf-8"))["patch_size"] == [32, 32, 16]

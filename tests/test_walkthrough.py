@@ -22,7 +22,7 @@ from medseg.phantoms import write_phantom_dataset
 
 
 def walkthrough_commands() -> list[list[str]]:
-    text = (PROJECT_ROOT / "README.md").read_text()
+    text = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split("<!-- walkthrough -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
 
@@ -31,22 +31,22 @@ def make_nnunet_dataset(root: Path) -> None:
     """Six ct-thorax phantoms: four labelled in imagesTr/labelsTr, two unlabelled in imagesTs."""
     write_phantom_dataset("ct-thorax", 6, 3, root, progress=False, options={"shape": (48, 48, 20)})
     (root / "imagesTs").mkdir()
-    dataset = json.loads((root / "dataset.json").read_text())
+    dataset = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     for entry in dataset["training"][4:]:
         case_file = Path(entry["image"]).name
         shutil.move(root / "imagesTr" / case_file, root / "imagesTs" / case_file)
         (root / entry["label"]).unlink()
     dataset = {key: dataset[key] for key in ("name", "channel_names", "labels", "file_ending")}
-    (root / "dataset.json").write_text(json.dumps(dataset))
+    (root / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
 
 
 def edit_config(path: Path) -> None:
     """What the README asks for (data.manifest), plus a training short enough for a test."""
-    config = yaml.safe_load(path.read_text())
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
     config["data"].update(manifest="../my_dataset/dataset.json", workers=0, folds=2, patch_size=[32, 32, 16], batch_size=2)
     config["model"].update(base_channels=4, max_channels=16)
     config["train"].update(epochs=1, iterations_per_epoch=2, val_every=1)
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
 @pytest.mark.slow
