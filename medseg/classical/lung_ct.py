@@ -55,18 +55,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from medseg.classical._common import (
-    ImageInput,
-    as_volume,
-    finite_values,
-    from_sitk,
-    itk_order,
-    label_output,
-    positive_float,
-    to_sitk,
-)
+from medseg.classical._common import ImageInput, as_volume, finite_values, label_output, positive_float
 from medseg.errors import ConfigError
 from medseg.io import Volume, looks_like_hu, spacing_from_affine
+from medseg.io.itk_bridge import from_sitk, itk_order, to_sitk
 
 log = logging.getLogger(__name__)
 

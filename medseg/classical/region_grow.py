@@ -6,21 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medseg.classical._common import (
-    ImageInput,
-    as_volume,
-    finite_values,
-    from_itk,
-    itk_order,
-    itk_pixels,
-    label_output,
-    positive_float,
-    positive_int,
-    to_itk,
-    world_to_index,
-)
+from medseg.classical._common import ImageInput, as_volume, finite_values, label_output, positive_float, positive_int
 from medseg.errors import ConfigError
 from medseg.io import Volume
+from medseg.io.itk_bridge import from_itk, itk_order, itk_pixels, to_itk, world_to_index
 
 CRITERIA = ("tolerance", "confidence")
 

@@ -20,14 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medseg.classical._common import (
-    ImageInput,
-    as_volume,
-    finite_values,
-    label_output,
-    positive_float,
-    positive_int,
-)
+from medseg.classical._common import ImageInput, as_volume, finite_values, label_output, positive_float, positive_int
 from medseg.errors import ConfigError
 from medseg.io import Volume
 

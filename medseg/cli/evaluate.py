@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medseg.cli._options import (
+from medseg.cli.options import (
     add_geometry_tolerance_option,
     add_labels_option,
     add_manifest_option,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from medseg.cli._options import add_geometry_tolerance_option
+from medseg.cli.options import add_geometry_tolerance_option
 
 
 def _add_read_options(parser: argparse.ArgumentParser) -> None:

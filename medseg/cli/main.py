@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module under ``medseg.cli`` exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; options that several commands share (the same
-name and meaning everywhere) come from :mod:`medseg.cli._options`. Those modules import only the standard
+name and meaning everywhere) come from :mod:`medseg.cli.options`. Those modules import only the standard
 library at module level, so ``medseg --help`` and every command start fast; the heavy
 libraries (torch, monai, SimpleITK) are imported inside ``run``.
 """
@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     from medseg import __version__
-    from medseg.cli._options import add_quiet_option
+    from medseg.cli.options import add_quiet_option
 
     parser = argparse.ArgumentParser(
         prog="medseg",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli._options import add_manifest_option, add_workers_option
+from medseg.cli.options import add_manifest_option, add_workers_option
 from medseg.config.plan import DEFAULT_BASE_CHANNELS, Plan
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli._options import add_manifest_option, add_workers_option
+from medseg.cli.options import add_manifest_option, add_workers_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ import argparse
 import shlex
 import sys
 
-from medseg.cli._options import (
+from medseg.cli.options import (
     DEFAULT_GEOMETRY_TOLERANCE_MM,
     add_geometry_tolerance_option,
     add_labels_option,

@@ -4,7 +4,7 @@ Spatial: rotation and scaling (and an optional elastic displacement, added to th
 offsets before the affine map) are composed into one sampling grid, and the patch is drawn
 in one resampling (trilinear for images, nearest for labels) from a crop that is just large
 enough (see :meth:`Augmenter.source_extent`) instead of resampling once per transform. The
-3D sampling runs on torch's vectorised 2D ``grid_sample`` kernel (see :func:`_sample_3d`),
+3D sampling runs on torch's vectorised 2D ``grid_sample`` kernel (see :func:`sample_3d`),
 which is several times faster on CPU than its 3D kernel. Rotations are physical (in mm, using the voxel spacing), about all three axes for
 near-isotropic 3D patches and in-plane only (about the lowest-resolution axis) for
 anisotropic ones and for 2D. ``scale`` multiplies the size of the sampled region (> 1 shows
@@ -178,7 +178,7 @@ class Augmenter:
         displacement = self._elastic_field(params.elastic, generator) if params.elastic is not None else None
         image = image.float()
         label = label.float() if label is not None else None
-        sample = _sample_3d if self.dims == 3 else _sample_2d
+        sample = sample_3d if self.dims == 3 else _sample_2d
         out, out_label = sample(image, label, self._axes(), matrix, centre, self.patch_size, displacement)
         return out, (out_label.round().to(label_dtype) if out_label is not None else None)
 
@@ -287,15 +287,30 @@ def _sample_2d(image, label, axes, matrix, centre, patch_size, displacement=None
     return out, out_label
 
 
-def _sample_3d(image, label, axes, matrix, centre, patch_size, displacement=None):
+def sample_3d(image, label, axes, matrix, centre, patch_size, displacement=None):
     """Trilinear (image) and nearest (label) sampling of ``(C, X, Y, Z)`` crops at
     ``centre + matrix @ offset`` (voxels), through torch's vectorised **2D** ``grid_sample``
     (several times faster on CPU than its 3D kernel): the crop is viewed as a 2D image of
     ``X * Y`` rows and ``Z`` columns, each output point is sampled bilinearly in (Y, Z) on
     the two neighbouring X-slices and the two results are blended linearly in X (exactly
     trilinear interpolation); labels take the nearest X-slice and nearest (Y, Z). The crop
-    must contain every sampled position (:meth:`Augmenter.source_extent`). Row coordinates reach ``X * Y``, so float32 limits their
-    precision to about ``X * Y * 6e-8`` voxel (1e-3 voxel for a 130^3 crop)."""
+    must contain every sampled position (:meth:`Augmenter.source_extent`). Row coordinates reach
+    ``X * Y``, so float32 limits their precision to about ``X * Y * 6e-8`` voxel (1e-3 voxel for a
+    130^3 crop).
+
+    Args:
+        image: float tensor ``(C, X, Y, Z)``, the crop.
+        label: float tensor ``(1, X, Y, Z)`` on the same grid, or ``None``.
+        axes: three 1D tensors, the output voxels' offsets from the patch centre along each axis (voxels).
+        matrix: 3 x 3 array mapping an output offset to a crop offset (rotation and scaling).
+        centre: the patch centre in crop voxel coordinates ``(x, y, z)``.
+        patch_size: output shape ``(X', Y', Z')`` (voxels).
+        displacement: optional elastic displacement ``(X', Y', Z', 3)`` (voxels), added to the output offsets
+            before ``matrix`` applies.
+
+    Returns:
+        ``(patch, label_patch)``: ``(C, X', Y', Z')`` and ``(1, X', Y', Z')`` (``None`` without a label).
+    """
     channels, nx, ny, nz = image.shape
     row_scale = 2.0 / max(nx * ny - 1, 1)
     column_scale = 2.0 / max(nz - 1, 1)

@@ -343,7 +343,7 @@ def train(
 
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_run_files(run_dir, record, split, manifest)
+        write_run_files(run_dir, record, split, manifest)
         channels = stage_channels(len(network.strides), network.base_channels, network.max_channels)
         log.info(
             "training a %s U-Net on %s: patch %s voxels, batch %s, %d input channel(s), feature maps %s; fold %s: "
@@ -387,7 +387,7 @@ def train(
     return run_dir
 
 
-def _write_run_files(run_dir: Path, record: TrainedRun, split: dict[str, list[str]], manifest: Manifest) -> None:
+def write_run_files(run_dir: Path, record: TrainedRun, split: dict[str, list[str]], manifest: Manifest) -> None:
     """config.yaml (as used), plan.json (the dataset's plan), network.json (the network actually trained:
     the plan's configuration with the config's overrides), splits.json and validation.csv (the fold's
     held-out cases as a manifest, ready for ``medseg predict --input`` and ``medseg evaluate --manifest``;

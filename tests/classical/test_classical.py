@@ -273,7 +273,7 @@ def test_array_input_gets_a_diagonal_grid_and_volume_input_refuses_a_second_spac
 
 def test_simpleitk_hand_over_keeps_every_voxel_at_its_world_position():
     """to_sitk passes the array without transposing: index order reversed, geometry reversed to match."""
-    from medseg.classical._common import from_sitk, itk_order, to_sitk
+    from medseg.io.itk_bridge import from_sitk, itk_order, to_sitk
 
     rotation = np.array([[0.0, -1.0, 0.0], [0.6, 0.0, -0.8], [0.8, 0.0, 0.6]])  # oblique, proper rotation
     affine = np.eye(4)

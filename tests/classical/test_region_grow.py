@@ -87,7 +87,7 @@ def test_region_grow_fills_a_phantom_lung_from_a_world_seed(seed):
 
 
 def test_itk_hand_over_keeps_every_voxel_at_its_world_position(sphere):
-    from medseg.classical._common import itk_order, to_itk
+    from medseg.io.itk_bridge import itk_order, to_itk
 
     volume, _ = sphere
     image = to_itk(volume.array, volume.affine)

@@ -1,4 +1,4 @@
-"""Shared CLI options (medseg.cli._options): one name and meaning in every command, old spellings as hidden aliases."""
+"""Shared CLI options (medseg.cli.options): one name and meaning in every command, old spellings as hidden aliases."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from medseg.cli._options import LABELS_GRAMMAR
 from medseg.cli.main import build_parser, main
+from medseg.cli.options import LABELS_GRAMMAR
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import PROJECT_ROOT, shared_path
 
 from medseg.cli.main import build_parser, main
 from medseg.io import Volume, save_volume
@@ -235,7 +235,7 @@ def _benchmark(name: str):
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = PROJECT_ROOT / "benchmarks" / f"{name}.py"
     sys.path.insert(0, str(path.parent))
     try:
         spec = importlib.util.spec_from_file_location(f"bench_{name}", path)

@@ -54,7 +54,7 @@ def test_3d_sampling_equals_torch_trilinear_grid_sample():
     import torch.nn.functional as F
     from scipy.spatial.transform import Rotation
 
-    from medseg.data.augment import _sample_3d
+    from medseg.data.augment import sample_3d
 
     torch.manual_seed(1)
     crop = torch.randn(2, 40, 36, 30)
@@ -64,7 +64,7 @@ def test_3d_sampling_equals_torch_trilinear_grid_sample():
     offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     matrix = Rotation.from_euler("xyz", [25, -10, 40], degrees=True).as_matrix() * 0.9
     centre = [19.5, 17.5, 14.5]
-    ours, ours_label = _sample_3d(crop, label, axes, matrix, centre, patch)
+    ours, ours_label = sample_3d(crop, label, axes, matrix, centre, patch)
     source = offsets.double() @ torch.tensor(matrix).T + torch.tensor(centre)
     grid = (source * (2.0 / torch.tensor([39.0, 35.0, 29.0], dtype=torch.float64)) - 1).flip(-1).float().view(1, *patch, 3)
     reference = F.grid_sample(crop[None], grid, mode="bilinear", align_corners=True)[0]

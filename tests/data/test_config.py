@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import PROJECT_ROOT
 
 from medseg.config import to_dict
 from medseg.config.plan import load_plan
@@ -18,7 +17,7 @@ from medseg.data.config import (
 )
 from medseg.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = PROJECT_ROOT / "configs"
 
 
 def test_shipped_yaml_files_spell_out_the_defaults():

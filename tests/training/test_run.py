@@ -198,7 +198,7 @@ def test_editing_the_preprocessing_settings_plans_the_cache_again(tmp_path):
 def test_validation_csv_records_the_groups_the_folds_used(tmp_path):
     from medseg.config.plan import Configuration, load_plan
     from medseg.config.run_spec import TrainedRun
-    from medseg.training.run import _write_run_files
+    from medseg.training.run import write_run_files
 
     spec = load_training_config(write_config(tmp_path, "ct-thorax", "3d", [32, 32, 16])).spec
     spec.data.group_pattern = r"^(thorax)_0*(\d)"  # first capture group names the patient
@@ -209,7 +209,7 @@ def test_validation_csv_records_the_groups_the_folds_used(tmp_path):
         patch_size=[32, 32, 16], strides=[[1, 1, 1], [2, 2, 2]], kernel_sizes=[[3, 3, 3]] * 2, batch_size=2, spacing_mm=[1, 1, 1]
     )
     record = TrainedRun(spec=spec, plan=plan, network=network, in_channels=1, labels={"1": "a"})
-    _write_run_files(tmp_path / "run", record, split, manifest)
+    write_run_files(tmp_path / "run", record, split, manifest)
     held_out = load_manifest(tmp_path / "run" / "validation.csv")
     assert [c.group for c in held_out] == ["thorax"] * len(split["val"])
     assert json.loads((tmp_path / "run" / "network.json").read_text(encoding="utf-8"))["patch_size"] == [32, 32, 16]
