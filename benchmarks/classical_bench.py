@@ -45,12 +45,22 @@ def main() -> None:
 
     volume = load_volume(LIDC)
     image = sitk_image(volume)
-    rows, figures = [], {"data": f"LIDC-IDRI-0001 {volume.shape} {tuple(round(float(s), 3) for s in volume.spacing_mm)} mm"}
+    rows, figures = (
+        [],
+        {"data": f"LIDC-IDRI-0001 {volume.shape} {tuple(round(float(s), 3) for s in volume.spacing_mm)} mm"},
+    )
 
     def record(name, medseg_s, peer_name, peer_s, check):
         ratio = f"{peer_s / medseg_s:.2f}x" if peer_s else "-"
-        rows.append(f"| {name} | {medseg_s:.2f} | {peer_name} | {f'{peer_s:.2f}' if peer_s else '-'} | {ratio} | {check} |")
-        figures[name] = {"medseg_s": round(medseg_s, 3), "peer": peer_name, "peer_s": round(peer_s, 3) if peer_s else None, "check": check}
+        rows.append(
+            f"| {name} | {medseg_s:.2f} | {peer_name} | {f'{peer_s:.2f}' if peer_s else '-'} | {ratio} | {check} |"
+        )
+        figures[name] = {
+            "medseg_s": round(medseg_s, 3),
+            "peer": peer_name,
+            "peer_s": round(peer_s, 3) if peer_s else None,
+            "check": check,
+        }
         print(rows[-1], flush=True)
 
     seconds, out = time_call(lambda: threshold(volume, [-320, 200]))
@@ -71,7 +81,9 @@ def main() -> None:
     peer_s, peer_out = time_call(lambda: peer3.Execute(image), repeats=1)
     same = np.array_equal(out.array, sitk.GetArrayFromImage(peer_out).transpose(2, 1, 0))
     cuts = ", ".join(f"{t:.0f}" for t in out.meta["segmentation"]["thresholds"])
-    record("otsu, 3 classes", seconds, "sitk.OtsuMultipleThresholds", peer_s, f"thresholds {cuts} HU; identical: {same}")
+    record(
+        "otsu, 3 classes", seconds, "sitk.OtsuMultipleThresholds", peer_s, f"thresholds {cuts} HU; identical: {same}"
+    )
 
     seconds, out = time_call(lambda: bht(volume))
     record("bht", seconds, "-", None, f"threshold {out.meta['segmentation']['thresholds'][0]:.0f} HU")
@@ -85,7 +97,9 @@ def main() -> None:
     seed = (150, 250, 80)  # right lung parenchyma (-880 HU)
     seconds, out = time_call(lambda: region_grow(volume, [seed], lower=-1100, upper=-400), repeats=1)
     seconds, out = time_call(lambda: region_grow(volume, [seed], lower=-1100, upper=-400), repeats=3)  # ITK loaded
-    peer_s, peer_out = time_call(lambda: sitk.ConnectedThreshold(image, seedList=[seed], lower=-1100, upper=-400), repeats=3)
+    peer_s, peer_out = time_call(
+        lambda: sitk.ConnectedThreshold(image, seedList=[seed], lower=-1100, upper=-400), repeats=3
+    )
     agreement = dice(out.array > 0, sitk.GetArrayFromImage(peer_out).transpose(2, 1, 0) > 0)
     record("region-grow (ITK, tolerance)", seconds, "sitk.ConnectedThreshold", peer_s,
            f"{np.count_nonzero(out.array) * volume.voxel_volume_ml:.0f} ml grown; Dice with peer {agreement:.4f}")  # fmt: skip
@@ -93,7 +107,9 @@ def main() -> None:
     seconds, out = time_call(lambda: sobel_edges(volume), repeats=1)
     float_image = sitk.Cast(image, sitk.sitkFloat32)
     peer_s, _ = time_call(lambda: sitk.SobelEdgeDetection(float_image), repeats=1)
-    scipy_s, _ = time_call(lambda: ndimage.generic_gradient_magnitude(volume.array.astype(np.float32), ndimage.sobel), repeats=1)
+    scipy_s, _ = time_call(
+        lambda: ndimage.generic_gradient_magnitude(volume.array.astype(np.float32), ndimage.sobel), repeats=1
+    )
     record("edges (Sobel, per mm)", seconds, "sitk.SobelEdgeDetection", peer_s,
            f"SciPy generic_gradient_magnitude {scipy_s:.2f} s; both peers ignore the spacing (units per voxel, unnormalised)")  # fmt: skip
 

@@ -173,7 +173,9 @@ def per_structure(cases, repeats: int) -> list[dict]:
         for label in (1, 2):
             record = {"case": case_id, "label": label, "shape": list(ref.shape), "one_pass_s": pass_s, "one_pass_cpu_s": pass_cpu_s,
                       "case_all_labels_s": case_s}  # fmt: skip
-            record["medseg_s"], record["medseg_cpu_s"], ours = timed(lambda: medseg_structure(ref, pred, spacing, label), repeats)
+            record["medseg_s"], record["medseg_cpu_s"], ours = timed(
+                lambda: medseg_structure(ref, pred, spacing, label), repeats
+            )
             # the structure's crop in the frame evaluate_case works in (C order: NIfTI arrays transposed)
             crop = tuple(reversed(boxes[label]))
             ref_t, pred_t, spacing_t = ref.T, pred.T, np.asarray(spacing)[::-1]
@@ -181,17 +183,23 @@ def per_structure(cases, repeats: int) -> list[dict]:
                 lambda: medseg_structure(ref_t[crop], pred_t[crop], spacing_t, label), repeats
             )
             if any(abs(cropped[m] - ours[m]) > 1e-12 * abs(ours[m]) for m in ours):
-                raise AssertionError(f"{case_id} label {label}: values on the structure's crop differ: {cropped} vs {ours}")
+                raise AssertionError(
+                    f"{case_id} label {label}: values on the structure's crop differ: {cropped} vs {ours}"
+                )
             record["medseg_shared_s"] = record["medseg_crop_s"] + pass_s / len(boxes)
             record["medseg_shared_cpu_s"] = record["medseg_crop_cpu_s"] + pass_cpu_s / len(boxes)
             record["monai_s"], monai = time_call(lambda: monai_structure(ref, pred, spacing, label), 1)
-            record["deepmind_s"], record["deepmind_cpu_s"], deepmind = timed(lambda: deepmind_structure(ref, pred, spacing, label), max(1, repeats // 2))
+            record["deepmind_s"], record["deepmind_cpu_s"], deepmind = timed(
+                lambda: deepmind_structure(ref, pred, spacing, label), max(1, repeats // 2)
+            )
             record["values"] = {"medseg": ours, "monai": monai, "deepmind": deepmind}
             record["max_rel_diff_vs_monai"] = max(abs(ours[m] - monai[m]) / max(abs(monai[m]), 1e-12) for m in ours)
             if case_id == smallest:
                 record["medpy_s"], medpy = time_call(lambda: medpy_structure(ref, pred, spacing, label), 1)
                 record["values"]["medpy"] = medpy
-                record["max_rel_diff_vs_medpy_hd_assd"] = max(abs(ours[m] - medpy[m]) / max(abs(medpy[m]), 1e-12) for m in ("hd", "asd"))
+                record["max_rel_diff_vs_medpy_hd_assd"] = max(
+                    abs(ours[m] - medpy[m]) / max(abs(medpy[m]), 1e-12) for m in ("hd", "asd")
+                )
             fastest = min(record["monai_s"], record["deepmind_s"], record.get("medpy_s", float("inf")))
             record["fastest_peer_s"] = fastest
             record["speedup_vs_fastest_peer"] = fastest / record["medseg_s"]
@@ -221,7 +229,9 @@ def run_processes(commands: dict[str, tuple[list[str], dict | None]], repeats: i
         for name, (command, extra_env) in commands.items():
             env = {**os.environ, **(extra_env or {})}
             start = time.perf_counter()
-            done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            done = subprocess.run(
+                command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
             times[name].append(time.perf_counter() - start)
             if done.returncode != 0:  # a failed run is no timing: stop rather than report it
                 raise SystemExit(f"{name}: {' '.join(command)} failed (exit {done.returncode}):\n{done.stderr}")
@@ -264,11 +274,17 @@ def folder_commands(
     }
     if pythonpath:  # optional accelerators (e.g. isal) installed outside the environment
         commands["medseg_workers1_extra_path_s"] = (common + ["--workers", "1"], {"PYTHONPATH": pythonpath})
-        commands["medseg_workers1_no_report_extra_path_s"] = (common + ["--workers", "1", "--no-report"], {"PYTHONPATH": pythonpath})
+        commands["medseg_workers1_no_report_extra_path_s"] = (
+            common + ["--workers", "1", "--no-report"],
+            {"PYTHONPATH": pythonpath},
+        )
     if baseline_src:  # another checkout's medseg package (e.g. the commit before a change), same interpreter
         cli = [PYTHON, "-c", "import sys; from medseg.cli.main import main; sys.exit(main())"]
         commands["baseline_workers1_s"] = (cli + common[1:] + ["--workers", "1"], {"PYTHONPATH": baseline_src})
-        commands["baseline_workers1_no_report_s"] = (cli + common[1:] + ["--workers", "1", "--no-report"], {"PYTHONPATH": baseline_src})
+        commands["baseline_workers1_no_report_s"] = (
+            cli + common[1:] + ["--workers", "1", "--no-report"],
+            {"PYTHONPATH": baseline_src},
+        )
     return commands
 
 
@@ -396,13 +412,17 @@ def goals(records: list[dict], folder: dict) -> list[str]:
         "Goals (issue 17):",
         f"- every structure >= 10x the fastest peer: shared (one pass per case) minimum {worst['speedup_shared_vs_fastest_peer']:.1f}x "
         f"wall / {cpu_worst['cpu_speedup_vs_deepmind_shared']:.1f}x CPU time; {len(below)} of {len(records)} structures below 10x "
-        "in CPU time" + (" (" + ", ".join(f"{r['case']} label {r['label']}" for r in below) + ")" if below else "")
-        + ("." if not below else
-           f". Not met for small structures in large volumes: there the case's one read of both full label maps alone "
-           f"({worst['one_pass_s'] * 1000:.0f} ms for {worst['case']}, {'x'.join(map(str, worst['shape']))}, two maps; "
-           "memory bandwidth, every voxel must be looked at once) is more than a tenth of what DeepMind needs for the "
-           f"whole structure ({worst['fastest_peer_s'] * 1000:.0f} ms); the structure's own work is "
-           f"{worst['medseg_crop_s'] * 1000:.0f} ms."),
+        "in CPU time"
+        + (" (" + ", ".join(f"{r['case']} label {r['label']}" for r in below) + ")" if below else "")
+        + (
+            "."
+            if not below
+            else f". Not met for small structures in large volumes: there the case's one read of both full label maps alone "
+            f"({worst['one_pass_s'] * 1000:.0f} ms for {worst['case']}, {'x'.join(map(str, worst['shape']))}, two maps; "
+            "memory bandwidth, every voxel must be looked at once) is more than a tenth of what DeepMind needs for the "
+            f"whole structure ({worst['fastest_peer_s'] * 1000:.0f} ms); the structure's own work is "
+            f"{worst['medseg_crop_s'] * 1000:.0f} ms."
+        ),
         f"- whole folder >= 5x the fastest peer with the default report: {fastest / ours:.1f}x "
         f"({'met' if fastest / ours >= 5 else 'not met'}); within 1.5x the reading time + 1 s ({limit:.2f} s): "
         f"{ours:.2f} s ({'met' if ours <= limit else 'not met'}).",
@@ -413,15 +433,31 @@ def goals(records: list[dict], folder: dict) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--pythonpath", help="extra PYTHONPATH for additional CLI runs, e.g. a folder where `pip install --target DIR isal` put isal")
-    parser.add_argument("--baseline-src", help="a checkout (e.g. git worktree) of an earlier commit: its CLI runs interleaved with these")
-    parser.add_argument("--from-results", action="store_true", help="rewrite the README section from results/evaluation.json")
-    parser.add_argument("--folder-only", action="store_true", help="re-run the whole-folder part; per-structure figures from results/evaluation.json")
+    parser.add_argument(
+        "--pythonpath",
+        help="extra PYTHONPATH for additional CLI runs, e.g. a folder where `pip install --target DIR isal` put isal",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        help="a checkout (e.g. git worktree) of an earlier commit: its CLI runs interleaved with these",
+    )
+    parser.add_argument(
+        "--from-results", action="store_true", help="rewrite the README section from results/evaluation.json"
+    )
+    parser.add_argument(
+        "--folder-only",
+        action="store_true",
+        help="re-run the whole-folder part; per-structure figures from results/evaluation.json",
+    )
     args = parser.parse_args()
     if args.from_results:
-        saved = json.loads((Path(__file__).resolve().parent / "results" / "evaluation.json").read_text(encoding="utf-8"))
+        saved = json.loads(
+            (Path(__file__).resolve().parent / "results" / "evaluation.json").read_text(encoding="utf-8")
+        )
         figures = {k: saved.get(k) for k in ("structures", "folder", "gzip", "baseline_src")}
-        write_results("evaluation", figures, table(saved["structures"], saved["folder"], saved["gzip"], saved.get("baseline_src")))
+        write_results(
+            "evaluation", figures, table(saved["structures"], saved["folder"], saved["gzip"], saved.get("baseline_src"))
+        )
         return 0
     if not KITS.is_dir():
         print(f"needs {KITS}", file=sys.stderr)
@@ -432,13 +468,19 @@ def main() -> int:
         folder = Path(tmp)
         cases = make_data(folder)
         if args.folder_only:
-            records = json.loads((Path(__file__).resolve().parent / "results" / "evaluation.json").read_text(encoding="utf-8"))["structures"]
+            records = json.loads(
+                (Path(__file__).resolve().parent / "results" / "evaluation.json").read_text(encoding="utf-8")
+            )["structures"]
         else:
             records = per_structure(cases, args.repeats)
         folder_figures = whole_folder(cases, folder, max(args.repeats, 5), args.pythonpath, args.baseline_src)
     print(folder_figures)
     markdown = table(records, folder_figures, DECOMPRESSOR, args.baseline_src)
-    write_results("evaluation", {"structures": records, "folder": folder_figures, "gzip": DECOMPRESSOR, "baseline_src": args.baseline_src}, markdown)
+    write_results(
+        "evaluation",
+        {"structures": records, "folder": folder_figures, "gzip": DECOMPRESSOR, "baseline_src": args.baseline_src},
+        markdown,
+    )
     print(markdown)
     return 0
 

@@ -74,7 +74,10 @@ def derived_config(source: Path, target: Path, overrides: dict[str, dict[str, An
 def phantom_manifest(kind: str, n: int, work: Path) -> Path:
     """A phantom manifest (generated on first use) whose cases live under ``work``."""
     path = work / f"phantom_{kind}.yaml"
-    path.write_text(f"name: gpu_check_{kind.replace('-', '_')}\nphantom: {{kind: {kind}, n: {n}, seed: 0}}\nroot: phantoms/{kind}\n", encoding="utf-8")
+    path.write_text(
+        f"name: gpu_check_{kind.replace('-', '_')}\nphantom: {{kind: {kind}, n: {n}, seed: 0}}\nroot: phantoms/{kind}\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -87,14 +90,21 @@ def pick_configs(work: Path, smoke: bool, iterations: int, workers: int) -> dict
         source, note, data = acdc, "ACDC (real, 20 patients)", {}
     else:
         source = CONFIGS / "phantom_cardiac_mri_2d.yaml"
-        note = "2D cardiac MRI phantom (../shared/data/acdc_subset absent)" if not smoke else "2D cardiac MRI phantom (smoke)"
+        note = (
+            "2D cardiac MRI phantom (../shared/data/acdc_subset absent)"
+            if not smoke
+            else "2D cardiac MRI phantom (smoke)"
+        )
         data = {"manifest": str(phantom_manifest("cardiac-mri", 6 if smoke else 24, work))}
     data.update(cache=str(work / "cache_2d"), workers=0 if smoke else workers, folds=2 if smoke else 5)
     if smoke:
         data.update(patch_size=[64, 64], batch_size=2)
     chosen["2d"] = {
-        "source": str(source.relative_to(ROOT)), "data": note,
-        "config": derived_config(source, work / "train_2d.yaml", {"data": data, "train": train, "validation": {"max_cases": 1}}),
+        "source": str(source.relative_to(ROOT)),
+        "data": note,
+        "config": derived_config(
+            source, work / "train_2d.yaml", {"data": data, "train": train, "validation": {"max_cases": 1}}
+        ),
     }
     nsclc = CONFIGS / "nsclc_lung_3d_cpu.yaml"
     if nsclc.is_file() and (SHARED_DATA / "nsclc_lung_ct").is_dir() and not smoke:
@@ -108,8 +118,11 @@ def pick_configs(work: Path, smoke: bool, iterations: int, workers: int) -> dict
     if smoke:
         data.update(patch_size=[32, 32, 16], batch_size=2)
     chosen["3d"] = {
-        "source": str(source.relative_to(ROOT)), "data": note,
-        "config": derived_config(source, work / "train_3d.yaml", {"data": data, "train": train, "validation": {"max_cases": 1}}),
+        "source": str(source.relative_to(ROOT)),
+        "data": note,
+        "config": derived_config(
+            source, work / "train_3d.yaml", {"data": data, "train": train, "validation": {"max_cases": 1}}
+        ),
     }
     return chosen
 
@@ -135,8 +148,10 @@ def train_step(name: str, choice: dict[str, Any], work: Path, device: str) -> di
     row = dict(zip(header, last))
     amp = resolve_amp("auto", torch.device(device))
     result = {
-        "config": choice["source"], "data": choice["data"],
-        "images_per_s": float(row["patches_per_s"]), "epoch_seconds": float(row["seconds"]),
+        "config": choice["source"],
+        "data": choice["data"],
+        "images_per_s": float(row["patches_per_s"]),
+        "epoch_seconds": float(row["seconds"]),
         "total_seconds_with_preprocessing_and_validation": round(seconds, 1),
         "autocast": str(amp).replace("torch.", "") if amp is not None else "float32",
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
@@ -176,7 +191,12 @@ def nnunet_step(name: str, choice: dict[str, Any], work: Path, dataset_id: int, 
         "channel_names": {str(k): v for k, v in manifest.channel_names.items()},
         "labels": manifest.labels, "numTraining": len(manifest.cases), "file_ending": ".nii.gz",
     }), encoding="utf-8")  # fmt: skip
-    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed), "nnUNet_results": str(results)}
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(raw),
+        "nnUNet_preprocessed": str(preprocessed),
+        "nnUNet_results": str(results),
+    }
     configuration = "2d" if name == "2d" else "3d_fullres"
     bin_dir = Path(sys.executable).parent
     started = time.perf_counter()
@@ -204,7 +224,9 @@ def nnunet_step(name: str, choice: dict[str, Any], work: Path, dataset_id: int, 
               "log": str(log_path)}  # fmt: skip
     if epoch_times:
         result["images_per_s"] = round(250 * batch / epoch_times[-1], 1)  # nnUNetTrainer: 250 iterations per epoch
-        say(f"nnU-Net v2 {name} ({configuration}): {result['images_per_s']} images/s (1 epoch of 250 iterations, batch {batch})")
+        say(
+            f"nnU-Net v2 {name} ({configuration}): {result['images_per_s']} images/s (1 epoch of 250 iterations, batch {batch})"
+        )
     return result
 
 
@@ -330,7 +352,9 @@ def oom_step(run_dir: Path, image, uncapped_peak_bytes: float, reference_labels)
     say(f"OOM fallback under a {figures['cap_gib']} GiB cap: {'fell back to host memory' if fell_back else 'NO fallback happened'} "
         f"({' -> '.join(outputs)}), {seconds:.1f} s, label agreement {figures['label_agreement_with_uncapped']:.5f}")  # fmt: skip
     if not fell_back:
-        raise RuntimeError(f"the sliding window did not fall back to host memory under a {figures['cap_gib']} GiB cap: {figures}")
+        raise RuntimeError(
+            f"the sliding window did not fall back to host memory under a {figures['cap_gib']} GiB cap: {figures}"
+        )
     return figures
 
 
@@ -339,11 +363,15 @@ def oom_step(run_dir: Path, image, uncapped_peak_bytes: float, reference_labels)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", default=str(ROOT / "benchmarks" / "results" / "gpu_check"), help="output folder")
+    parser.add_argument(
+        "out", nargs="?", default=str(ROOT / "benchmarks" / "results" / "gpu_check"), help="output folder"
+    )
     parser.add_argument("--iterations", type=int, default=40, help="training iterations per epoch (2 epochs)")
     parser.add_argument("--workers", type=int, default=6, help="data-loading workers")
     parser.add_argument("--nnunet-limit-s", type=int, default=120, help="time limit per nnU-Net run")
-    parser.add_argument("--cpu-smoke", action="store_true", help="run the steps on the CPU at toy sizes (tests this script)")
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="run the steps on the CPU at toy sizes (tests this script)"
+    )
     args = parser.parse_args(argv)
     import torch
 

@@ -164,13 +164,19 @@ def main() -> int:
         figures.update(run_processes(commands, args.repeats))
 
         labels, _ = find_label_maps(ACDC)
-        figures["cardiac_quantify_s"], rows = time_call(lambda: quantify_rows("cardiac", labels, None, None), args.repeats)
-        figures["cardiac_hand_s"], hand = time_call(lambda: hand_cardiac(sorted(ACDC.rglob("*_gt.nii.gz"))), args.repeats)
+        figures["cardiac_quantify_s"], rows = time_call(
+            lambda: quantify_rows("cardiac", labels, None, None), args.repeats
+        )
+        figures["cardiac_hand_s"], hand = time_call(
+            lambda: hand_cardiac(sorted(ACDC.rglob("*_gt.nii.gz"))), args.repeats
+        )
         figures["cardiac_max_rel_diff"] = check_agree(rows, hand)
         cases = sorted(p for p in NSCLC.iterdir() if (p / "labels.nii.gz").is_file())
         lung_labels = {c.name: c / "labels.nii.gz" for c in cases}
         lung_images = {c.name: c / "ct.nii.gz" for c in cases}
-        figures["lung_quantify_s"], rows = time_call(lambda: quantify_rows("lung", lung_labels, lung_images, LUNG_ROLES), 1)
+        figures["lung_quantify_s"], rows = time_call(
+            lambda: quantify_rows("lung", lung_labels, lung_images, LUNG_ROLES), 1
+        )
         figures["lung_hand_s"], hand = time_call(lambda: hand_lung(cases), 1)
         figures["lung_max_rel_diff"] = check_agree(rows, hand)
     figures["load_average_end"] = os.getloadavg()[0]
@@ -181,15 +187,15 @@ def main() -> int:
 report included. Cardiac: 40 ACDC frames (20 patients) vs a perturbed copy. Lung: 6 NSCLC CTs (512 x 512 x
 91-134) vs their label maps with the lungs eroded by a voxel in-plane; labels 1-3 scored; lung indices need the CT.
 Hand-written peer: nibabel + NumPy computing the same indices (largest relative difference of the values:
-{max(f['cardiac_max_rel_diff'], f['lung_max_rel_diff']):.1e}).
+{max(f["cardiac_max_rel_diff"], f["lung_max_rel_diff"]):.1e}).
 
 | data | evaluate s | evaluate --indices s | added | quantify s | hand-written s |
 |---|---|---|---|---|---|
-| ACDC, 40 frames, cardiac | {f['cardiac_evaluate_s']:.2f} | {f['cardiac_evaluate_indices_s']:.2f} | {100 * (f['cardiac_evaluate_indices_s'] / f['cardiac_evaluate_s'] - 1):+.0f} % | {f['cardiac_quantify_s']:.2f} | {f['cardiac_hand_s']:.2f} |
-| NSCLC, 6 CTs, lung | {f['lung_evaluate_s']:.2f} | {f['lung_evaluate_indices_s']:.2f} | {100 * (f['lung_evaluate_indices_s'] / f['lung_evaluate_s'] - 1):+.0f} % | {f['lung_quantify_s']:.2f} | {f['lung_hand_s']:.2f} |
+| ACDC, 40 frames, cardiac | {f["cardiac_evaluate_s"]:.2f} | {f["cardiac_evaluate_indices_s"]:.2f} | {100 * (f["cardiac_evaluate_indices_s"] / f["cardiac_evaluate_s"] - 1):+.0f} % | {f["cardiac_quantify_s"]:.2f} | {f["cardiac_hand_s"]:.2f} |
+| NSCLC, 6 CTs, lung | {f["lung_evaluate_s"]:.2f} | {f["lung_evaluate_indices_s"]:.2f} | {100 * (f["lung_evaluate_indices_s"] / f["lung_evaluate_s"] - 1):+.0f} % | {f["lung_quantify_s"]:.2f} | {f["lung_hand_s"]:.2f} |
 
 Lung density reads each CT (about 33 MB of gzip per scan): that read, not the indices, is what lung indices add.
-Load average (1 min) on the 2-core machine: {f['load_average_start']:.1f} at the start, {f['load_average_end']:.1f} at the end.
+Load average (1 min) on the 2-core machine: {f["load_average_start"]:.1f} at the start, {f["load_average_end"]:.1f} at the end.
 """
     write_results("indices", {"figures": figures}, markdown)
     print(markdown)

@@ -44,10 +44,16 @@ def prepared_ct() -> np.ndarray:
     array = apply_orientation(np.asarray(volume.array, dtype=np.float32), permutation, flips)
     spacing = volume.spacing_mm[permutation]
     shape = [int(round(n * s / 1.5)) for n, s in zip(array.shape, spacing)]
-    tensor = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(array))[None, None], size=shape, mode="trilinear")
+    tensor = torch.nn.functional.interpolate(
+        torch.from_numpy(np.ascontiguousarray(array))[None, None], size=shape, mode="trilinear"
+    )
     tensor = ((tensor.clamp(-1000, 1000) + 1000) / 2000)[0, 0]
     starts = [(n - c) // 2 for n, c in zip(tensor.shape, (224, 224, 192))]
-    return tensor[starts[0] : starts[0] + 224, starts[1] : starts[1] + 224, starts[2] : starts[2] + 192].contiguous().numpy()
+    return (
+        tensor[starts[0] : starts[0] + 224, starts[1] : starts[1] + 224, starts[2] : starts[2] + 192]
+        .contiguous()
+        .numpy()
+    )
 
 
 def network():
@@ -55,7 +61,9 @@ def network():
     from monai.networks.nets import DynUNet
 
     torch.manual_seed(0)
-    model = DynUNet(3, 1, 4, kernel_size=[3] * 4, strides=[1, 2, 2, 2], upsample_kernel_size=[2, 2, 2], filters=[8, 16, 32, 64])
+    model = DynUNet(
+        3, 1, 4, kernel_size=[3] * 4, strides=[1, 2, 2, 2], upsample_kernel_size=[2, 2, 2], filters=[8, 16, 32, 64]
+    )
     return model.eval()
 
 
@@ -82,7 +90,9 @@ def _run(tool: str, blend: str, repeats: int, image_path: str, out_path: str) ->
 
         def call():
             with torch.no_grad():
-                return sliding_window_inference(image, PATCH, BATCH, model, overlap=OVERLAP, mode=blend, sigma_scale=0.125)
+                return sliding_window_inference(
+                    image, PATCH, BATCH, model, overlap=OVERLAP, mode=blend, sigma_scale=0.125
+                )
 
     call()  # warm-up (allocator, kernels), untimed, for both tools alike
     times, peak = [], 0.0
@@ -96,7 +106,9 @@ def _run(tool: str, blend: str, repeats: int, image_path: str, out_path: str) ->
         del output
     output = call()
     np.save(out_path, output.float().numpy())
-    Path(out_path + ".json").write_text(json.dumps({"seconds": statistics.median(times), "peak_gib": peak}), encoding="utf-8")
+    Path(out_path + ".json").write_text(
+        json.dumps({"seconds": statistics.median(times), "peak_gib": peak}), encoding="utf-8"
+    )
 
 
 def measure(tool: str, blend: str, repeats: int, image_path: Path, out_path: Path) -> dict:
@@ -117,9 +129,15 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     image = prepared_ct()
     np.save(work / "image.npy", image)
-    rows, figures = [], {"patch": PATCH, "overlap": OVERLAP, "batch": BATCH, "image_shape": list(image.shape), "runs": {}}
+    rows, figures = (
+        [],
+        {"patch": PATCH, "overlap": OVERLAP, "batch": BATCH, "image_shape": list(image.shape), "runs": {}},
+    )
     for blend in ("constant", "gaussian"):
-        results = {tool: measure(tool, blend, args.repeats, work / "image.npy", work / f"{tool}_{blend}.npy") for tool in ("medseg", "monai")}
+        results = {
+            tool: measure(tool, blend, args.repeats, work / "image.npy", work / f"{tool}_{blend}.npy")
+            for tool in ("medseg", "monai")
+        }
         ours, theirs = np.load(work / f"medseg_{blend}.npy"), np.load(work / f"monai_{blend}.npy")
         difference = float(np.abs(ours - theirs).max())
         agreement = float((ours.argmax(1) == theirs.argmax(1)).mean())

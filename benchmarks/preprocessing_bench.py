@@ -84,7 +84,9 @@ def monai_chain():
     return Compose(load + rest), Compose(load), Compose(rest)
 
 
-def compare_world(ours: np.ndarray, ours_affine: np.ndarray, theirs: np.ndarray, theirs_affine: np.ndarray) -> dict[str, float]:
+def compare_world(
+    ours: np.ndarray, ours_affine: np.ndarray, theirs: np.ndarray, theirs_affine: np.ndarray
+) -> dict[str, float]:
     """Sample ``theirs`` (linear) at our voxel centres via the affines; differences inside
     both grids (one voxel from their borders), in the output units (window scaled to [0, 1])."""
     from scipy import ndimage
@@ -123,11 +125,24 @@ def check_against_simpleitk(volume) -> float:
         return image
 
     sample = preprocess_case(
-        volume, {"target_spacing_mm": list(SPACING), "crop": "none", "anisotropy_threshold": 10.0, "normalization": [{"scheme": "none"}]}
+        volume,
+        {
+            "target_spacing_mm": list(SPACING),
+            "crop": "none",
+            "anisotropy_threshold": 10.0,
+            "normalization": [{"scheme": "none"}],
+        },
     )
     ours = sample["image"][0]
     grid = to_sitk(np.zeros(ours.shape, np.float32), np.asarray(sample["meta"]["affine"]))
-    theirs = sitk.Resample(to_sitk(volume.array.astype(np.float32), volume.affine), grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    theirs = sitk.Resample(
+        to_sitk(volume.array.astype(np.float32), volume.affine),
+        grid,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        0.0,
+        sitk.sitkFloat32,
+    )
     theirs = sitk.GetArrayFromImage(theirs).transpose(2, 1, 0)
     interior = tuple(slice(2, -2) for _ in range(3))
     return float(np.abs(ours[interior] - theirs[interior]).max())
@@ -148,7 +163,10 @@ def bench_preprocessing(repeats: int) -> dict:
     monai_load_s, _ = time_call(lambda: monai_load({"image": str(LIDC)}), repeats)
     theirs = monai_out["image"]
     comparison = compare_world(
-        sample["image"][0], np.asarray(sample["meta"]["affine"]), theirs[0].numpy(), theirs.affine.numpy().astype(np.float64)
+        sample["image"][0],
+        np.asarray(sample["meta"]["affine"]),
+        theirs[0].numpy(),
+        theirs.affine.numpy().astype(np.float64),
     )
     return {
         "input_shape": list(volume.shape),
@@ -216,7 +234,13 @@ def medseg_rate(cache_dir: Path, augmentation, batches: int, workers: int) -> fl
     from medseg.data.sampling import make_patch_loader
 
     loader = make_patch_loader(
-        cache_dir, patch_size=PATCH, batch_size=2, batches_per_epoch=batches + 3, num_workers=workers, augmentation=augmentation, seed=0
+        cache_dir,
+        patch_size=PATCH,
+        batch_size=2,
+        batches_per_epoch=batches + 3,
+        num_workers=workers,
+        augmentation=augmentation,
+        seed=0,
     )
     return _rate(loader, 3, batches, 2)
 
@@ -245,17 +269,38 @@ def monai_rate(cache_dir: Path, affine_prob: float, batches: int, workers: int, 
     keys = ["image", "label"]
     spatial = [
         RandCropByPosNegLabeld(
-            keys, label_key="label", spatial_size=PATCH, pos=1, neg=2, num_samples=1,
-            fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices", allow_smaller=True,
+            keys,
+            label_key="label",
+            spatial_size=PATCH,
+            pos=1,
+            neg=2,
+            num_samples=1,
+            fg_indices_key="label_fg_indices",
+            bg_indices_key="label_bg_indices",
+            allow_smaller=True,
         ),
         RandAffined(
-            keys, prob=affine_prob, rotate_range=[math.pi / 6] * 3, scale_range=[(-0.3, 0.4)] * 3,
-            mode=("bilinear", "nearest"), padding_mode="zeros", spatial_size=PATCH, cache_grid=True,
+            keys,
+            prob=affine_prob,
+            rotate_range=[math.pi / 6] * 3,
+            scale_range=[(-0.3, 0.4)] * 3,
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+            spatial_size=PATCH,
+            cache_grid=True,
         ),
     ]
     if elastic:
         spatial.append(
-            Rand3DElasticd(keys, sigma_range=(8, 12), magnitude_range=(0, 4), prob=1.0, mode=("bilinear", "nearest"), padding_mode="zeros", spatial_size=PATCH)
+            Rand3DElasticd(
+                keys,
+                sigma_range=(8, 12),
+                magnitude_range=(0, 4),
+                prob=1.0,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+                spatial_size=PATCH,
+            )
         )
     intensity = [
         RandFlipd(keys, prob=0.5, spatial_axis=0),
@@ -285,7 +330,10 @@ def bench_patches(workdir: Path, batches: int, workers: int, repeats: int) -> di
     always_affine = {"spatial": {"rotation": {"p": 1.0}, "scale": {"p": 1.0}}}
     elastic = {"spatial": {"elastic": {"p": 1.0}}}
     runs = {
-        "default": (lambda: medseg_rate(cache_dir, None, batches, workers), lambda: monai_rate(cache_dir, 0.36, batches, workers)),
+        "default": (
+            lambda: medseg_rate(cache_dir, None, batches, workers),
+            lambda: monai_rate(cache_dir, 0.36, batches, workers),
+        ),
         "affine_every_patch": (
             lambda: medseg_rate(cache_dir, always_affine, batches, workers),
             lambda: monai_rate(cache_dir, 1.0, batches, workers),
@@ -352,23 +400,52 @@ def bench_memory(workdir: Path, slices: int = 600) -> dict:
     save_volume(Volume(label, volume.affine), workdir / "tall_label.nii", label=True)
     del image, label
     manifest_path = workdir / "tall.csv"
-    manifest_path.write_text("# modality: CT\n# labels: background=0, lung=1, bone=2\ncase_id,image,label\ntall,tall_ct.nii,tall_label.nii\n", encoding="utf-8")
+    manifest_path.write_text(
+        "# modality: CT\n# labels: background=0, lung=1, bone=2\ncase_id,image,label\ntall,tall_ct.nii,tall_label.nii\n",
+        encoding="utf-8",
+    )
     manifest = load_manifest(manifest_path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    baseline = json.loads(subprocess.run([sys.executable, "-c", _BASELINE_CHILD], capture_output=True, text=True, env=env, check=True).stdout)
+    baseline = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", _BASELINE_CHILD], capture_output=True, text=True, env=env, check=True
+        ).stdout
+    )
     results = {"shape": [512, 512, slices], "baseline_imports_gib": baseline["max_rss_kib"] / 2**20}
     fingerprint_stub = {
-        "cases": [{"case_id": "tall", "spacing_mm": [float(s) for s in volume.spacing_mm], "shape_after_crop": [512, 512, slices], "shape": [512, 512, slices]}],
+        "cases": [
+            {
+                "case_id": "tall",
+                "spacing_mm": [float(s) for s in volume.spacing_mm],
+                "shape_after_crop": [512, 512, slices],
+                "shape": [512, 512, slices],
+            }
+        ],
         "ct": True,
         "crop_size_fraction_median": 1.0,
-        "intensity_foreground": [{"channel": 0, "name": "CT", "percentile_00_5": -1000.0, "percentile_99_5": 1500.0, "mean": -300.0, "std": 500.0}],
+        "intensity_foreground": [
+            {
+                "channel": 0,
+                "name": "CT",
+                "percentile_00_5": -1000.0,
+                "percentile_99_5": 1500.0,
+                "mean": -300.0,
+                "std": 500.0,
+            }
+        ],
     }
-    for name, spacing in (("native_0.7x0.7x2.5mm", "auto"), ("iso_1.0mm", [1.0, 1.0, 1.0]), ("iso_1.5mm", list(SPACING))):
+    for name, spacing in (
+        ("native_0.7x0.7x2.5mm", "auto"),
+        ("iso_1.0mm", [1.0, 1.0, 1.0]),
+        ("iso_1.5mm", list(SPACING)),
+    ):
         plan = make_plan(fingerprint_stub, manifest, {"target_spacing_mm": spacing})
         plan_path = save_plan(plan, workdir / f"plan_{name}.json")
         child = subprocess.run(
             [sys.executable, "-c", _MEMORY_CHILD, str(manifest_path), str(plan_path), str(workdir / f"cache_{name}")],
-            capture_output=True, text=True, env=env,
+            capture_output=True,
+            text=True,
+            env=env,
         )
         if child.returncode != 0:
             raise RuntimeError(child.stderr[-2000:])
@@ -425,8 +502,13 @@ def table(pre: dict, patches: dict, memory: dict, workers: int) -> str:
     ]
     for name in ("native_0.7x0.7x2.5mm", "iso_1.0mm", "iso_1.5mm"):
         entry = memory[name]
-        lines.append(f"| target {entry['target_spacing_mm']} mm | {entry['peak_rss_gib']:.2f} GiB | {entry['seconds']:.1f} s |")
-    lines += ["", f"Peak resident memory (`VmHWM`) of a fresh process, including {memory['baseline_imports_gib']:.2f} GiB for importing torch and MONAI; goal < 4 GiB."]
+        lines.append(
+            f"| target {entry['target_spacing_mm']} mm | {entry['peak_rss_gib']:.2f} GiB | {entry['seconds']:.1f} s |"
+        )
+    lines += [
+        "",
+        f"Peak resident memory (`VmHWM`) of a fresh process, including {memory['baseline_imports_gib']:.2f} GiB for importing torch and MONAI; goal < 4 GiB.",
+    ]
     peak = max(memory[name]["peak_rss_gib"] for name in ("native_0.7x0.7x2.5mm", "iso_1.0mm", "iso_1.5mm"))
     ratio_default = patches["medseg_default"] / patches["monai_default"]
     single = patches["monai_default_single_process_ms"] / patches["medseg_default_single_process_ms"]
@@ -439,7 +521,11 @@ def table(pre: dict, patches: dict, memory: dict, workers: int) -> str:
         "Goals (issue 4):",
         f"- preprocessing >= 3x faster than MONAI: transforms {pre['speedup_transforms']:.1f}x ({mark(pre['speedup_transforms'] >= 3)}); "
         f"including reading the DICOM files {pre['speedup_full']:.1f}x ({mark(pre['speedup_full'] >= 3)})"
-        + ("." if pre["speedup_full"] >= 3 else ": reading dominates; medseg's reader also checks every slice header (order, spacing, orientation)."),
+        + (
+            "."
+            if pre["speedup_full"] >= 3
+            else ": reading dominates; medseg's reader also checks every slice header (order, spacing, orientation)."
+        ),
         f"- >= 20 patches/s with 2 workers: {patches['medseg_default']:.0f} ({mark(patches['medseg_default'] >= 20)}).",
         f"- >= 3x MONAI's patch rate: {ratio_default:.1f}x with 2 workers ({mark(ratio_default >= 3)}), {single:.1f}x per patch in "
         f"one process ({mark(single >= 3)}). MONAI's `RandAffined` resamples inside the 96^3 crop (rotated corners become "
@@ -453,12 +539,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and batches (a smoke run)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--from-results", action="store_true", help="rewrite the README section from results/preprocessing.json")
+    parser.add_argument(
+        "--from-results", action="store_true", help="rewrite the README section from results/preprocessing.json"
+    )
     args = parser.parse_args()
     if args.from_results:
-        saved = json.loads((Path(__file__).resolve().parent / "results" / "preprocessing.json").read_text(encoding="utf-8"))
+        saved = json.loads(
+            (Path(__file__).resolve().parent / "results" / "preprocessing.json").read_text(encoding="utf-8")
+        )
         figures = {k: saved[k] for k in ("preprocessing", "patch_throughput_per_s", "peak_memory", "workers", "quick")}
-        write_results("preprocessing", figures, table(saved["preprocessing"], saved["patch_throughput_per_s"], saved["peak_memory"], saved["workers"]))
+        write_results(
+            "preprocessing",
+            figures,
+            table(saved["preprocessing"], saved["patch_throughput_per_s"], saved["peak_memory"], saved["workers"]),
+        )
         return 0
     if not LIDC.exists():
         print(f"skipped: {LIDC} is absent (the benchmark needs ../shared/data)")
@@ -472,7 +566,13 @@ def main() -> int:
         print(json.dumps(patches, indent=1))
         memory = bench_memory(workdir)
         print(json.dumps(memory, indent=1))
-    figures = {"preprocessing": pre, "patch_throughput_per_s": patches, "peak_memory": memory, "workers": args.workers, "quick": args.quick}
+    figures = {
+        "preprocessing": pre,
+        "patch_throughput_per_s": patches,
+        "peak_memory": memory,
+        "workers": args.workers,
+        "quick": args.quick,
+    }
     write_results("preprocessing", figures, table(pre, patches, memory, args.workers))
     return 0
 

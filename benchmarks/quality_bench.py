@@ -73,14 +73,18 @@ DATASETS: dict[str, dict[str, Any]] = {
     "acdc": {
         "manifest": ROOT / "data_manifests" / "acdc_subset.csv",
         "config": ROOT / "configs" / "acdc_2d_cpu.yaml",
-        "nnunet_id": 913, "nnunet_name": "ACDCsubset", "nnunet_configuration": "2d",
+        "nnunet_id": 913,
+        "nnunet_name": "ACDCsubset",
+        "nnunet_configuration": "2d",
         "lateral_axis": None,  # nnU-Net may mirror every axis
         "arms": ("medseg", "nnunet", "nnunet_matched"),
     },
     "nsclc": {
         "manifest": ROOT / "data_manifests" / "nsclc_lung_ct.csv",
         "config": ROOT / "configs" / "nsclc_lung_3d_cpu.yaml",
-        "nnunet_id": 914, "nnunet_name": "NSCLClung", "nnunet_configuration": "3d_fullres",
+        "nnunet_id": 914,
+        "nnunet_name": "NSCLClung",
+        "nnunet_configuration": "3d_fullres",
         "lateral_axis": 2,  # nnU-Net's array axes are (z, y, x): x is left-right, never mirrored
         "arms": ("medseg", "nnunet", "nnunet_matched", "lung_ct"),
     },
@@ -98,15 +102,24 @@ def run_step(command: list[str], log_path: Path, env: dict[str, str] | None = No
     with open(log_path, "a") as stream:
         stream.write(f"\n$ {' '.join(map(str, command))}\n")
         stream.flush()
-        result = subprocess.run([str(c) for c in command], stdout=stream, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, cwd=ROOT)
+        result = subprocess.run(
+            [str(c) for c in command],
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+        )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{log_path}: step failed (exit {result.returncode}): {' '.join(map(str, command))}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"command": " ".join(map(str, command)), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "command": " ".join(map(str, command)),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def record_timing(arm_dir: Path, key: str, timing: dict[str, Any]) -> None:
@@ -135,8 +148,13 @@ def dataset_facts(name: str, config_path: Path) -> dict[str, Any]:
     manifest = load_manifest(spec["manifest"])
     splits = kfold_splits(manifest, config.data.folds, config.data.split_seed, config.data.group_pattern)
     fold_of_case = {case: k for k, split in enumerate(splits) for case in split["val"]}
-    return {"manifest": manifest, "config": config, "splits": splits, "fold_of_case": fold_of_case,
-            "labels": {label: int(value) for label, value in manifest.labels.items() if int(value) != 0}}
+    return {
+        "manifest": manifest,
+        "config": config,
+        "splits": splits,
+        "fold_of_case": fold_of_case,
+        "labels": {label: int(value) for label, value in manifest.labels.items() if int(value) != 0},
+    }
 
 
 def write_references(work: Path, facts: dict[str, Any]) -> Path:
@@ -148,8 +166,9 @@ def write_references(work: Path, facts: dict[str, Any]) -> Path:
 
 
 # -- medseg arm ---------------------------------------------------------------------------------------------
-def budget_config(config_path: Path, arm_dir: Path, epochs: int | None, iterations: int | None,
-                  changes: list[str]) -> Path:
+def budget_config(
+    config_path: Path, arm_dir: Path, epochs: int | None, iterations: int | None, changes: list[str]
+) -> Path:
     """The training config as given, or a copy with ``train.epochs`` / ``train.iterations_per_epoch`` and the
     ``section.key=value`` ``changes`` (YAML values) applied (paths made absolute, validation only after the last
     epoch: the held-out cases choose nothing)."""
@@ -172,8 +191,11 @@ def budget_config(config_path: Path, arm_dir: Path, epochs: int | None, iteratio
         raw.setdefault(section, {})[name] = yaml.safe_load(value)
     path = arm_dir / f"{config_path.stem}_budget.yaml"
     arm_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {config_path} with the budget (and {changes or 'nothing else'}) changed by quality_bench.py\n"
-                    + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        f"# {config_path} with the budget (and {changes or 'nothing else'}) changed by quality_bench.py\n"
+        + yaml.safe_dump(raw, sort_keys=False),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -188,23 +210,39 @@ def finished(run_dir: Path) -> bool:
     return bool(rows) and int(rows[-1]["epoch"]) >= int(config["train"]["epochs"])
 
 
-def run_medseg(arm_dir: Path, facts: dict[str, Any], folds: list[int], config: Path, reuse: Path | None,
-               tta: bool) -> None:
+def run_medseg(
+    arm_dir: Path, facts: dict[str, Any], folds: list[int], config: Path, reuse: Path | None, tta: bool
+) -> None:
     medseg = BIN / "medseg"
     pred = arm_dir / "pred"
     for fold in folds:
-        run_dir = reuse / f"fold_{fold}" if reuse is not None and finished(reuse / f"fold_{fold}") else arm_dir / f"fold_{fold}"
+        run_dir = (
+            reuse / f"fold_{fold}"
+            if reuse is not None and finished(reuse / f"fold_{fold}")
+            else arm_dir / f"fold_{fold}"
+        )
         if not finished(run_dir):
-            timing = run_step([medseg, "train", "--config", config, "--fold", str(fold), "--out", run_dir, "--quiet"],
-                              arm_dir / "log.txt")
+            timing = run_step(
+                [medseg, "train", "--config", config, "--fold", str(fold), "--out", run_dir, "--quiet"],
+                arm_dir / "log.txt",
+            )
             record_timing(arm_dir, f"train_fold_{fold}", timing)
         held_out = facts["splits"][fold]["val"]
         if all((pred / f"{case}.nii.gz").exists() for case in held_out):
             continue
         inputs = arm_dir / f"held_out_fold_{fold}.csv"
         write_held_out(facts, held_out, inputs)
-        command = [medseg, "predict", "--model", run_dir / "checkpoint_latest.pt", "--input", inputs, "--out", pred,
-                   "--quiet"] + (["--tta"] if tta else [])
+        command = [
+            medseg,
+            "predict",
+            "--model",
+            run_dir / "checkpoint_latest.pt",
+            "--input",
+            inputs,
+            "--out",
+            pred,
+            "--quiet",
+        ] + (["--tta"] if tta else [])
         record_timing(arm_dir, f"predict_fold_{fold}", run_step(command, arm_dir / "log.txt"))
 
 
@@ -212,7 +250,9 @@ def write_held_out(facts: dict[str, Any], case_ids: list[str], path: Path) -> No
     from medseg.data.manifest import write_csv_manifest
 
     manifest = facts["manifest"]
-    write_csv_manifest(path, [manifest.case(case) for case in case_ids], manifest.labels, name=f"{manifest.name} held out")
+    write_csv_manifest(
+        path, [manifest.case(case) for case in case_ids], manifest.labels, name=f"{manifest.name} held out"
+    )
 
 
 def medseg_network(facts: dict[str, Any], config: Path) -> dict[str, Any]:
@@ -230,9 +270,14 @@ def medseg_network(facts: dict[str, Any], config: Path) -> dict[str, Any]:
 
 # -- nnU-Net arms -------------------------------------------------------------------------------------------
 def nnunet_env(work: Path) -> dict[str, str]:
-    return {"nnUNet_raw": str(work / "nnunet" / "raw"), "nnUNet_preprocessed": str(work / "nnunet" / "preprocessed"),
-            "nnUNet_results": str(work / "nnunet" / "results"), "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1",
-            "nnUNet_compile": "false"}
+    return {
+        "nnUNet_raw": str(work / "nnunet" / "raw"),
+        "nnUNet_preprocessed": str(work / "nnunet" / "preprocessed"),
+        "nnUNet_results": str(work / "nnunet" / "results"),
+        "nnUNet_n_proc_DA": "1",
+        "nnUNet_def_n_proc": "1",
+        "nnUNet_compile": "false",
+    }
 
 
 def nnunet_dataset_name(name: str) -> str:
@@ -267,8 +312,16 @@ def prepare_nnunet(name: str, work: Path, facts: dict[str, Any], arm_dir: Path) 
     convert_to_nnunet(name, work, facts)
     configuration = spec["nnunet_configuration"]
     if not (preprocessed / "nnUNetPlans.json").exists() or not (preprocessed / f"nnUNetPlans_{configuration}").is_dir():
-        command = [BIN / "nnUNetv2_plan_and_preprocess", "-d", str(spec["nnunet_id"]), "-c", configuration,
-                   "-np", "1", "--verify_dataset_integrity"]
+        command = [
+            BIN / "nnUNetv2_plan_and_preprocess",
+            "-d",
+            str(spec["nnunet_id"]),
+            "-c",
+            configuration,
+            "-np",
+            "1",
+            "--verify_dataset_integrity",
+        ]
         record_timing(work / "nnunet", "plan_and_preprocess", run_step(command, work / "nnunet" / "log.txt", env))
     splits = [{"train": split["train"], "val": split["val"]} for split in facts["splits"]]
     (preprocessed / "splits_final.json").write_text(json.dumps(splits, indent=1) + "\n", encoding="utf-8")
@@ -285,20 +338,32 @@ def matched_plans(preprocessed: Path, configuration: str, network: dict[str, Any
     entry["batch_size"] = int(network["batch_size"])
     kwargs = entry["architecture"]["arch_kwargs"]
     stages = len(network["strides"])
-    kwargs.update({
-        "n_stages": stages,
-        "features_per_stage": [int(f) for f in network["features"]],
-        "kernel_sizes": [[int(k) for k in reversed(kernel)] for kernel in network["kernel_sizes"]],
-        "strides": [[int(s) for s in reversed(stride)] for stride in network["strides"]],
-        "n_conv_per_stage": [2] * stages,
-        "n_conv_per_stage_decoder": [2] * (stages - 1),
-    })
+    kwargs.update(
+        {
+            "n_stages": stages,
+            "features_per_stage": [int(f) for f in network["features"]],
+            "kernel_sizes": [[int(k) for k in reversed(kernel)] for kernel in network["kernel_sizes"]],
+            "strides": [[int(s) for s in reversed(stride)] for stride in network["strides"]],
+            "n_conv_per_stage": [2] * stages,
+            "n_conv_per_stage_decoder": [2] * (stages - 1),
+        }
+    )
     (preprocessed / "nnUNetPlans_medseg.json").write_text(json.dumps(plans, indent=1) + "\n", encoding="utf-8")
     return "nnUNetPlans_medseg"
 
 
-def run_nnunet(name: str, arm: str, arm_dir: Path, work: Path, facts: dict[str, Any], folds: list[int],
-               epochs: int, iterations: int, config: Path, tta: bool) -> None:
+def run_nnunet(
+    name: str,
+    arm: str,
+    arm_dir: Path,
+    work: Path,
+    facts: dict[str, Any],
+    folds: list[int],
+    epochs: int,
+    iterations: int,
+    config: Path,
+    tta: bool,
+) -> None:
     spec = DATASETS[name]
     preprocessed = prepare_nnunet(name, work, facts, arm_dir)
     configuration = spec["nnunet_configuration"]
@@ -310,9 +375,23 @@ def run_nnunet(name: str, arm: str, arm_dir: Path, work: Path, facts: dict[str, 
         held_out = facts["splits"][fold]["val"]
         if all((pred / f"{case}.nii.gz").exists() for case in held_out):
             continue
-        command = [sys.executable, Path(__file__).resolve(), "--nnunet-train", name, "--plans", plans, "--fold", str(fold),
-                   "--epochs", str(epochs), "--iterations-per-epoch", str(iterations)] + (["--tta"] if tta else [])
-        record_timing(arm_dir, f"train_and_predict_fold_{fold}", run_step(command, arm_dir / "log.txt", nnunet_env(work)))
+        command = [
+            sys.executable,
+            Path(__file__).resolve(),
+            "--nnunet-train",
+            name,
+            "--plans",
+            plans,
+            "--fold",
+            str(fold),
+            "--epochs",
+            str(epochs),
+            "--iterations-per-epoch",
+            str(iterations),
+        ] + (["--tta"] if tta else [])
+        record_timing(
+            arm_dir, f"train_and_predict_fold_{fold}", run_step(command, arm_dir / "log.txt", nnunet_env(work))
+        )
         folder = nnunet_output_folder(work, name, plans, fold) / "validation"
         for case in held_out:
             pred.mkdir(parents=True, exist_ok=True)
@@ -321,7 +400,14 @@ def run_nnunet(name: str, arm: str, arm_dir: Path, work: Path, facts: dict[str, 
 
 def nnunet_output_folder(work: Path, name: str, plans: str, fold: int) -> Path:
     configuration = DATASETS[name]["nnunet_configuration"]
-    return work / "nnunet" / "results" / nnunet_dataset_name(name) / f"nnUNetTrainerBudget__{plans}__{configuration}" / f"fold_{fold}"
+    return (
+        work
+        / "nnunet"
+        / "results"
+        / nnunet_dataset_name(name)
+        / f"nnUNetTrainerBudget__{plans}__{configuration}"
+        / f"fold_{fold}"
+    )
 
 
 def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations: int, tta: bool) -> None:
@@ -346,7 +432,9 @@ def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations:
             self.save_every = epochs
 
         def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):  # noqa: N802 (nnU-Net's name)
-            rotation, dummy_2d, patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+            rotation, dummy_2d, patch, mirror_axes = (
+                super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+            )
             if lateral_axis is not None and mirror_axes is not None:
                 offset = 3 - len(self.configuration_manager.patch_size)
                 mirror_axes = tuple(a for a in mirror_axes if a + offset != lateral_axis)
@@ -395,8 +483,24 @@ def evaluate(arm_dir: Path, facts: dict[str, Any], refs: Path, labels: dict[str,
     for case in cases:
         link(refs / f"{case}.nii.gz", subset / f"{case}.nii.gz")
     spec = ",".join(f"{label}={value}" for label, value in labels.items())
-    command = [BIN / "medseg", "evaluate", "--pred", pred, "--ref", subset, "--out", arm_dir / "eval", "--regions",
-               "--metrics", "dice,hd95", "--labels", spec, "--no-report", "--overwrite", "--quiet"]
+    command = [
+        BIN / "medseg",
+        "evaluate",
+        "--pred",
+        pred,
+        "--ref",
+        subset,
+        "--out",
+        arm_dir / "eval",
+        "--regions",
+        "--metrics",
+        "dice,hd95",
+        "--labels",
+        spec,
+        "--no-report",
+        "--overwrite",
+        "--quiet",
+    ]
     record_timing(arm_dir, "evaluate", run_step(command, arm_dir / "log.txt"))
     return arm_dir / "eval" / "metrics.csv"
 
@@ -423,21 +527,31 @@ def summarise(metrics_csv: Path, facts: dict[str, Any]) -> dict[str, Any]:
         pooled = [v for fold_values in per_fold.values() for v in fold_values]
         fold_means = {str(fold): float(np.mean(v)) for fold, v in sorted(per_fold.items())}
         table.setdefault(label, {}).setdefault(region, {})[metric] = {
-            "mean": float(np.mean(pooled)), "n_cases": len(pooled), "fold_means": fold_means,
+            "mean": float(np.mean(pooled)),
+            "n_cases": len(pooled),
+            "fold_means": fold_means,
             "fold_std": float(np.std(list(fold_means.values()))),
-            "fold_min": float(min(fold_means.values())), "fold_max": float(max(fold_means.values())),
+            "fold_min": float(min(fold_means.values())),
+            "fold_max": float(max(fold_means.values())),
             "case_min": float(min(pooled)),
         }
     dice_all = [table[label]["all"]["dice"]["mean"] for label in table if "dice" in table[label].get("all", {})]
-    return {"labels": table, "mean_dice": float(np.mean(dice_all)) if dice_all else None,
-            "not_scored_reference_empty": sorted(f"{case}:{label}" for case, label in skipped)}
+    return {
+        "labels": table,
+        "mean_dice": float(np.mean(dice_all)) if dice_all else None,
+        "not_scored_reference_empty": sorted(f"{case}:{label}" for case, label in skipped),
+    }
 
 
 # -- budget facts of an arm ---------------------------------------------------------------------------------
 def medseg_budget(arm_dir: Path, folds: list[int], reuse: Path | None) -> dict[str, Any]:
     runs = {}
     for fold in folds:
-        run_dir = reuse / f"fold_{fold}" if reuse is not None and finished(reuse / f"fold_{fold}") else arm_dir / f"fold_{fold}"
+        run_dir = (
+            reuse / f"fold_{fold}"
+            if reuse is not None and finished(reuse / f"fold_{fold}")
+            else arm_dir / f"fold_{fold}"
+        )
         if not (run_dir / "training_log.csv").exists():
             continue
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
@@ -445,9 +559,11 @@ def medseg_budget(arm_dir: Path, folds: list[int], reuse: Path | None) -> dict[s
         with (run_dir / "training_log.csv").open() as stream:
             rows = list(csv.DictReader(stream))
         runs[str(fold)] = {
-            "run_dir": str(run_dir), "epochs": int(config["train"]["epochs"]),
+            "run_dir": str(run_dir),
+            "epochs": int(config["train"]["epochs"]),
             "iterations_per_epoch": int(config["train"]["iterations_per_epoch"]),
-            "batch_size": network["batch_size"], "patch_size": network["patch_size"],
+            "batch_size": network["batch_size"],
+            "patch_size": network["patch_size"],
             "train_seconds_logged": round(sum(float(r["seconds"]) for r in rows), 1),
         }
     return runs
@@ -461,12 +577,16 @@ def nnunet_budget(work: Path, name: str, plans: str, folds: list[int]) -> dict[s
         if not debug.exists():
             continue
         facts = json.loads(debug.read_text(encoding="utf-8"))
-        plan = json.loads((work / "nnunet" / "preprocessed" / nnunet_dataset_name(name) / f"{plans}.json").read_text(encoding="utf-8"))
+        plan = json.loads(
+            (work / "nnunet" / "preprocessed" / nnunet_dataset_name(name) / f"{plans}.json").read_text(encoding="utf-8")
+        )
         entry = plan["configurations"][DATASETS[name]["nnunet_configuration"]]
         runs[str(fold)] = {
-            "output_folder": str(folder), "epochs": int(facts["num_epochs"]),
+            "output_folder": str(folder),
+            "epochs": int(facts["num_epochs"]),
             "iterations_per_epoch": int(facts["num_iterations_per_epoch"]),
-            "batch_size": entry["batch_size"], "patch_size": entry["patch_size"],
+            "batch_size": entry["batch_size"],
+            "patch_size": entry["patch_size"],
             "features_per_stage": entry["architecture"]["arch_kwargs"]["features_per_stage"],
         }
     return runs
@@ -482,33 +602,44 @@ def load_results() -> dict[str, Any]:
 def report(results: dict[str, Any]) -> None:
     """Write ``results/quality.json`` and the README table from every arm measured so far."""
     lines = ["## Model quality, cross-validated, side by side with nnU-Net v2 (`quality_bench.py`)", ""]
-    lines += ["Dice on held-out patients (every patient held out once), scored by `medseg evaluate --regions`; "
-              "mean over held-out cases, and in brackets the lowest and highest fold mean. Budget: epochs x "
-              "iterations x batch per fold; time = training wall-clock per fold (median), with the 1-minute load "
-              "average of the shared 2-core machine during the runs.", ""]
+    lines += [
+        "Dice on held-out patients (every patient held out once), scored by `medseg evaluate --regions`; "
+        "mean over held-out cases, and in brackets the lowest and highest fold mean. Budget: epochs x "
+        "iterations x batch per fold; time = training wall-clock per fold (median), with the 1-minute load "
+        "average of the shared 2-core machine during the runs.",
+        "",
+    ]
     for dataset in DATASETS:
         arms = {key: arm for key, arm in results["arms"].items() if arm["dataset"] == dataset}
         if not arms:
             continue
         labels = next(iter(arms.values()))["summary"]["label_order"]
         lines += [f"### {dataset}", ""]
-        header = "| arm | folds | budget per fold | train time per fold | load | mean Dice | " + " | ".join(labels) + " |"
+        header = (
+            "| arm | folds | budget per fold | train time per fold | load | mean Dice | " + " | ".join(labels) + " |"
+        )
         lines += [header, "|" + "---|" * (6 + len(labels))]
         for arm in arms.values():
             summary = arm["summary"]
             cells = []
             for label in labels:
                 entry = summary["labels"].get(label, {}).get("all", {}).get("dice")
-                cells.append("-" if entry is None else f"{entry['mean']:.3f} ({entry['fold_min']:.2f}-{entry['fold_max']:.2f})")
-            lines.append(f"| {arm['name']} | {arm['folds_run']} | {arm['budget_text']} | {arm['time_text']} | {arm['load_text']} | "
-                         f"{summary['mean_dice']:.3f} | " + " | ".join(cells) + " |")
+                cells.append(
+                    "-" if entry is None else f"{entry['mean']:.3f} ({entry['fold_min']:.2f}-{entry['fold_max']:.2f})"
+                )
+            lines.append(
+                f"| {arm['name']} | {arm['folds_run']} | {arm['budget_text']} | {arm['time_text']} | {arm['load_text']} | "
+                f"{summary['mean_dice']:.3f} | " + " | ".join(cells) + " |"
+            )
         lines += ["", "Per region (Dice, mean over held-out cases; base / middle / apex):", ""]
         lines += ["| arm | " + " | ".join(labels) + " |", "|" + "---|" * (1 + len(labels))]
         for arm in arms.values():
             cells = []
             for label in labels:
                 regions = arm["summary"]["labels"].get(label, {})
-                parts = [f"{regions[r]['dice']['mean']:.2f}" if "dice" in regions.get(r, {}) else "-" for r in REGIONS[1:]]
+                parts = [
+                    f"{regions[r]['dice']['mean']:.2f}" if "dice" in regions.get(r, {}) else "-" for r in REGIONS[1:]
+                ]
                 cells.append(" / ".join(parts))
             lines.append(f"| {arm['name']} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -519,13 +650,17 @@ def describe_arm(arm: dict[str, Any]) -> None:
     runs = arm["runs"]
     if runs:
         first = next(iter(runs.values()))
-        arm["budget_text"] = (f"{first['epochs']} x {first['iterations_per_epoch']} x {first['batch_size']}, "
-                              f"patch {'x'.join(map(str, first['patch_size']))}")
+        arm["budget_text"] = (
+            f"{first['epochs']} x {first['iterations_per_epoch']} x {first['batch_size']}, "
+            f"patch {'x'.join(map(str, first['patch_size']))}"
+        )
     else:
         arm["budget_text"] = "no training"
     trains = [t for k, t in arm["timing"].items() if k.startswith("train")]
     if trains:
-        arm["time_text"] = f"{np.median([t['wall_s'] for t in trains]) / 60:.1f} min (CPU {np.median([t['cpu_s'] for t in trains]) / 60:.1f} min)"
+        arm["time_text"] = (
+            f"{np.median([t['wall_s'] for t in trains]) / 60:.1f} min (CPU {np.median([t['cpu_s'] for t in trains]) / 60:.1f} min)"
+        )
     elif arm["runs"]:
         logged = [r.get("train_seconds_logged") for r in runs.values() if r.get("train_seconds_logged")]
         arm["time_text"] = f"{np.median(logged) / 60:.1f} min (logged by training)" if logged else "-"
@@ -545,10 +680,19 @@ def main() -> int:
     parser.add_argument("--config", type=Path, help="medseg training config (default: the dataset's)")
     parser.add_argument("--epochs", type=int, help="epochs per fold (default: the config's)")
     parser.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (default: the config's)")
-    parser.add_argument("--tta", action="store_true", help="predict with test-time mirroring (medseg --tta; nnU-Net's "
-                        "default mirroring); off by default to fit the CPU budget")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="medseg: change one config value (a recipe lever), e.g. model.deep_supervision=true")
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="predict with test-time mirroring (medseg --tta; nnU-Net's "
+        "default mirroring); off by default to fit the CPU budget",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="medseg: change one config value (a recipe lever), e.g. model.deep_supervision=true",
+    )
     parser.add_argument("--reuse", type=Path, help="medseg: finished run folders DIR/fold_K to predict with")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality_bench")
     parser.add_argument("--report", action="store_true", help="only write the tables from the results")
@@ -576,8 +720,13 @@ def main() -> int:
     budget = f"e{args.epochs}x{args.iterations_per_epoch}" if args.epochs or args.iterations_per_epoch else "config"
     budget += " tta" if args.tta else ""
     budget += "".join(f" {change}" for change in args.set)
-    name = args.name or (f"medseg {config.stem} {budget}" if args.arm == "medseg" else
-                         f"{args.arm} {budget}" if args.arm.startswith("nnunet") else args.arm)
+    name = args.name or (
+        f"medseg {config.stem} {budget}"
+        if args.arm == "medseg"
+        else f"{args.arm} {budget}"
+        if args.arm.startswith("nnunet")
+        else args.arm
+    )
     arm_dir = work / name.replace(" ", "_")
     arm_dir.mkdir(parents=True, exist_ok=True)
     facts = dataset_facts(args.dataset, config)
@@ -592,22 +741,51 @@ def main() -> int:
     else:
         if args.epochs is None or args.iterations_per_epoch is None:
             parser.error("the nnU-Net arms need --epochs and --iterations-per-epoch (the budget)")
-        run_nnunet(args.dataset, args.arm, arm_dir, work, facts, folds, args.epochs, args.iterations_per_epoch, config,
-                   args.tta)
+        run_nnunet(
+            args.dataset,
+            args.arm,
+            arm_dir,
+            work,
+            facts,
+            folds,
+            args.epochs,
+            args.iterations_per_epoch,
+            config,
+            args.tta,
+        )
 
     # the lung mask segments the lungs only: its other labels are not scored
     labels = {k: v for k, v in facts["labels"].items() if args.arm != "lung_ct" or k.endswith("_lung")}
     summary = summarise(evaluate(arm_dir, facts, refs, labels), facts)
     summary["label_order"] = list(facts["labels"])
-    timing = json.loads((arm_dir / "timing.json").read_text(encoding="utf-8")) if (arm_dir / "timing.json").exists() else {}
-    runs = (medseg_budget(arm_dir, folds, args.reuse) if args.arm == "medseg" else
-            nnunet_budget(work, args.dataset, "nnUNetPlans_medseg" if args.arm == "nnunet_matched" else "nnUNetPlans", folds)
-            if args.arm.startswith("nnunet") else {})
-    scored_folds = sorted({facts["fold_of_case"][p.name.removesuffix(".nii.gz")] for p in (arm_dir / "pred").glob("*.nii.gz")})
-    arm = {"name": name, "dataset": args.dataset, "arm": args.arm, "tta": args.tta, "config": str(config.relative_to(ROOT)) if args.arm == "medseg" else None,
-           "folds_run": f"{len(scored_folds)}/{len(facts['splits'])}", "folds": scored_folds,
-           "command": " ".join([".venv/bin/python benchmarks/quality_bench.py", *sys.argv[1:]]),
-           "runs": runs, "timing": timing, "summary": summary}
+    timing = (
+        json.loads((arm_dir / "timing.json").read_text(encoding="utf-8")) if (arm_dir / "timing.json").exists() else {}
+    )
+    runs = (
+        medseg_budget(arm_dir, folds, args.reuse)
+        if args.arm == "medseg"
+        else nnunet_budget(
+            work, args.dataset, "nnUNetPlans_medseg" if args.arm == "nnunet_matched" else "nnUNetPlans", folds
+        )
+        if args.arm.startswith("nnunet")
+        else {}
+    )
+    scored_folds = sorted(
+        {facts["fold_of_case"][p.name.removesuffix(".nii.gz")] for p in (arm_dir / "pred").glob("*.nii.gz")}
+    )
+    arm = {
+        "name": name,
+        "dataset": args.dataset,
+        "arm": args.arm,
+        "tta": args.tta,
+        "config": str(config.relative_to(ROOT)) if args.arm == "medseg" else None,
+        "folds_run": f"{len(scored_folds)}/{len(facts['splits'])}",
+        "folds": scored_folds,
+        "command": " ".join([".venv/bin/python benchmarks/quality_bench.py", *sys.argv[1:]]),
+        "runs": runs,
+        "timing": timing,
+        "summary": summary,
+    }
     describe_arm(arm)
     results = load_results()  # again: another arm may have finished meanwhile
     results["arms"][f"{args.dataset}: {name}"] = arm

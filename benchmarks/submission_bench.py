@@ -63,9 +63,14 @@ def codec_rows(name: str, masks: list[np.ndarray]) -> dict:
     decode_peer, _ = time_call(lambda: [kaggle_rle_decode(t, m.shape) for t, m in zip(ours, masks)], repeats=5)
     runs = sum(len(t.split()) // 2 for t in ours)
     row = {
-        "data": name, "slices": len(masks), "shapes": sorted({m.shape for m in masks}), "runs": runs,
-        "encode_medseg_s": encode_ours, "encode_peer_s": encode_peer,
-        "decode_medseg_s": decode_ours, "decode_peer_s": decode_peer,
+        "data": name,
+        "slices": len(masks),
+        "shapes": sorted({m.shape for m in masks}),
+        "runs": runs,
+        "encode_medseg_s": encode_ours,
+        "encode_peer_s": encode_peer,
+        "decode_medseg_s": decode_ours,
+        "decode_peer_s": decode_peer,
     }
     row["shapes"] = [list(s) for s in row["shapes"]]
     return row
@@ -87,7 +92,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepare_s, result = time_call(
             lambda: prepare_submission(
-                "acdc", acdc, acdc, Path(tmp) / "acdc", pred_pattern="*_gt.nii.gz", overwrite=True, zip_path=Path(tmp) / "acdc.zip"
+                "acdc",
+                acdc,
+                acdc,
+                Path(tmp) / "acdc",
+                pred_pattern="*_gt.nii.gz",
+                overwrite=True,
+                zip_path=Path(tmp) / "acdc.zip",
             ),
             repeats=3,
         )
@@ -107,7 +118,11 @@ def main() -> None:
     ]
     for row in rows:
         sizes = row["shapes"]
-        size = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]}"
+        size = (
+            f"{sizes[0][0]}x{sizes[0][1]}"
+            if len(sizes) == 1
+            else f"{len(sizes)} sizes, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]}"
+        )
         lines.append(
             f"| {row['data']} | {row['slices']} ({size}) | {row['runs']} | "
             f"{row['encode_medseg_s'] * 1e3:.1f} ms | {row['encode_peer_s'] * 1e3:.1f} ms | "

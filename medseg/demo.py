@@ -79,7 +79,13 @@ def demo_config(settings: DemoSettings) -> dict[str, Any]:
     }
 
 
-def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset: str = "default", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    kind: str = "ct-thorax",
+    preset: str = "default",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the demo into ``out_dir`` (replaced if it holds an earlier demo); return its summary (with the Dice table as markdown under "table")."""
     from medseg.evaluation import evaluate_folder
     from medseg.inference.inputs import InputCase
@@ -111,11 +117,15 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
     splits = ["train"] * settings.n_train + ["val"] * settings.n_val + ["test"] * settings.n_test
     _write_manifest(out / "manifest.csv", kind, ids, splits)
     (out / "config.yaml").write_text(yaml.safe_dump(demo_config(settings), sort_keys=False), encoding="utf-8")
-    (out / "augmentation.yaml").write_text(yaml.safe_dump({"spatial": {"flip": {"p": 0.5, "axes": [1, 2]}}}), encoding="utf-8")
+    (out / "augmentation.yaml").write_text(
+        yaml.safe_dump({"spatial": {"flip": {"p": 0.5, "axes": [1, 2]}}}), encoding="utf-8"
+    )
     timings["phantoms_s"] = time.perf_counter() - started
 
-    say(f"2/4 planning, preprocessing and training a {settings.configuration.upper()} U-Net "
-        f"({settings.epochs} epochs x {settings.iterations_per_epoch} steps, CPU/GPU as available)")
+    say(
+        f"2/4 planning, preprocessing and training a {settings.configuration.upper()} U-Net "
+        f"({settings.epochs} epochs x {settings.iterations_per_epoch} steps, CPU/GPU as available)"
+    )
     mark = time.perf_counter()
     run_dir = train(out / "config.yaml", out / "run", progress=progress)
     timings["train_s"] = time.perf_counter() - mark
@@ -134,8 +144,12 @@ def run_demo(out_dir: str | Path = "runs/demo", kind: str = "ct-thorax", preset:
     say("4/4 evaluating per label and per base/middle/apex region")
     mark = time.perf_counter()
     frame = evaluate_folder(
-        out / "predictions", references, out / "evaluation",
-        labels=str(out / "data" / "dataset.json"), regions=True, progress=False,
+        out / "predictions",
+        references,
+        out / "evaluation",
+        labels=str(out / "data" / "dataset.json"),
+        regions=True,
+        progress=False,
     )
     timings["evaluate_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
@@ -160,9 +174,13 @@ def _write_manifest(path: Path, kind: str, ids: list[str], splits: list[str]) ->
     from medseg.phantoms import labels_for
 
     data = path.parent / "data"
-    cases = [CaseEntry(case, (data / "imagesTr" / f"{case}_0000.nii.gz",), data / "labelsTr" / f"{case}.nii.gz", split)
-             for case, split in zip(ids, splits)]
-    write_csv_manifest(path, cases, labels_for(kind), name=f"demo_{kind}", modality="CT" if kind == "ct-thorax" else "MRI")
+    cases = [
+        CaseEntry(case, (data / "imagesTr" / f"{case}_0000.nii.gz",), data / "labelsTr" / f"{case}.nii.gz", split)
+        for case, split in zip(ids, splits)
+    ]
+    write_csv_manifest(
+        path, cases, labels_for(kind), name=f"demo_{kind}", modality="CT" if kind == "ct-thorax" else "MRI"
+    )
 
 
 def _summary_table(frame) -> tuple[str, float]:

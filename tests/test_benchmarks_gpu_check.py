@@ -25,7 +25,9 @@ def test_without_cuda_one_line_and_exit_zero(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["gpu_check: no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing measured"]
+    assert done.stdout.splitlines() == [
+        "gpu_check: no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing measured"
+    ]
     assert done.stderr == ""
     assert not (tmp_path / "out").exists()
 

@@ -59,20 +59,28 @@ def test_notebook_runs(name, real_data, tmp_path, monkeypatch):
         client.execute()
     except nbclient.exceptions.CellExecutionError as error:  # the message holds the cell and its traceback
         pytest.fail(f"{name} failed:\n{error}")
-    errors = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs
-              if out.output_type == "error"]
+    errors = [
+        out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs if out.output_type == "error"
+    ]
     assert not errors
-    assert any(path.is_file() for path in (tmp_path / "out").rglob("*")), f"{name} wrote nothing into MEDSEG_NOTEBOOK_OUT"
+    assert any(path.is_file() for path in (tmp_path / "out").rglob("*")), (
+        f"{name} wrote nothing into MEDSEG_NOTEBOOK_OUT"
+    )
     if not real_data:
-        printed = "".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs)
+        printed = "".join(
+            out.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs
+        )
         assert "absent" in printed, f"{name} does not say that the real data are absent"
 
 
 def test_notebooks_name_only_readme_sections_that_exist():
     import re
 
-    headings = {line.lstrip("#").strip() for line in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-                if line.startswith("#")}
+    headings = {
+        line.lstrip("#").strip()
+        for line in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
     for name in NOTEBOOKS:
         text = "\n".join(cell.source for cell in _read(name).cells)
         for section in re.findall(r'README "([^"]+)"', text):

@@ -76,7 +76,9 @@ def segment(volume: Volume, method: str, **options: Any) -> Volume:
     function = METHODS[name]
     given = {key: value for key, value in options.items() if value is not None}
     parameters = [
-        p for p in inspect.signature(function).parameters.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        p
+        for p in inspect.signature(function).parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     ][1:]
     accepted = [p.name for p in parameters]
     unknown = sorted(set(given) - set(accepted))

@@ -67,7 +67,11 @@ def kmeans(
     intensity_std = float(flat.std()) or 1.0
     intensity_mean = float(flat.mean())
     n_voxels = flat.size
-    sample = np.sort(rng.choice(n_voxels, size=sample_size, replace=False)) if n_voxels > sample_size else np.arange(n_voxels)
+    sample = (
+        np.sort(rng.choice(n_voxels, size=sample_size, replace=False))
+        if n_voxels > sample_size
+        else np.arange(n_voxels)
+    )
 
     def features(flat_indices: np.ndarray) -> np.ndarray:
         columns = [(flat[flat_indices].astype(np.float64) - intensity_mean) / intensity_std]
@@ -90,7 +94,9 @@ def kmeans(
     if position_scale_mm is None:
         labels = _nearest_1d(flat, (centroids[:, 0] * intensity_std) + intensity_mean)
     else:
-        labels = _nearest_with_position(volume, values, centroids, intensity_mean, intensity_std, position_scale_mm).ravel()
+        labels = _nearest_with_position(
+            volume, values, centroids, intensity_mean, intensity_std, position_scale_mm
+        ).ravel()
     labels, class_means = _order_by_mean(labels, flat, len(centroids))
     return label_output(
         volume,
@@ -136,7 +142,11 @@ def _nearest_with_position(
         rows = slice(start, min(start + slab, volume.shape[0]))
         intensity = (values[rows].astype(np.float32) - np.float32(intensity_mean)) / np.float32(intensity_std)
         position = [
-            (matrix[d, 0] * axes[0][rows, None, None] + matrix[d, 1] * axes[1][None, :, None] + matrix[d, 2] * axes[2][None, None, :]).astype(np.float32)
+            (
+                matrix[d, 0] * axes[0][rows, None, None]
+                + matrix[d, 1] * axes[1][None, :, None]
+                + matrix[d, 2] * axes[2][None, None, :]
+            ).astype(np.float32)
             for d in range(3)
         ]
         best = np.full(intensity.shape, np.inf, dtype=np.float32)

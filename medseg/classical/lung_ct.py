@@ -185,10 +185,14 @@ def lung_ct(
         log.warning(
             "%s: lung-ct found no %s lung (no air region of %g ml or more inside the body on that side); "
             "is this a chest CT whose field of view covers the lungs?",
-            volume.name, " and no ".join(info["lungs_missing"]), min_lung_ml,
+            volume.name,
+            " and no ".join(info["lungs_missing"]),
+            min_lung_ml,
         )
     info["seconds"] = round(time.perf_counter() - started, 3)
-    return label_output(volume, labels, "lung-ct", label_names={"left_lung": LEFT_LUNG, "right_lung": RIGHT_LUNG}, **info)
+    return label_output(
+        volume, labels, "lung-ct", label_names={"left_lung": LEFT_LUNG, "right_lung": RIGHT_LUNG}, **info
+    )
 
 
 # -- geometry ---------------------------------------------------------------------------------
@@ -205,14 +209,17 @@ def _centroid_world(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """RAS+ world position (mm) of the centroid of a non-empty mask (from its projections on each axis)."""
     counts_01 = np.count_nonzero(mask, axis=2)
     total = counts_01.sum()
-    centre = np.array(
-        [
-            np.arange(mask.shape[0]) @ counts_01.sum(axis=1),
-            np.arange(mask.shape[1]) @ counts_01.sum(axis=0),
-            np.arange(mask.shape[2]) @ np.count_nonzero(mask, axis=(0, 1)),
-        ],
-        dtype=np.float64,
-    ) / total
+    centre = (
+        np.array(
+            [
+                np.arange(mask.shape[0]) @ counts_01.sum(axis=1),
+                np.arange(mask.shape[1]) @ counts_01.sum(axis=0),
+                np.arange(mask.shape[2]) @ np.count_nonzero(mask, axis=(0, 1)),
+            ],
+            dtype=np.float64,
+        )
+        / total
+    )
     return affine[:3, :3] @ centre + affine[:3, 3]
 
 
@@ -317,7 +324,9 @@ def _bounding_box(mask: np.ndarray, margin: np.ndarray | int = 0) -> tuple[slice
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
         present = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(present[0]) - margin[axis], 0), min(int(present[-1]) + 1 + margin[axis], mask.shape[axis])))
+        box.append(
+            slice(max(int(present[0]) - margin[axis], 0), min(int(present[-1]) + 1 + margin[axis], mask.shape[axis]))
+        )
     return tuple(box)  # type: ignore[return-value]
 
 
@@ -368,7 +377,9 @@ def track_airways(
     reach = _disk(max(3.0, 0.6 * slice_mm), spacing[in_plane_axes])
     window_margin_px = np.ceil(WINDOW_MARGIN_MM / spacing[in_plane_axes]).astype(int)
     ring_inner, ring_outer = (_disk(radius, spacing[in_plane_axes]) for radius in RING_MM)
-    tracker = _AirwayTracker(air_view, hu_view, airway_view, reach, pixel_mm2, airway_hu, window_margin_px, ring_inner, ring_outer)
+    tracker = _AirwayTracker(
+        air_view, hu_view, airway_view, reach, pixel_mm2, airway_hu, window_margin_px, ring_inner, ring_outer
+    )
     occupied = np.flatnonzero(air_view.any(axis=(0, 1)))
     search_end = int(occupied[0]) + max(1, int(round(TRACHEA_SEARCH_MM / slice_mm))) if occupied.size else 0
     from_slice = int(occupied[0]) if occupied.size else 0
@@ -434,11 +445,17 @@ class _AirwayTracker:
         carina = None
         s = start + step
         while 0 <= s < self.air_view.shape[2] and previous.any():
-            if carina is not None and depth_below_carina_slices is not None and abs(s - carina) > depth_below_carina_slices:
+            if (
+                carina is not None
+                and depth_below_carina_slices is not None
+                and abs(s - carina) > depth_below_carina_slices
+            ):
                 break
             box = self._box(previous)
             near = ndimage.binary_dilation(previous[box], structure=self.reach)
-            limit = min(MAX_AIRWAY_AREA_MM2, AIRWAY_GROWTH * np.count_nonzero(previous) * self.pixel_mm2 + 4 * self.pixel_mm2)
+            limit = min(
+                MAX_AIRWAY_AREA_MM2, AIRWAY_GROWTH * np.count_nonzero(previous) * self.pixel_mm2 + 4 * self.pixel_mm2
+            )
             current = self._continuation(s, box, near, limit)
             if current is not None and carina is not None:
                 current = self._outside_lung(current, s)
@@ -502,7 +519,9 @@ class _AirwayTracker:
                 slice(max(w.start - m, 0), min(w.stop + m, n)) for w, m, n in zip(window, margin, current.shape)
             )
             piece = pieces[box] == index
-            ring = ndimage.binary_dilation(piece, structure=self.ring_outer) & ~ndimage.binary_dilation(piece, structure=self.ring_inner)
+            ring = ndimage.binary_dilation(piece, structure=self.ring_outer) & ~ndimage.binary_dilation(
+                piece, structure=self.ring_inner
+            )
             keep[index] = not ring.any() or np.mean(self.air_view[:, :, s][box][ring]) <= INTRAPULMONARY_AIR_FRACTION
         kept = keep[pieces]
         return kept if kept.any() else None
@@ -577,7 +596,9 @@ def pick_lungs(
     lungs = np.zeros(candidates.shape, dtype=np.uint8)
     info: dict = {"lungs_joined": False}
     sizes[0] = 0
-    large = [int(c) for c in np.argsort(sizes)[::-1] if sizes[c] > 0 and sizes[c] * volume.voxel_volume_ml >= min_lung_ml]
+    large = [
+        int(c) for c in np.argsort(sizes)[::-1] if sizes[c] > 0 and sizes[c] * volume.voxel_volume_ml >= min_lung_ml
+    ]
     if not large:
         return lungs, info
     gas_voxels = np.bincount(components[(hu < gas_hu) & (components > 0)], minlength=len(sizes))
@@ -663,7 +684,9 @@ def split_joined_lungs(component: np.ndarray, affine: np.ndarray, midline_x_mm: 
     return [component & (sides == 1), component & (sides == 2)]
 
 
-def _junction_markers(distance: np.ndarray, affine: np.ndarray, midline_x_mm: float, first_depth_mm: float) -> np.ndarray | None:
+def _junction_markers(
+    distance: np.ndarray, affine: np.ndarray, midline_x_mm: float, first_depth_mm: float
+) -> np.ndarray | None:
     """Markers 1 and 2: the two largest cores ``distance > depth`` at the smallest depth (x1.25 steps) that
     separates two parts, the smaller at least 5% of the larger, on opposite sides of the midline."""
     depth = first_depth_mm

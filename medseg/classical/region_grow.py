@@ -85,8 +85,14 @@ def region_grow(
         grow = itk.ConfidenceConnectedImageFilter[image_type, itk.Image[itk.UC, 3]].New(Input=itk_image)
         grow.SetMultiplier(positive_float(multiplier, "multiplier", "region-grow"))
         grow.SetNumberOfIterations(positive_int(iterations, "iterations", "region-grow", minimum=0))
-        grow.SetInitialNeighborhoodRadius(positive_int(neighbourhood_radius, "neighbourhood_radius", "region-grow", minimum=0))
-        details = {"multiplier": float(multiplier), "iterations": int(iterations), "neighbourhood_radius": int(neighbourhood_radius)}
+        grow.SetInitialNeighborhoodRadius(
+            positive_int(neighbourhood_radius, "neighbourhood_radius", "region-grow", minimum=0)
+        )
+        details = {
+            "multiplier": float(multiplier),
+            "iterations": int(iterations),
+            "neighbourhood_radius": int(neighbourhood_radius),
+        }
     grow.SetReplaceValue(1)
     for seed in seed_voxels:
         grow.AddSeed([int(index) for index in itk_order(seed)])
@@ -94,9 +100,7 @@ def region_grow(
     region = from_itk(grow.GetOutput()) > 0
     if criterion == "confidence":
         details.update(mean=float(grow.GetMean()), std=float(np.sqrt(max(grow.GetVariance(), 0.0))))
-    return label_output(
-        volume, region, "region-grow", criterion=criterion, seeds_voxel=seed_voxels.tolist(), **details
-    )
+    return label_output(volume, region, "region-grow", criterion=criterion, seeds_voxel=seed_voxels.tolist(), **details)
 
 
 def seed_indices(volume: Volume, seeds: Sequence[Sequence[float]], seeds_in: str = "voxel") -> np.ndarray:
@@ -139,14 +143,24 @@ def _pixel_interval(low: float, high: float, dtype: np.dtype) -> tuple[float, fl
     return pixel_low, pixel_high
 
 
-def _interval(seed_values: np.ndarray, tolerance: float | None, lower: float | None, upper: float | None) -> tuple[float, float]:
+def _interval(
+    seed_values: np.ndarray, tolerance: float | None, lower: float | None, upper: float | None
+) -> tuple[float, float]:
     if tolerance is None and (lower is None or upper is None):
         if lower is None and upper is None:
             raise ConfigError("region-grow: the tolerance criterion needs tolerance, or lower and upper")
         raise ConfigError("region-grow: give tolerance, or both lower and upper")
     centre = float(seed_values.mean())
-    low = float(lower) if lower is not None else centre - positive_float(tolerance, "tolerance", "region-grow", allow_zero=True)
-    high = float(upper) if upper is not None else centre + positive_float(tolerance, "tolerance", "region-grow", allow_zero=True)
+    low = (
+        float(lower)
+        if lower is not None
+        else centre - positive_float(tolerance, "tolerance", "region-grow", allow_zero=True)
+    )
+    high = (
+        float(upper)
+        if upper is not None
+        else centre + positive_float(tolerance, "tolerance", "region-grow", allow_zero=True)
+    )
     if not (np.isfinite(low) and np.isfinite(high)) or low > high:
         raise ConfigError(f"region-grow: interval [{low}, {high}] is empty or not finite")
     return low, high

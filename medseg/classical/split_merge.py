@@ -68,7 +68,11 @@ def split_merge(
     if max_std is None:
         max_std = 3.0 * noise_std
     max_std = max(positive_float(max_std, "max_std", "split-merge", allow_zero=True), 1e-9 * max(value_range, 1.0))
-    merge_tolerance = max_std if merge_tolerance is None else positive_float(merge_tolerance, "merge_tolerance", "split-merge", allow_zero=True)
+    merge_tolerance = (
+        max_std
+        if merge_tolerance is None
+        else positive_float(merge_tolerance, "merge_tolerance", "split-merge", allow_zero=True)
+    )
     min_region_voxels = positive_int(min_region_voxels, "min_region_voxels", "split-merge")
 
     leaf_map = octree_leaves(values, max_std)

@@ -52,7 +52,9 @@ def threshold(
     volume = as_volume(image, spacing_mm, "threshold")
     values = finite_values(volume, "threshold")
     if (thresholds is None) == (ranges is None):
-        raise ConfigError("threshold: give either thresholds (t1 < t2 < ...) or ranges [(low, high), ...], not both or neither")
+        raise ConfigError(
+            "threshold: give either thresholds (t1 < t2 < ...) or ranges [(low, high), ...], not both or neither"
+        )
     if thresholds is not None:
         cuts = _check_thresholds(thresholds)
         if cuts.size <= 16:  # a few comparisons beat a binary search per voxel

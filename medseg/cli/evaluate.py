@@ -41,27 +41,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     refs.add_argument("--ref", metavar="DIR", help="folder of reference label maps (searched recursively)")
     add_manifest_option(refs, purpose="giving the references")
     source.add_argument(
-        "--ref-pattern", metavar="GLOB",
+        "--ref-pattern",
+        metavar="GLOB",
         help="only reference files whose name matches this shell pattern, e.g. '*_gt.nii.gz' (default: all)",
     )
     source.add_argument("--out", metavar="DIR", help="output folder (metrics.csv, summary.json, report.md)")
     what = parser.add_argument_group("what to score")
     add_labels_option(
-        what, "labels to score (default: the dataset.json beside the references or the manifest's labels, else every "
+        what,
+        "labels to score (default: the dataset.json beside the references or the manifest's labels, else every "
         "label found)",
     )
     what.add_argument("--metrics", metavar="LIST", help="comma list of metrics (default all: dice,jaccard,voe,rvd,sensitivity,"
                       "specificity,precision,volume_ref_ml,volume_pred_ml,hd,hd95,asd,nsd)")  # fmt: skip
-    what.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM", help="normalised surface Dice tolerance in mm (default 1)")
+    what.add_argument(
+        "--nsd-tolerance",
+        type=float,
+        default=1.0,
+        metavar="MM",
+        help="normalised surface Dice tolerance in mm (default 1)",
+    )
     what.add_argument("--empty-policy", choices=("worst", "nan"), default="worst",
                       help="distances when one mask is empty: worst-case value (default) or NaN; flagged either way")  # fmt: skip
-    what.add_argument("--worst-distance", type=float, metavar="MM", help="worst-case distance (default: the volume's diagonal)")
+    what.add_argument(
+        "--worst-distance", type=float, metavar="MM", help="worst-case distance (default: the volume's diagonal)"
+    )
     from medseg.cli.quantify import add_index_options
 
     add_index_options(parser.add_argument_group("clinical indices (OUT/indices.csv, OUT/indices_agreement.csv)"),
                       required=False)  # fmt: skip
     regions = parser.add_argument_group("base / middle / apex regions")
-    regions.add_argument("--regions", action="store_true", help="also score base, middle and apex (region 'all' is always scored)")
+    regions.add_argument(
+        "--regions", action="store_true", help="also score base, middle and apex (region 'all' is always scored)"
+    )
     regions.add_argument("--region-axis", default="auto", choices=("auto", "0", "1", "2"),
                          help="axis split into regions (auto: largest spacing, else the superior-inferior axis)")  # fmt: skip
     regions.add_argument("--base-at", default="auto", choices=("auto", "first", "last"),
@@ -73,11 +85,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("running")
     add_workers_option(run, "worker processes")
     add_geometry_tolerance_option(run)
-    run.add_argument("--resample-pred-to-ref", action="store_true", help="resample predictions on another grid (nearest neighbour)")
+    run.add_argument(
+        "--resample-pred-to-ref", action="store_true", help="resample predictions on another grid (nearest neighbour)"
+    )
     run.add_argument("--no-report", action="store_true", help="skip report.md and its figures")
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace an earlier evaluation in --out (its metrics.csv, summary.json, regions.csv, report.md, "
-                          "figures/); without it such a folder is refused")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier evaluation in --out (its metrics.csv, summary.json, regions.csv, report.md, "
+        "figures/); without it such a folder is refused",
+    )
 
     actions = parser.add_subparsers(dest="evaluate_action", metavar="{compare}", required=False)
     compare = actions.add_parser("compare", help="compare two runs: paired differences, Wilcoxon and t-test, Bland-Altman plot",
@@ -152,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"evaluated {n_cases - len(failures)} of {n_cases} cases; results in {args.out} (metrics.csv, summary.json"
           f"{', report.md' if not args.no_report else ''})")  # fmt: skip
     if failures:  # each failure was logged as it happened
-        print(f"medseg evaluate: {len(failures)} case(s) failed (listed in {args.out}/summary.json and report.md)",
-              file=sys.stderr)
+        print(
+            f"medseg evaluate: {len(failures)} case(s) failed (listed in {args.out}/summary.json and report.md)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -172,13 +191,18 @@ def _print_means(rows) -> None:
         return
     regions = [r for r in ("base", "middle", "apex") if any((r, "dice") in t for t in table.values())]
     nan = {"mean": float("nan")}
-    print(f"{'label':<24} {'mean Dice':>9} {'mean HD95 mm':>12}" + "".join(f" {r + ' Dice':>11}" for r in regions)
-          + "  cases (flagged)")
+    print(
+        f"{'label':<24} {'mean Dice':>9} {'mean HD95 mm':>12}"
+        + "".join(f" {r + ' Dice':>11}" for r in regions)
+        + "  cases (flagged)"
+    )
     for label, records in table.items():
         dice, hd95 = records.get(("all", "dice"), nan), records.get(("all", "hd95"), nan)
-        print(f"{label:<24} {dice['mean']:>9.3f} {hd95['mean']:>12.2f}"
-              + "".join(f" {records.get((r, 'dice'), nan)['mean']:>11.3f}" for r in regions)
-              + f"  {dice.get('n', 0)} ({dice.get('n_flagged', 0)})")
+        print(
+            f"{label:<24} {dice['mean']:>9.3f} {hd95['mean']:>12.2f}"
+            + "".join(f" {records.get((r, 'dice'), nan)['mean']:>11.3f}" for r in regions)
+            + f"  {dice.get('n', 0)} ({dice.get('n_flagged', 0)})"
+        )
 
 
 def _print_agreement(table) -> None:
@@ -186,4 +210,6 @@ def _print_agreement(table) -> None:
     print(f"{'index':<24} {'unit':<4} {'n':>3} {'bias':>9} {'95% limits of agreement':>25} {'r':>6}")
     for row in table:
         limits = f"{row['loa_lower']:.3g} .. {row['loa_upper']:.3g}"
-        print(f"{row['index']:<24} {row['unit']:<4} {row['n']:>3} {row['bias']:>9.3g} {limits:>25} {row['pearson_r']:>6.3f}")
+        print(
+            f"{row['index']:<24} {row['unit']:<4} {row['n']:>3} {row['bias']:>9.3g} {limits:>25} {row['pearson_r']:>6.3f}"
+        )

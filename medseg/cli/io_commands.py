@@ -76,17 +76,24 @@ def run_inspect(args: argparse.Namespace) -> int:
         )
         print(f"  looks like HU  {'yes' if info['looks_like_hu'] else 'no'}")
         if "hu" in info:
-            print(f"  padding      {info['hu']['padding_voxels']} voxels below {info['hu']['air_floor_hu']:g} HU set to air")
+            print(
+                f"  padding      {info['hu']['padding_voxels']} voxels below {info['hu']['air_floor_hu']:g} HU set to air"
+            )
     return 0
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="NIfTI/NRRD/MHA file, DICOM series folder, or a DICOM RTSTRUCT file (with --reference)")
+    parser.add_argument(
+        "input", help="NIfTI/NRRD/MHA file, DICOM series folder, or a DICOM RTSTRUCT file (with --reference)"
+    )
     parser.add_argument("output", help="output file: .nii.gz, .nii, .nrrd, .mha or .mhd")
     _add_read_options(parser)
     rtstruct = parser.add_argument_group("RTSTRUCT import (contours rasterised onto the reference's voxel grid)")
-    rtstruct.add_argument("--reference", metavar="SCAN",
-                          help="the scan the contours were drawn on (NIfTI/NRRD/MHA or DICOM series; --series picks one)")
+    rtstruct.add_argument(
+        "--reference",
+        metavar="SCAN",
+        help="the scan the contours were drawn on (NIfTI/NRRD/MHA or DICOM series; --series picks one)",
+    )
     rtstruct.add_argument("--roi", nargs="+", action="extend", metavar="NAME=VALUE",
                           help="ROIs to import and their label values (names case-insensitive; a later one wins where they "
                                "overlap); default: every ROI, numbered 1, 2, ... in file order. A JSON sidecar "
@@ -102,7 +109,9 @@ def run_convert(args: argparse.Namespace) -> int:
         return _convert_rtstruct(args)
     volume = _read(args, args.input)
     written = save_volume(volume, args.output, label=args.label)
-    print(f"wrote {written}: {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm, {volume.orientation}")
+    print(
+        f"wrote {written}: {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm, {volume.orientation}"
+    )
     return 0
 
 
@@ -111,7 +120,9 @@ def _convert_rtstruct(args: argparse.Namespace) -> int:
     from medseg.io.rtstruct import convert_rtstruct, parse_roi_values
 
     if not args.reference:
-        raise InvalidArgumentError(f"{args.input}: an RTSTRUCT needs --reference SCAN (the scan its contours were drawn on)")
+        raise InvalidArgumentError(
+            f"{args.input}: an RTSTRUCT needs --reference SCAN (the scan its contours were drawn on)"
+        )
     written, sidecar, numbering = convert_rtstruct(
         args.input, args.reference, args.output, parse_roi_values(args.roi), series_uid=args.series
     )
@@ -122,8 +133,9 @@ def _convert_rtstruct(args: argparse.Namespace) -> int:
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="dataset.json (MSD/nnU-Net), a CSV manifest or a phantom .yaml")
     add_geometry_tolerance_option(parser)
-    parser.add_argument("--json", action="store_true",
-                        help="print {manifest, n_cases, ok, problems: [{case, path, message}]} as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print {manifest, n_cases, ok, problems: [{case, path, message}]} as JSON"
+    )
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -135,8 +147,12 @@ def run_validate(args: argparse.Namespace) -> int:
         manifest, atol_mm=args.geometry_tolerance_mm, progress=not args.quiet and not args.json
     )
     if args.json:
-        document = {"manifest": str(manifest.path), "n_cases": len(manifest), "ok": not problems,
-                    "problems": [{"case": p.case_id, "path": p.path, "message": p.message} for p in problems]}
+        document = {
+            "manifest": str(manifest.path),
+            "n_cases": len(manifest),
+            "ok": not problems,
+            "problems": [{"case": p.case_id, "path": p.path, "message": p.message} for p in problems],
+        }
         print(json.dumps(document, indent=2))
         return 1 if problems else 0
     for problem in problems:

@@ -25,7 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medseg.cli.train", "train a 3D or slice-wise 2D U-Net from a YAML config"),
     "predict": ("medseg.cli.predict", "predict scans with a trained run; outputs on each scan's exact grid"),
     "evaluate": ("medseg.cli.evaluate", "score predictions against references (per label and region)"),
-    "quantify": ("medseg.cli.quantify", "clinical indices (cardiac EF and volumes, lung volume and density) of label maps"),
+    "quantify": (
+        "medseg.cli.quantify",
+        "clinical indices (cardiac EF and volumes, lung volume and density) of label maps",
+    ),
     "segment": ("medseg.cli.segment", "classical segmentation baselines (threshold, Otsu, lung-ct, ...)"),
     "submit": ("medseg.cli.submit", "prepare and check challenge submissions"),
 }

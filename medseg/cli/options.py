@@ -45,7 +45,9 @@ def add_quiet_option(parser: argparse.ArgumentParser, nested: bool = False) -> N
     ``cli/main.py`` adds it to every command; commands never define it themselves.
     """
     parser.add_argument(
-        "--quiet", action="store_true", default=argparse.SUPPRESS if nested else False,
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS if nested else False,
         help="no progress bars or information lines (warnings and errors still print)",
     )
     _hidden_alias(parser, "--no-progress", "quiet", action="store_true")
@@ -59,7 +61,10 @@ def add_geometry_tolerance_option(parser: Any, nested: bool = False) -> None:
     """``--geometry-tolerance MM`` (``args.geometry_tolerance_mm``): how far two voxel grids may differ and
     still match."""
     parser.add_argument(
-        "--geometry-tolerance", dest="geometry_tolerance_mm", type=float, metavar="MM",
+        "--geometry-tolerance",
+        dest="geometry_tolerance_mm",
+        type=float,
+        metavar="MM",
         default=argparse.SUPPRESS if nested else DEFAULT_GEOMETRY_TOLERANCE_MM,
         help="voxel grids match when their shapes are equal and their origins and axis vectors times the extent "
         f"agree within MM mm (default {DEFAULT_GEOMETRY_TOLERANCE_MM:g})",
@@ -71,7 +76,9 @@ def add_geometry_tolerance_option(parser: Any, nested: bool = False) -> None:
 def add_labels_option(parser: Any, purpose: str, nested: bool = False) -> None:
     """``--labels SPEC`` (``args.labels``, text): the one label-spec grammar of :mod:`medseg.common.labels`."""
     parser.add_argument(
-        "--labels", metavar="SPEC", default=argparse.SUPPRESS if nested else None,
+        "--labels",
+        metavar="SPEC",
+        default=argparse.SUPPRESS if nested else None,
         help=f"{purpose}: {LABELS_GRAMMAR}",
     )
 
@@ -81,7 +88,8 @@ def add_pred_options(parser: Any, folder_help: str) -> None:
     (``args.pred_pattern``)."""
     parser.add_argument("--pred", metavar="DIR", help=f"{folder_help} (searched recursively)")
     parser.add_argument(
-        "--pred-pattern", metavar="GLOB",
+        "--pred-pattern",
+        metavar="GLOB",
         help="only prediction files whose name matches this shell pattern, e.g. '*_pred.nii.gz' (default: all)",
     )
     _hidden_alias(parser, "--pred-glob", "pred_pattern")
@@ -95,6 +103,8 @@ def add_workers_option(parser: Any, what: str) -> None:
 def add_manifest_option(parser: Any, required: bool = False, purpose: str = "") -> None:
     """``--manifest FILE``: a dataset manifest, read by :func:`medseg.data.manifest.load_manifest`."""
     parser.add_argument(
-        "--manifest", metavar="FILE", required=required,
+        "--manifest",
+        metavar="FILE",
+        required=required,
         help="dataset manifest (dataset.json, CSV or phantom YAML)" + (f" {purpose}" if purpose else ""),
     )

@@ -40,8 +40,12 @@ _seed = _whole_number(0, "a non-negative integer seed")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", required=True, choices=KINDS, help="which phantom: %(choices)s")
     parser.add_argument("--n", type=_case_count, default=8, metavar="N", help="number of cases (default %(default)s)")
-    parser.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed; same seed, same bytes (default %(default)s)")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (imagesTr/, labelsTr/, dataset.json)")
+    parser.add_argument(
+        "--seed", type=_seed, default=0, metavar="S", help="random seed; same seed, same bytes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output folder (imagesTr/, labelsTr/, dataset.json)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="plan JSON to write (e.g. PLAN.json)")
     parser.add_argument("--config", help="preprocessing config YAML (see configs/preprocessing_default.yaml)")
     add_workers_option(parser, "processes reading cases for the fingerprint")
-    parser.add_argument("--target-spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="override the target spacing (mm, RAS axis order)")
+    parser.add_argument(
+        "--target-spacing",
+        nargs=3,
+        type=float,
+        metavar=("X", "Y", "Z"),
+        help="override the target spacing (mm, RAS axis order)",
+    )
     parser.add_argument("--gpu-memory-gib", type=float, help="memory budget for the patch size (default 8)")
     parser.add_argument(
         "--base-channels", type=int, help=f"U-Net channels at full resolution (default {DEFAULT_BASE_CHANNELS})"
@@ -56,7 +62,8 @@ def summary_lines(plan: Plan) -> str:
         f"median spacing {fp['spacing_mm']['median']} mm (RAS order) -> target {pre.target_spacing_mm} mm "
         f"({'file voxel' if pre.orientation == 'none' else pre.orientation} axis order)"
         + (f", anisotropic: axis {pre.separate_z_axis} resampled separately" if pre.anisotropic else ""),
-        "normalisation: " + "; ".join(
+        "normalisation: "
+        + "; ".join(
             f"channel {n.channel} {n.scheme}"
             + (f" clip {n.clip} mean {n.mean:.4g} std {n.std:.4g}" if n.scheme == "ct" else "")
             for n in pre.normalization

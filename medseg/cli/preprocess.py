@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if report.failed:
         for case_id, reason in report.failed.items():
             print(f"medseg preprocess: case {case_id} failed: {reason}", file=sys.stderr)
-        print(f"medseg preprocess: failed cases are listed in {out / 'failed.json'}; rerun to retry them", file=sys.stderr)
+        print(
+            f"medseg preprocess: failed cases are listed in {out / 'failed.json'}; rerun to retry them", file=sys.stderr
+        )
         return 1
     return 0

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         images.update(find_images(args.images))
     rows = quantify(spec, labels, images, args.out, progress=not args.quiet, overwrite=args.overwrite)
     _print_table(rows)
-    print(f"{len({r['subject'] for r in rows})} subject(s) from {len(labels)} label map(s); wrote {Path(args.out) / 'indices.csv'}")
+    print(
+        f"{len({r['subject'] for r in rows})} subject(s) from {len(labels)} label map(s); wrote {Path(args.out) / 'indices.csv'}"
+    )
     return 0
 
 

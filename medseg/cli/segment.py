@@ -87,40 +87,74 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     read = parser.add_argument_group("reading")
     read.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID when a folder holds several series")
     read.add_argument("--frame", type=int, metavar="N", help="index along the 4th axis of a 4D file")
-    read.add_argument("--json", action="store_true", help="print what the method chose (thresholds, volumes, ...) as JSON")
+    read.add_argument(
+        "--json", action="store_true", help="print what the method chose (thresholds, volumes, ...) as JSON"
+    )
 
     group = parser.add_argument_group("threshold")
     group.add_argument("--thresholds", nargs="+", type=float, metavar="T", help="increasing thresholds: labels 0..n")
-    group.add_argument("--range", dest="ranges", nargs=2, type=float, action="append", metavar=("LOW", "HIGH"), help="a labelled closed range (repeatable)")
+    group.add_argument(
+        "--range",
+        dest="ranges",
+        nargs=2,
+        type=float,
+        action="append",
+        metavar=("LOW", "HIGH"),
+        help="a labelled closed range (repeatable)",
+    )
     group = parser.add_argument_group("otsu / bht")
     group.add_argument("--classes", type=int, metavar="N", help="otsu: number of classes (default 2)")
     group.add_argument("--bins", type=int, metavar="N", help="histogram bins (default 256)")
     group = parser.add_argument_group("kmeans")
     group.add_argument("--k", type=int, metavar="N", help="number of classes (default 3)")
     group.add_argument("--seed", dest="random_seed", type=int, metavar="N", help="random seed (default 0)")
-    group.add_argument("--position-scale-mm", type=float, metavar="MM", help="add position: MM of distance weigh one intensity std")
+    group.add_argument(
+        "--position-scale-mm", type=float, metavar="MM", help="add position: MM of distance weigh one intensity std"
+    )
     group.add_argument("--sample-size", type=int, metavar="N", help="voxels used to fit the centroids (default 200000)")
     group = parser.add_argument_group("region-grow")
-    group.add_argument("--seed-voxel", nargs=3, type=int, action="append", metavar=("I", "J", "K"), help="seed voxel index (repeatable)")
-    group.add_argument("--seed-mm", nargs=3, type=float, action="append", metavar=("X", "Y", "Z"), help="seed in RAS+ world mm (repeatable)")
+    group.add_argument(
+        "--seed-voxel",
+        nargs=3,
+        type=int,
+        action="append",
+        metavar=("I", "J", "K"),
+        help="seed voxel index (repeatable)",
+    )
+    group.add_argument(
+        "--seed-mm",
+        nargs=3,
+        type=float,
+        action="append",
+        metavar=("X", "Y", "Z"),
+        help="seed in RAS+ world mm (repeatable)",
+    )
     group.add_argument("--criterion", choices=("tolerance", "confidence"), help="growing criterion (default tolerance)")
     group.add_argument("--tolerance", type=float, metavar="T", help="interval: seed mean +/- T")
     group.add_argument("--lower", type=float, metavar="L", help="lower end of the interval")
     group.add_argument("--upper", type=float, metavar="U", help="upper end of the interval")
     group.add_argument("--multiplier", type=float, metavar="M", help="confidence: mean +/- M std (default 2.5)")
     group.add_argument("--iterations", type=int, metavar="N", help="confidence: re-estimations (default 4)")
-    group.add_argument("--radius", type=int, metavar="R", help="confidence: seed neighbourhood radius in voxels (default 1)")
+    group.add_argument(
+        "--radius", type=int, metavar="R", help="confidence: seed neighbourhood radius in voxels (default 1)"
+    )
     group = parser.add_argument_group("split-merge")
     group.add_argument("--max-std", type=float, metavar="S", help="homogeneous block: std <= S (default 3 x noise)")
-    group.add_argument("--merge-tolerance", type=float, metavar="T", help="merge regions whose means differ <= T (default max-std)")
+    group.add_argument(
+        "--merge-tolerance", type=float, metavar="T", help="merge regions whose means differ <= T (default max-std)"
+    )
     group.add_argument("--min-region-voxels", type=int, metavar="N", help="absorb smaller regions (default 8)")
     group = parser.add_argument_group("lung-ct")
     group.add_argument("--air-hu", metavar="HU", help="air threshold in HU or 'otsu' (default -320)")
     group.add_argument("--airway-hu", type=float, metavar="HU", help="airway lumen threshold (default -950)")
     group.add_argument("--keep-airways", action="store_true", help="do not remove the trachea and main bronchi")
-    group.add_argument("--bronchus-depth-mm", type=float, metavar="MM", help="remove airways this far below the carina (default 40)")
+    group.add_argument(
+        "--bronchus-depth-mm", type=float, metavar="MM", help="remove airways this far below the carina (default 40)"
+    )
     group.add_argument("--closing-mm", type=float, metavar="MM", help="closing ball radius (default 3; 0: none)")
-    group.add_argument("--min-lung-ml", type=float, metavar="ML", help="smallest air component taken as a lung (default 20)")
+    group.add_argument(
+        "--min-lung-ml", type=float, metavar="ML", help="smallest air component taken as a lung (default 20)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"output": str(written), **details}, indent=2, default=_jsonable))
         return 0
-    print(f"wrote {written}: {args.method} on {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm")
+    print(
+        f"wrote {written}: {args.method} on {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm"
+    )
     for line in _summary_lines(result, args.method in IMAGE_METHODS):
         print(f"  {line}")
     return 0

@@ -64,18 +64,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--format", metavar="FORMAT", help=f"submission format: {FORMAT_HELP}")
     add_pred_options(parser, "folder of predicted label maps named by case id")
-    parser.add_argument("--images", metavar="DIR", help="the images the predictions answer: expected cases and voxel grids")
+    parser.add_argument(
+        "--images", metavar="DIR", help="the images the predictions answer: expected cases and voxel grids"
+    )
     parser.add_argument("--out", metavar="OUT", help="submission folder to write (missing or empty unless --overwrite)")
     parser.add_argument(
-        "--label-map", metavar="MAP", help="training label -> challenge label: '1:2,2:1' or a YAML/JSON file; unlisted labels stay"
+        "--label-map",
+        metavar="MAP",
+        help="training label -> challenge label: '1:2,2:1' or a YAML/JSON file; unlisted labels stay",
     )
     add_labels_option(parser, "allowed challenge labels after --label-map (default: any uint8 value; acdc: 0-3)")
-    parser.add_argument("--rle-per-class", action="store_true", help="rle-csv: one row per slice and class (ImageId,ClassId,EncodedPixels)")
-    parser.add_argument("--metrics", metavar="CSV", help="grand-challenge: metrics.csv of an evaluation run (default PRED/metrics.csv)")
+    parser.add_argument(
+        "--rle-per-class",
+        action="store_true",
+        help="rle-csv: one row per slice and class (ImageId,ClassId,EncodedPixels)",
+    )
+    parser.add_argument(
+        "--metrics", metavar="CSV", help="grand-challenge: metrics.csv of an evaluation run (default PRED/metrics.csv)"
+    )
     add_geometry_tolerance_option(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument(
-        "--zip", nargs="?", const=True, default=None, metavar="ZIP", help="also write a zip with manifest.json (default OUT.zip)"
+        "--zip",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="ZIP",
+        help="also write a zip with manifest.json (default OUT.zip)",
     )
     actions = parser.add_subparsers(dest="submit_action", metavar="ACTION", title="actions")
     check = actions.add_parser(
@@ -89,7 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument("target", metavar="OUT_OR_ZIP", help="submission folder or .zip")
     check.add_argument("--format", dest="check_format", metavar="FORMAT", required=True, help=FORMAT_HELP)
-    check.add_argument("--images", dest="check_images", metavar="DIR", required=True, help="the images the submission answers")
+    check.add_argument(
+        "--images", dest="check_images", metavar="DIR", required=True, help="the images the submission answers"
+    )
     add_labels_option(check, "allowed labels (default: any uint8 value; acdc: 0-3)", nested=True)
     add_geometry_tolerance_option(check, nested=True)
     parser.set_defaults(_submit_parser=parser)
@@ -116,7 +133,10 @@ def _run_check(args: argparse.Namespace) -> int:
     from medseg.submission import check_submission
 
     report = check_submission(
-        args.check_format, args.target, args.check_images, allowed_labels=args.labels,
+        args.check_format,
+        args.target,
+        args.check_images,
+        allowed_labels=args.labels,
         atol_mm=args.geometry_tolerance_mm,
         progress=not args.quiet and not args.check_json,
     )
@@ -175,7 +195,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
         logging.getLogger(__name__).warning(
             "%s is not from this run (no --zip): it does not hold the submission just written to %s; "
-            "pass --zip --overwrite to rewrite it, or remove it", default_zip, out
+            "pass --zip --overwrite to rewrite it, or remove it",
+            default_zip,
+            out,
         )
     return 0 if result.ok else 1
 
@@ -184,8 +206,13 @@ def command_line(args: argparse.Namespace) -> str:
     """The ``medseg submit`` command line equivalent to ``args`` (recorded in the zip's manifest)."""
     parts = ["medseg", "submit"]
     for flag, value in (
-        ("--format", args.format), ("--pred", args.pred), ("--images", args.images), ("--out", args.out),
-        ("--label-map", args.label_map), ("--labels", args.labels), ("--metrics", args.metrics),
+        ("--format", args.format),
+        ("--pred", args.pred),
+        ("--images", args.images),
+        ("--out", args.out),
+        ("--label-map", args.label_map),
+        ("--labels", args.labels),
+        ("--metrics", args.metrics),
     ):
         if value is not None:
             parts += [flag, str(value)]

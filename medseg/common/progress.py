@@ -29,5 +29,12 @@ def progress_bar(
     from tqdm import tqdm
 
     return tqdm(
-        iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, dynamic_ncols=True, file=sys.stderr
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not enabled,
+        leave=leave,
+        dynamic_ncols=True,
+        file=sys.stderr,
     )

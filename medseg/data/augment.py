@@ -80,7 +80,12 @@ class Augmenter:
             decide in-plane-only rotation (max/min spacing > 3). Default isotropic.
     """
 
-    def __init__(self, config: AugmentationConfig | str | Mapping[str, Any] | None, patch_size: Sequence[int], spacing_mm: Sequence[float] | None = None):
+    def __init__(
+        self,
+        config: AugmentationConfig | str | Mapping[str, Any] | None,
+        patch_size: Sequence[int],
+        spacing_mm: Sequence[float] | None = None,
+    ):
         self.config = load_augmentation_config(config)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.dims = len(self.patch_size)
@@ -206,7 +211,9 @@ class Augmenter:
             label = torch.rot90(label, k, (a + 1, b + 1)) if label is not None else None
         return image, label
 
-    def intensity(self, image: torch.Tensor, params: AugmentationParams, generator: torch.Generator | None = None) -> torch.Tensor:
+    def intensity(
+        self, image: torch.Tensor, params: AugmentationParams, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Apply the drawn intensity transforms to ``image`` ``(C, *patch)`` float32."""
         ops = params.intensity
         if not ops:
@@ -259,7 +266,9 @@ def _affine_coordinates(
     centre); the affine part is a broadcast sum of one small term per axis (much cheaper
     than a matrix product over all voxels); ``displacement`` ``(*patch, d)`` is optional."""
     linear = np.asarray(scale, dtype=np.float64)[:, None] * matrix  # row: output coordinate
-    bias = torch.as_tensor(np.asarray(scale, dtype=np.float64) * np.asarray(centre, dtype=np.float64) + shift, dtype=torch.float32)
+    bias = torch.as_tensor(
+        np.asarray(scale, dtype=np.float64) * np.asarray(centre, dtype=np.float64) + shift, dtype=torch.float32
+    )
     dims = len(axes)
     terms = []
     for axis, values in enumerate(axes):
@@ -358,7 +367,10 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
         padded = torch.cat([out.narrow(axis, 0, 1).expand(*edge), out, out.narrow(axis, n - 1, 1).expand(*edge)], axis)
         blurred = padded.narrow(axis, radius, n) * kernel[radius]
         for shift in range(1, radius + 1):
-            blurred.add_(padded.narrow(axis, radius - shift, n) + padded.narrow(axis, radius + shift, n), alpha=kernel[radius + shift])
+            blurred.add_(
+                padded.narrow(axis, radius - shift, n) + padded.narrow(axis, radius + shift, n),
+                alpha=kernel[radius + shift],
+            )
         out = blurred
     return out
 

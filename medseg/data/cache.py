@@ -78,10 +78,16 @@ def input_signature(entry: CaseEntry, plan: Plan) -> str:
 def case_files(cache_dir: str | Path, case_id: str) -> dict[str, Path]:
     """Paths of a cached case's files: ``image`` (.npy), ``label`` (_seg.npy) and ``meta`` (.json)."""
     cache_dir = Path(cache_dir)
-    return {"image": cache_dir / f"{case_id}.npy", "label": cache_dir / f"{case_id}_seg.npy", "meta": cache_dir / f"{case_id}.json"}
+    return {
+        "image": cache_dir / f"{case_id}.npy",
+        "label": cache_dir / f"{case_id}_seg.npy",
+        "meta": cache_dir / f"{case_id}.json",
+    }
 
 
-def sample_class_locations(label: np.ndarray, per_class: int, seed: int = 0, chunk_voxels: int = 1 << 24) -> dict[str, list[list[int]]]:
+def sample_class_locations(
+    label: np.ndarray, per_class: int, seed: int = 0, chunk_voxels: int = 1 << 24
+) -> dict[str, list[list[int]]]:
     """Up to ``per_class`` voxel coordinates ``[x, y, z]`` per foreground class (value > 0),
     drawn uniformly without replacement (seeded). Works through the flattened label in chunks
     of ``chunk_voxels`` so memory stays bounded for large volumes. Empty label map: ``{}``."""
@@ -334,7 +340,10 @@ def _run_jobs(jobs: list[tuple], workers: int) -> Iterable[dict[str, Any]]:
             try:
                 yield pool.submit(_job, job).result()
             except BrokenProcessPool:
-                yield {"case_id": job[0].case_id, "error": "the worker process died while preprocessing this case (killed, e.g. out of memory, or crashed)"}
+                yield {
+                    "case_id": job[0].case_id,
+                    "error": "the worker process died while preprocessing this case (killed, e.g. out of memory, or crashed)",
+                }
 
 
 # -- reading the cache ----------------------------------------------------------------------
@@ -377,7 +386,10 @@ class CachedCase:
 
     def class_locations(self) -> dict[int, np.ndarray]:
         """Foreground class value -> ``(N, 3)`` int array of voxel coordinates."""
-        return {int(k): np.asarray(v, dtype=np.int64).reshape(-1, 3) for k, v in self.meta.get("class_locations", {}).items()}
+        return {
+            int(k): np.asarray(v, dtype=np.int64).reshape(-1, 3)
+            for k, v in self.meta.get("class_locations", {}).items()
+        }
 
 
 def open_cache(cache_dir: str | Path, case_ids: Sequence[str] | None = None) -> list[CachedCase]:

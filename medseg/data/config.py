@@ -155,7 +155,9 @@ class NetworkSettings(Section):
 class PreprocessingConfig(Section):
     """Planning settings (see ``configs/preprocessing_default.yaml``)."""
 
-    orientation: str = setting("auto", "'auto', 'none' or an orientation code such as 'RAS' (three of R/L, A/P, S/I)", _is_orientation)
+    orientation: str = setting(
+        "auto", "'auto', 'none' or an orientation code such as 'RAS' (three of R/L, A/P, S/I)", _is_orientation
+    )
     target_spacing_mm: Literal["auto"] | tuple[float, float, float] = setting(
         "auto", "'auto' or three positive spacings in mm [x, y, z]", lambda v: v == "auto" or min(v) > 0
     )
@@ -167,7 +169,9 @@ class PreprocessingConfig(Section):
     crop_margin_voxels: int = bounded(2, 0)
     normalization: Literal["auto", "ct", "zscore", "percentile", "none"] = "auto"
     ct_clip: Literal["percentiles"] | tuple[float, float] = setting(
-        "percentiles", "'percentiles' or a HU window [low, high] with low <= high", lambda v: v == "percentiles" or v[0] <= v[1]
+        "percentiles",
+        "'percentiles' or a HU window [low, high] with low <= high",
+        lambda v: v == "percentiles" or v[0] <= v[1],
     )
     zscore_nonzero_mask: Literal["auto", "always", "never"] = "auto"
     cache_dtype: Literal["float32", "float16"] = "float32"
@@ -195,13 +199,17 @@ def _load(cls: type[T], config: Any, section: str) -> T:
     return from_dict(cls, config, source=source)
 
 
-def load_augmentation_config(config: str | Path | Mapping[str, Any] | AugmentationConfig | None = None) -> AugmentationConfig:
+def load_augmentation_config(
+    config: str | Path | Mapping[str, Any] | AugmentationConfig | None = None,
+) -> AugmentationConfig:
     """Augmentation settings from a YAML file, a dict (e.g. the ``augmentation`` section of a
     training config) or ``None`` (defaults). A top-level ``augmentation:`` key is unwrapped."""
     return _load(AugmentationConfig, config, "augmentation")
 
 
-def load_preprocessing_config(config: str | Path | Mapping[str, Any] | PreprocessingConfig | None = None) -> PreprocessingConfig:
+def load_preprocessing_config(
+    config: str | Path | Mapping[str, Any] | PreprocessingConfig | None = None,
+) -> PreprocessingConfig:
     """Planning / preprocessing settings from a YAML file, a dict or ``None`` (defaults).
     A top-level ``preprocessing:`` key is unwrapped."""
     return _load(PreprocessingConfig, config, "preprocessing")

@@ -105,7 +105,9 @@ def case_fingerprint(
     sample = EnsureChannelFirstd(keys)(sample)
     for path, channel in zip(entry.images, sample["image"]):  # NaN would reach plan.json as non-standard JSON
         if nonfinite := describe_nonfinite(nonfinite_voxels(np.asarray(channel))):
-            raise VolumeReadError(f"{path}: {nonfinite}; planning needs finite intensities (medseg validate lists them)")
+            raise VolumeReadError(
+                f"{path}: {nonfinite}; planning needs finite intensities (medseg validate lists them)"
+            )
     sample = Orientationd(keys, axcodes=orientation)(sample)
     shape = list(sample["image"].shape[1:])
     cropper = CropForegroundd(keys, mode=crop)
@@ -189,7 +191,10 @@ def dataset_fingerprint(
     if not entries:
         raise ConfigError(f"{manifest.path}: manifest lists no cases; nothing to plan")
     settings = {"orientation": orientation, "crop": crop, "seed": seed}
-    jobs = [(entry, {"ct": _load_ct_argument(channel_ct_flags(manifest, len(entry.images))), **settings}) for entry in entries]
+    jobs = [
+        (entry, {"ct": _load_ct_argument(channel_ct_flags(manifest, len(entry.images))), **settings})
+        for entry in entries
+    ]
     results: list[dict[str, Any]] = []
     if workers > 1:
         from medseg.data.transforms import WORKER_PRELOAD
@@ -251,7 +256,9 @@ def summarize(cases: list[dict[str, Any]], manifest: Manifest) -> dict[str, Any]
                 "std": round(float(values.std()), 4),
                 "min": round(float(values.min()), 4),
                 "max": round(float(values.max()), 4),
-                "median_nonzero_fraction": round(float(np.median([c["channels"][channel]["nonzero_fraction"] for c in cases])), 4),
+                "median_nonzero_fraction": round(
+                    float(np.median([c["channels"][channel]["nonzero_fraction"] for c in cases])), 4
+                ),
             }
         )
     totals: dict[int, int] = {}

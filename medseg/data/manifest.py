@@ -188,7 +188,9 @@ def _load_csv(path: Path) -> Manifest:
     columns = reader.fieldnames or []
     missing = [c for c in ("case_id", "image") if c not in columns]
     if missing:
-        raise ConfigError(f"{path}: CSV needs columns case_id,image[,label,split,fold,group]; missing {', '.join(missing)}")
+        raise ConfigError(
+            f"{path}: CSV needs columns case_id,image[,label,split,fold,group]; missing {', '.join(missing)}"
+        )
     unknown = [c for c in columns if c not in _CSV_COLUMNS]
     if unknown:
         raise ConfigError(f"{path}: unknown CSV column(s) {', '.join(unknown)}; allowed: {', '.join(_CSV_COLUMNS)}")
@@ -201,13 +203,17 @@ def _load_csv(path: Path) -> Manifest:
             raise ConfigError(f"{path}: line {line_number} lacks case_id or image")
         where = f"{path}: line {line_number} (case {case_id!r})"
         if None in row:  # csv.DictReader keeps cells beyond the header under the key None
-            raise ConfigError(f"{where}: {len(columns) + len(row[None])} cells but the header has {len(columns)} columns ({','.join(columns)})")
+            raise ConfigError(
+                f"{where}: {len(columns) + len(row[None])} cells but the header has {len(columns)} columns ({','.join(columns)})"
+            )
         images = tuple((root / image.strip()).resolve() for image in row["image"].split(";") if image.strip())
         if not images:
             raise ConfigError(f"{where}: image cell {row['image']!r} names no file")
         if cases and len(images) != len(cases[0].images):
-            raise ConfigError(f"{where}: {len(images)} image channel(s), but case {cases[0].case_id!r} has "
-                              f"{len(cases[0].images)}; every case needs the same channels")
+            raise ConfigError(
+                f"{where}: {len(images)} image channel(s), but case {cases[0].case_id!r} has "
+                f"{len(cases[0].images)}; every case needs the same channels"
+            )
         fold = row.get("fold") or None
         if fold is not None and not re.fullmatch(r"[0-9]+", fold.strip()):
             raise ConfigError(f"{where}: fold must be a non-negative integer, got {fold!r}")
@@ -216,8 +222,16 @@ def _load_csv(path: Path) -> Manifest:
             raise ConfigError(f"{where}: split must be train, val or test, got {split!r}")
         label = (row.get("label") or "").strip()
         group = (row.get("group") or "").strip()
-        cases.append(CaseEntry(case_id, images, (root / label).resolve() if label else None, split,
-                               int(fold) if fold is not None else None, group or None))
+        cases.append(
+            CaseEntry(
+                case_id,
+                images,
+                (root / label).resolve() if label else None,
+                split,
+                int(fold) if fold is not None else None,
+                group or None,
+            )
+        )
     labels = {"background": 0}
     if "labels" in meta:
         pairs = {}
@@ -281,8 +295,10 @@ def write_csv_manifest(
     _check_unique(list(cases), path)
     odd = next((case for case in cases if len(case.images) != len(cases[0].images)), None)
     if odd is not None:
-        raise ConfigError(f"{path}: case {odd.case_id!r} has {len(odd.images)} image channel(s), but case "
-                          f"{cases[0].case_id!r} has {len(cases[0].images)}; every case needs the same channels")
+        raise ConfigError(
+            f"{path}: case {odd.case_id!r} has {len(odd.images)} image channel(s), but case "
+            f"{cases[0].case_id!r} has {len(cases[0].images)}; every case needs the same channels"
+        )
     atomic_write_text(path, text.getvalue())
     return path
 
@@ -315,7 +331,11 @@ def _labels_line(labels: Mapping[str, int], path: Path) -> str:
     written = {label: str(value) for label, value in labels.items()}  # what the reader will parse
     if _parse_labels(written, path) != dict(labels):
         raise ConfigError(f"{path}: labels {dict(labels)} lack value 0 (background), which the reader would add")
-    return "# labels: " + ", ".join(f"{label}={value}" for label, value in sorted(written.items(), key=lambda kv: int(kv[1]))) + "\n"
+    return (
+        "# labels: "
+        + ", ".join(f"{label}={value}" for label, value in sorted(written.items(), key=lambda kv: int(kv[1])))
+        + "\n"
+    )
 
 
 def _csv_row(case: CaseEntry, relative: Callable[[Path | None], str], path: Path) -> list[object]:
@@ -343,7 +363,14 @@ def _csv_row(case: CaseEntry, relative: Callable[[Path | None], str], path: Path
         raise refuse(f"fold must be a non-negative integer or None, got {case.fold!r}")
     if case.group is not None and (problem := _text_problem(case.group)):
         raise refuse(f"group {case.group!r} {problem}")
-    return [case.case_id, ";".join(images), label, case.split or "", "" if case.fold is None else int(case.fold), case.group or ""]
+    return [
+        case.case_id,
+        ";".join(images),
+        label,
+        case.split or "",
+        "" if case.fold is None else int(case.fold),
+        case.group or "",
+    ]
 
 
 def _looks_like_integer(text: str) -> bool:
@@ -411,11 +438,15 @@ def undeclared_labels_problem(manifest: Manifest, values: Iterable[int]) -> tupl
         return None
     if manifest.labels_declared:
         where = "'labels' of the dataset.json" if manifest.path.suffix == ".json" else "'# labels:' line"
-        return (f"label values {undeclared} are not declared (declared: {manifest.label_values}); "
-                f"add them to the {where} or fix the label maps"), True
+        return (
+            f"label values {undeclared} are not declared (declared: {manifest.label_values}); "
+            f"add them to the {where} or fix the label maps"
+        ), True
     line = ", ".join(["background=0"] + [f"label_{v}={v}" for v in undeclared])
-    return (f"no '# labels:' line: label values {undeclared} are taken from the data and named label_<value>; "
-            f"to name them, add '# labels: {line}' on top of {manifest.path.name}"), False
+    return (
+        f"no '# labels:' line: label values {undeclared} are taken from the data and named label_<value>; "
+        f"to name them, add '# labels: {line}' on top of {manifest.path.name}"
+    ), False
 
 
 def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool = False) -> list[Problem]:
@@ -449,7 +480,9 @@ def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool 
             continue
         for p in entry.images:
             if nonfinite := describe_nonfinite(nonfinite_voxels(volumes[p].array)):
-                problems.append(Problem(entry.case_id, str(p), f"{nonfinite}: training and statistics need finite values"))
+                problems.append(
+                    Problem(entry.case_id, str(p), f"{nonfinite}: training and statistics need finite values")
+                )
         reference = volumes[entry.images[0]]
         for p in paths[1:]:
             mismatch = grid_mismatch(

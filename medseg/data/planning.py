@@ -51,7 +51,9 @@ MAX_BATCH_DATASET_FRACTION = 0.05
 
 
 # -- network topology and memory ---------------------------------------------------------------
-def pool_and_kernels(spacing_mm: Sequence[float], patch: Sequence[int], max_stages: int = MAX_STAGES) -> tuple[list[list[int]], list[list[int]]]:
+def pool_and_kernels(
+    spacing_mm: Sequence[float], patch: Sequence[int], max_stages: int = MAX_STAGES
+) -> tuple[list[list[int]], list[list[int]]]:
     """U-Net strides and kernel sizes per stage (nnU-Net's rule, simplified).
 
     Stage 0 has stride 1. A further stage halves every axis whose current spacing is at most
@@ -123,7 +125,11 @@ def _fit_patch(
         factors = divisibility(strides)
         patch = np.array([max(f, int(math.ceil(p / f) * f)) for p, f in zip(patch, factors)])
         memory = estimate_unet_memory_gib(
-            patch, strides, base_channels=network.base_channels, max_channels=network.max_channels, batch_size=batch_size
+            patch,
+            strides,
+            base_channels=network.base_channels,
+            max_channels=network.max_channels,
+            batch_size=batch_size,
         )
         if memory <= budget or np.all(patch <= np.array(factors)):
             break
@@ -140,10 +146,19 @@ def _fit_patch(
     }
 
 
-def _batch_size(config: dict[str, Any], network: NetworkSettings, minimum: int, maximum: int, dataset_voxels: float) -> int:
-    per_sample = estimate_unet_memory_gib(
-        config["patch_size"], config["strides"], base_channels=network.base_channels, max_channels=network.max_channels, batch_size=1
-    ) - 1.0
+def _batch_size(
+    config: dict[str, Any], network: NetworkSettings, minimum: int, maximum: int, dataset_voxels: float
+) -> int:
+    per_sample = (
+        estimate_unet_memory_gib(
+            config["patch_size"],
+            config["strides"],
+            base_channels=network.base_channels,
+            max_channels=network.max_channels,
+            batch_size=1,
+        )
+        - 1.0
+    )
     fits = int((network.gpu_memory_gib - 1.0) // max(per_sample, 1e-9))
     cap = int(MAX_BATCH_DATASET_FRACTION * dataset_voxels // max(1, np.prod(config["patch_size"])))
     return int(max(minimum, min(maximum, fits, cap)))
@@ -240,7 +255,9 @@ def _ct_settings(flags: list[bool]) -> dict[str, Any]:
     return settings
 
 
-def _normalization(fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig) -> list[dict[str, Any]]:
+def _normalization(
+    fingerprint: Mapping[str, Any], manifest: Manifest, config: PreprocessingConfig
+) -> list[dict[str, Any]]:
     schemes = []
     ct_flags = channel_is_ct(fingerprint, manifest)
     for index, channel in enumerate(fingerprint["intensity_foreground"]):
@@ -248,15 +265,23 @@ def _normalization(fingerprint: Mapping[str, Any], manifest: Manifest, config: P
         is_ct = ct_flags[index]
         if choice == "auto":
             choice = "ct" if is_ct else "zscore"
-        entry: dict[str, Any] = {"channel": channel["channel"], "channel_name": channel.get("name", ""), "scheme": choice}
+        entry: dict[str, Any] = {
+            "channel": channel["channel"],
+            "channel_name": channel.get("name", ""),
+            "scheme": choice,
+        }
         if choice == "ct":
             clip = config.ct_clip
             if clip == "percentiles":
                 clip = [channel["percentile_00_5"], channel["percentile_99_5"]]
-            entry.update(clip=[float(clip[0]), float(clip[1])], mean=float(channel["mean"]), std=float(max(channel["std"], 1e-6)))
+            entry.update(
+                clip=[float(clip[0]), float(clip[1])], mean=float(channel["mean"]), std=float(max(channel["std"], 1e-6))
+            )
         elif choice == "zscore":
             mask_rule = config.zscore_nonzero_mask
-            use_mask = mask_rule == "always" or (mask_rule == "auto" and fingerprint["crop_size_fraction_median"] < 0.75)
+            use_mask = mask_rule == "always" or (
+                mask_rule == "auto" and fingerprint["crop_size_fraction_median"] < 0.75
+            )
             entry["use_nonzero_mask"] = bool(use_mask)
         elif choice == "percentile":
             entry["percentiles"] = [0.5, 99.5]
@@ -274,7 +299,10 @@ def make_plan(
     threshold = config.anisotropy_threshold
     orientation, orientation_note = resolve_orientation(fingerprint, config.orientation, threshold)
     if orientation == "none":
-        fingerprint = {**fingerprint, "cases": [_in_file_order(c) if "permutation" in c else c for c in fingerprint["cases"]]}
+        fingerprint = {
+            **fingerprint,
+            "cases": [_in_file_order(c) if "permutation" in c else c for c in fingerprint["cases"]],
+        }
     if config.target_spacing_mm == "auto":
         spacing, spacing_note = target_spacing(fingerprint, threshold)
     else:
@@ -291,7 +319,9 @@ def make_plan(
     if network.patch_size_3d:
         three_d["patch_size"] = list(network.patch_size_3d)
         three_d["strides"], three_d["kernel_sizes"] = pool_and_kernels(spacing, three_d["patch_size"])
-    three_d["batch_size"] = _batch_size(three_d, network, network.batch_size_3d, max(network.batch_size_3d, 2), dataset_voxels)
+    three_d["batch_size"] = _batch_size(
+        three_d, network, network.batch_size_3d, max(network.batch_size_3d, 2), dataset_voxels
+    )
     three_d.update(
         spacing_mm=spacing,
         median_shape_voxels=[int(round(s)) for s in median_shape],
@@ -304,7 +334,9 @@ def make_plan(
     two_d = _fit_patch(spacing_arr[in_plane], median_shape[in_plane], 2048.0**2, network, 2)
     if network.patch_size_2d:
         two_d["patch_size"] = list(network.patch_size_2d)
-        two_d["strides"], two_d["kernel_sizes"] = pool_and_kernels(spacing_arr[in_plane], two_d["patch_size"], max_stages=8)
+        two_d["strides"], two_d["kernel_sizes"] = pool_and_kernels(
+            spacing_arr[in_plane], two_d["patch_size"], max_stages=8
+        )
     two_d["batch_size"] = _batch_size(two_d, network, 2, network.max_batch_size_2d, dataset_voxels)
     two_d.update(
         slice_axis=slice_axis,
@@ -331,7 +363,9 @@ def make_plan(
         "cache_dtype": config.cache_dtype,
         "class_locations_per_class": config.class_locations_per_class,
     }
-    axis_order = "the files' voxel order" if orientation == "none" else f"the canonical orientation ({orientation}) axis order"
+    axis_order = (
+        "the files' voxel order" if orientation == "none" else f"the canonical orientation ({orientation}) axis order"
+    )
     notes = [
         orientation_note,
         f"target spacing: {spacing_note}",

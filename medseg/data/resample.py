@@ -41,7 +41,9 @@ from medseg.config.plan import ANISOTROPY_THRESHOLD, IMAGE_MODES, LABEL_MODES
 from medseg.errors import InvalidArgumentError
 
 
-def output_shape(shape: Sequence[int], spacing_mm: Sequence[float], target_spacing_mm: Sequence[float]) -> tuple[int, ...]:
+def output_shape(
+    shape: Sequence[int], spacing_mm: Sequence[float], target_spacing_mm: Sequence[float]
+) -> tuple[int, ...]:
     """Voxel counts after resampling: ``max(1, round(n * spacing / target))`` per axis (voxels)."""
     shape_arr = np.asarray(shape, dtype=np.float64)
     ratio = np.asarray(spacing_mm, dtype=np.float64) / np.asarray(target_spacing_mm, dtype=np.float64)

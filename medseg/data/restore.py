@@ -38,7 +38,9 @@ from medseg.io import Volume
 def _steps(record: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     if isinstance(record, Mapping):
         if "steps" not in record:
-            raise GeometryError("restore_to_original: the record has no 'steps' (pass sample['meta'] or the cached case JSON)")
+            raise GeometryError(
+                "restore_to_original: the record has no 'steps' (pass sample['meta'] or the cached case JSON)"
+            )
         return list(record["steps"])
     return list(record)
 
@@ -184,7 +186,9 @@ def restore_volume(prediction, record: Mapping[str, Any], **kwargs: Any) -> Volu
         array = array.cpu().numpy()
     if array.ndim == 4:
         if array.shape[0] != 1:
-            raise GeometryError("restore_volume: a Volume holds one channel; restore probabilities with restore_to_original")
+            raise GeometryError(
+                "restore_volume: a Volume holds one channel; restore probabilities with restore_to_original"
+            )
         array = array[0]
     sources = next((s.get("sources") for s in _steps(record) if s["step"] == "load"), None)
     meta: dict[str, Any] = {"kind": "label"} if str(array.dtype).startswith(("uint", "int")) else {}

@@ -219,11 +219,14 @@ class PatchSampler:
         image_t = torch.from_numpy(image)
         label_t = torch.from_numpy(label) if label is not None else None
         if params is not None:
-            centre = [
-                start[axis] + (self.box[axis] - 1) / 2 - crop_start[axis] for axis in self.in_plane
-            ]
+            centre = [start[axis] + (self.box[axis] - 1) / 2 - crop_start[axis] for axis in self.in_plane]
             image_t, label_t = self.augmenter(image_t, label_t, params, centre)  # type: ignore[misc]
-        return {"image": image_t, "label": label_t, "case_id": case.case_id, "forced_class": -1 if value is None else value}
+        return {
+            "image": image_t,
+            "label": label_t,
+            "case_id": case.case_id,
+            "forced_class": -1 if value is None else value,
+        }
 
     def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
         """A batch of ``batch_size`` patches (see the module docstring for the forced share)."""
@@ -254,7 +257,12 @@ class PatchBatchDataset(torch.utils.data.Dataset):
     number of workers). A plain integer key means epoch 0."""
 
     def __init__(self, sampler: PatchSampler, batch_size: int, batches_per_epoch: int, seed: int = 0):
-        self.sampler, self.batch_size, self.batches_per_epoch, self.seed = sampler, int(batch_size), int(batches_per_epoch), int(seed)
+        self.sampler, self.batch_size, self.batches_per_epoch, self.seed = (
+            sampler,
+            int(batch_size),
+            int(batches_per_epoch),
+            int(seed),
+        )
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -271,7 +279,12 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     every new iteration, or is set with :meth:`set_epoch` (e.g. when resuming)."""
 
     def __init__(self, batches_per_epoch: int, *, epoch: int = 0, rank: int = 0, world_size: int = 1):
-        self.batches_per_epoch, self.epoch, self.rank, self.world_size = int(batches_per_epoch), int(epoch), int(rank), int(world_size)
+        self.batches_per_epoch, self.epoch, self.rank, self.world_size = (
+            int(batches_per_epoch),
+            int(epoch),
+            int(rank),
+            int(world_size),
+        )
         self._started = False
 
     def set_epoch(self, epoch: int) -> None:

@@ -70,7 +70,9 @@ def given_splits(manifest: Manifest) -> list[dict[str, list[str]]] | None:
     return None
 
 
-def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0, group_pattern: str | None = None) -> list[dict[str, list[str]]]:
+def kfold_splits(
+    manifest: Manifest, n_folds: int = 5, seed: int = 0, group_pattern: str | None = None
+) -> list[dict[str, list[str]]]:
     """``[{"train": [case ids], "val": [case ids]}, ...]``, one entry per fold.
 
     Groups (a case's ``group``; else, with ``group_pattern``, :func:`case_group` of its id; else
@@ -89,7 +91,11 @@ def kfold_splits(manifest: Manifest, n_folds: int = 5, seed: int = 0, group_patt
     if n_folds < 2:
         raise ConfigError(f"{manifest.path}: need at least 2 folds, got {n_folds}")
     if len(groups) < n_folds:
-        fix = f"set data.folds to {len(groups)} or fewer in the training config" if len(groups) >= 2 else "cross-validation needs at least 2"
+        fix = (
+            f"set data.folds to {len(groups)} or fewer in the training config"
+            if len(groups) >= 2
+            else "cross-validation needs at least 2"
+        )
         raise ConfigError(f"{manifest.path}: {len(groups)} patients/groups cannot fill {n_folds} folds; {fix}")
     rng = np.random.default_rng(seed)
     names = sorted(groups)

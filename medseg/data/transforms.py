@@ -81,7 +81,9 @@ def current_affine(sample: Mapping[Hashable, Any], meta_key: str = META) -> np.n
 def _spatial_shape(sample: Mapping[Hashable, Any], keys: Sequence[Hashable]) -> tuple[int, int, int]:
     shapes = {tuple(sample[k].shape[-3:]) for k in keys if k in sample and sample[k] is not None}
     if len(shapes) != 1:
-        raise GeometryError(f"{sample.get(META, {}).get('case_id', '<sample>')}: keys {list(keys)} have different grids {shapes}")
+        raise GeometryError(
+            f"{sample.get(META, {}).get('case_id', '<sample>')}: keys {list(keys)} have different grids {shapes}"
+        )
     return shapes.pop()
 
 
@@ -115,7 +117,9 @@ class _RecordingTransform(MapTransform):
         """Undo ``record`` on ``array`` (see the module docstring); here: leave it unchanged."""
         return array
 
-    def __init__(self, keys=("image", "label"), label_keys=("label",), meta_key: str = META, allow_missing_keys: bool = True):
+    def __init__(
+        self, keys=("image", "label"), label_keys=("label",), meta_key: str = META, allow_missing_keys: bool = True
+    ):
         super().__init__(keys, allow_missing_keys)
         self.label_keys = tuple(label_keys)
         self.meta_key = meta_key
@@ -215,14 +219,19 @@ class LoadVolumed(MapTransform):
             is_label = key in self.label_keys
             values = list(value) if isinstance(value, (list, tuple)) else [value]
             volumes = [
-                self._load(v, is_label, None if is_label else self.channel_ct(c, len(values), case_name)) for c, v in enumerate(values)
+                self._load(v, is_label, None if is_label else self.channel_ct(c, len(values), case_name))
+                for c, v in enumerate(values)
             ]
             for volume in volumes:
                 if reference is None:
                     reference = volume
                     continue
                 problem = grid_mismatch(
-                    reference.affine, reference.shape, volume.affine, volume.shape, self.atol_mm,
+                    reference.affine,
+                    reference.shape,
+                    volume.affine,
+                    volume.shape,
+                    self.atol_mm,
                     (reference.name, volume.name),
                 )
                 if problem:
@@ -266,7 +275,9 @@ class EnsureChannelFirstd(_RecordingTransform):
             if out[key].ndim == 3:
                 out[key] = out[key][None]
             elif out[key].ndim != 4:
-                raise GeometryError(f"{key}: expected a 3D volume or channel-first 4D array, got shape {out[key].shape}")
+                raise GeometryError(
+                    f"{key}: expected a 3D volume or channel-first 4D array, got shape {out[key].shape}"
+                )
         return out
 
 
@@ -327,7 +338,9 @@ def mixed_ct_channels(meta: Mapping[str, Any], image: np.ndarray) -> list[bool] 
     return [bool(f) for f in flags]
 
 
-def mixed_foreground_mask(image: np.ndarray, ct_channels: Sequence[bool], body_threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+def mixed_foreground_mask(
+    image: np.ndarray, ct_channels: Sequence[bool], body_threshold_hu: float = BODY_THRESHOLD_HU
+) -> np.ndarray:
     """Foreground of an image ``(C, X, Y, Z)`` whose channels mix CT and other kinds: the
     union of the CT channels' body (HU above ``body_threshold_hu``) and the other channels'
     non-zero voxels. Returns a bool ``(X, Y, Z)`` array (all False for zero channels)."""
@@ -408,7 +421,12 @@ class CropForegroundd(_RecordingTransform):
         affine = current_affine(out, self.meta_key) @ spatial.crop_index_map(box)
         self.record(
             out,
-            {"step": "crop", "bbox": [_ints(b) for b in box], "shape_in": _ints(shape_in), "shape_out": _ints(e - s for s, e in box)},
+            {
+                "step": "crop",
+                "bbox": [_ints(b) for b in box],
+                "shape_in": _ints(shape_in),
+                "shape_out": _ints(e - s for s, e in box),
+            },
             affine=affine,
         )
         return out
@@ -501,7 +519,11 @@ class Resampled(_RecordingTransform):
             if key in self.label_keys:
                 if tuple(array.shape[-3:]) != tuple(shape_out):
                     out[key] = resample_lib.resample_label(
-                        array, shape_out, mode=self.label_mode, separate_z=z_axis, keep_all_classes=self.keep_all_classes
+                        array,
+                        shape_out,
+                        mode=self.label_mode,
+                        separate_z=z_axis,
+                        keep_all_classes=self.keep_all_classes,
                     )
             else:
                 out[key] = resample_lib.resample_image(array, shape_out, mode=self.image_mode, separate_z=z_axis)
@@ -583,7 +605,9 @@ class PadToSized(_RecordingTransform):
 
     STEP: ClassVar[str] = "pad"
 
-    def __init__(self, keys=("image", "label"), size: Sequence[int] = (1, 1, 1), image_value: float | None = None, **kwargs):
+    def __init__(
+        self, keys=("image", "label"), size: Sequence[int] = (1, 1, 1), image_value: float | None = None, **kwargs
+    ):
         super().__init__(keys, **kwargs)
         self.size = _ints(size)
         self.image_value = image_value
@@ -604,7 +628,12 @@ class PadToSized(_RecordingTransform):
         affine = current_affine(out, self.meta_key) @ spatial.pad_index_map(widths)
         self.record(
             out,
-            {"step": "pad", "widths": [_ints(w) for w in widths], "shape_in": _ints(shape_in), "shape_out": _ints(np.add(shape_in, np.sum(widths, axis=1)))},
+            {
+                "step": "pad",
+                "widths": [_ints(w) for w in widths],
+                "shape_in": _ints(shape_in),
+                "shape_out": _ints(np.add(shape_in, np.sum(widths, axis=1))),
+            },
             affine=affine,
         )
         return out
@@ -653,7 +682,11 @@ class MedsegCompose(Compose):
             return super().__call__(input_, *args, **kwargs)
         except RuntimeError as exc:
             original: BaseException = exc
-            while isinstance(original, RuntimeError) and original.__cause__ is not None and str(original).startswith("applying transform"):
+            while (
+                isinstance(original, RuntimeError)
+                and original.__cause__ is not None
+                and str(original).startswith("applying transform")
+            ):
                 original = original.__cause__
             if original is exc:
                 raise

@@ -118,15 +118,19 @@ class FolderRun:
         warnings = []
         absent = self.labels_absent_everywhere()
         if absent:
-            names = ", ".join(f"{v} ({self.label_names[v]})" if self.label_names[v] != str(v) else str(v) for v in absent)
+            names = ", ".join(
+                f"{v} ({self.label_names[v]})" if self.label_names[v] != str(v) else str(v) for v in absent
+            )
             warnings.append(
                 f"label(s) {names} occur in no reference and no prediction: their scores are empty-mask conventions "
                 "(Dice 1, flagged both_empty); check --labels"
             )
         for value, cases in self.undeclared_prediction_values().items():
             shown = ", ".join(cases[:3]) + (f" and {len(cases) - 3} more" if len(cases) > 3 else "")
-            warnings.append(f"predictions hold value {value}, which is neither a scored label nor in the reference "
-                            f"({len(cases)} case(s): {shown})")
+            warnings.append(
+                f"predictions hold value {value}, which is neither a scored label nor in the reference "
+                f"({len(cases)} case(s): {shown})"
+            )
         return warnings
 
 
@@ -137,14 +141,23 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
     from medseg.io import grid_mismatch, read_label_map
 
     start = time.perf_counter()
-    outcome = CaseOutcome(pair.case_id, reference=str(pair.reference), prediction=str(pair.prediction or ""), image=str(pair.image) if pair.image else None)
+    outcome = CaseOutcome(
+        pair.case_id,
+        reference=str(pair.reference),
+        prediction=str(pair.prediction or ""),
+        image=str(pair.image) if pair.image else None,
+    )
     try:
         if pair.prediction is None:
             raise MedsegError(f"no prediction file found for case {pair.case_id} (reference {pair.reference})")
         reference = read_label_map(pair.reference)
         prediction = read_label_map(pair.prediction)
         problem = grid_mismatch(
-            reference.affine, reference.shape, prediction.affine, prediction.shape, settings.atol_mm,
+            reference.affine,
+            reference.shape,
+            prediction.affine,
+            prediction.shape,
+            settings.atol_mm,
             ("reference", "prediction"),
         )
         if problem:
@@ -288,10 +301,14 @@ def run_folder(
             f"labels {labels!r}: only background 0, which is never scored; name the labels to score"
         )
 
-    matching = match_cases(pred_dir, ref_dir, references=references, images=images, ref_pattern=ref_pattern, pred_pattern=pred_pattern)
+    matching = match_cases(
+        pred_dir, ref_dir, references=references, images=images, ref_pattern=ref_pattern, pred_pattern=pred_pattern
+    )
     if indices is not None and indices.needs_image:
         _require_images(matching)
-    settings = Settings(label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report, indices=indices)
+    settings = Settings(
+        label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report, indices=indices
+    )
     out = Path(out_dir).expanduser() if out_dir is not None else None
     if out is not None:
         prepare_output_folder(out, overwrite)
@@ -330,7 +347,14 @@ def run_folder(
     all_labels = _fill_absent_labels(rows, outcomes, label_names, case_options)
     outcomes.sort(key=lambda o: o.case_id)
     rows = [row for o in outcomes for row in o.rows]
-    run = FolderRun(rows, outcomes, matching, all_labels, _options_record(pred_dir, ref_dir, source, label_names, workers, atol_mm, resample_pred_to_ref, case_options), interrupted)
+    run = FolderRun(
+        rows,
+        outcomes,
+        matching,
+        all_labels,
+        _options_record(pred_dir, ref_dir, source, label_names, workers, atol_mm, resample_pred_to_ref, case_options),
+        interrupted,
+    )
     for warning in run.label_warnings():
         log.warning("%s", warning)
     if indices is not None:
@@ -353,15 +377,27 @@ def run_folder(
             write_report(out, run, summary, worst.cases())
     if interrupted:
         if out is not None:  # say where the partial results went and that the next run into `out` must replace them
-            log.warning("interrupted after %d of %d matched case(s); partial results in %s (a rerun there needs "
-                        "--overwrite)", len(outcomes), len(matching.pairs), out)
+            log.warning(
+                "interrupted after %d of %d matched case(s); partial results in %s (a rerun there needs --overwrite)",
+                len(outcomes),
+                len(matching.pairs),
+                out,
+            )
         raise KeyboardInterrupt
     return run
 
 
 #: What an evaluation writes into its output folder; a new run into the same folder removes all of
 #: them first (with ``overwrite``), so no file of an earlier run survives beside the new ones.
-OUTPUT_NAMES = ("metrics.csv", "summary.json", "regions.csv", "report.md", "figures", "indices.csv", "indices_agreement.csv")
+OUTPUT_NAMES = (
+    "metrics.csv",
+    "summary.json",
+    "regions.csv",
+    "report.md",
+    "figures",
+    "indices.csv",
+    "indices_agreement.csv",
+)
 
 
 def prepare_output_folder(out: Path, overwrite: bool) -> None:
@@ -468,8 +504,14 @@ def _import_in_background(modules: list[str]):
 
 
 def _error_row(outcome: CaseOutcome) -> dict[str, Any]:
-    return {"case": outcome.case_id, "label": "", "region": "", "metric": ERROR_METRIC, "value": math.nan,
-            "flag": outcome.error}
+    return {
+        "case": outcome.case_id,
+        "label": "",
+        "region": "",
+        "metric": ERROR_METRIC,
+        "value": math.nan,
+        "flag": outcome.error,
+    }
 
 
 def _fill_absent_labels(rows, outcomes: list[CaseOutcome], label_names, case_options) -> dict[int, str]:
@@ -490,7 +532,9 @@ def _fill_absent_labels(rows, outcomes: list[CaseOutcome], label_names, case_opt
         # both maps lack these labels: their values are the both-empty constants everywhere
         options = {k: v for k, v in case_options.items() if k not in ("regions", "region_anchor")}
         blank = np.zeros((2, 2, 2), dtype=np.uint8)
-        extra = evaluate_case(blank, blank, (1.0, 1.0, 1.0), {v: names[v] for v in missing}, case_id=outcome.case_id, **options).rows
+        extra = evaluate_case(
+            blank, blank, (1.0, 1.0, 1.0), {v: names[v] for v in missing}, case_id=outcome.case_id, **options
+        ).rows
         if case_options.get("regions"):
             defined = str(case_options.get("region_anchor", "label")) != "label" and any(
                 info.get("ranges") for info in outcome.regions
@@ -539,13 +583,27 @@ def _write_regions(path: Path, outcomes: list[CaseOutcome]) -> None:
     entries = [info for o in outcomes for info in o.regions]
     if not entries:
         return
-    columns = ["case", "label", "anchor", "axis", "reference_first", "reference_last", "base_end", "base_rule", "base", "middle", "apex"]
+    columns = [
+        "case",
+        "label",
+        "anchor",
+        "axis",
+        "reference_first",
+        "reference_last",
+        "base_end",
+        "base_rule",
+        "base",
+        "middle",
+        "apex",
+    ]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for info in entries:
             ranges = info.get("ranges") or {}
-            spans = [f"{ranges[name][0]}-{ranges[name][1]}" if name in ranges else "" for name in ("base", "middle", "apex")]
+            spans = [
+                f"{ranges[name][0]}-{ranges[name][1]}" if name in ranges else "" for name in ("base", "middle", "apex")
+            ]
             writer.writerow(
                 [info["case"], info["label"], info["anchor"], info["axis"], info["reference_first"], info["reference_last"],
                  info["base_end"], info["base_rule"], *spans]
@@ -580,11 +638,21 @@ class _WorstCases:
         outcome.snapshot = None  # keep memory bounded: only the worst keep theirs
         if outcome.error or not snapshot:
             return
-        dice = [r["value"] for r in outcome.rows if r["metric"] == "dice" and r["region"] == "all" and not math.isnan(r["value"])]
+        dice = [
+            r["value"]
+            for r in outcome.rows
+            if r["metric"] == "dice" and r["region"] == "all" and not math.isnan(r["value"])
+        ]
         if not dice:
             return
         score = float(np.mean(dice))
-        self.kept.append((score, outcome.case_id, CaseOutcome(outcome.case_id, rows=outcome.rows, snapshot=snapshot, image=outcome.image)))
+        self.kept.append(
+            (
+                score,
+                outcome.case_id,
+                CaseOutcome(outcome.case_id, rows=outcome.rows, snapshot=snapshot, image=outcome.image),
+            )
+        )
         self.kept.sort(key=lambda item: (item[0], item[1]))
         del self.kept[self.k :]
 

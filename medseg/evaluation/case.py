@@ -184,7 +184,9 @@ def evaluate_case(
         reference, prediction = reference[:, :, None], prediction[:, :, None]
         spacing = np.append(spacing[:2], 1.0)
     if reference.ndim != 3 or spacing.size != 3:
-        raise GeometryError(f"{case_id or 'case'}: need 3D arrays and 3 spacings, got {reference.shape} and {spacing.tolist()}")
+        raise GeometryError(
+            f"{case_id or 'case'}: need 3D arrays and 3 spacings, got {reference.shape} and {spacing.tolist()}"
+        )
     if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
         raise InvalidArgumentError(f"{case_id or 'case'}: voxel spacing must be positive, got {spacing.tolist()}")
     if region_mode not in REGION_MODES:
@@ -192,11 +194,21 @@ def evaluate_case(
     if flat_case and region_mode == "slicewise":
         region_mode = "volumetric"  # one slice: the same thing
     options = _Options(
-        check_metrics(metrics), bool(regions), region_mode, base_at, float(nsd_tolerance_mm), check_policy(empty_policy), worst_distance_mm
+        check_metrics(metrics),
+        bool(regions),
+        region_mode,
+        base_at,
+        float(nsd_tolerance_mm),
+        check_policy(empty_policy),
+        worst_distance_mm,
     )
     label_names = normalise_labels(labels)
 
-    voxel_ml = abs(float(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0 if affine is not None else float(np.prod(spacing)) / 1000.0
+    voxel_ml = (
+        abs(float(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0
+        if affine is not None
+        else float(np.prod(spacing)) / 1000.0
+    )
     axis = choose_region_axis(spacing, affine, region_axis) if (regions or region_mode == "slicewise") else None
     if flat_case:
         axis = 2 if region_mode == "slicewise" else axis
@@ -225,7 +237,9 @@ def evaluate_case(
     region_info: list[dict[str, Any]] = []
     for value, name in label_names.items():
         label_box = union_box(*(found[value][0] for found in (ref_boxes, pred_boxes) if value in found))
-        label_rows, info = _evaluate_label(value, name, ref_crop, pred_crop, label_box, geometry, options, anchor_counts, region_anchor)
+        label_rows, info = _evaluate_label(
+            value, name, ref_crop, pred_crop, label_box, geometry, options, anchor_counts, region_anchor
+        )
         rows.extend(label_rows)
         if info is not None:
             region_info.append(info)
@@ -237,7 +251,9 @@ def evaluate_case(
     return CaseResult(rows, region_info, present, undeclared, box)
 
 
-def evaluate_volumes(reference, prediction, labels: object = None, *, atol_mm: float = 1e-3, case_id: str | None = None, **options: Any) -> CaseResult:
+def evaluate_volumes(
+    reference, prediction, labels: object = None, *, atol_mm: float = 1e-3, case_id: str | None = None, **options: Any
+) -> CaseResult:
     """:func:`evaluate_case` on two :class:`medseg.io.Volume` objects after checking their grids.
 
     Spacing and affine come from the reference volume. ``options`` are those of
@@ -316,7 +332,9 @@ def _anchor_counts(anchor: object, reference: np.ndarray, box, geometry: _Geomet
     return _slice_counts(crop == value, geometry.offset, geometry)
 
 
-def _evaluate_label(value, name, ref_crop, pred_crop, box, geometry: _Geometry, options: _Options, anchor_counts, anchor):
+def _evaluate_label(
+    value, name, ref_crop, pred_crop, box, geometry: _Geometry, options: _Options, anchor_counts, anchor
+):
     """Rows (and the region split) of one label; ``box``: the label's box in the foreground crops (None: absent)."""
     if box is None:
         ref_mask = pred_mask = np.zeros((0, 0, 0), dtype=bool)
@@ -354,7 +372,10 @@ def _evaluate_label(value, name, ref_crop, pred_crop, box, geometry: _Geometry, 
             values = {m: (math.nan, "empty_region") for m in options.metrics}
         else:
             values = structure.region_values(extent)
-        rows.extend({"label": name, "region": region, "metric": m, "value": float(values[m][0]), "flag": values[m][1]} for m in options.metrics)
+        rows.extend(
+            {"label": name, "region": region, "metric": m, "value": float(values[m][0]), "flag": values[m][1]}
+            for m in options.metrics
+        )
     return rows, info
 
 
@@ -455,7 +476,10 @@ class _Structure:
         out = {m: (pooled[m], flag_for(m, pooled_state)) for m in pooled}
         slices = [s for s in range(start, stop) if ref_c[s] or pred_c[s]]
         if not slices:  # neither mask in this range
-            both = {**overlap_values(0, 0, 0, 1, g.voxel_ml), **empty_distance_values("both_empty", 0.0, o.empty_policy)}
+            both = {
+                **overlap_values(0, 0, 0, 1, g.voxel_ml),
+                **empty_distance_values("both_empty", 0.0, o.empty_policy),
+            }
             out.update({m: (both[m], "both_empty") for m in SLICEWISE_AVERAGED})
             return {m: out[m] for m in o.metrics}
         per_slice = self._per_slice_values(slices)

@@ -113,7 +113,9 @@ def _bland_altman(a, b, path: Path) -> Path | None:
                 ax.set_axis_off()
                 continue
             unit = "(mm)" if metric in ("hd95", "asd") else ""
-            bland_altman_axes(ax, part["value_a"].to_numpy(float), part["value_b"].to_numpy(float), f"label {label}: {metric}", unit)
+            bland_altman_axes(
+                ax, part["value_a"].to_numpy(float), part["value_b"].to_numpy(float), f"label {label}: {metric}", unit
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -201,7 +201,9 @@ def _row(subject: str, index: str, value: float, flag: str = "") -> dict[str, An
     return {"subject": subject, "index": index, "unit": INDEX_UNITS[index], "value": float(value), "flag": flag}
 
 
-def cardiac_indices(subject: str, ed: dict[str, float] | None, es: dict[str, float] | None, flag: str = "") -> list[dict]:
+def cardiac_indices(
+    subject: str, ed: dict[str, float] | None, es: dict[str, float] | None, flag: str = ""
+) -> list[dict]:
     """The nine cardiac index rows of one subject from its ED and ES role volumes (ml; ``None``: frame missing).
 
     ``flag`` (e.g. ``phase_unknown``) marks every row NaN. See the module docstring for the flags."""
@@ -228,7 +230,10 @@ def cardiac_indices(subject: str, ed: dict[str, float] | None, es: dict[str, flo
 def lung_indices(subject: str, measures: dict[str, float], spec: IndexSpec) -> list[dict]:
     """The lung index rows of one scan from its :func:`measure` values (see the module docstring)."""
     left, right = measures["lung_left"], measures["lung_right"]
-    absent = {"lung_left": "lung_left_absent" if left == 0 else "", "lung_right": "lung_right_absent" if right == 0 else ""}
+    absent = {
+        "lung_left": "lung_left_absent" if left == 0 else "",
+        "lung_right": "lung_right_absent" if right == 0 else "",
+    }
     absent["lung_total"] = ";".join(f for f in absent.values() if f) if left == 0 and right == 0 else ""
     rows = [
         _row(subject, "lung_left_volume", left, absent["lung_left"]),
@@ -238,14 +243,18 @@ def lung_indices(subject: str, measures: dict[str, float], spec: IndexSpec) -> l
              ";".join(f for f in (absent["lung_right"], absent["lung_left"]) if f)),
     ]  # fmt: skip
     for quantity in ("mean_hu", "laa950", "pd15"):
-        rows += [_row(subject, f"{side}_{quantity}", measures[f"{side}_{quantity}"], absent[side]) for side in LUNG_SIDES]
+        rows += [
+            _row(subject, f"{side}_{quantity}", measures[f"{side}_{quantity}"], absent[side]) for side in LUNG_SIDES
+        ]
     if "tumour" in spec.roles:
         tumour = measures["tumour"]
         rows.append(_row(subject, "tumour_volume", tumour, "tumour_absent" if tumour == 0 else ""))
     return rows
 
 
-def subject_indices(spec: IndexSpec, measures: dict[str, dict[str, float] | None], folders: dict[str, list[Path]]) -> list[dict]:
+def subject_indices(
+    spec: IndexSpec, measures: dict[str, dict[str, float] | None], folders: dict[str, list[Path]]
+) -> list[dict]:
     """Index rows (:data:`INDICES_COLUMNS`) of every subject.
 
     Args:
@@ -276,8 +285,10 @@ def subject_indices(spec: IndexSpec, measures: dict[str, dict[str, float] | None
         if earlier is not None:
             raise ConfigError(f"subject {subject}: two {phase} frames ({earlier}, {case_id}); keep one")
         frames[subject][phase] = case_id
-    groups = [(subject, cardiac_indices(subject, *(measures.get(cases.get(p, "")) for p in ("ED", "ES"))))
-              for subject, cases in frames.items()]
+    groups = [
+        (subject, cardiac_indices(subject, *(measures.get(cases.get(p, "")) for p in ("ED", "ES"))))
+        for subject, cases in frames.items()
+    ]
     groups += [(case_id, cardiac_indices(case_id, None, None, flag)) for case_id, flag in unknown.items()]
     return [row for _, rows in sorted(groups, key=lambda group: group[0]) for row in rows]
 
@@ -318,8 +329,9 @@ def agreement_table(paired: list[dict]) -> list[dict]:
     table = []
     for index in dict.fromkeys(r["index"] for r in paired):
         rows = [r for r in paired if r["index"] == index]
-        s = paired_statistics(np.array([r["reference"] for r in rows]), np.array([r["prediction"] for r in rows]),
-                              wilcoxon=False)
+        s = paired_statistics(
+            np.array([r["reference"] for r in rows]), np.array([r["prediction"] for r in rows]), wilcoxon=False
+        )
         table.append({"index": index, "unit": INDEX_UNITS[index], "n": s["n"], "mean_reference": s["mean_a"],
                       "mean_prediction": s["mean_b"], "bias": s["mean_diff"], "sd_difference": s["std_diff"],
                       "loa_lower": s["loa_lower"], "loa_upper": s["loa_upper"], "pearson_r": s["pearson_r"],
@@ -348,7 +360,10 @@ def evaluation_indices(spec: IndexSpec, outcomes) -> IndicesResult:
     for outcome in outcomes:
         if outcome.measures is None and outcome.reference:  # a failed case: its reference still counts
             try:
-                outcome.measures = {"reference": measure_files(spec, outcome.reference, outcome.image), "prediction": None}
+                outcome.measures = {
+                    "reference": measure_files(spec, outcome.reference, outcome.image),
+                    "prediction": None,
+                }
             except MedsegError as exc:
                 log.warning("%s: reference not measured for the indices: %s", outcome.case_id, exc)
     sides = {}

@@ -116,8 +116,10 @@ def match_cases(
             f"case {case_id!r}: several prediction files match ({', '.join(map(str, paths))}); "
             "narrow them with --pred-pattern"
         )
-    pairs = [CasePair(case_id, reference, found.files.get(case_id), images.get(case_id))
-             for case_id, reference in sorted(references.items())]
+    pairs = [
+        CasePair(case_id, reference, found.files.get(case_id), images.get(case_id))
+        for case_id, reference in sorted(references.items())
+    ]
     return Matching(pairs, found.unmatched)
 
 

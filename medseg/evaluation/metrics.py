@@ -111,7 +111,9 @@ def distance_values(
         "hd": float(max(d.max() for d in parts)),
         "hd95": float(max(np.percentile(d, 95) for d in parts)),
         "asd": float((forward.sum() + backward.sum()) / n_points),
-        "nsd": float((np.count_nonzero(forward <= nsd_tolerance_mm) + np.count_nonzero(backward <= nsd_tolerance_mm)) / n_points),
+        "nsd": float(
+            (np.count_nonzero(forward <= nsd_tolerance_mm) + np.count_nonzero(backward <= nsd_tolerance_mm)) / n_points
+        ),
     }
 
 

@@ -115,5 +115,9 @@ def split_regions(slice_counts: np.ndarray, base_at: str = "auto") -> RegionSpli
     else:
         base_end, rule = base_at, base_at
     low, middle, high = (0, low_stop), (low_stop, high_start), (high_start, counts.size)
-    ranges = {"base": low, "middle": middle, "apex": high} if base_end == "first" else {"base": high, "middle": middle, "apex": low}
+    ranges = (
+        {"base": low, "middle": middle, "apex": high}
+        if base_end == "first"
+        else {"base": high, "middle": middle, "apex": low}
+    )
     return RegionSplit(-1, first, last, base_end, rule, ranges)

@@ -51,22 +51,30 @@ def write_report(out: Path, run, summary: dict[str, Any], worst: list[tuple[floa
 def _run_section(run, summary) -> list[str]:
     options = summary["options"]
     lines = [
-        (f"- cases: {summary['n_matched']} matched, {summary['n_cases']} done ({summary['n_evaluated']} evaluated, "
-         f"{summary['n_failed']} failed) -- **interrupted: partial results, {summary['n_matched'] - summary['n_cases']} "
-         "case(s) not evaluated**"
-         if summary["interrupted"]
-         else f"- cases: {summary['n_cases']} ({summary['n_evaluated']} evaluated, {summary['n_failed']} failed)"),
+        (
+            f"- cases: {summary['n_matched']} matched, {summary['n_cases']} done ({summary['n_evaluated']} evaluated, "
+            f"{summary['n_failed']} failed) -- **interrupted: partial results, {summary['n_matched'] - summary['n_cases']} "
+            "case(s) not evaluated**"
+            if summary["interrupted"]
+            else f"- cases: {summary['n_cases']} ({summary['n_evaluated']} evaluated, {summary['n_failed']} failed)"
+        ),
         f"- references: `{options['manifest'] or options['ref']}`; predictions: `{options['pred']}`",
         f"- labels: {', '.join(f'{v} = {n}' for v, n in summary['labels'].items()) or 'none'}",
         f"- regions: {'base/middle/apex, ' + options['region_mode'] + ', axis ' + options['region_axis'] + ', base ' + str(options['base_at']) + ', anchor ' + options['region_anchor'] if options['regions'] else 'all only'}"
-        + (f" (mode {options['region_mode']})" if not options["regions"] and options["region_mode"] != "volumetric" else ""),
+        + (
+            f" (mode {options['region_mode']})"
+            if not options["regions"] and options["region_mode"] != "volumetric"
+            else ""
+        ),
         f"- nsd tolerance: {options['nsd_tolerance_mm']} mm; empty-mask policy: {options['empty_policy']} "
         f"(worst-case distance: {options['worst_distance_mm']})",
         f"- grid tolerance: {options['geometry_tolerance_mm']} mm; resample prediction to reference: {options['resample_pred_to_ref']}",
     ]
     lines += [f"- **warning**: {warning}" for warning in summary["label_warnings"]]
     if summary["resampled_cases"]:
-        lines.append(f"- resampled (nearest neighbour) onto the reference grid: {', '.join(summary['resampled_cases'])}")
+        lines.append(
+            f"- resampled (nearest neighbour) onto the reference grid: {', '.join(summary['resampled_cases'])}"
+        )
     if summary["unmatched_predictions"]:
         lines.append(f"- predictions without a reference (ignored): {len(summary['unmatched_predictions'])}")
     return lines + [""]
@@ -76,7 +84,12 @@ def _summary_tables(summary) -> list[str]:
     lines = ["## Summary", "", "Mean ± std over cases (n values; flagged values counted in brackets).", ""]
     for label, regions in summary["metrics"].items():
         region_names = [r for r in REGION_ORDER if r in regions] + [r for r in regions if r not in REGION_ORDER]
-        lines += [f"### Label {label}", "", "| metric | " + " | ".join(region_names) + " |", "|---" * (len(region_names) + 1) + "|"]
+        lines += [
+            f"### Label {label}",
+            "",
+            "| metric | " + " | ".join(region_names) + " |",
+            "|---" * (len(region_names) + 1) + "|",
+        ]
         metrics = [m for m in TABLE_METRICS if any(m in regions[r] for r in region_names)]
         metrics += [m for m in regions[region_names[0]] if m not in metrics]
         for metric in metrics:
@@ -94,7 +107,12 @@ def _summary_tables(summary) -> list[str]:
         lines.append("")
     if summary["foreground_mean"]:
         regions = list(summary["foreground_mean"])
-        lines += ["### Foreground mean (mean over labels of the per-label means)", "", "| metric | " + " | ".join(regions) + " |", "|---" * (len(regions) + 1) + "|"]
+        lines += [
+            "### Foreground mean (mean over labels of the per-label means)",
+            "",
+            "| metric | " + " | ".join(regions) + " |",
+            "|---" * (len(regions) + 1) + "|",
+        ]
         metrics = [m for m in TABLE_METRICS if any(m in summary["foreground_mean"][r] for r in regions)]
         for metric in metrics:
             cells = [_fmt(summary["foreground_mean"][r].get(metric, {}).get("mean")) for r in regions]
@@ -195,7 +213,12 @@ def _figures(out: Path, run, worst) -> list[tuple[str, Path]]:
     if worst:
         path = _worst_cases(plt, worst, folder, run.label_names)
         if path is not None:
-            made.append(("Worst cases (lowest mean dice): reference solid, prediction light dashed, same colour per label", path))
+            made.append(
+                (
+                    "Worst cases (lowest mean dice): reference solid, prediction light dashed, same colour per label",
+                    path,
+                )
+            )
     return made
 
 
@@ -222,7 +245,9 @@ def _box_plots(plt, rows, folder: Path) -> Path | None:
     rows_of_plots = 2 if n_boxes > 6 and len(metrics) > 2 else 1
     per_row = math.ceil(len(metrics) / rows_of_plots)
     width = max(3.0, 0.45 * (n_boxes + len(labels)) + 1.0)
-    fig, axes = plt.subplots(rows_of_plots, per_row, figsize=(width * per_row, 3.4 * rows_of_plots + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        rows_of_plots, per_row, figsize=(width * per_row, 3.4 * rows_of_plots + 0.4), squeeze=False
+    )
     for ax in axes.ravel()[len(metrics) :]:
         ax.set_axis_off()
     for ax, metric in zip(axes.ravel(), metrics):
@@ -243,9 +268,14 @@ def _box_plots(plt, rows, folder: Path) -> Path | None:
     if len(regions) > 1:
         from matplotlib.patches import Patch
 
-        handles = [Patch(facecolor=_COLOURS[i % len(_COLOURS)], alpha=0.45, label=f"label {label}") for i, label in enumerate(labels)]
+        handles = [
+            Patch(facecolor=_COLOURS[i % len(_COLOURS)], alpha=0.45, label=f"label {label}")
+            for i, label in enumerate(labels)
+        ]
         fig.legend(handles=handles, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.subplots_adjust(left=0.06, right=0.99, top=0.93, bottom=0.16 if len(regions) > 1 else 0.1, wspace=0.2, hspace=0.45)
+    fig.subplots_adjust(
+        left=0.06, right=0.99, top=0.93, bottom=0.16 if len(regions) > 1 else 0.1, wspace=0.2, hspace=0.45
+    )
     path = _save(fig, folder / "boxplots.png")
     plt.close(fig)
     return path
@@ -269,7 +299,9 @@ def _volume_plots(plt, rows, folder: Path) -> Path | None:
     for column, (label, (ref, pred)) in enumerate(pairs.items()):
         bland_altman_axes(axes[0][column], ref, pred, f"label {label}", "volume (ml)", "prediction - reference")
         _correlation_axes(axes[1][column], ref, pred, f"label {label}")
-    fig.subplots_adjust(left=0.12 if len(pairs) == 1 else 0.08, right=0.97, top=0.94, bottom=0.08, hspace=0.35, wspace=0.35)
+    fig.subplots_adjust(
+        left=0.12 if len(pairs) == 1 else 0.08, right=0.97, top=0.94, bottom=0.08, hspace=0.35, wspace=0.35
+    )
     path = _save(fig, folder / "volumes.png")
     plt.close(fig)
     return path
@@ -293,8 +325,13 @@ def bland_altman_axes(ax, a: np.ndarray, b: np.ndarray, title: str, unit: str, d
         sd = statistics["std_diff"] if statistics["n"] > 1 else 0.0
         ax.axhline(bias, color="k", lw=1, label=f"bias {bias:.3g}")
         for sign in (-1, 1):
-            ax.axhline(bias + sign * 1.96 * sd, color="grey", lw=0.8, ls="--",
-                       label=f"95 % limits {bias - 1.96 * sd:.3g} .. {bias + 1.96 * sd:.3g}" if sign < 0 else None)
+            ax.axhline(
+                bias + sign * 1.96 * sd,
+                color="grey",
+                lw=0.8,
+                ls="--",
+                label=f"95 % limits {bias - 1.96 * sd:.3g} .. {bias + 1.96 * sd:.3g}" if sign < 0 else None,
+            )
         ax.legend(fontsize=7, loc="best")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(f"mean {unit}", fontsize=8)
@@ -414,16 +451,36 @@ def _worst_cases(plt, worst, folder: Path, label_names) -> Path | None:
         aspect = snap["pixel_mm"][0] / snap["pixel_mm"][1]
         # rows of the picture = second in-plane axis, so transpose [a, b] -> [b, a]
         background = image.T if image is not None else np.zeros(ref.T.shape)
-        low, high = (np.percentile(background, [1, 99]) if image is not None else (0, 1))
-        ax.imshow(background, cmap="gray", vmin=low, vmax=high if high > low else low + 1, origin="lower", aspect=aspect, interpolation="nearest")
+        low, high = np.percentile(background, [1, 99]) if image is not None else (0, 1)
+        ax.imshow(
+            background,
+            cmap="gray",
+            vmin=low,
+            vmax=high if high > low else low + 1,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+        )
         values = sorted((set(np.unique(ref).tolist()) | set(np.unique(pred).tolist())) - {0})
         for value in values:
             colour = colours[int(value)]
             light = _lighter(colour)  # prediction: a light dashed line, visible on top of the reference's
-            for mask, style, width, tone in ((ref == value, "solid", 2.0, colour), (pred == value, "dashed", 1.2, light)):
+            for mask, style, width, tone in (
+                (ref == value, "solid", 2.0, colour),
+                (pred == value, "dashed", 1.2, light),
+            ):
                 if mask.any() and min(mask.shape) > 1:
-                    ax.contour(mask.T.astype(float), levels=[0.5], colors=[tone], linestyles=style, linewidths=width, origin="lower")
-        ax.set_title(f"{outcome.case_id}: mean dice {score:.3f}\naxis {snap['axis']}, slice {snap['slice']}", fontsize=8)
+                    ax.contour(
+                        mask.T.astype(float),
+                        levels=[0.5],
+                        colors=[tone],
+                        linestyles=style,
+                        linewidths=width,
+                        origin="lower",
+                    )
+        ax.set_title(
+            f"{outcome.case_id}: mean dice {score:.3f}\naxis {snap['axis']}, slice {snap['slice']}", fontsize=8
+        )
         ax.set_xticks([])
         ax.set_yticks([])
     from matplotlib.lines import Line2D

@@ -144,7 +144,8 @@ def union_box(*boxes: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
     if not present:
         return None
     return tuple(
-        slice(min(b[axis].start for b in present), max(b[axis].stop for b in present)) for axis in range(len(present[0]))
+        slice(min(b[axis].start for b in present), max(b[axis].stop for b in present))
+        for axis in range(len(present[0]))
     )
 
 

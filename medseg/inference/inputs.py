@@ -67,11 +67,18 @@ def discover_inputs(path: str | Path) -> list[InputCase]:
         files = volume_files(path, recursive=False)
         labels = [p for p in files if is_label_map_name(p.name)]
         if labels:
-            log.info("%s: %d label map(s) left out (named with a role suffix such as _gt or _seg, e.g. %s)",
-                     path, len(labels), labels[0].name)
+            log.info(
+                "%s: %d label map(s) left out (named with a role suffix such as _gt or _seg, e.g. %s)",
+                path,
+                len(labels),
+                labels[0].name,
+            )
         cases = [InputCase(g.case_id, g.path, g.channels[1:]) for g in group_image_files(files)]
-        cases += [InputCase(child.name, child) for child in sorted(path.iterdir())
-                  if child.is_dir() and not child.name.startswith(".") and _holds_dicom(child)]
+        cases += [
+            InputCase(child.name, child)
+            for child in sorted(path.iterdir())
+            if child.is_dir() and not child.name.startswith(".") and _holds_dicom(child)
+        ]
     if not cases:
         raise MedsegError(f"{path}: no volumes to predict (NIfTI, NRRD, MHA files or DICOM series folders)")
     seen: dict[str, Path] = {}

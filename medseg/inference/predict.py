@@ -134,7 +134,9 @@ class Predictor:
         names = [str(name) for name in self.plan.dataset.channel_names.values()]
         self.channel_names = (names + ["?"] * self.in_channels)[: self.in_channels]
         self.postprocess = (
-            first.run.spec.postprocess if postprocess is None else from_dict(PostprocessConfig, postprocess, "postprocess")
+            first.run.spec.postprocess
+            if postprocess is None
+            else from_dict(PostprocessConfig, postprocess, "postprocess")
         )
         if postprocess is None and any(m.run.spec.postprocess != first.run.spec.postprocess for m in self.members[1:]):
             log.warning("the runs' postprocess sections differ; using the first run's (%s)", self.checkpoint)
@@ -149,13 +151,20 @@ class Predictor:
 
         network = run.network
         model = build_unet(
-            run.spec.model, run.in_channels, run.num_classes, network.strides, network.kernel_sizes,
-            network.base_channels, network.max_channels,
+            run.spec.model,
+            run.in_channels,
+            run.num_classes,
+            network.strides,
+            network.kernel_sizes,
+            network.base_channels,
+            network.max_channels,
         )
         model.load_state_dict(state["model"])
         model.to(self.device).eval()
         return EnsembleMember(
-            checkpoint=checkpoint, run=run, model=model,
+            checkpoint=checkpoint,
+            run=run,
+            model=model,
             overlap=run.spec.validation.overlap if overlap is None else overlap,
             batch_size=batch_size or max(2, network.batch_size),
             slice_axis=2 if network.slice_axis is None else network.slice_axis,
@@ -168,11 +177,16 @@ class Predictor:
         orientation = self.plan.preprocessing.orientation
         if len({tuple(m.mirror_axes) for m in self.members}) == 1:
             return mirroring_note(self.tta, self.mirror_axes, orientation)
-        return "; ".join(f"{m.checkpoint}: {mirroring_note(self.tta, m.mirror_axes, orientation)}" for m in self.members)
+        return "; ".join(
+            f"{m.checkpoint}: {mirroring_note(self.tta, m.mirror_axes, orientation)}" for m in self.members
+        )
 
     @torch.no_grad()
     def predict(
-        self, image: str | Path | Volume | Sequence[str | Path | Volume], case_id: str | None = None, keep_probabilities: bool = False
+        self,
+        image: str | Path | Volume | Sequence[str | Path | Volume],
+        case_id: str | None = None,
+        keep_probabilities: bool = False,
     ) -> PredictionResult:
         """Label map (uint8 :class:`Volume` on the input's grid) for one scan.
 
@@ -223,9 +237,16 @@ class Predictor:
         def run(output_device: torch.device) -> torch.Tensor:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 return predict_volume(
-                    member.model, image, member.run.network.patch_size, self.num_classes,
-                    mirror_axes=member.mirror_axes, slice_axis=member.slice_axis, overlap=member.overlap,
-                    batch_size=member.batch_size, device=self.device, output_device=output_device,
+                    member.model,
+                    image,
+                    member.run.network.patch_size,
+                    self.num_classes,
+                    mirror_axes=member.mirror_axes,
+                    slice_axis=member.slice_axis,
+                    overlap=member.overlap,
+                    batch_size=member.batch_size,
+                    device=self.device,
+                    output_device=output_device,
                 )
 
         if self.device.type != "cuda":
@@ -250,8 +271,9 @@ def _check_ensemble_member(checkpoint: Path, run: Any, first: EnsembleMember) ->
     """Refuse a run that cannot be averaged with the first one, naming both and what differs."""
     problems = []
     if run.plan.preprocessing != first.run.plan.preprocessing:
-        problems.append("its preprocessing plan differs (grid, spacing or normalisation), so its probabilities "
-                        "live on another grid")
+        problems.append(
+            "its preprocessing plan differs (grid, spacing or normalisation), so its probabilities live on another grid"
+        )
     if run.labels != first.run.labels:
         problems.append(f"its labels {run.labels} differ from {first.run.labels}")
     if run.in_channels != first.run.in_channels:
@@ -260,8 +282,14 @@ def _check_ensemble_member(checkpoint: Path, run: Any, first: EnsembleMember) ->
         raise InvalidArgumentError(f"{checkpoint}: cannot be ensembled with {first.checkpoint}: {'; '.join(problems)}")
 
 
-_AXIS_NAMES = {"R": "left-right", "L": "left-right", "A": "posterior-anterior", "P": "posterior-anterior",
-               "S": "inferior-superior", "I": "inferior-superior"}
+_AXIS_NAMES = {
+    "R": "left-right",
+    "L": "left-right",
+    "A": "posterior-anterior",
+    "P": "posterior-anterior",
+    "S": "inferior-superior",
+    "I": "inferior-superior",
+}
 
 
 def mirroring_note(tta: bool, mirror_axes: Sequence[int], orientation: str | None = "RAS") -> str | None:

@@ -29,8 +29,11 @@ def nonfinite_voxels(array: np.ndarray) -> dict[str, int]:
     flat = array.ravel(order="K")
     if np.isfinite(flat.sum(dtype=np.float64)):  # fast path: no NaN or inf anywhere (one pass)
         return {"nan": 0, "inf": 0, "-inf": 0}
-    return {"nan": int(np.count_nonzero(np.isnan(flat))), "inf": int(np.count_nonzero(np.isposinf(flat))),
-            "-inf": int(np.count_nonzero(np.isneginf(flat)))}
+    return {
+        "nan": int(np.count_nonzero(np.isnan(flat))),
+        "inf": int(np.count_nonzero(np.isposinf(flat))),
+        "-inf": int(np.count_nonzero(np.isneginf(flat))),
+    }
 
 
 def describe_nonfinite(counts: dict[str, int]) -> str:
@@ -91,7 +94,15 @@ def describe_volume(volume: Volume, label: bool | None = None) -> dict[str, Any]
         info["looks_like_hu"] = bool(looks_like_hu(finite))
         if "hu" in volume.meta:
             info["hu"] = volume.meta["hu"]
-    for key in ("modality", "series_uid", "rescale_slope", "rescale_intercept", "scl_slope", "scl_inter", "resampled_slices"):
+    for key in (
+        "modality",
+        "series_uid",
+        "rescale_slope",
+        "rescale_intercept",
+        "scl_slope",
+        "scl_inter",
+        "resampled_slices",
+    ):
         if key in volume.meta:
             info[key] = volume.meta[key]
     return info

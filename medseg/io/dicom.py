@@ -127,16 +127,24 @@ def find_dicom_series(folder: str | Path, recursive: bool = True) -> list[DicomS
             if not files:
                 continue
             listed = {os.path.abspath(f) for f in files}
-            if all(os.path.abspath(p) in listed for p in current.iterdir() if p.is_file() and not p.name.startswith(".")):
+            if all(
+                os.path.abspath(p) in listed for p in current.iterdir() if p.is_file() and not p.name.startswith(".")
+            ):
                 first = _read_header(files[0])
                 uid = first.tags.get("series_uid") or sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(current))[0]
-                found.append(DicomSeriesInfo(uid, str(current), files, first.tags.get("description", ""), first.tags.get("modality", "")))
+                found.append(
+                    DicomSeriesInfo(
+                        uid, str(current), files, first.tags.get("description", ""), first.tags.get("modality", "")
+                    )
+                )
                 continue
             for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(current)):
                 files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(current), uid))
                 first = _read_header(files[0])
                 found.append(
-                    DicomSeriesInfo(uid, str(current), files, first.tags.get("description", ""), first.tags.get("modality", ""))
+                    DicomSeriesInfo(
+                        uid, str(current), files, first.tags.get("description", ""), first.tags.get("modality", "")
+                    )
                 )
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings_were_on)
@@ -277,7 +285,9 @@ def read_dicom_series(
 
 def _series_tags(reader, index: int) -> dict[str, str]:
     """The tags medseg uses from one slice's header as kept by an ``ImageSeriesReader``."""
-    return {name: reader.GetMetaData(index, tag).strip() for name, tag in _TAGS.items() if reader.HasMetaDataKey(index, tag)}
+    return {
+        name: reader.GetMetaData(index, tag).strip() for name, tag in _TAGS.items() if reader.HasMetaDataKey(index, tag)
+    }
 
 
 def _check_no_unreadable_files(folder: str, listed_files: list[str]) -> None:
@@ -298,7 +308,10 @@ def _check_no_unreadable_files(folder: str, listed_files: list[str]) -> None:
 def _check_consistent(slices: list[DicomSlice], folder: str) -> None:
     ref = slices[0]
     for s in slices[1:]:
-        if np.abs(s.row_cosine - ref.row_cosine).max() > 1e-4 or np.abs(s.column_cosine - ref.column_cosine).max() > 1e-4:
+        if (
+            np.abs(s.row_cosine - ref.row_cosine).max() > 1e-4
+            or np.abs(s.column_cosine - ref.column_cosine).max() > 1e-4
+        ):
             raise DicomSeriesError(
                 f"{folder}: slices have different orientations ({ref.path} vs {s.path}); "
                 "this is not one volume (a localiser mixed in?)"
@@ -339,7 +352,9 @@ def _check_spacing(
             problems.append(f"gap of {gaps[k]:.3f} mm {where}")
     more = f" (and {off.size - 5} more)" if off.size > 5 else ""
     raise DicomSeriesError(
-        f"{folder}: non-uniform slice spacing (typical {nominal:.4g} mm): " + "; ".join(problems) + more
+        f"{folder}: non-uniform slice spacing (typical {nominal:.4g} mm): "
+        + "; ".join(problems)
+        + more
         + ". Pass resample_nonuniform=True (Python; `medseg inspect` and `convert` take --resample-nonuniform) to "
         "interpolate onto a uniform grid."
     )

@@ -81,9 +81,16 @@ def _nifti_grid(path: Path) -> FileGrid:
 
 
 _SITK_DTYPES = {
-    "sitkUInt8": np.uint8, "sitkInt8": np.int8, "sitkUInt16": np.uint16, "sitkInt16": np.int16,
-    "sitkUInt32": np.uint32, "sitkInt32": np.int32, "sitkUInt64": np.uint64, "sitkInt64": np.int64,
-    "sitkFloat32": np.float32, "sitkFloat64": np.float64,
+    "sitkUInt8": np.uint8,
+    "sitkInt8": np.int8,
+    "sitkUInt16": np.uint16,
+    "sitkInt16": np.int16,
+    "sitkUInt32": np.uint32,
+    "sitkInt32": np.int32,
+    "sitkUInt64": np.uint64,
+    "sitkInt64": np.int64,
+    "sitkFloat32": np.float32,
+    "sitkFloat64": np.float64,
 }
 
 

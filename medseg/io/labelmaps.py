@@ -86,7 +86,11 @@ def _label_volume_from_nifti_bytes(raw: bytes, path: Path) -> Volume:
     try:
         if len(raw) < 348:
             raise ValueError("file is shorter than a NIfTI header")
-        header_class = nib.Nifti2Header if int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540 else nib.Nifti1Header
+        header_class = (
+            nib.Nifti2Header
+            if int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540
+            else nib.Nifti1Header
+        )
         header = header_class.from_fileobj(io.BytesIO(raw), check=False)
         shape = tuple(int(n) for n in header.get_data_shape())
         dtype = header.get_data_dtype()

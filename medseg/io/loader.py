@@ -115,7 +115,9 @@ def load_volume(
     return volume
 
 
-def load_image_and_label(image_path: str | Path, label_path: str | Path, atol_mm: float = 1e-3, **kwargs: Any) -> tuple[Volume, Volume]:
+def load_image_and_label(
+    image_path: str | Path, label_path: str | Path, atol_mm: float = 1e-3, **kwargs: Any
+) -> tuple[Volume, Volume]:
     """Load an image and its label map and check they share a voxel grid (raises :class:`GeometryError`)."""
     image = load_volume(image_path, **kwargs)
     label = load_volume(label_path, label=True, series_uid=kwargs.get("series_uid"))
@@ -133,7 +135,11 @@ def _read_nifti(path: Path, frame: int | None) -> Volume:
         header = image.header
         slope, inter = image.dataobj.slope, image.dataobj.inter
         scaled = nifti_is_scaled(slope, inter)
-        raw = np.asanyarray(image.dataobj.get_unscaled()) if hasattr(image.dataobj, "get_unscaled") else np.asanyarray(image.dataobj)
+        raw = (
+            np.asanyarray(image.dataobj.get_unscaled())
+            if hasattr(image.dataobj, "get_unscaled")
+            else np.asanyarray(image.dataobj)
+        )
         raw = np.asarray(raw)
     except VolumeReadError:
         raise
@@ -174,7 +180,10 @@ def _read_itk(path: Path, frame: int | None) -> Volume:
     array = _take_3d(array, path, frame)
     if array.dtype == np.float64:
         array = array.astype(np.float32)
-    meta = {"format": "nrrd" if path.name.lower().endswith((".nrrd", ".nhdr")) else "metaimage", "rescale_applied_by": "none"}
+    meta = {
+        "format": "nrrd" if path.name.lower().endswith((".nrrd", ".nhdr")) else "metaimage",
+        "rescale_applied_by": "none",
+    }
     return Volume(array, affine_from_sitk(image), str(path), meta)
 
 

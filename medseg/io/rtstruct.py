@@ -184,13 +184,17 @@ def rasterise_rtstruct(
     labels = np.zeros(shape, dtype=np.uint8 if top < 256 else np.uint16)
     for roi, value in rois:
         if roi.skipped_contours:
-            log.warning("%s: ROI %r: %d contour(s) that are not CLOSED_PLANAR skipped", source, roi.name, roi.skipped_contours)
+            log.warning(
+                "%s: ROI %r: %d contour(s) that are not CLOSED_PLANAR skipped", source, roi.name, roi.skipped_contours
+            )
         if not roi.contours:
             log.warning("%s: ROI %r has no closed contours: label %d stays empty", source, roi.name, value)
             continue
         slices, clipped = _roi_slices(roi, shape, world_to_index, slice_tolerance, source)
         if clipped:
-            log.warning("%s: ROI %r: %d contour(s) reach outside the grid in-plane; cut at its edge", source, roi.name, clipped)
+            log.warning(
+                "%s: ROI %r: %d contour(s) reach outside the grid in-plane; cut at its edge", source, roi.name, clipped
+            )
         for cut, mask in slices:
             labels[cut][mask] = value
     return labels
@@ -335,7 +339,9 @@ def convert_rtstruct(
         "labels": numbering,
         "rois_in_file": [roi.name for roi in available],
         "overlap": "a later ROI in 'labels' wins",
-        "voxels_per_label": {str(value): int(np.count_nonzero(labels == value)) for value in sorted(set(numbering.values()))},
+        "voxels_per_label": {
+            str(value): int(np.count_nonzero(labels == value)) for value in sorted(set(numbering.values()))
+        },
     }
     atomic_write_text(sidecar, json.dumps(document, indent=2) + "\n")
     return Path(written), sidecar, numbering

@@ -90,9 +90,7 @@ class Volume:
     def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
         """A new Volume on the same grid holding ``array`` (which must have the same shape)."""
         if tuple(array.shape) != self.shape:
-            raise GeometryError(
-                f"{self.name}: new array shape {tuple(array.shape)} differs from the grid {self.shape}"
-            )
+            raise GeometryError(f"{self.name}: new array shape {tuple(array.shape)} differs from the grid {self.shape}")
         return Volume(array, self.affine.copy(), self.source, {**self.meta, **meta})
 
     def __repr__(self) -> str:

@@ -156,8 +156,13 @@ def predict_volume(
         raise InvalidArgumentError(f"a 2D model cannot mirror along its slice axis ({slice_axis})")
     if two_d and slice_axis != 2:  # put the slice axis last, predict, put it back
         moved = predict_volume(
-            predictor, image.movedim(slice_axis + 1, -1), patch_size, num_classes,
-            [2 if a == slice_axis else a - (a > slice_axis) for a in mirror_axes], 2, **kwargs
+            predictor,
+            image.movedim(slice_axis + 1, -1),
+            patch_size,
+            num_classes,
+            [2 if a == slice_axis else a - (a > slice_axis) for a in mirror_axes],
+            2,
+            **kwargs,
         )
         return moved.movedim(-1, slice_axis + 1)
     combos = [c for r in range(len(mirror_axes) + 1) for c in itertools.combinations(mirror_axes, r)]

@@ -108,7 +108,9 @@ def make_cardiac_mri(seed: int, **options: Any) -> tuple[Volume, Volume]:
     noise_fraction = float(rng.uniform(0.02, 0.05)) if opts["noise_fraction"] is None else float(opts["noise_fraction"])
     bias_strength = float(rng.uniform(0.1, 0.3)) if opts["bias_strength"] is None else float(opts["bias_strength"])
     axes = _short_axis_directions(rng)
-    heart_origin = np.array([rng.uniform(-40, -10), rng.uniform(-10, 30), rng.uniform(-30, 30)])  # LV base centre, world
+    heart_origin = np.array(
+        [rng.uniform(-40, -10), rng.uniform(-10, 30), rng.uniform(-30, 30)]
+    )  # LV base centre, world
     offset_in_plane = rng.uniform(-10, 10, 2)  # heart position relative to the field of view's centre
     first_c = float(rng.uniform(0.5, 4.0))  # the base slice lies just below the base plane
     n_slices = shape[2]
@@ -215,10 +217,16 @@ def _heart_frame(
     c = first_c + np.arange(nz) * spacing_mm[2]
     x3 = x[:, None, None] - shifts[None, None, :, 0]
     y3 = y[None, :, None] - shifts[None, None, :, 1]
-    return (np.broadcast_to(x3, shape).copy(), np.broadcast_to(y3, shape).copy(), np.broadcast_to(c[None, None, :], shape).copy())
+    return (
+        np.broadcast_to(x3, shape).copy(),
+        np.broadcast_to(y3, shape).copy(),
+        np.broadcast_to(c[None, None, :], shape).copy(),
+    )
 
 
-def _draw_heart(rng: np.random.Generator, axes: np.ndarray, spacing_mm: np.ndarray, n_slices: int, first_c: float) -> _Heart:
+def _draw_heart(
+    rng: np.random.Generator, axes: np.ndarray, spacing_mm: np.ndarray, n_slices: int, first_c: float
+) -> _Heart:
     last_c = first_c + (n_slices - 1) * spacing_mm[2]
     wall = float(rng.uniform(7, 11))
     epi_length = last_c + float(rng.uniform(2.0, 8.0))
@@ -338,12 +346,16 @@ def _render(
     signal[body] = tissue["fat"]
     muscle = superellipse_level(u, v, thorax.half_width - thorax.fat_mm, thorax.half_depth - thorax.fat_mm, 2.4) < 1.0
     signal[muscle] = tissue["muscle"]
-    cavity = superellipse_level(u, v - thorax.cavity_center_v, thorax.cavity_half_width, thorax.cavity_half_depth, 2.3) < 1.0
+    cavity = (
+        superellipse_level(u, v - thorax.cavity_center_v, thorax.cavity_half_width, thorax.cavity_half_depth, 2.3) < 1.0
+    )
     diaphragm = thorax.diaphragm_w(u, v)
     signal[cavity] = tissue["mediastinum"] + 0.12 * texture[cavity]
     below = cavity & (w <= diaphragm)
     signal[below] = tissue["liver"] + 0.03 * texture[below]
-    spleen_center = np.array([-0.68 * thorax.cavity_half_width, 8.0 - 0.45 * thorax.cavity_half_depth, thorax.dome_left_w - 30])
+    spleen_center = np.array(
+        [-0.68 * thorax.cavity_half_width, 8.0 - 0.45 * thorax.cavity_half_depth, thorax.dome_left_w - 30]
+    )
     spleen = below & (ellipsoid_level(anat, spleen_center, np.eye(3), np.array([24.0, 38, 42])) < 1.0)
     signal[spleen] = tissue["spleen"]
     stomach_center = np.array([-0.42 * thorax.cavity_half_width, 25.0, thorax.dome_left_w - 30])
@@ -400,7 +412,9 @@ def _heart_shapes(heart: _Heart, x: np.ndarray, y: np.ndarray, c: np.ndarray) ->
     middle = (c > 0.2 * heart.endo_length) & (c < 0.72 * heart.endo_length)
     for theta in heart.papillary_angles:
         reach = endo_r - heart.papillary_radius * 0.9
-        papillary |= middle & (np.hypot(xl - reach * np.cos(theta), yl - reach * np.sin(theta)) < heart.papillary_radius)
+        papillary |= middle & (
+            np.hypot(xl - reach * np.cos(theta), yl - reach * np.sin(theta)) < heart.papillary_radius
+        )
     papillary &= lv_cavity
 
     # RV: a crescent on the LV's septal side, shrinking towards the apex and gone before it
@@ -413,14 +427,28 @@ def _heart_shapes(heart: _Heart, x: np.ndarray, y: np.ndarray, c: np.ndarray) ->
     half_across = heart.rv_span * epi_base * np.sqrt(taper)
     rv_outer = superellipse_level(along - centre, across, half_along, half_across, 2.0)
     rv_cavity = below_base & (taper > 0.05) & (rv_outer < 1.0) & ~epi
-    rv_wall = below_base & (taper > 0.05) & (
-        superellipse_level(along - centre, across, half_along + heart.rv_wall_mm, half_across + heart.rv_wall_mm, 2.0) < 1.0
-    ) & ~epi & ~rv_cavity
+    rv_wall = (
+        below_base
+        & (taper > 0.05)
+        & (
+            superellipse_level(
+                along - centre, across, half_along + heart.rv_wall_mm, half_across + heart.rv_wall_mm, 2.0
+            )
+            < 1.0
+        )
+        & ~epi
+        & ~rv_cavity
+    )
 
     heart_all = epi | rv_cavity | rv_wall
     grown = (radius < epi_r + heart.fat_mm) | (
         (taper > 0.05)
-        & (superellipse_level(along - centre, across, half_along + heart.fat_mm + 3, half_across + heart.fat_mm + 3, 2.0) < 1.0)
+        & (
+            superellipse_level(
+                along - centre, across, half_along + heart.fat_mm + 3, half_across + heart.fat_mm + 3, 2.0
+            )
+            < 1.0
+        )
     )
     fat = below_base & grown & ~heart_all & (c < heart.epi_length + heart.fat_mm)
     above_base = (c < 0) & (radius < epi_base * 1.05)
@@ -430,9 +458,13 @@ def _heart_shapes(heart: _Heart, x: np.ndarray, y: np.ndarray, c: np.ndarray) ->
     ra_radius = heart.ra_radius * np.sqrt(np.clip(1 - (np.clip(c, 0, None) / 30.0) ** 2, 0, 1))
     right_atrium = (ra_level < ra_radius) & ~heart_all
     ra_wall = (ra_level < ra_radius + 2.5) & ~heart_all & ~right_atrium
-    keepout = (below_base & (radius < epi_r + heart.fat_mm + 2) & (c < heart.epi_length + 4)) | fat | heart_all | (
-        (c < 0) & (radius < epi_base * 1.6)
-    ) | (ra_level < ra_radius + 4)
+    keepout = (
+        (below_base & (radius < epi_r + heart.fat_mm + 2) & (c < heart.epi_length + 4))
+        | fat
+        | heart_all
+        | ((c < 0) & (radius < epi_base * 1.6))
+        | (ra_level < ra_radius + 4)
+    )
     return {
         "lv_cavity": lv_cavity & ~papillary,
         "papillary": papillary,
@@ -453,7 +485,9 @@ def _bias_field(rng: np.random.Generator, world: np.ndarray, strength: float) ->
     relative = (world - centre) / 100.0
     gradient = rng.normal(0, 1, 3)
     gradient *= strength / max(np.linalg.norm(gradient), 1e-6)
-    log_field = np.tensordot(gradient, relative, axes=1) - strength * 0.5 * float(rng.uniform(0, 1)) * (relative**2).sum(axis=0)
+    log_field = np.tensordot(gradient, relative, axes=1) - strength * 0.5 * float(rng.uniform(0, 1)) * (
+        relative**2
+    ).sum(axis=0)
     return np.exp(log_field)
 
 

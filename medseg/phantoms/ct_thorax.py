@@ -203,7 +203,10 @@ class _Cavity:
 
     def level(self, shrink_mm: float = 0.0) -> np.ndarray:
         """Superellipse level of the outline moved inwards by ``shrink_mm`` (negative: outwards)."""
-        return superellipse_level(self.u, self.y, self.half_width - shrink_mm, self.half_depth - shrink_mm, 2.3) / self.wobble
+        return (
+            superellipse_level(self.u, self.y, self.half_width - shrink_mm, self.half_depth - shrink_mm, 2.3)
+            / self.wobble
+        )
 
 
 def _diaphragm_w(body: _Body, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -236,7 +239,9 @@ def _render(
 
     # body wall: subcutaneous fat, then muscle, then the thoracic cavity
     angle = np.arctan2(v / body.half_depth, u / body.half_width)
-    outline = superellipse_level(u, v, body.half_width, body.half_depth, 2.4) / radial_wobble(angle, *body.outline_wobble)
+    outline = superellipse_level(u, v, body.half_width, body.half_depth, 2.4) / radial_wobble(
+        angle, *body.outline_wobble
+    )
     inside_body = outline < 1.0
     fat_hu = float(rng.uniform(-115, -90))
     muscle_hu = float(rng.uniform(38, 52))
@@ -261,7 +266,9 @@ def _render(
     lungs = _lungs(body, anat, cavity_field, diaphragm_w, heart, organs.keepout | spine_keepout)
 
     lung_hu = float(rng.uniform(-925, -895))
-    dependent = np.clip((body.cavity_center_v + 0.2 * body.cavity_half_depth - v) / (1.2 * body.cavity_half_depth), 0, 1)
+    dependent = np.clip(
+        (body.cavity_center_v + 0.2 * body.cavity_half_depth - v) / (1.2 * body.cavity_half_depth), 0, 1
+    )
     lung_value = lung_hu + float(rng.uniform(20, 55)) * dependent**1.5 + 14 * texture
     for side_label, mask in lungs.items():
         _paint(image, mask, lung_value)
@@ -303,7 +310,9 @@ def _paint_table(image: np.ndarray, world: np.ndarray, body_center: np.ndarray, 
     edge = 2.0
 
     def band(low: float, high: float) -> np.ndarray:
-        return np.clip((depth - low) / edge + 0.5, 0, 1) * np.clip((high - depth) / edge + 0.5, 0, 1) * (np.abs(x) < 230)
+        return (
+            np.clip((depth - low) / edge + 0.5, 0, 1) * np.clip((high - depth) / edge + 0.5, 0, 1) * (np.abs(x) < 230)
+        )
 
     _paint_soft(image, band(0.0, 12.0), -750.0)
     _paint_soft(image, band(0.0, 2.5) + band(9.5, 12.0), 150.0)
@@ -371,24 +380,55 @@ class _MediastinalTubes:
         trachea_v = oesophagus_v + 19.0
         self.blood_chains = [
             # ascending aorta, arch, descending aorta (through the diaphragm)
-            (np.array([[hc[0] + 25, hc[1] - 8, heart_top - 10], [14, vc + 14, arch_w - 18], [3, vc + 4, arch_w],
-                       [-14, vb + 40, arch_w + 2], [-23, vb + 24, arch_w - 16], [-24, vb + 18, arch_w - 45],
-                       [-20, vb + 16, bottom]]), np.array([14.0, 13, 12, 11.5, 11, 11, 10.5])),
+            (
+                np.array(
+                    [
+                        [hc[0] + 25, hc[1] - 8, heart_top - 10],
+                        [14, vc + 14, arch_w - 18],
+                        [3, vc + 4, arch_w],
+                        [-14, vb + 40, arch_w + 2],
+                        [-23, vb + 24, arch_w - 16],
+                        [-24, vb + 18, arch_w - 45],
+                        [-20, vb + 16, bottom],
+                    ]
+                ),
+                np.array([14.0, 13, 12, 11.5, 11, 11, 10.5]),
+            ),
             # pulmonary trunk and the two pulmonary arteries to the hila
-            (np.array([[hc[0] + 8, hc[1] + 14, heart_top - 14], [-10, vc + 16, body.hilum_w + 16],
-                       [8, vc + 4, body.hilum_w + 14], self.hila[2]]), np.array([13.0, 12, 10, 8])),
-            (np.array([[-10, vc + 16, body.hilum_w + 16], [-32, vc + 2, body.hilum_w + 18], self.hila[1]]),
-             np.array([11.0, 10, 8])),
+            (
+                np.array(
+                    [
+                        [hc[0] + 8, hc[1] + 14, heart_top - 14],
+                        [-10, vc + 16, body.hilum_w + 16],
+                        [8, vc + 4, body.hilum_w + 14],
+                        self.hila[2],
+                    ]
+                ),
+                np.array([13.0, 12, 10, 8]),
+            ),
+            (
+                np.array([[-10, vc + 16, body.hilum_w + 16], [-32, vc + 2, body.hilum_w + 18], self.hila[1]]),
+                np.array([11.0, 10, 8]),
+            ),
             # superior vena cava
             (np.array([[28, vc + 8, top], [26, vc + 6, heart_top - 5]]), np.array([9.0, 9.5])),
         ]
         carina = np.array([0.0, trachea_v - 3, body.carina_w])
         self.air_chains = [
             (np.array([[0.0, trachea_v, top], carina]), np.array([9.0, 9.0])),
-            (np.array([carina, [22, trachea_v - 6, body.carina_w - 10], self.hila[2] + [-4, -8, -2]]), np.array([7.0, 6.5, 5])),
-            (np.array([carina, [-25, trachea_v - 4, body.carina_w - 14], self.hila[1] + [6, -8, -6]]), np.array([6.5, 6, 5])),
+            (
+                np.array([carina, [22, trachea_v - 6, body.carina_w - 10], self.hila[2] + [-4, -8, -2]]),
+                np.array([7.0, 6.5, 5]),
+            ),
+            (
+                np.array([carina, [-25, trachea_v - 4, body.carina_w - 14], self.hila[1] + [6, -8, -6]]),
+                np.array([6.5, 6, 5]),
+            ),
         ]
-        self.oesophagus = (np.array([[-6.0, oesophagus_v, top], [-10, oesophagus_v - 2, body.dome_left_w - 30]]), np.array([7.0, 7.0]))
+        self.oesophagus = (
+            np.array([[-6.0, oesophagus_v, top], [-10, oesophagus_v - 2, body.dome_left_w - 30]]),
+            np.array([7.0, 7.0]),
+        )
 
         self.blood = canvas.new_layer()
         for points, radii in self.blood_chains:
@@ -411,7 +451,9 @@ class _MediastinalTubes:
         _paint_soft(image, self.air, AIR_HU)
 
 
-def _lungs(body: _Body, anat: np.ndarray, cavity: _Cavity, diaphragm_w: np.ndarray, heart: _Heart, keepout: np.ndarray) -> dict[int, np.ndarray]:
+def _lungs(
+    body: _Body, anat: np.ndarray, cavity: _Cavity, diaphragm_w: np.ndarray, heart: _Heart, keepout: np.ndarray
+) -> dict[int, np.ndarray]:
     """Left (label 1) and right (label 2) lung masks: rib cage minus mediastinum, domed apices."""
     u, v, w = anat
     vc = body.cavity_center_v
@@ -425,8 +467,10 @@ def _lungs(body: _Body, anat: np.ndarray, cavity: _Cavity, diaphragm_w: np.ndarr
         cap_start = min(body.dome_right_w, body.dome_left_w) - 10.0
         t = np.clip((w - cap_start) / (apex_w - cap_start), 0, 1)
         g = (1 - t**2.2) ** 0.55
-        cap = (((side * u - 0.5 * body.cavity_half_width) / (0.62 * body.cavity_half_width * g + 1e-6)) ** 2
-               + ((v - vc + 12) / (0.95 * body.cavity_half_depth * g + 1e-6)) ** 2) <= 1.0
+        cap = (
+            ((side * u - 0.5 * body.cavity_half_width) / (0.62 * body.cavity_half_width * g + 1e-6)) ** 2
+            + ((v - vc + 12) / (0.95 * body.cavity_half_depth * g + 1e-6)) ** 2
+        ) <= 1.0
         mask = base & cap & (side * u > half_mediastinum)
         lungs[label_value] = _largest_component(mask)
     return lungs
@@ -569,7 +613,9 @@ def _paint_bones(
     sternum = canvas.new_layer()
     front = body.cavity_center_v + body.cavity_half_depth + 7.0
     for offset in (-8.0, 0.0, 8.0):
-        canvas.draw_chain(sternum, np.array([[offset, front - 4, first_rib_w + 5], [offset, front, body.dome_right_w - 12]]), 5.0)
+        canvas.draw_chain(
+            sternum, np.array([[offset, front - 4, first_rib_w + 5], [offset, front, body.dome_right_w - 12]]), 5.0
+        )
     _paint_soft(image, sternum, float(rng.uniform(300, 420)))
 
     for side in (1.0, -1.0):
@@ -579,7 +625,9 @@ def _paint_bones(
         _paint(image, scapula & (cavity.level(-16.0) >= 1.0), float(rng.uniform(400, 550)))
 
 
-def _rib_points(body: _Body, side: float, start_w: float, rib: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+def _rib_points(
+    body: _Body, side: float, start_w: float, rib: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Centre line of one rib around the cavity outline, falling anteriorly; plus its cartilage."""
     end_angle = 2.35 if rib < 10 else 1.7 - 0.2 * (rib - 10)
     angles = np.linspace(0.22, end_angle, 18)
@@ -593,7 +641,9 @@ def _rib_points(body: _Body, side: float, start_w: float, rib: int, rng: np.rand
     return bony, costal
 
 
-def _cavity_outline_points(body: _Body, side: float, angles: np.ndarray, ws: np.ndarray, outward_mm: float) -> np.ndarray:
+def _cavity_outline_points(
+    body: _Body, side: float, angles: np.ndarray, ws: np.ndarray, outward_mm: float
+) -> np.ndarray:
     """Points on the rib cage outline (angle 0 posterior midline, pi anterior), pushed outwards."""
     half_width, half_depth = _cavity_axes(body, ws)
     power = 2.3

@@ -176,7 +176,13 @@ def write_phantom_dataset(
         "file_ending": FILE_ENDING,
         "training": entries,
         "test": [],
-        MARKER_KEY: {"kind": kind, "seed": int(seed), "n": len(ids), "options": _jsonable(options or {}), "case_seeds": seeds},
+        MARKER_KEY: {
+            "kind": kind,
+            "seed": int(seed),
+            "n": len(ids),
+            "options": _jsonable(options or {}),
+            "case_seeds": seeds,
+        },
     }
     atomic_write_text(dataset_json, json.dumps(content, indent=2) + "\n")
     return dataset_json

@@ -42,7 +42,9 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return out.reshape(points.shape)
 
 
-def superellipse_level(x: np.ndarray, y: np.ndarray, a: np.ndarray | float, b: np.ndarray | float, power: float) -> np.ndarray:
+def superellipse_level(
+    x: np.ndarray, y: np.ndarray, a: np.ndarray | float, b: np.ndarray | float, power: float
+) -> np.ndarray:
     """``(|x/a|^p + |y/b|^p)^(1/p)``: below 1 inside a superellipse with semi-axes ``a``, ``b`` (mm).
 
     ``power`` 2 is an ellipse; larger values are boxier. Semi-axes may be arrays that
@@ -53,7 +55,9 @@ def superellipse_level(x: np.ndarray, y: np.ndarray, a: np.ndarray | float, b: n
     return (np.abs(x / a) ** power + np.abs(y / b) ** power) ** (1.0 / power)
 
 
-def radial_wobble(angle_rad: np.ndarray, amplitudes: np.ndarray, phases: np.ndarray, first_order: int = 2) -> np.ndarray:
+def radial_wobble(
+    angle_rad: np.ndarray, amplitudes: np.ndarray, phases: np.ndarray, first_order: int = 2
+) -> np.ndarray:
     """Smooth random outline factor ``1 + sum_m a_m cos(m * angle + phi_m)`` for ``m = first_order, ...``.
 
     Multiplying a shape's radius by this gives per-case variation of its outline; keep the
@@ -71,7 +75,9 @@ def smoothstep(edge0: float, edge1: float, x: np.ndarray | float) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def ellipsoid_level(coords: np.ndarray, center: np.ndarray, rotation: np.ndarray, semi_axes_mm: np.ndarray) -> np.ndarray:
+def ellipsoid_level(
+    coords: np.ndarray, center: np.ndarray, rotation: np.ndarray, semi_axes_mm: np.ndarray
+) -> np.ndarray:
     """Normalised radius of points in a rotated ellipsoid: below 1 inside, 1 on the surface.
 
     ``rotation``'s columns are the ellipsoid's axes in the coordinate frame of ``coords``
@@ -99,7 +105,9 @@ class TubeCanvas:
     the tubes' volume, not the grid's.
     """
 
-    def __init__(self, coords_mm: np.ndarray, frame_to_index: np.ndarray, spacing_mm: np.ndarray, edge_mm: float) -> None:
+    def __init__(
+        self, coords_mm: np.ndarray, frame_to_index: np.ndarray, spacing_mm: np.ndarray, edge_mm: float
+    ) -> None:
         self.coords_mm = coords_mm
         self.shape = coords_mm.shape[1:]
         self.frame_to_index = np.asarray(frame_to_index, dtype=np.float64)
@@ -232,7 +240,9 @@ def check_vector(kind: str, name: str, value: object, positive: bool = False) ->
     except (TypeError, ValueError):
         raise ConfigError(f"phantom {kind}: {name} must be three numbers, got {value!r}") from None
     if not np.all(np.isfinite(vector)) or (positive and np.any(vector <= 0)):
-        raise ConfigError(f"phantom {kind}: {name} must be three finite{' positive' if positive else ''} numbers, got {value!r}")
+        raise ConfigError(
+            f"phantom {kind}: {name} must be three finite{' positive' if positive else ''} numbers, got {value!r}"
+        )
     return vector
 
 

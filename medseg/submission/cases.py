@@ -148,12 +148,16 @@ def align_to_grid(volume: Volume, grid: FileGrid, atol_mm: float = 1e-3) -> tupl
     problem = grid_mismatch(volume.affine, volume.shape, grid.affine, grid.shape, atol_mm, ("prediction", "image"))
     if problem is None:
         return volume.array, None
-    transform = orientations.ornt_transform(orientations.io_orientation(volume.affine), orientations.io_orientation(grid.affine))
+    transform = orientations.ornt_transform(
+        orientations.io_orientation(volume.affine), orientations.io_orientation(grid.affine)
+    )
     if not np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
         array = orientations.apply_orientation(volume.array, transform)
         affine = volume.affine @ orientations.inv_ornt_aff(transform, volume.shape)
         if grid_mismatch(affine, array.shape, grid.affine, grid.shape, atol_mm) is None:
             before, after = nib.aff2axcodes(volume.affine), nib.aff2axcodes(grid.affine)
-            note = f"reoriented from {''.join(before)} {volume.shape} to the image's {''.join(after)} {tuple(grid.shape)}"
+            note = (
+                f"reoriented from {''.join(before)} {volume.shape} to the image's {''.join(after)} {tuple(grid.shape)}"
+            )
             return np.ascontiguousarray(array), note
     raise GeometryError(f"{volume.name}: not on the image's voxel grid: {problem}")

@@ -105,6 +105,7 @@ class CheckReport:
     def to_dict(self) -> dict:
         """Machine-readable report (``medseg submit check --json``): ``ok``, the format, the target, every
         case with ``passed`` and its problems, the submission-level problems, and ``unreadable``."""
+
         def problems(case):
             return [{"message": p.message, "severity": p.severity} for p in self.problems if p.case == case]
 
@@ -123,7 +124,10 @@ class CheckReport:
         An unreadable container gives no per-case line: only why it failed and the summary."""
         out = [f"{self.format} submission {self.target}: {len(self.cases)} expected case(s)"]
         if self.unreadable is not None:
-            return out + [f"FAIL {self.unreadable}", f"FAIL: the submission could not be read; 0/{len(self.cases)} cases checked"]
+            return out + [
+                f"FAIL {self.unreadable}",
+                f"FAIL: the submission could not be read; 0/{len(self.cases)} cases checked",
+            ]
         by_case = defaultdict(list)
         for problem in self.problems:
             by_case[problem.case].append(problem)
@@ -180,7 +184,9 @@ def check_submission(
     if target.is_file():
         with tempfile.TemporaryDirectory(prefix="medseg-check-") as folder:
             if _extract_zip(target, Path(folder), report):
-                present = _check_folder(fmt, Path(folder), expected, allowed, atol_mm, report, in_zip=True, progress=progress)
+                present = _check_folder(
+                    fmt, Path(folder), expected, allowed, atol_mm, report, in_zip=True, progress=progress
+                )
                 _warn_never_predicted(report, allowed, names, present)
                 _check_manifest(fmt, Path(folder), report)
         return report
@@ -208,7 +214,15 @@ def effective_allowed_labels(fmt: SubmissionFormat, spec: object) -> frozenset[i
 # -- zip ----------------------------------------------------------------------------------
 #: what zipfile raises for a container it cannot decode: not a zip, truncated, corrupt deflate or LZMA data, an
 #: unsupported compression method or zip version, an encrypted member
-_ZIP_READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError)
+_ZIP_READ_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 def _extract_zip(path: Path, folder: Path, report: CheckReport) -> bool:
@@ -243,7 +257,11 @@ def _extract_zip(path: Path, folder: Path, report: CheckReport) -> bool:
 def _check_manifest(fmt: SubmissionFormat, folder: Path, report: CheckReport) -> None:
     path = folder / MANIFEST_NAME
     if not path.is_file():
-        report.add(None, f"no {MANIFEST_NAME} in the zip (not made by medseg submit --zip); file hashes not verified", "warning")
+        report.add(
+            None,
+            f"no {MANIFEST_NAME} in the zip (not made by medseg submit --zip); file hashes not verified",
+            "warning",
+        )
         return
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -327,7 +345,13 @@ def _did_you_mean(fmt: SubmissionFormat, rel: str, expected: dict[str, ImageCase
 
 
 def _check_volume(
-    fmt: SubmissionFormat, path: Path, rel: str, case: ImageCase, allowed: frozenset[int] | None, atol_mm: float, report: CheckReport
+    fmt: SubmissionFormat,
+    path: Path,
+    rel: str,
+    case: ImageCase,
+    allowed: frozenset[int] | None,
+    atol_mm: float,
+    report: CheckReport,
 ) -> set[int] | None:
     """Check one case's label volume; return the label values it holds (``None``: not readable)."""
     case_id = case.case_id
@@ -343,7 +367,9 @@ def _check_volume(
     if grid.stored_dtype != np.uint8 or grid.scaled:
         scaling = " with intensity scaling (scl_slope/scl_inter)" if grid.scaled else ""
         report.add(case_id, f"{rel}: stored as {grid.stored_dtype}{scaling}; expected uint8 labels")
-    problem = grid_mismatch(grid.affine, grid.shape, image_grid.affine, image_grid.shape, atol_mm, ("submission", "image"))
+    problem = grid_mismatch(
+        grid.affine, grid.shape, image_grid.affine, image_grid.shape, atol_mm, ("submission", "image")
+    )
     if problem:
         report.add(
             case_id,
@@ -363,7 +389,9 @@ def _check_volume(
             report.add(case_id, f"{rel}: label values {bad} not allowed (allowed: {_ranges(sorted(allowed))})")
     is_empty = not np.any(present > 0)
     if is_empty:
-        report.add(case_id, f"{rel}: all background (empty prediction)", "error" if fmt.require_foreground else "warning")
+        report.add(
+            case_id, f"{rel}: all background (empty prediction)", "error" if fmt.require_foreground else "warning"
+        )
     elif fmt.require_foreground and fmt.allowed_labels:
         absent = sorted(set(fmt.allowed_labels) - {0} - {int(v) for v in present})
         if absent:
@@ -463,7 +491,10 @@ def _check_rle_csv(
         return {}
     header = [h.strip() for h in rows[0]] if rows else []
     if header not in (["ImageId", "EncodedPixels"], ["ImageId", "ClassId", "EncodedPixels"]):
-        report.add(None, f"{RLE_CSV_NAME}: header {','.join(header) or '(none)'} should be ImageId,EncodedPixels or ImageId,ClassId,EncodedPixels")
+        report.add(
+            None,
+            f"{RLE_CSV_NAME}: header {','.join(header) or '(none)'} should be ImageId,EncodedPixels or ImageId,ClassId,EncodedPixels",
+        )
         return {}
     per_class = len(header) == 3
     grids: dict[str, FileGrid] = {}
@@ -477,7 +508,9 @@ def _check_rle_csv(
         image_id, encoded = row[0].strip(), row[-1]
         parsed = parse_slice_image_id(image_id)
         if parsed is None:
-            row_problems[None].append(f"{RLE_CSV_NAME} line {line_number}: ImageId {image_id!r} is not named <case>_slice_<k:03d>")
+            row_problems[None].append(
+                f"{RLE_CSV_NAME} line {line_number}: ImageId {image_id!r} is not named <case>_slice_<k:03d>"
+            )
             continue
         case_id, k = parsed
         if case_id not in expected:
@@ -504,7 +537,9 @@ def _check_rle_csv(
             row_problems[case_id].append(f"line {line_number}: {image_id} is beyond the image's {grid.shape[2]} slices")
             continue
         if (k, label) in seen[case_id]:
-            row_problems[case_id].append(f"line {line_number}: {image_id}{' class ' + str(label) if per_class else ''} appears twice")
+            row_problems[case_id].append(
+                f"line {line_number}: {image_id}{' class ' + str(label) if per_class else ''} appears twice"
+            )
             continue
         try:
             rle_decode(encoded, grid.shape[:2])
@@ -532,7 +567,10 @@ def _check_rle_csv(
         missing = [(k, c) for k in range(grid.shape[2]) for c in classes if (k, c) not in entries]
         if missing:
             shown = ", ".join(f"{k:03d}" + (f"/class {c}" if per_class else "") for k, c in missing[:8])
-            report.add(case_id, f"missing {len(missing)} of {grid.shape[2] * len(classes)} rows (slice{'/class' if per_class else ''} {shown}{', ...' if len(missing) > 8 else ''})")
+            report.add(
+                case_id,
+                f"missing {len(missing)} of {grid.shape[2] * len(classes)} rows (slice{'/class' if per_class else ''} {shown}{', ...' if len(missing) > 8 else ''})",
+            )
         if entries and not any(entries.values()):
             empty_cases += 1
             report.add(case_id, "all slices empty (empty prediction)", "warning")

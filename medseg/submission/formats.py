@@ -119,7 +119,13 @@ FORMATS: dict[str, SubmissionFormat] = {
     ),
 }
 
-ALIASES = {"nnunet": "msd", "nnu-net": "msd", "gc": "grand-challenge", "grandchallenge": "grand-challenge", "rle": "rle-csv"}
+ALIASES = {
+    "nnunet": "msd",
+    "nnu-net": "msd",
+    "gc": "grand-challenge",
+    "grandchallenge": "grand-challenge",
+    "rle": "rle-csv",
+}
 
 
 def get_format(name: str) -> SubmissionFormat:

@@ -87,7 +87,11 @@ def metrics_json_problems(content: Any, expected_cases: list[str]) -> list[str]:
 
     Returns one line per problem; ``[]`` when it is fine.
     """
-    if not isinstance(content, dict) or not isinstance(content.get("case"), dict) or not isinstance(content.get("aggregates"), dict):
+    if (
+        not isinstance(content, dict)
+        or not isinstance(content.get("case"), dict)
+        or not isinstance(content.get("aggregates"), dict)
+    ):
         return ["metrics.json: needs objects 'case' and 'aggregates' at the top level"]
     problems = []
     cases = set(content["case"])
@@ -96,7 +100,9 @@ def metrics_json_problems(content: Any, expected_cases: list[str]) -> list[str]:
         problems.append(f"metrics.json: no metrics for {len(missing)} submitted case(s): {_listing(missing)}")
     if extra:
         problems.append(f"metrics.json: metrics for {len(extra)} case(s) not in the submission: {_listing(extra)}")
-    bad = [path for path, value in _leaves(content["case"]) if value is not None and not isinstance(value, (int, float))]
+    bad = [
+        path for path, value in _leaves(content["case"]) if value is not None and not isinstance(value, (int, float))
+    ]
     if bad:
         problems.append(f"metrics.json: non-numeric values at {_listing(bad)}")
     if not content["aggregates"] and content["case"]:

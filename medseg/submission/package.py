@@ -45,7 +45,9 @@ def files_under(folder: str | Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def build_manifest(folder: str | Path, format_name: str, command: str, cases: list[str] | None = None) -> dict[str, Any]:
+def build_manifest(
+    folder: str | Path, format_name: str, command: str, cases: list[str] | None = None
+) -> dict[str, Any]:
     """Manifest dict of a submission folder: medseg version, format, command, cases, SHA-256 per file."""
     from medseg import __version__
 
@@ -132,7 +134,9 @@ def manifest_problems(folder: str | Path, manifest: Any, format_name: str) -> li
     problems = []
     if manifest.get("format") not in (None, format_name):
         problems.append(
-            ManifestProblem(None, f"{MANIFEST_NAME}: made for format {manifest.get('format')!r}, checked as {format_name!r}")
+            ManifestProblem(
+                None, f"{MANIFEST_NAME}: made for format {manifest.get('format')!r}, checked as {format_name!r}"
+            )
         )
     present = set(files_under(folder)) - {MANIFEST_NAME}
     listed = set(manifest["files"])
@@ -143,7 +147,9 @@ def manifest_problems(folder: str | Path, manifest: Any, format_name: str) -> li
     for rel in sorted(present & listed):
         expected = (manifest["files"][rel] or {}).get("sha256")
         if expected != sha256_file(folder / rel):
-            problems.append(ManifestProblem(rel, f"{rel}: SHA-256 differs from {MANIFEST_NAME} (file changed after packaging)"))
+            problems.append(
+                ManifestProblem(rel, f"{rel}: SHA-256 differs from {MANIFEST_NAME} (file changed after packaging)")
+            )
     return problems
 
 

@@ -143,7 +143,9 @@ def prepare_submission(
     prepared: list[PreparedCase] = []
     rle_rows: dict[str, list[tuple]] = {}
     with atomic_directory(out_dir, overwrite) as tmp_dir:
-        for case_id, pred_path in progress_bar(match.files.items(), total=len(match.files), desc="write", enabled=progress):
+        for case_id, pred_path in progress_bar(
+            match.files.items(), total=len(match.files), desc="write", enabled=progress
+        ):
             try:
                 labels, case, grid = _prepared_labels(cases[case_id], pred_path, mapping, allowed, atol_mm)
             except MedsegError as exc:
@@ -181,7 +183,11 @@ def prepare_submission(
         result.check.target = str(out_dir)
         if zip_path is not None and result.check.ok:
             result.zip_path = write_submission_zip(
-                tmp_dir, zip_path, fmt.name, command or _api_command(fmt, pred_dir, images_dir, out_dir), list(match.files)
+                tmp_dir,
+                zip_path,
+                fmt.name,
+                command or _api_command(fmt, pred_dir, images_dir, out_dir),
+                list(match.files),
             )
         elif zip_path is not None and zip_path.exists():  # an earlier zip must not stand beside a failing folder
             zip_path.unlink()
@@ -203,7 +209,9 @@ def _prepared_labels(
     counts = np.bincount(array.ravel()) if array.size else np.zeros(1, np.int64)
     present = [int(v) for v in np.flatnonzero(counts)]
     if present and present[-1] > 255:
-        raise SubmissionError(f"{pred_path.name}: label values up to {present[-1]} do not fit in uint8; remap them with --label-map")
+        raise SubmissionError(
+            f"{pred_path.name}: label values up to {present[-1]} do not fit in uint8; remap them with --label-map"
+        )
     if allowed is not None and (bad := [v for v in present if v not in allowed]):
         raise SubmissionError(
             f"{pred_path.name}: label values {bad} are not allowed (allowed {sorted(allowed)}); "
@@ -222,7 +230,9 @@ def _rle_classes(prepared: list[PreparedCase], allowed: frozenset[int] | None) -
     return sorted({v for case in prepared for v in case.labels if v})
 
 
-def _write_rle_csv(path: Path, rows: dict[str, list[tuple]], cases: dict[str, PreparedCase], classes: list[int] | None) -> None:
+def _write_rle_csv(
+    path: Path, rows: dict[str, list[tuple]], cases: dict[str, PreparedCase], classes: list[int] | None
+) -> None:
     """Write ``ImageId,EncodedPixels`` or, with ``classes``, ``ImageId,ClassId,EncodedPixels`` (every slice x class)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -257,4 +267,6 @@ def _metrics_csv_path(metrics_csv: str | Path | None, pred_dir: str | Path) -> P
 
 
 def _api_command(fmt: SubmissionFormat, pred_dir, images_dir, out_dir) -> str:
-    return f"medseg.submission.prepare_submission({fmt.name!r}, {str(pred_dir)!r}, {str(images_dir)!r}, {str(out_dir)!r})"
+    return (
+        f"medseg.submission.prepare_submission({fmt.name!r}, {str(pred_dir)!r}, {str(images_dir)!r}, {str(out_dir)!r})"
+    )

@@ -90,7 +90,11 @@ def learning_rate_factor(config: OptimConfig, epoch: int, total_epochs: int) -> 
 def build_optimizer(config: OptimConfig, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     if config.name == "sgd":
         return torch.optim.SGD(
-            parameters, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+            parameters,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
         )
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
@@ -132,7 +136,9 @@ class Trainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.network = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.network = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         if loop.compile:
             self.network = torch.compile(self.network)
         self.loss = loss.to(device)
@@ -204,15 +210,20 @@ class Trainer:
         iterator = iter(batches)
         losses, patches, start = [], 0, time.perf_counter()
         bar = progress_bar(
-            total=self.loop.iterations_per_epoch, desc=f"epoch {self.epoch + 1}/{self.total_epochs}", unit="it",
-            enabled=self.progress, leave=False,
+            total=self.loop.iterations_per_epoch,
+            desc=f"epoch {self.epoch + 1}/{self.total_epochs}",
+            unit="it",
+            enabled=self.progress,
+            leave=False,
         )
         for _ in range(self.loop.iterations_per_epoch):
             batch = next(iterator)
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            with torch.autocast(
+                self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+            ):
                 output = self.network(image)
                 loss = self.loss(output.float(), label)
             if not torch.isfinite(loss):

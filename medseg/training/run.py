@@ -95,8 +95,10 @@ def load_training_config(path: str | Path, overrides: dict[str, dict[str, Any]] 
         value = getattr(data, key)
         if value not in (None, "default", "none") and not Path(value).exists():
             raise ConfigError(f"{path}: data.{key}: file not found: {value}")
-    augmentation = None if data.augmentation == "none" else load_augmentation_config(
-        None if data.augmentation == "default" else data.augmentation
+    augmentation = (
+        None
+        if data.augmentation == "none"
+        else load_augmentation_config(None if data.augmentation == "default" else data.augmentation)
     )
     return TrainingInputs(spec, load_preprocessing_config(data.preprocessing), augmentation, base)
 
@@ -123,7 +125,9 @@ def prepare_cache(inputs: TrainingInputs, manifest: Manifest | None = None, prog
     previous = cache / "planned_from.json"
     if data.plan:
         plan = load_plan(data.plan)
-    elif (cache / "plan.json").exists() and (not previous.exists() or json.loads(previous.read_text(encoding="utf-8")) == planned_from):
+    elif (cache / "plan.json").exists() and (
+        not previous.exists() or json.loads(previous.read_text(encoding="utf-8")) == planned_from
+    ):
         plan = load_plan(cache / "plan.json")
     else:
         again = " again (manifest or preprocessing settings changed)" if (cache / "plan.json").exists() else ""
@@ -156,7 +160,9 @@ def network_configuration(spec: RunSpec, plan: Plan) -> Configuration:
         strides, kernels = pool_and_kernels(configuration.spacing_mm, patch)
         factors = divisibility(strides)
         if any(p % f for p, f in zip(patch, factors)):
-            raise ConfigError(f"data.patch_size {patch} must be divisible by {factors} (the U-Net's downsampling per axis)")
+            raise ConfigError(
+                f"data.patch_size {patch} must be divisible by {factors} (the U-Net's downsampling per axis)"
+            )
         changes.update(patch_size=patch, strides=strides, kernel_sizes=kernels)
     if spec.data.batch_size is not None:
         changes["batch_size"] = spec.data.batch_size
@@ -221,9 +227,15 @@ def make_validator(
             image = torch.from_numpy(np.ascontiguousarray(case.image(mmap=False)))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = predict_volume(
-                    model, image, network.patch_size, num_classes,
-                    mirror_axes=spec.validation.mirror_axes, slice_axis=slice_axis,
-                    overlap=spec.validation.overlap, device=device, batch_size=max(2, network.batch_size),
+                    model,
+                    image,
+                    network.patch_size,
+                    num_classes,
+                    mirror_axes=spec.validation.mirror_axes,
+                    slice_axis=slice_axis,
+                    overlap=spec.validation.overlap,
+                    device=device,
+                    batch_size=max(2, network.batch_size),
                 )
             prediction = logits.argmax(0).numpy().astype(np.uint8)
             reference = np.asarray(case.label(mmap=False))
@@ -239,7 +251,9 @@ def make_validator(
     return validate
 
 
-def example_figure(case_id: str, image: np.ndarray, reference: np.ndarray, prediction: np.ndarray, labels: dict[int, str]):
+def example_figure(
+    case_id: str, image: np.ndarray, reference: np.ndarray, prediction: np.ndarray, labels: dict[int, str]
+):
     """A matplotlib figure of the slice (across axis 2) with most reference foreground: truth and prediction contours."""
     from matplotlib.figure import Figure  # not pyplot: never touch the caller's backend (e.g. a notebook's)
 
@@ -328,7 +342,9 @@ def train(
         log.warning(
             "%d cases look like several scans of one patient (%s%s) but have no group, so one patient may be in "
             "training and validation; set data.group_pattern (e.g. '^(patient\\d+)') or a group column in a CSV manifest",
-            sum(map(len, alike)), examples, " ..." if len(alike) > 3 else "",
+            sum(map(len, alike)),
+            examples,
+            " ..." if len(alike) > 3 else "",
         )
     network = network_configuration(spec, plan)
     train_cases = open_cache(spec.data.cache, split["train"])
@@ -337,8 +353,13 @@ def train(
     labels = {int(v): name for name, v in manifest.labels.items() if int(v) != 0}
     in_channels = int(np.load(train_cases[0].image_path, mmap_mode="r").shape[0])
     record = TrainedRun(
-        spec=spec, plan=plan, network=network, in_channels=in_channels, labels={str(k): v for k, v in labels.items()},
-        mirror_axes=mirror_axes_from_augmentation(inputs.augmentation, network), fold=fold,
+        spec=spec,
+        plan=plan,
+        network=network,
+        in_channels=in_channels,
+        labels={str(k): v for k, v in labels.items()},
+        mirror_axes=mirror_axes_from_augmentation(inputs.augmentation, network),
+        fold=fold,
     )
 
     if context.is_main:
@@ -348,31 +369,57 @@ def train(
         log.info(
             "training a %s U-Net on %s: patch %s voxels, batch %s, %d input channel(s), feature maps %s; fold %s: "
             "%d training / %d validation cases%s (see network.json)",
-            spec.data.configuration.upper(), torch_device.type, network.patch_size, network.batch_size,
-            in_channels, channels, fold, len(split["train"]), len(split["val"]),
+            spec.data.configuration.upper(),
+            torch_device.type,
+            network.patch_size,
+            network.batch_size,
+            in_channels,
+            channels,
+            fold,
+            len(split["train"]),
+            len(split["val"]),
             " (every case trains; no validation, no checkpoint_best.pt)" if fold == ALL_FOLDS else "",
         )
 
     torch.manual_seed(spec.train.seed)
     model = build_unet(
-        spec.model, in_channels, record.num_classes, network.strides, network.kernel_sizes,
-        network.base_channels, network.max_channels,
+        spec.model,
+        in_channels,
+        record.num_classes,
+        network.strides,
+        network.kernel_sizes,
+        network.base_channels,
+        network.max_channels,
     )
     loss = build_loss(spec.loss, record.num_classes)
     if spec.model.deep_supervision:
         loss = DeepSupervisionLoss(loss)
     trainer = Trainer(
-        model, loss, spec.optim, spec.train, run_dir, torch_device,
-        config_dict=record.to_checkpoint(), distributed=context, progress=progress,
+        model,
+        loss,
+        spec.optim,
+        spec.train,
+        run_dir,
+        torch_device,
+        config_dict=record.to_checkpoint(),
+        distributed=context,
+        progress=progress,
     )
     if resume:
         trainer.resume()
     loader = make_patch_loader(
-        spec.data.cache, configuration=network, case_ids=split["train"],
+        spec.data.cache,
+        configuration=network,
+        case_ids=split["train"],
         augmentation=False if inputs.augmentation is None else inputs.augmentation,
-        batches_per_epoch=spec.train.iterations_per_epoch, foreground_ratio=spec.data.foreground_ratio,
-        class_balanced=spec.data.class_balanced, num_workers=spec.data.workers, seed=spec.train.seed,
-        epoch=trainer.epoch, rank=context.rank, world_size=context.world_size,
+        batches_per_epoch=spec.train.iterations_per_epoch,
+        foreground_ratio=spec.data.foreground_ratio,
+        class_balanced=spec.data.class_balanced,
+        num_workers=spec.data.workers,
+        seed=spec.train.seed,
+        epoch=trainer.epoch,
+        rank=context.rank,
+        world_size=context.world_size,
     )
 
     def batches(epoch: int):
@@ -408,14 +455,21 @@ def write_run_files(run_dir: Path, record: TrainedRun, split: dict[str, list[str
     if spec.data.group_pattern:  # write the groups the folds were made with
         from medseg.data.splits import case_group
 
-        held_out = [case if case.group else replace(case, group=case_group(case.case_id, spec.data.group_pattern))
-                    for case in held_out]
+        held_out = [
+            case if case.group else replace(case, group=case_group(case.case_id, spec.data.group_pattern))
+            for case in held_out
+        ]
     if not held_out:  # files of an earlier fold in this folder would be taken for this run's
         (run_dir / "validation.csv").unlink(missing_ok=True)
         (run_dir / "checkpoint_best.pt").unlink(missing_ok=True)
     else:
         try:
-            write_csv_manifest(run_dir / "validation.csv", held_out, manifest.labels,
-                               name=f"{manifest.name} fold {fold} validation", modality=manifest.channel_names.get(0))
+            write_csv_manifest(
+                run_dir / "validation.csv",
+                held_out,
+                manifest.labels,
+                name=f"{manifest.name} fold {fold} validation",
+                modality=manifest.channel_names.get(0),
+            )
         except ConfigError as error:  # e.g. label names a CSV header cannot hold: train anyway
             log.warning("validation.csv not written (%s); the held-out cases are listed in splits.json", error)

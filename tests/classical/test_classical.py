@@ -289,7 +289,9 @@ def test_simpleitk_hand_over_keeps_every_voxel_at_its_world_position():
     assert np.array_equal(from_sitk(image), array)
 
 
-@pytest.mark.parametrize("method, options", [("otsu", {"classes": 3}), ("kmeans", {"k": 3, "sample_size": 5000}), ("split-merge", {})])
+@pytest.mark.parametrize(
+    "method, options", [("otsu", {"classes": 3}), ("kmeans", {"k": 3, "sample_size": 5000}), ("split-merge", {})]
+)
 def test_outputs_are_scored_by_medseg_evaluation(method, options):
     """Any label output shares the input grid, so medseg.evaluation scores it against the truth as is."""
     from medseg.evaluation import evaluate_volumes

@@ -23,9 +23,26 @@ def _commands(data, out):
     return {
         "convert": ["convert", image, f"{out}/converted.nii.gz"],
         "segment": ["segment", "--method", "otsu", image, f"{out}/otsu.nii.gz"],
-        "evaluate": ["evaluate", "--pred", str(data / "labelsTr"), "--ref", str(data / "labelsTr"), "--out", f"{out}/eval"],
-        "submit": ["submit", "--format", "msd", "--pred", str(data / "labelsTr"), "--images", str(data / "imagesTr"),
-                   "--out", f"{out}/submission"],
+        "evaluate": [
+            "evaluate",
+            "--pred",
+            str(data / "labelsTr"),
+            "--ref",
+            str(data / "labelsTr"),
+            "--out",
+            f"{out}/eval",
+        ],
+        "submit": [
+            "submit",
+            "--format",
+            "msd",
+            "--pred",
+            str(data / "labelsTr"),
+            "--images",
+            str(data / "imagesTr"),
+            "--out",
+            f"{out}/submission",
+        ],
         "plan": ["plan", "--manifest", str(data / "dataset.json"), "--out", f"{out}/plan.json"],
         "phantom": ["phantom", "--kind", "ct-thorax", "--n", "1", "--out", f"{out}/phantoms"],
     }
@@ -60,8 +77,10 @@ def _read_only_folders_refuse_writes() -> bool:
             os.chmod(folder, 0o755)
 
 
-@pytest.mark.skipif(not _read_only_folders_refuse_writes(),
-                    reason="this user writes into read-only folders (root with CAP_DAC_OVERRIDE): nothing to refuse")
+@pytest.mark.skipif(
+    not _read_only_folders_refuse_writes(),
+    reason="this user writes into read-only folders (root with CAP_DAC_OVERRIDE): nothing to refuse",
+)
 @pytest.mark.parametrize("command", ["convert", "segment", "evaluate", "submit", "plan"])
 def test_output_in_a_read_only_folder_is_one_line(phantoms, tmp_path, capsys, command):
     locked = tmp_path / "locked"
@@ -85,10 +104,36 @@ def test_the_4d_error_suggests_a_command_that_exists(tmp_path, capsys):
     (tmp_path / "ref").mkdir()
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "pred" / "cine.nii.gz"))
     nib.save(nib.Nifti1Image(data[..., 0], np.eye(4)), str(tmp_path / "ref" / "cine.nii.gz"))
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--out",
-                 str(tmp_path / "eval"), "--no-report", "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--ref",
+                str(tmp_path / "ref"),
+                "--out",
+                str(tmp_path / "eval"),
+                "--no-report",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "--frame)" not in err and "medseg convert cine.nii.gz OUT.nii.gz --label --frame N" in err
     # the suggested command works
-    assert main(["convert", str(tmp_path / "pred" / "cine.nii.gz"), str(tmp_path / "one.nii.gz"), "--label", "--frame", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "pred" / "cine.nii.gz"),
+                str(tmp_path / "one.nii.gz"),
+                "--label",
+                "--frame",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )

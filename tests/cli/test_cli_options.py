@@ -47,10 +47,14 @@ def test_shared_options_have_one_name_dest_and_help_everywhere():
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["submit", "--atol-mm", "0.5", "--pred-glob", "*_p.nii.gz"],
-         {"geometry_tolerance_mm": 0.5, "pred_pattern": "*_p.nii.gz"}),
-        (["submit", "check", "x", "--format", "msd", "--images", "i", "--atol-mm", "0.2"],
-         {"geometry_tolerance_mm": 0.2}),
+        (
+            ["submit", "--atol-mm", "0.5", "--pred-glob", "*_p.nii.gz"],
+            {"geometry_tolerance_mm": 0.5, "pred_pattern": "*_p.nii.gz"},
+        ),
+        (
+            ["submit", "check", "x", "--format", "msd", "--images", "i", "--atol-mm", "0.2"],
+            {"geometry_tolerance_mm": 0.2},
+        ),
         (["submit", "check", "x", "--format", "msd", "--images", "i"], {"geometry_tolerance_mm": 1e-3, "labels": None}),
         (["submit", "check", "x", "--format", "msd", "--images", "i", "--labels", "1-3"], {"labels": "1-3"}),
         (["validate", "m.csv", "--tolerance-mm", "0.01"], {"geometry_tolerance_mm": 0.01}),

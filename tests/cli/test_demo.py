@@ -19,11 +19,20 @@ def test_smoke_demo_end_to_end(tmp_path, kind, capsys):
     assert 0.0 <= summary["mean_dice_held_out"] <= 1.0
     for case in summary["held_out_cases"]:
         assert (out / "predictions" / f"{case}.nii.gz").exists()
-    for name in ("evaluation/metrics.csv", "evaluation/summary.json", "evaluation/report.md", "run/checkpoint_best.pt",
-                 "run/training_log.csv", "config.yaml", "manifest.csv"):
+    for name in (
+        "evaluation/metrics.csv",
+        "evaluation/summary.json",
+        "evaluation/report.md",
+        "run/checkpoint_best.pt",
+        "run/training_log.csv",
+        "config.yaml",
+        "manifest.csv",
+    ):
         assert (out / name).exists(), name
     assert any((out / "run" / "tensorboard").iterdir())
-    regions = {line.split(",")[2] for line in (out / "evaluation" / "metrics.csv").read_text(encoding="utf-8").splitlines()[1:]}
+    regions = {
+        line.split(",")[2] for line in (out / "evaluation" / "metrics.csv").read_text(encoding="utf-8").splitlines()[1:]
+    }
     assert {"all", "base", "middle", "apex"} <= regions
     # running again replaces the earlier demo; a foreign folder is refused
     assert main(["demo", "--smoke", "--kind", kind, "--out", str(out), "--quiet"]) == 0

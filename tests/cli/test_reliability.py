@@ -85,8 +85,20 @@ def test_submit_refuses_an_unwritable_zip_location_before_writing(dataset, tmp_p
     images, _, preds = dataset
     blocker = tmp_path / "results"
     blocker.write_text("not a folder", encoding="utf-8")
-    command = ["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out",
-               str(tmp_path / "sub"), "--zip", str(blocker / "sub.zip"), "--quiet"]
+    command = [
+        "submit",
+        "--format",
+        "msd",
+        "--pred",
+        str(preds),
+        "--images",
+        str(images),
+        "--out",
+        str(tmp_path / "sub"),
+        "--zip",
+        str(blocker / "sub.zip"),
+        "--quiet",
+    ]
     assert main(command) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"medseg submit: error: {blocker}: a file is in the way (a folder is needed here)"
@@ -121,8 +133,22 @@ def test_the_check_progress_bar_follows_the_cases_checked(dataset, monkeypatch):
 # -- --quiet hides evaluate's progress bar too -------------------------------------------------
 def test_evaluate_quiet_shows_no_progress_bar(dataset, tmp_path, capsys):
     _, labels, preds = dataset
-    assert main(["evaluate", "--pred", str(preds), "--ref", str(labels), "--out", str(tmp_path / "ev"), "--no-report",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(preds),
+                "--ref",
+                str(labels),
+                "--out",
+                str(tmp_path / "ev"),
+                "--no-report",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "case/s" not in capsys.readouterr().err
 
 
@@ -166,8 +192,11 @@ def _options(command: str) -> set[str]:
 
 def _check_hint(message: str, option: str) -> None:
     assert "(CLI:" not in message, message
-    named = [c for c in ("inspect", "convert", "segment", "evaluate", "validate", "plan", "predict") if f"`{c}`" in
-             message or f"medseg {c}" in message]
+    named = [
+        c
+        for c in ("inspect", "convert", "segment", "evaluate", "validate", "plan", "predict")
+        if f"`{c}`" in message or f"medseg {c}" in message
+    ]
     assert named, message
     for command in named:
         assert option in _options(command), f"{message!r} names {command}, which has no {option}"
@@ -196,13 +225,25 @@ def test_dicom_hints_name_commands_that_have_the_option(tmp_path, capsys):
 # -- item 2: a zip of an earlier submission beside a folder rewritten without --zip is named --------
 def test_submit_without_zip_warns_about_an_earlier_zip_beside_the_folder(dataset, tmp_path, capsys):
     images, _, preds = dataset
-    command = ["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out", str(tmp_path / "sub"),
-               "--quiet"]
+    command = [
+        "submit",
+        "--format",
+        "msd",
+        "--pred",
+        str(preds),
+        "--images",
+        str(images),
+        "--out",
+        str(tmp_path / "sub"),
+        "--quiet",
+    ]
     assert main([*command, "--zip"]) == 0 and (tmp_path / "sub.zip").exists()
     capsys.readouterr()
     assert main([*command, "--overwrite"]) == 0
-    assert (f"medseg submit: warning: {tmp_path / 'sub.zip'} is not from this run (no --zip): it does not hold the "
-            f"submission just written to {tmp_path / 'sub'}") in capsys.readouterr().err
+    assert (
+        f"medseg submit: warning: {tmp_path / 'sub.zip'} is not from this run (no --zip): it does not hold the "
+        f"submission just written to {tmp_path / 'sub'}"
+    ) in capsys.readouterr().err
     assert main([*command, "--overwrite", "--zip"]) == 0
     assert "warning" not in capsys.readouterr().err
 

@@ -43,7 +43,9 @@ def make_nnunet_dataset(root: Path) -> None:
 def edit_config(path: Path) -> None:
     """What the README asks for (data.manifest), plus a training short enough for a test."""
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    config["data"].update(manifest="../my_dataset/dataset.json", workers=0, folds=2, patch_size=[32, 32, 16], batch_size=2)
+    config["data"].update(
+        manifest="../my_dataset/dataset.json", workers=0, folds=2, patch_size=[32, 32, 16], batch_size=2
+    )
     config["model"].update(base_channels=4, max_channels=16)
     config["train"].update(epochs=1, iterations_per_epoch=2, val_every=1)
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

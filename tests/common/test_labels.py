@@ -50,8 +50,13 @@ def test_dataset_json_both_layouts_one_reader(tmp_path):
     expected = {0: "background", 1: "liver", 2: "tumour"}
     assert read_dataset_json_labels(v2) == read_dataset_json_labels(msd) == expected
     assert parse_label_spec(str(v2)) == parse_label_spec(v2.parent) == expected  # a folder means its dataset.json
-    for raw, message in (({"a": 1.5}, "not an integer"), ({"a": [1, 2]}, "region"), ({"a": 1, "b": 1}, "used twice"),
-                         ({}, "non-empty mapping"), ({"a": -1}, "outside")):
+    for raw, message in (
+        ({"a": 1.5}, "not an integer"),
+        ({"a": [1, 2]}, "region"),
+        ({"a": 1, "b": 1}, "used twice"),
+        ({}, "non-empty mapping"),
+        ({"a": -1}, "outside"),
+    ):
         with pytest.raises(ConfigError, match=message):
             label_names_from_mapping(raw, "x/dataset.json")
     assert label_names_from_mapping({"a": 2.0, "b": np.int64(3)}, "x") == {2: "a", 3: "b"}

@@ -63,8 +63,15 @@ def test_volume_files_skips_hidden_and_filters(tmp_path):
 
 def test_group_image_files_channels_and_label_maps():
     folder = Path("/data/images")
-    names = ["b_0001.nii.gz", "b_0000.nii.gz", "b_0002.nii.gz", "a.nii.gz", "a_gt.nii.gz", "d_0001.nii.gz",
-             "e_0000.mha"]
+    names = [
+        "b_0001.nii.gz",
+        "b_0000.nii.gz",
+        "b_0002.nii.gz",
+        "a.nii.gz",
+        "a_gt.nii.gz",
+        "d_0001.nii.gz",
+        "e_0000.mha",
+    ]
     groups = group_image_files(folder / n for n in names)
     assert [(g.case_id, [p.name for p in g.channels]) for g in groups] == [
         ("a", ["a.nii.gz"]),
@@ -80,8 +87,16 @@ def test_group_image_files_channels_and_label_maps():
 
 
 def test_match_files():
-    files = [Path(n) for n in ("lung_001_mask.nii.gz", "lung_002.nii.gz", "lung_002_pred.nii.gz", "stray.nii.gz",
-                               "patient001_frame01.nii.gz")]
+    files = [
+        Path(n)
+        for n in (
+            "lung_001_mask.nii.gz",
+            "lung_002.nii.gz",
+            "lung_002_pred.nii.gz",
+            "stray.nii.gz",
+            "patient001_frame01.nii.gz",
+        )
+    ]
     expected = ["lung_001", "lung_002", "lung_003", "patient001_ED"]
     found = match_files(expected, files, {"patient001_frame01": "patient001_ED"})
     assert found.files == {"lung_001": Path("lung_001_mask.nii.gz"), "patient001_ED": Path("patient001_frame01.nii.gz")}
@@ -121,10 +136,18 @@ def one_folder(tmp_path):
         save_volume(Volume(labels, affine), tmp_path / "preds" / prediction, label=True)
         training.append({"image": [f"images/{name}" for name in images], "label": f"refs/{reference}"})
     save_volume(Volume(labels, affine), tmp_path / "images" / "amos_0001_gt.nii.gz", label=True)  # ACDC-style neighbour
-    (tmp_path / "dataset.json").write_text(json.dumps(
-        {"name": "pairs", "labels": {"background": 0, "organ": 1}, "channel_names": {"0": "CT", "1": "CT"},
-         "numTraining": len(training), "training": training}
-    ), encoding="utf-8")
+    (tmp_path / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "pairs",
+                "labels": {"background": 0, "organ": 1},
+                "channel_names": {"0": "CT", "1": "CT"},
+                "numTraining": len(training),
+                "training": training,
+            }
+        ),
+        encoding="utf-8",
+    )
     return tmp_path
 
 
@@ -159,12 +182,43 @@ def test_every_command_pairs_the_same_files(one_folder, capsys):
         assert found == expected_predictions
 
     # the commands themselves
-    assert main(["evaluate", "--pred", str(root / "preds"), "--ref", str(root / "refs"), "--out", str(root / "eval"),
-                 "--quiet", "--no-report", "--metrics", "dice"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(root / "preds"),
+                "--ref",
+                str(root / "refs"),
+                "--out",
+                str(root / "eval"),
+                "--quiet",
+                "--no-report",
+                "--metrics",
+                "dice",
+            ]
+        )
+        == 0
+    )
     with open(root / "eval" / "metrics.csv", newline="", encoding="utf-8") as handle:
         assert {row["case"]: float(row["value"]) for row in csv.DictReader(handle)} == dict.fromkeys(PAIRS, 1.0)
-    assert main(["submit", "--format", "msd", "--pred", str(root / "preds"), "--images", str(root / "images"),
-                 "--out", str(root / "sub"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "submit",
+                "--format",
+                "msd",
+                "--pred",
+                str(root / "preds"),
+                "--images",
+                str(root / "images"),
+                "--out",
+                str(root / "sub"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (root / "sub").iterdir()) == sorted(f"{case}.nii.gz" for case in PAIRS)
     assert main(["submit", "check", "--format", "msd", str(root / "sub"), "--images", str(root / "images")]) == 0
     prepared = prepare_submission("msd", root / "preds", root / "images", root / "sub2")

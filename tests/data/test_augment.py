@@ -23,7 +23,10 @@ ALL_SPATIAL = {
 def _only(name: str, **settings) -> dict:
     """A config with every transform off except the intensity transform ``name``."""
     spatial = {key: {"p": 0.0} for key in ("rotation", "scale", "elastic", "flip", "rot90")}
-    intensity = {key: {"p": 0.0} for key in ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "low_resolution", "gamma")}
+    intensity = {
+        key: {"p": 0.0}
+        for key in ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "low_resolution", "gamma")
+    }
     intensity[name] = {"p": 1.0, **settings}
     return {"spatial": spatial, "intensity": intensity}
 
@@ -66,7 +69,9 @@ def test_3d_sampling_equals_torch_trilinear_grid_sample():
     centre = [19.5, 17.5, 14.5]
     ours, ours_label = sample_3d(crop, label, axes, matrix, centre, patch)
     source = offsets.double() @ torch.tensor(matrix).T + torch.tensor(centre)
-    grid = (source * (2.0 / torch.tensor([39.0, 35.0, 29.0], dtype=torch.float64)) - 1).flip(-1).float().view(1, *patch, 3)
+    grid = (
+        (source * (2.0 / torch.tensor([39.0, 35.0, 29.0], dtype=torch.float64)) - 1).flip(-1).float().view(1, *patch, 3)
+    )
     reference = F.grid_sample(crop[None], grid, mode="bilinear", align_corners=True)[0]
     reference_label = F.grid_sample(label[None], grid, mode="nearest", align_corners=True)[0]
     torch.testing.assert_close(ours, reference, atol=2e-3, rtol=0)
@@ -122,7 +127,9 @@ def test_draw_is_deterministic_given_the_generator():
 
 
 def test_anisotropic_and_2d_patches_rotate_in_plane_only():
-    augmenter = Augmenter({"spatial": {"rotation": {"p": 1.0}, "scale": {"p": 0.0}}}, (32, 32, 8), spacing_mm=(1.0, 1.0, 8.0))
+    augmenter = Augmenter(
+        {"spatial": {"rotation": {"p": 1.0}, "scale": {"p": 0.0}}}, (32, 32, 8), spacing_mm=(1.0, 1.0, 8.0)
+    )
     assert augmenter.anisotropic
     params = augmenter.draw(np.random.default_rng(0))
     np.testing.assert_allclose(params.matrix[2], [0, 0, 1])
@@ -157,7 +164,9 @@ def test_intensity_transforms():
 
 
 def test_elastic_displacement_is_bounded_by_the_magnitude():
-    augmenter = Augmenter({"spatial": {"elastic": {"p": 1.0, "magnitude_voxels": [3, 3], "sigma_voxels": [6, 6]}}}, (20, 20, 20))
+    augmenter = Augmenter(
+        {"spatial": {"elastic": {"p": 1.0, "magnitude_voxels": [3, 3], "sigma_voxels": [6, 6]}}}, (20, 20, 20)
+    )
     field = augmenter._elastic_field({"magnitude": 3.0, "sigma": 6.0}, torch.Generator().manual_seed(0))
     assert field.shape == (20, 20, 20, 3)
     assert float(field.abs().max()) == pytest.approx(3.0, rel=1e-4)

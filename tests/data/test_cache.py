@@ -45,7 +45,11 @@ def test_cache_files_are_memory_mappable_with_geometry_and_class_locations(datas
     restored = restore_to_original(np.asarray(label), labelled.meta)
     assert restored.shape == original.shape
     np.testing.assert_allclose(labelled.meta["original"]["affine"], original.affine)
-    dice = 2 * np.count_nonzero((restored == 1) & (original.array == 1)) / (np.count_nonzero(restored == 1) + np.count_nonzero(original.array == 1))
+    dice = (
+        2
+        * np.count_nonzero((restored == 1) & (original.array == 1))
+        / (np.count_nonzero(restored == 1) + np.count_nonzero(original.array == 1))
+    )
     assert dice > 0.95
 
 
@@ -100,7 +104,17 @@ def test_preprocess_cli_with_worker_processes_reports_failures(dataset, tmp_path
     manifest, plan, cache_dir = dataset
     plan_path = save_plan(plan, tmp_path / "PLAN.json")
     manifest.cases[1].image.write_bytes(b"garbage")
-    args = ["preprocess", "--manifest", str(manifest.path), "--plan", str(plan_path), "--out", str(cache_dir), "--workers", "2"]
+    args = [
+        "preprocess",
+        "--manifest",
+        str(manifest.path),
+        "--plan",
+        str(plan_path),
+        "--out",
+        str(cache_dir),
+        "--workers",
+        "2",
+    ]
     assert main([*args, "--quiet"]) == 1
     captured = capsys.readouterr()
     assert "case_01 failed" in captured.err and "failed.json" in captured.err

@@ -36,7 +36,9 @@ def test_partial_config_is_merged_with_defaults_and_wrapped_sections_unwrap():
     config = load_augmentation_config({"augmentation": {"spatial": {"rotation": {"p": 0.5}}}})
     assert config.spatial.rotation == Rotation(p=0.5, degrees=(-30.0, 30.0))
     assert config.intensity == IntensityAugmentation()
-    assert load_preprocessing_config({"orientation": "lps", "network": {"patch_size_2d": [64, 48]}}).orientation == "LPS"
+    assert (
+        load_preprocessing_config({"orientation": "lps", "network": {"patch_size_2d": [64, 48]}}).orientation == "LPS"
+    )
     # the plain form round-trips (what `medseg plan` edits before planning)
     plain = to_dict(PreprocessingConfig())
     assert plain["network"]["patch_size_3d"] is None and load_preprocessing_config(plain) == PreprocessingConfig()
@@ -97,7 +99,17 @@ def test_plan_validation_names_the_missing_key(tmp_path):
     with pytest.raises(ConfigError, match="plan file not found"):
         load_plan(tmp_path / "nope.json")
     with pytest.raises(ConfigError, match=r"missing required key\(s\) preprocessing.target_spacing_mm"):
-        load_plan({"preprocessing": {"orientation": "RAS", "normalization": [], "crop": "auto", "image_interpolation": "linear", "label_interpolation": "nearest"}})
+        load_plan(
+            {
+                "preprocessing": {
+                    "orientation": "RAS",
+                    "normalization": [],
+                    "crop": "auto",
+                    "image_interpolation": "linear",
+                    "label_interpolation": "nearest",
+                }
+            }
+        )
     plan = {
         "preprocessing": {
             "orientation": "RAS",

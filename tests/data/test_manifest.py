@@ -90,8 +90,10 @@ def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
     _make_case(tmp_path, "a")
     _make_case(tmp_path, "b")
     elsewhere = tmp_path / "out" / "x"
-    cases = [CaseEntry("a", (tmp_path / "imagesTr" / "a_0000.nii.gz",), tmp_path / "labelsTr" / "a.nii.gz", "val", 1, "p,1"),
-             CaseEntry("b", (tmp_path / "imagesTr" / "b_0000.nii.gz",))]
+    cases = [
+        CaseEntry("a", (tmp_path / "imagesTr" / "a_0000.nii.gz",), tmp_path / "labelsTr" / "a.nii.gz", "val", 1, "p,1"),
+        CaseEntry("b", (tmp_path / "imagesTr" / "b_0000.nii.gz",)),
+    ]
     labels = {"background": 0, "organ": 1, "lesion": 2}
     for target in (tmp_path / "m.csv", elsewhere / "m.csv"):  # relative paths below the CSV, absolute above
         manifest = load_manifest(write_csv_manifest(target, cases, labels, name="toy", modality="CT"))
@@ -105,8 +107,10 @@ def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
 
 
 def test_written_csv_manifest_keeps_awkward_but_valid_values(tmp_path):
-    cases = [CaseEntry('a,"b" #1', (tmp_path / "a b.nii.gz",), tmp_path / "lab;el.nii.gz", "test", 0, "p;1 # x"),
-             CaseEntry("é", (tmp_path / "e.nii.gz",), None, None, None, None)]
+    cases = [
+        CaseEntry('a,"b" #1', (tmp_path / "a b.nii.gz",), tmp_path / "lab;el.nii.gz", "test", 0, "p;1 # x"),
+        CaseEntry("é", (tmp_path / "e.nii.gz",), None, None, None, None),
+    ]
     labels = {"background": 0, "rv cavity: left": 1, "-1x": 2}
     manifest = load_manifest(write_csv_manifest(tmp_path / "m.csv", cases, labels, name="toy: v2 # 1", modality="mri"))
     assert manifest.cases == cases and manifest.labels == labels
@@ -141,7 +145,12 @@ LABELS = {"background": 0, "organ": 1}
         ([_case(fold=-1)], LABELS, {}, "fold must be a non-negative integer or None, got -1"),
         ([_case(fold=True)], LABELS, {}, "fold must be a non-negative integer or None, got True"),
         ([_case(images=())], LABELS, {}, "case 'a': no image file"),
-        ([_case(), _case("b", ("b_0.nii.gz", "b_1.nii.gz"))], LABELS, {}, "case 'b' has 2 image channel(s), but case 'a' has 1"),
+        (
+            [_case(), _case("b", ("b_0.nii.gz", "b_1.nii.gz"))],
+            LABELS,
+            {},
+            "case 'b' has 2 image channel(s), but case 'a' has 1",
+        ),
         ([_case(), _case()], LABELS, {}, "case id 'a' appears more than once"),
         ([_case()], {"background": 0, "1": 2}, {}, "label '1' looks like an integer"),
         ([_case()], {"background": 0, " organ": 1}, {}, "label ' organ' has leading or trailing whitespace"),
@@ -169,8 +178,10 @@ def test_csv_writer_refuses_what_would_not_read_back(tmp_path, cases, labels, he
         ("case_id,image\n  ,x.nii.gz\n", "line 2 lacks case_id or image"),
         ("# name: toy\ncase_id,image\na,x.nii.gz\nb,;\n", "line 4 (case 'b'): image cell ';' names no file"),
         ("case_id,image\na, ; \n", "line 2 (case 'a'): image cell ' ; ' names no file"),
-        ("case_id,image\na,x.nii.gz\n\n# b has two\nb,y_0.nii.gz;y_1.nii.gz\n",
-         "line 5 (case 'b'): 2 image channel(s), but case 'a' has 1; every case needs the same channels"),
+        (
+            "case_id,image\na,x.nii.gz\n\n# b has two\nb,y_0.nii.gz;y_1.nii.gz\n",
+            "line 5 (case 'b'): 2 image channel(s), but case 'a' has 1; every case needs the same channels",
+        ),
     ],
 )
 def test_bad_csv_manifests(tmp_path, content, message):
@@ -229,7 +240,9 @@ def test_shipped_real_data_manifests_validate(shared_data):
 
 
 def test_phantom_manifest_generates_once(tmp_path):
-    (tmp_path / "ph.yaml").write_text("name: tiny\nphantom: {kind: cardiac-mri, n: 2, seed: 3}\nroot: generated\n", encoding="utf-8")
+    (tmp_path / "ph.yaml").write_text(
+        "name: tiny\nphantom: {kind: cardiac-mri, n: 2, seed: 3}\nroot: generated\n", encoding="utf-8"
+    )
     manifest = load_manifest(tmp_path / "ph.yaml")
     assert manifest.name == "tiny" and len(manifest) == 2
     assert manifest.labels == {"background": 0, "rv_cavity": 1, "lv_myocardium": 2, "lv_cavity": 3}
@@ -251,7 +264,9 @@ def test_shipped_phantom_manifests_are_well_formed():
 
 
 def test_a_row_with_more_cells_than_the_header_is_refused(tmp_path):
-    (tmp_path / "m.csv").write_text("case_id,image\na,x.nii.gz,y.nii.gz\n", encoding="utf-8")  # a label without its column
+    (tmp_path / "m.csv").write_text(
+        "case_id,image\na,x.nii.gz,y.nii.gz\n", encoding="utf-8"
+    )  # a label without its column
     with pytest.raises(ConfigError, match=r"line 2 \(case 'a'\): 3 cells but the header has 2 columns"):
         load_manifest(tmp_path / "m.csv")
 
@@ -290,4 +305,6 @@ def test_validate_json(nnunet_dataset, capsys):
     (nnunet_dataset / "labelsTr" / "c01.nii.gz").unlink()
     assert main(["validate", str(nnunet_dataset), "--json"]) == 1
     problems = json.loads(capsys.readouterr().out)["problems"]
-    assert problems == [{"case": "c01", "path": str(nnunet_dataset / "labelsTr" / "c01.nii.gz"), "message": "file not found"}]
+    assert problems == [
+        {"case": "c01", "path": str(nnunet_dataset / "labelsTr" / "c01.nii.gz"), "message": "file not found"}
+    ]

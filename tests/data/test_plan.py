@@ -120,7 +120,9 @@ def test_patch_size_shrinks_with_the_memory_budget():
     small = estimate_unet_memory_gib([64, 64, 64], strides)
     assert 6 < big < 14 and small < big
     fingerprint = {
-        "cases": [{"spacing_mm": spacing, "shape_after_crop": [300, 300, 300], "shape": [300, 300, 300], "case_id": "a"}],
+        "cases": [
+            {"spacing_mm": spacing, "shape_after_crop": [300, 300, 300], "shape": [300, 300, 300], "case_id": "a"}
+        ],
         "ct": False,
         "crop_size_fraction_median": 1.0,
         "intensity_foreground": [{"channel": 0, "name": "MRI"}],
@@ -140,7 +142,10 @@ def test_plan_cli_writes_readable_json(tmp_path, capsys):
 
     manifest = write_dataset(tmp_path / "data", n=3)
     out = tmp_path / "PLAN.json"
-    assert main(["plan", "--manifest", str(manifest), "--out", str(out), "--quiet", "--target-spacing", "1", "1", "2"]) == 0
+    assert (
+        main(["plan", "--manifest", str(manifest), "--out", str(out), "--quiet", "--target-spacing", "1", "1", "2"])
+        == 0
+    )
     text = out.read_text(encoding="utf-8")
     assert '"target_spacing_mm": [1.0, 1.0, 2.0]' in text  # short lists on one line
     plan = json.loads(text)
@@ -172,7 +177,9 @@ def _write_ct_pet_dataset(root: Path) -> Path:
     for entry in spec["training"]:
         ct = load_volume(root / entry["image"])
         hu = ct.array.astype(np.float32)
-        uptake = np.where(hu > -500.0, np.clip((hu + 1000.0) / 200.0, 0.0, None) ** 1.5, 0.0)  # 0 outside the body and in the lungs
+        uptake = np.where(
+            hu > -500.0, np.clip((hu + 1000.0) / 200.0, 0.0, None) ** 1.5, 0.0
+        )  # 0 outside the body and in the lungs
         second = entry["image"].replace("_0000", "_0001")
         save_volume(Volume(uptake.astype(np.float32), ct.affine, second), root / second)
         entry["image"] = [entry["image"], second]
@@ -263,20 +270,48 @@ LEGACY_SINGLE_CHANNEL_HASH = "68fd54e12929ab49"
 
 def _legacy_single_channel_fingerprint() -> dict:
     cases = [
-        {"case_id": f"c{i}", "shape": [96, 96, 40], "shape_after_crop": [80 + 2 * i, 70, 40], "spacing_mm": [3.8, 3.8, 5.0 + 0.5 * i],
-         "permutation": [0, 1, 2], "spacing_mm_file_order": [3.8, 3.8, 5.0 + 0.5 * i], "orientation_original": "LPS", "ct": True,
-         "label_voxels": {"0": 1000, "1": 100}}
+        {
+            "case_id": f"c{i}",
+            "shape": [96, 96, 40],
+            "shape_after_crop": [80 + 2 * i, 70, 40],
+            "spacing_mm": [3.8, 3.8, 5.0 + 0.5 * i],
+            "permutation": [0, 1, 2],
+            "spacing_mm_file_order": [3.8, 3.8, 5.0 + 0.5 * i],
+            "orientation_original": "LPS",
+            "ct": True,
+            "label_voxels": {"0": 1000, "1": 100},
+        }
         for i in range(3)
     ]
-    return {"n_cases": 3, "ct": True, "cases": cases, "crop_size_fraction_median": 0.6,
-            "intensity_foreground": [{"channel": 0, "name": "CT", "percentile_00_5": -950.5, "percentile_99_5": 80.25, "mean": -600.0, "std": 320.5}]}
+    return {
+        "n_cases": 3,
+        "ct": True,
+        "cases": cases,
+        "crop_size_fraction_median": 0.6,
+        "intensity_foreground": [
+            {
+                "channel": 0,
+                "name": "CT",
+                "percentile_00_5": -950.5,
+                "percentile_99_5": 80.25,
+                "mean": -600.0,
+                "std": 320.5,
+            }
+        ],
+    }
 
 
 def test_single_channel_ct_plan_and_its_hash_are_unchanged():
     from medseg.config.plan import preprocessing_hash
 
     class _Manifest:
-        name, path, modality, labels, channel_names = "legacy_ct", "dataset.json", "CT", {"background": 0, "lung": 1}, {0: "CT"}
+        name, path, modality, labels, channel_names = (
+            "legacy_ct",
+            "dataset.json",
+            "CT",
+            {"background": 0, "lung": 1},
+            {0: "CT"},
+        )
 
     plan = make_plan(_legacy_single_channel_fingerprint(), _Manifest())
     assert plan.preprocessing.ct is True and "ct_channels" not in to_dict(plan.preprocessing)
@@ -296,7 +331,12 @@ def test_old_plans_with_one_ct_flag_apply_it_to_every_channel(ct_pet_json):
         section(ct=True, ct_channels="yes")
     case = load_manifest(ct_pet_json).cases[0]
     ct_scheme = {"scheme": "ct", "clip": [-1000.0, 400.0], "mean": -500.0, "std": 400.0}
-    old_plan = {"target_spacing_mm": [8.0, 8.0, 12.0], "crop": "auto", "ct": True, "normalization": [ct_scheme, ct_scheme]}
+    old_plan = {
+        "target_spacing_mm": [8.0, 8.0, 12.0],
+        "crop": "auto",
+        "ct": True,
+        "normalization": [ct_scheme, ct_scheme],
+    }
     twice = preprocess_case([case.images[0], case.images[0]], old_plan, case_id=case.case_id)
     assert twice["meta"]["ct_channels"] == [True, True]
     np.testing.assert_array_equal(twice["image"][0], twice["image"][1])
@@ -307,8 +347,16 @@ def test_old_plans_with_one_ct_flag_apply_it_to_every_channel(ct_pet_json):
 def test_plan_validation_and_channel_flags_from_names(tmp_path):
     from medseg.data.fingerprint import channel_ct_flags
 
-    plan = {"preprocessing": {"orientation": "RAS", "target_spacing_mm": [1.0, 1.0, 1.0], "crop": "auto", "image_interpolation": "linear",
-                              "label_interpolation": "nearest", "normalization": [{"scheme": "zscore"}, {"scheme": "zscore"}]}}
+    plan = {
+        "preprocessing": {
+            "orientation": "RAS",
+            "target_spacing_mm": [1.0, 1.0, 1.0],
+            "crop": "auto",
+            "image_interpolation": "linear",
+            "label_interpolation": "nearest",
+            "normalization": [{"scheme": "zscore"}, {"scheme": "zscore"}],
+        }
+    }
     load_plan(plan)
     with pytest.raises(ConfigError, match="ct_channels"):
         load_plan({"preprocessing": {**plan["preprocessing"], "ct_channels": [1, 0]}})
@@ -320,7 +368,11 @@ def test_plan_validation_and_channel_flags_from_names(tmp_path):
 
     assert channel_ct_flags(_Named(), 5) == [True, False, None, True, True]  # channel 4 is not named: like channel 0
     csv_manifest = load_manifest(write_dataset(tmp_path, n=1, ct=True))  # a CSV names only the dataset's modality
-    assert csv_manifest.modality == "CT" and channel_ct_flags(csv_manifest, 2) == [True, True] and channel_ct_flags(csv_manifest, 0) == []
+    assert (
+        csv_manifest.modality == "CT"
+        and channel_ct_flags(csv_manifest, 2) == [True, True]
+        and channel_ct_flags(csv_manifest, 0) == []
+    )
 
 
 def test_plan_names_every_case_it_could_not_fingerprint(tmp_path):
@@ -342,15 +394,19 @@ def test_validate_and_plan_follow_one_rule_for_label_declarations(tmp_path, caps
     text = path.read_text(encoding="utf-8")
     # no '# labels:' line: both commands take the values from the data and say how to name them
     path.write_text(text.replace("# labels: background=0, big=1, small=2\n", ""), encoding="utf-8")
-    note = ("no '# labels:' line: label values [1, 2] are taken from the data and named label_<value>; to name them, "
-            "add '# labels: background=0, label_1=1, label_2=2' on top of manifest.csv")
+    note = (
+        "no '# labels:' line: label values [1, 2] are taken from the data and named label_<value>; to name them, "
+        "add '# labels: background=0, label_1=1, label_2=2' on top of manifest.csv"
+    )
     assert main(["validate", str(path)]) == 0
     assert note in capsys.readouterr().err
     assert main(["plan", "--manifest", str(path), "--out", str(tmp_path / "plan.json"), "--quiet"]) == 0
     assert note in capsys.readouterr().err
     # declared labels that miss a value: both refuse, with the same words
     path.write_text(text.replace("big=1, small=2", "big=1"), encoding="utf-8")
-    error = "label values [2] are not declared (declared: [0, 1]); add them to the '# labels:' line or fix the label maps"
+    error = (
+        "label values [2] are not declared (declared: [0, 1]); add them to the '# labels:' line or fix the label maps"
+    )
     assert main(["validate", str(path)]) == 1
     assert error in capsys.readouterr().out
     assert main(["plan", "--manifest", str(path), "--out", str(tmp_path / "plan2.json"), "--quiet"]) == 1

@@ -46,7 +46,9 @@ def test_linear_resampling_matches_simpleitk_on_the_same_output_grid(target):
     affine_out = R.resampled_affine(affine, shape, shape_out)
     ours = R.resample_image(volume[None], shape_out)[0]
     reference_grid = _to_sitk(np.zeros(shape_out, np.float32), affine_out)
-    theirs = sitk.Resample(_to_sitk(volume, affine), reference_grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    theirs = sitk.Resample(
+        _to_sitk(volume, affine), reference_grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+    )
     theirs = sitk.GetArrayFromImage(theirs).transpose(2, 1, 0)
     interior = tuple(slice(2, -2) for _ in range(3))
     assert ours.shape == theirs.shape == shape_out
@@ -147,7 +149,10 @@ def test_memory_layout_of_the_input_does_not_change_the_result():
         for variant in (fortran, flipped):  # the axes may be interpolated in another order: float rounding
             np.testing.assert_allclose(R.resample_image(variant[None], shape_out), expected, rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(
-            R.resample_image(fortran[None], shape_out, separate_z=2), R.resample_image(volume[None], shape_out, separate_z=2), rtol=1e-5, atol=1e-4
+            R.resample_image(fortran[None], shape_out, separate_z=2),
+            R.resample_image(volume[None], shape_out, separate_z=2),
+            rtol=1e-5,
+            atol=1e-4,
         )
         label = (volume > 0).astype(np.uint8) + (volume > 10)
         for variant in (np.asfortranarray(label), np.asfortranarray(label[::-1].copy())[::-1]):

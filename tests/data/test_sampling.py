@@ -129,7 +129,9 @@ def test_loader_with_workers_gives_the_same_batches_as_without(cache_dir):
     first = list(loader)
     second = list(loader)  # next epoch: different batches
     for x, y in zip(plain, first):
-        assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"]) and x["case_id"] == y["case_id"]
+        assert (
+            torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"]) and x["case_id"] == y["case_id"]
+        )
     assert not torch.equal(first[0]["image"], second[0]["image"])
     assert first[0]["image"].shape == (2, 1, 16, 16, 8)
     two_d = next(iter(make_patch_loader(cache_dir, configuration="2d", num_workers=0, batches_per_epoch=1)))

@@ -36,16 +36,23 @@ def test_groups_stay_together_and_folds_cover_everything(shared_data):
 def test_explicit_folds_and_splits():
     folds = [CaseEntry(f"c{i}", (PROJECT_ROOT / f"c{i}",), fold=i % 2) for i in range(4)]
     assert fold_of(kfold_splits(_manifest(folds)), 1) == {"train": ["c0", "c2"], "val": ["c1", "c3"]}
-    split = [CaseEntry("a", (PROJECT_ROOT,), split="train"), CaseEntry("b", (PROJECT_ROOT,), split="val"),
-             CaseEntry("t", (PROJECT_ROOT,), split="test")]
+    split = [
+        CaseEntry("a", (PROJECT_ROOT,), split="train"),
+        CaseEntry("b", (PROJECT_ROOT,), split="val"),
+        CaseEntry("t", (PROJECT_ROOT,), split="test"),
+    ]
     assert kfold_splits(_manifest(split)) == [{"train": ["a"], "val": ["b"]}]
     with pytest.raises(InvalidArgumentError, match="fold 3 does not exist"):
         fold_of(kfold_splits(_manifest(folds)), 3)
 
 
 def test_fold_all_takes_every_case_but_the_test_ones():
-    cases = [CaseEntry("a", (PROJECT_ROOT,), split="train"), CaseEntry("b", (PROJECT_ROOT,), split="val"),
-             CaseEntry("t", (PROJECT_ROOT,), split="test"), CaseEntry("c", (PROJECT_ROOT,))]
+    cases = [
+        CaseEntry("a", (PROJECT_ROOT,), split="train"),
+        CaseEntry("b", (PROJECT_ROOT,), split="val"),
+        CaseEntry("t", (PROJECT_ROOT,), split="test"),
+        CaseEntry("c", (PROJECT_ROOT,)),
+    ]
     assert all_cases_split(_manifest(cases)) == {"train": ["a", "b", "c"], "val": []}
     with pytest.raises(ConfigError, match="m.csv: no case to train on"):
         all_cases_split(_manifest([CaseEntry("t", (PROJECT_ROOT,), split="test")]))
@@ -76,7 +83,9 @@ def test_group_pattern_keeps_each_patients_frames_in_one_fold():
     for split in kfold_splits(_frames(ids), 5, seed=0, group_pattern=r"^(patient\d+)"):
         assert not {c[:10] for c in split["val"]} & {c[:10] for c in split["train"]}
     ungrouped = kfold_splits(_frames(ids), 5, seed=0)
-    assert any({c[:10] for c in s["val"]} & {c[:10] for c in s["train"]} for s in ungrouped)  # what the pattern prevents
+    assert any(
+        {c[:10] for c in s["val"]} & {c[:10] for c in s["train"]} for s in ungrouped
+    )  # what the pattern prevents
     with pytest.raises(ConfigError, match="does not match case id 'scan_1'"):
         kfold_splits(_frames(ids + ["scan_1"]), 5, group_pattern=r"^(patient\d+)")
     with pytest.raises(ConfigError, match="not a valid regular expression"):
@@ -93,7 +102,11 @@ def test_frames_of_one_patient_without_groups_are_noticed():
 
 def test_given_splits_only_when_the_manifest_fixes_them():
     """Test cases set aside, or folds on only some cases, still leave the folds to be computed."""
-    some_test = [CaseEntry("a", (PROJECT_ROOT,), split="test"), CaseEntry("b", (PROJECT_ROOT,)), CaseEntry("c", (PROJECT_ROOT,))]
+    some_test = [
+        CaseEntry("a", (PROJECT_ROOT,), split="test"),
+        CaseEntry("b", (PROJECT_ROOT,)),
+        CaseEntry("c", (PROJECT_ROOT,)),
+    ]
     assert given_splits(_manifest(some_test)) is None
     partial_folds = [CaseEntry("a", (PROJECT_ROOT,), fold=0), CaseEntry("b", (PROJECT_ROOT,))]
     assert given_splits(_manifest(partial_folds)) is None

@@ -45,7 +45,11 @@ def lidc() -> Volume:
 
 def test_lidc_dicom_goes_to_ras_at_the_target_spacing_with_a_hu_window(lidc):
     assert lidc.orientation == "LPS"
-    pre = {"target_spacing_mm": [1.5, 1.5, 1.5], "crop": "none", "normalization": [{"scheme": "window", "clip": [-1000, 400]}]}
+    pre = {
+        "target_spacing_mm": [1.5, 1.5, 1.5],
+        "crop": "none",
+        "normalization": [{"scheme": "window", "clip": [-1000, 400]}],
+    }
     sample = preprocess_case(lidc, pre)
     affine = np.asarray(sample["meta"]["affine"])
     assert orientation_code(affine) == "RAS"

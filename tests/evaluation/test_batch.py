@@ -126,8 +126,21 @@ def test_geometry_mismatch_fails_the_case_and_the_run_goes_on(folders, tmp_path)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_failed"] == 1 and "case_1" in (out / "report.md").read_text(encoding="utf-8")
     # resampling on request: the shifted grid is resampled by nearest neighbour
-    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--quiet", "--overwrite",
-                 "--resample-pred-to-ref", "--no-report"])
+    code = main(
+        [
+            "evaluate",
+            "--pred",
+            str(pred),
+            "--ref",
+            str(ref),
+            "--out",
+            str(out),
+            "--quiet",
+            "--overwrite",
+            "--resample-pred-to-ref",
+            "--no-report",
+        ]
+    )
     assert code == 0
     assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["resampled_cases"] == ["case_1"]
 
@@ -142,7 +155,9 @@ def test_missing_prediction_is_a_failure(folders, tmp_path):
 
 def test_labels_from_dataset_json_and_absent_labels_filled(folders, tmp_path):
     ref, pred = folders
-    (ref / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2, "cyst": 3}}), encoding="utf-8")
+    (ref / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2, "cyst": 3}}), encoding="utf-8"
+    )
     frame = evaluate_folder(pred, ref, None, report=False, metrics="dice")
     assert set(frame["label"]) == {"liver", "tumour", "cyst"}
     assert set(frame[frame.label == "cyst"]["flag"]) == {"both_empty"}
@@ -161,13 +176,33 @@ def test_manifest_gives_references_label_names_and_images(folders, tmp_path):
     images = tmp_path / "images"
     training = []
     for i in range(3):
-        save_volume(Volume(np.random.default_rng(i).random((24, 24, 8)).astype(np.float32), AFFINE), images / f"case_{i}_0000.nii.gz")
+        save_volume(
+            Volume(np.random.default_rng(i).random((24, 24, 8)).astype(np.float32), AFFINE),
+            images / f"case_{i}_0000.nii.gz",
+        )
         training.append({"image": f"images/case_{i}_0000.nii.gz", "label": f"ref/case_{i}_gt.nii.gz"})
     manifest = tmp_path / "dataset.json"
-    manifest.write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2}, "training": training}), encoding="utf-8")
+    manifest.write_text(
+        json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2}, "training": training}), encoding="utf-8"
+    )
     out = tmp_path / "out"
-    assert main(["evaluate", "--pred", str(pred), "--manifest", str(manifest), "--out", str(out), "--quiet",
-                 "--labels", "lesion"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(out),
+                "--quiet",
+                "--labels",
+                "lesion",
+            ]
+        )
+        == 0
+    )
     rows = _rows(out / "metrics.csv")
     assert {r["label"] for r in rows} == {"lesion"} and {r["case"] for r in rows} == {"case_0", "case_1", "case_2"}
     assert (out / "figures" / "worst_cases.png").exists()
@@ -176,10 +211,42 @@ def test_manifest_gives_references_label_names_and_images(folders, tmp_path):
 def test_workers_and_cli_compare(folders, tmp_path):
     ref, pred = folders
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(a), "--workers", "2", "--quiet",
-                 "--no-report"]) == 0
-    assert main(["evaluate", "--pred", str(ref), "--ref", str(ref), "--out", str(b), "--quiet", "--no-report",
-                 "--ref-pattern", "*_gt.nii.gz"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--ref",
+                str(ref),
+                "--out",
+                str(a),
+                "--workers",
+                "2",
+                "--quiet",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(ref),
+                "--ref",
+                str(ref),
+                "--out",
+                str(b),
+                "--quiet",
+                "--no-report",
+                "--ref-pattern",
+                "*_gt.nii.gz",
+            ]
+        )
+        == 0
+    )
     serial = evaluate_folder(pred, ref, None, report=False)
     parallel = _rows(a / "metrics.csv")
     assert len(parallel) == len(serial)
@@ -197,7 +264,22 @@ def test_workers_and_cli_compare(folders, tmp_path):
 def test_cli_errors_are_config_errors(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path)]) == 1
     assert "need --pred" in capsys.readouterr().err
-    assert main(["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), "--out", str(tmp_path / "o"), "--labels", "organ"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path),
+                "--ref",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--labels",
+                "organ",
+            ]
+        )
+        == 1
+    )
 
 
 # -- resampling ------------------------------------------------------------------------------------
@@ -246,8 +328,23 @@ def test_a_second_run_into_the_same_folder_is_refused_or_replaces_every_earlier_
         evaluate_folder(pred, ref, out, labels=[1, 2], report=False)
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--quiet"]) == 1
     # without --regions and --no-report: no regions.csv, report.md or figures of the first run may stay
-    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--overwrite",
-                 "--no-report", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--ref",
+                str(ref),
+                "--out",
+                str(out),
+                "--overwrite",
+                "--no-report",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "notes.txt", "summary.json"]
 
 
@@ -270,15 +367,32 @@ def test_an_interrupted_run_says_how_many_cases_were_matched(folders, tmp_path, 
         evaluate_folder(pred, ref, out, labels=[1, 2])
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["interrupted"] and summary["n_matched"] == 3 and summary["n_cases"] == 1
-    assert "- cases: 3 matched, 1 done (1 evaluated, 0 failed) -- **interrupted: partial results, 2 case(s) not evaluated**" \
+    assert (
+        "- cases: 3 matched, 1 done (1 evaluated, 0 failed) -- **interrupted: partial results, 2 case(s) not evaluated**"
         in (out / "report.md").read_text(encoding="utf-8")
+    )
 
 
 def test_a_mistyped_label_is_flagged_not_scored_as_perfect(folders, tmp_path, capsys):
     ref, pred = folders
     out = tmp_path / "out"
-    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--labels", "organ=1,typo=9",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--ref",
+                str(ref),
+                "--out",
+                str(out),
+                "--labels",
+                "organ=1,typo=9",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "label(s) 9 (typo) occur in no reference and no prediction" in err
     assert "value 2" not in err  # the references hold 2 as well: left out of --labels on purpose
@@ -286,8 +400,23 @@ def test_a_mistyped_label_is_flagged_not_scored_as_perfect(folders, tmp_path, ca
     assert len(summary["label_warnings"]) == 1 and summary["metrics"]["typo"]["all"]["dice"]["n_flagged"] == 3
     assert "**warning**: label(s) 9 (typo)" in (out / "report.md").read_text(encoding="utf-8")
     # the right labels: no warning
-    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "ok"), "--labels",
-                 "organ=1,lesion=2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--ref",
+                str(ref),
+                "--out",
+                str(tmp_path / "ok"),
+                "--labels",
+                "organ=1,lesion=2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "warning" not in capsys.readouterr().err
 
 
@@ -296,8 +425,22 @@ def test_cli_prints_region_means_and_the_report_explains_the_ranges(folders, tmp
     out = tmp_path / "out"
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--regions", "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["label", "mean", "Dice", "mean", "HD95", "mm", "base", "Dice", "middle", "Dice", "apex",
-                                "Dice", "cases", "(flagged)"]
+    assert lines[0].split() == [
+        "label",
+        "mean",
+        "Dice",
+        "mean",
+        "HD95",
+        "mm",
+        "base",
+        "Dice",
+        "middle",
+        "Dice",
+        "apex",
+        "Dice",
+        "cases",
+        "(flagged)",
+    ]
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     base = summary["metrics"]["1"]["base"]["dice"]["mean"]
     assert lines[1].split()[:1] == ["1"] and float(lines[1].split()[3]) == pytest.approx(base, abs=5e-4)

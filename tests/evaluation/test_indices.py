@@ -62,7 +62,11 @@ def _heart(lv: int, rv: int, myo: int, shape=(40, 40, 8)) -> np.ndarray:
 def test_parse_roles_defaults_overrides_and_errors():
     assert CARDIAC.roles == {"rv": 1, "myo": 2, "lv": 3}
     assert parse_roles("cardiac", "lv=1,rv=3").roles == {"rv": 3, "myo": 2, "lv": 1}
-    assert parse_roles("lung", "lung_right=1,lung_left=2,tumour=3").roles == {"lung_left": 2, "lung_right": 1, "tumour": 3}
+    assert parse_roles("lung", "lung_right=1,lung_left=2,tumour=3").roles == {
+        "lung_left": 2,
+        "lung_right": 1,
+        "tumour": 3,
+    }
     with pytest.raises(InvalidArgumentError, match="unknown role.*known: rv, myo, lv"):
         parse_roles("cardiac", "la=4")
     with pytest.raises(InvalidArgumentError, match="lung_left and lung_right = 1"):
@@ -78,7 +82,10 @@ def test_default_lung_roles_are_medsegs_lung_convention():
     from medseg.phantoms.ct_thorax import CT_THORAX_LABELS
 
     assert DEFAULT_ROLES["lung"] == {"lung_left": LEFT_LUNG, "lung_right": RIGHT_LUNG}
-    assert DEFAULT_ROLES["lung"] == {"lung_left": CT_THORAX_LABELS["left_lung"], "lung_right": CT_THORAX_LABELS["right_lung"]}
+    assert DEFAULT_ROLES["lung"] == {
+        "lung_left": CT_THORAX_LABELS["left_lung"],
+        "lung_right": CT_THORAX_LABELS["right_lung"],
+    }
 
 
 def test_cardiac_phase_from_names_and_info_cfg(tmp_path):
@@ -86,7 +93,9 @@ def test_cardiac_phase_from_names_and_info_cfg(tmp_path):
     assert cardiac_phase("case-7_es") == ("case-7", "ES", "")
     assert cardiac_phase("scan12") == ("scan12", None, "phase_unknown")
     assert cardiac_phase("patient101_frame14", [tmp_path]) == ("patient101", None, "no_info_cfg")
-    (tmp_path / "Info.cfg").write_text("ED: 1\nES: 14\nGroup: NOR\nHeight: 180.0\nNbFrame: 30\nWeight: 80.0\n", encoding="utf-8")
+    (tmp_path / "Info.cfg").write_text(
+        "ED: 1\nES: 14\nGroup: NOR\nHeight: 180.0\nNbFrame: 30\nWeight: 80.0\n", encoding="utf-8"
+    )
     assert cardiac_phase("patient101_frame01", [tmp_path]) == ("patient101", "ED", "")
     assert cardiac_phase("patient101_frame14", [tmp_path / "elsewhere", tmp_path]) == ("patient101", "ES", "")
     assert cardiac_phase("patient101_frame07", [tmp_path]) == ("patient101", None, "not_ed_or_es")
@@ -96,7 +105,10 @@ def test_cardiac_phase_from_names_and_info_cfg(tmp_path):
 
 
 def test_cardiac_indices_definitions_and_flags():
-    rows = {r["index"]: r for r in cardiac_indices("s", {"lv": 150.0, "rv": 160.0, "myo": 100.0}, {"lv": 60.0, "rv": 80.0, "myo": 110.0})}
+    rows = {
+        r["index"]: r
+        for r in cardiac_indices("s", {"lv": 150.0, "rv": 160.0, "myo": 100.0}, {"lv": 60.0, "rv": 80.0, "myo": 110.0})
+    }
     assert set(rows) == {n for n in INDEX_UNITS if n[:3] in ("lv_", "rv_", "myo")}
     assert rows["lv_sv"]["value"] == 90.0 and rows["lv_ef"]["value"] == 60.0 and rows["rv_ef"]["value"] == 50.0
     assert rows["myo_mass"]["value"] == pytest.approx(105.0) and rows["myo_mass"]["unit"] == "g"
@@ -127,7 +139,10 @@ def test_subject_indices_pair_frames_and_flag_the_rest():
     assert all(r["flag"] == "phase_unknown" for r in unknown_p1)
     assert _by_index(rows, "p2")["lv_esv"]["flag"] == "missing_es"
     # p3's only frame failed to read: both frames count as missing
-    assert _by_index(rows, "p3")["lv_edv"]["flag"] == "missing_ed" and _by_index(rows, "p3")["lv_esv"]["flag"] == "missing_es"
+    assert (
+        _by_index(rows, "p3")["lv_edv"]["flag"] == "missing_ed"
+        and _by_index(rows, "p3")["lv_esv"]["flag"] == "missing_es"
+    )
     assert all(r["flag"] == "phase_unknown" and math.isnan(r["value"]) for r in rows if r["subject"] == "oddname")
     with pytest.raises(ConfigError, match="two ED frames"):
         subject_indices(CARDIAC, {"p1_ED": measures["p1_ED"], "p1_ed": measures["p1_ED"]}, {})
@@ -169,7 +184,9 @@ def test_quantify_acdc_layout_with_info_cfg_and_cli(tmp_path, capsys):
     _save(_heart(lv=1000, rv=1500, myo=2200), patient / "patient101_frame14_gt.nii.gz")
     _save(np.zeros((40, 40, 8)), patient / "patient101_frame01.nii.gz")  # the image beside: not a label map
     (patient / "Info.cfg").write_text("ED: 1\nES: 14\n", encoding="utf-8")
-    code = main(["quantify", "--seg", str(tmp_path / "seg"), "--indices", "cardiac", "--out", str(tmp_path / "q"), "--quiet"])
+    code = main(
+        ["quantify", "--seg", str(tmp_path / "seg"), "--indices", "cardiac", "--out", str(tmp_path / "q"), "--quiet"]
+    )
     assert code == 0
     rows = _by_index(_read_csv(tmp_path / "q" / "indices.csv"), "patient101")
     assert float(rows["lv_edv"]["value"]) == pytest.approx(4000 * 0.0225)
@@ -214,7 +231,9 @@ def test_evaluate_lung_indices_with_images_folder(tmp_path):
     assert float(rows["lung_total_laa950"]["prediction"]) == pytest.approx(100 * 100 / 350)
     assert float(rows["lung_total_mean_hu"]["reference"]) == pytest.approx((100 * -980 + 300 * -800) / 400)
     agreement = {r["index"]: r for r in _read_csv(tmp_path / "e" / "indices_agreement.csv")}
-    assert agreement["lung_right_volume"]["n"] == "1" and float(agreement["lung_right_volume"]["bias"]) == pytest.approx(-0.5)
+    assert agreement["lung_right_volume"]["n"] == "1" and float(
+        agreement["lung_right_volume"]["bias"]
+    ) == pytest.approx(-0.5)
 
 
 # -- real data ---------------------------------------------------------------------------------

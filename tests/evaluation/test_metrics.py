@@ -163,7 +163,9 @@ def test_one_pass_label_index_matches_per_label_evaluation_on_real_kits_maps():
             metrics="dice,hd,hd95,asd,nsd,volume_ref_ml", regions=True,
         )  # fmt: skip
         mine = [r for r in together.rows if r["label"] == str(value)]
-        assert [(r["region"], r["metric"], r["flag"]) for r in mine] == [(r["region"], r["metric"], r["flag"]) for r in alone.rows]
+        assert [(r["region"], r["metric"], r["flag"]) for r in mine] == [
+            (r["region"], r["metric"], r["flag"]) for r in alone.rows
+        ]
         np.testing.assert_array_equal([r["value"] for r in mine], [r["value"] for r in alone.rows])
     only_tumour = evaluate_case(reference, prediction, spacing, labels=[2], metrics="hd95")
     # label 1 is in the reference too: a structure left out on purpose, not an undeclared prediction
@@ -253,7 +255,9 @@ def test_label_names_multiple_labels_and_metric_selection():
     ref = np.zeros((6, 6, 6))
     ref[1:3, 1:3, 1:3], ref[4, 4, 4] = 1, 2
     result = _case(ref, ref, labels={1: "kidney", 2: "tumour"}, metrics="dice,hd")
-    assert {(r["label"], r["metric"]) for r in result.rows} == {(n, m) for n in ("kidney", "tumour") for m in ("dice", "hd")}
+    assert {(r["label"], r["metric"]) for r in result.rows} == {
+        (n, m) for n in ("kidney", "tumour") for m in ("dice", "hd")
+    }
     assert result.labels_present == [1, 2]
     with pytest.raises(InvalidArgumentError):
         _case(ref, ref, metrics="dice,hausdorff")
@@ -284,7 +288,7 @@ def test_one_empty_mask_gives_worst_case_or_nan_and_flags(policy):
     assert math.isnan(result.value(1, "rvd")) and result.flag(1, "rvd") == "ref_empty"
     for metric in ("hd", "hd95", "asd"):
         value = result.value(1, metric)
-        assert (math.isnan(value) if policy == "nan" else value == pytest.approx(diagonal))
+        assert math.isnan(value) if policy == "nan" else value == pytest.approx(diagonal)
         assert result.flag(1, metric) == "ref_empty"
     assert result.value(1, "nsd") == 0.0
     swapped = _case(pred, ref, spacing, worst_distance_mm=99.0)
@@ -308,7 +312,9 @@ def test_fortran_order_and_2d_inputs_give_the_same_values():
     pred = ndimage.binary_dilation(rng.random((20, 18, 9)) < 0.01, iterations=2).astype(np.uint8)
     c_order = _case(ref, pred, (0.8, 0.9, 3.0), regions=True)
     f_order = _case(np.asfortranarray(ref), np.asfortranarray(pred), (0.8, 0.9, 3.0), regions=True)
-    assert [(r["region"], r["metric"], r["flag"]) for r in c_order.rows] == [(r["region"], r["metric"], r["flag"]) for r in f_order.rows]
+    assert [(r["region"], r["metric"], r["flag"]) for r in c_order.rows] == [
+        (r["region"], r["metric"], r["flag"]) for r in f_order.rows
+    ]
     np.testing.assert_allclose([r["value"] for r in c_order.rows], [r["value"] for r in f_order.rows], rtol=1e-12)
     assert c_order.regions == f_order.regions
     assert c_order.foreground_box == f_order.foreground_box == union_box(bounding_box(ref), bounding_box(pred))

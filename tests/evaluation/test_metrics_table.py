@@ -31,7 +31,9 @@ def test_writer_and_reader_round_trip(tmp_path):
     writer.write(ROWS[1:])
     writer.close()
     write_metrics_csv(tmp_path / "final.csv", ROWS)
-    assert (tmp_path / "streamed.csv").read_text(encoding="utf-8") == (tmp_path / "final.csv").read_text(encoding="utf-8")
+    assert (tmp_path / "streamed.csv").read_text(encoding="utf-8") == (tmp_path / "final.csv").read_text(
+        encoding="utf-8"
+    )
     assert (tmp_path / "final.csv").read_text(encoding="utf-8").splitlines()[0] == ",".join(COLUMNS)
     rows = read_metrics_csv(tmp_path / "final.csv")
     assert [r["value"] for r in rows][0] == 0.8125 and math.isnan(rows[1]["value"])
@@ -47,8 +49,10 @@ def test_writer_and_reader_round_trip(tmp_path):
     [
         ("case,label,metric,value\na,1,dice,1\n", "missing column(s) region"),
         ("case,label,region,metric,value,flag\na,1,all,dice,high,\n", "line 2: value 'high' is not a number"),
-        ("case,label,region,metric,value,flag\na,1,all,dice,1,\na,1,all,dice,0.5,\n",
-         "line 3: a/1/all/dice appears twice"),
+        (
+            "case,label,region,metric,value,flag\na,1,all,dice,1,\na,1,all,dice,0.5,\n",
+            "line 3: a/1/all/dice appears twice",
+        ),
         ("case,label,region,metric,value,flag\n,1,all,dice,1,\n", "line 2: empty case or metric"),
     ],
 )

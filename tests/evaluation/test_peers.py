@@ -124,5 +124,7 @@ def test_whole_label_maps_match_medpy_on_a_small_real_volume():
     for label in (1, 2):
         a, b = reference == label, prediction == label
         assert ours.value(label, "hd") == pytest.approx(medpy_binary.hd(b, a, voxelspacing=volume.spacing_mm), rel=1e-6)
-        assert ours.value(label, "asd") == pytest.approx(medpy_binary.assd(b, a, voxelspacing=volume.spacing_mm), rel=1e-6)
+        assert ours.value(label, "asd") == pytest.approx(
+            medpy_binary.assd(b, a, voxelspacing=volume.spacing_mm), rel=1e-6
+        )
         assert ours.value(label, "dice") == pytest.approx(medpy_binary.dc(b, a), rel=1e-12)

@@ -18,7 +18,9 @@ def test_folder_of_files_and_channels(tmp_path):
     save_volume(Volume(np.zeros((3, 3, 3), np.uint8), np.eye(4)), tmp_path / "a_gt.nii.gz")  # a label map: left out
     cases = discover_inputs(tmp_path)
     assert [(c.case_id, [p.name for p in c.channels]) for c in cases] == [
-        ("a", ["a.nrrd"]), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]), ("c", ["c_0000.mha"]),
+        ("a", ["a.nrrd"]),
+        ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]),
+        ("c", ["c_0000.mha"]),
         ("d_0001", ["d_0001.nii.gz"]),
     ]
     for given in ("b_0000.nii.gz", "b_0001.nii.gz"):  # one file given: its case comes with every channel

@@ -20,8 +20,16 @@ from medseg.training.run import train
 def _train_tiny(folder: Path, kind: str, configuration: str, patch: list[int]) -> Path:
     (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 3, seed: 2}}\nroot: data\n", encoding="utf-8")
     config = {
-        "data": {"manifest": "phantoms.yaml", "cache": "cache", "configuration": configuration, "patch_size": patch,
-                 "batch_size": 2, "workers": 0, "folds": 3, "augmentation": "none"},
+        "data": {
+            "manifest": "phantoms.yaml",
+            "cache": "cache",
+            "configuration": configuration,
+            "patch_size": patch,
+            "batch_size": 2,
+            "workers": 0,
+            "folds": 3,
+            "augmentation": "none",
+        },
         "model": {"base_channels": 4, "max_channels": 16},
         "train": {"epochs": 1, "iterations_per_epoch": 1, "val_every": 1},
     }
@@ -100,7 +108,16 @@ def test_batch_prediction_skips_existing_and_tta(ct_run, tmp_path):
 
     write_phantom_dataset("ct-thorax", 2, 5, tmp_path / "data", progress=False)
     out = tmp_path / "pred"
-    args = ["predict", "--model", str(ct_run), "--input", str(tmp_path / "data" / "imagesTr"), "--out", str(out), "--quiet"]
+    args = [
+        "predict",
+        "--model",
+        str(ct_run),
+        "--input",
+        str(tmp_path / "data" / "imagesTr"),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args + ["--tta", "--save-probabilities"]) == 0
     first = (out / "thorax_000.nii.gz").stat().st_mtime_ns
     probabilities = np.load(out / "thorax_000_probabilities.npz")
@@ -120,7 +137,9 @@ def test_failing_case_is_reported_and_others_continue(ct_run, tmp_path, capsys):
     folder = tmp_path / "in"
     save_volume(image, folder / "good.nii.gz")
     save_volume(Volume(np.ones((8, 8, 8), np.float32), np.eye(4)), folder / "bad.nii.gz")  # not CT
-    assert main(["predict", "--model", str(ct_run), "--input", str(folder), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    assert (
+        main(["predict", "--model", str(ct_run), "--input", str(folder), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    )
     out = capsys.readouterr().out
     assert "1 predicted" in out and "FAILED bad" in out
     assert (tmp_path / "o" / "good.nii.gz").exists()
@@ -152,8 +171,21 @@ def test_tta_says_which_axes_it_mirrors_before_predicting(ct_run, tmp_path, caps
         "of the preprocessed RAS grid: 4 passes per window"
     )
     assert lines[1].startswith("1 predicted")
-    assert main(["predict", "--model", str(tmp_path / "flipped.pt"), "--input", str(tmp_path / "in"),
-                 "--out", str(tmp_path / "none"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "flipped.pt"),
+                "--input",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "none"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert not capsys.readouterr().out.startswith("--tta")  # without --tta nothing is said
 
 
@@ -164,8 +196,10 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(mr_run, tmp_path):
 
     state = load_checkpoint(mr_run / "checkpoint_best.pt")  # a second run: the same network, other weights
     generator = torch.Generator().manual_seed(0)
-    state["model"] = {k: v + 0.2 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
-                      for k, v in state["model"].items()}
+    state["model"] = {
+        k: v + 0.2 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+        for k, v in state["model"].items()
+    }
     other = save_checkpoint(state, tmp_path / "other.pt")
     image = next((mr_run.parent / "data" / "imagesTr").glob("*_0000.nii.gz"))
     single = [Predictor(run) for run in (mr_run, other)]
@@ -178,7 +212,9 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(mr_run, tmp_path):
     torch.testing.assert_close(averaged, expected)
     assert not torch.allclose(single[0]._probabilities(tensor), single[1]._probabilities(tensor))  # two different runs
     out = tmp_path / "pred"
-    assert main(["predict", "--model", str(mr_run), str(other), "--input", str(image), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["predict", "--model", str(mr_run), str(other), "--input", str(image), "--out", str(out), "--quiet"]) == 0
+    )
     written = load_volume(out / f"{image.name.removesuffix('_0000.nii.gz')}.nii.gz", label=True)
     assert written.shape == load_volume(image).shape
 
@@ -187,7 +223,9 @@ def test_an_ensemble_refuses_runs_that_cannot_be_averaged(mr_run, ct_run, tmp_pa
     from medseg.errors import MedsegError
     from medseg.models.checkpoint import load_checkpoint, save_checkpoint
 
-    with pytest.raises(MedsegError, match=r"checkpoint_best.pt: cannot be ensembled with .*: its preprocessing plan differs"):
+    with pytest.raises(
+        MedsegError, match=r"checkpoint_best.pt: cannot be ensembled with .*: its preprocessing plan differs"
+    ):
         Predictor([mr_run, ct_run])
     state = load_checkpoint(mr_run / "checkpoint_best.pt")
     state["config"]["labels"] = {"1": "rv", "2": "lv"}
@@ -196,8 +234,22 @@ def test_an_ensemble_refuses_runs_that_cannot_be_averaged(mr_run, ct_run, tmp_pa
         Predictor([mr_run, tmp_path / "relabelled.pt"])
     with pytest.raises(MedsegError, match="given twice"):
         Predictor([mr_run, mr_run / "checkpoint_best.pt"])
-    assert main(["predict", "--model", str(mr_run), str(ct_run), "--input", str(tmp_path), "--out",
-                 str(tmp_path / "o"), "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(mr_run),
+                str(ct_run),
+                "--input",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
 
 
 def test_mirroring_note_counts_passes_and_names_axes_only_for_anatomical_grids():
@@ -228,11 +280,23 @@ def test_a_two_channel_model_predicts_from_every_channel(tmp_path):
         second = Volume(np.sqrt(np.abs(image.array)).astype(np.float32), image.affine)
         save_volume(second, image_path.with_name(image_path.name.replace("_0000", "_0001")))
     labels = json.loads((root / "dataset.json").read_text(encoding="utf-8"))["labels"]
-    (root / "dataset.json").write_text(json.dumps(
-        {"name": "two", "channel_names": {"0": "MRI", "1": "sqrt"}, "labels": labels, "file_ending": ".nii.gz"}), encoding="utf-8")
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {"name": "two", "channel_names": {"0": "MRI", "1": "sqrt"}, "labels": labels, "file_ending": ".nii.gz"}
+        ),
+        encoding="utf-8",
+    )
     config = {
-        "data": {"manifest": "data/dataset.json", "cache": "cache", "configuration": "2d", "patch_size": [64, 64],
-                 "batch_size": 2, "workers": 0, "folds": 3, "augmentation": "none"},
+        "data": {
+            "manifest": "data/dataset.json",
+            "cache": "cache",
+            "configuration": "2d",
+            "patch_size": [64, 64],
+            "batch_size": 2,
+            "workers": 0,
+            "folds": 3,
+            "augmentation": "none",
+        },
         "model": {"base_channels": 4, "max_channels": 16},
         "train": {"epochs": 1, "iterations_per_epoch": 1, "val_every": 1},
     }
@@ -242,7 +306,12 @@ def test_a_two_channel_model_predicts_from_every_channel(tmp_path):
     assert main(["predict", "--model", str(run), "--input", str(root / "imagesTr"), "--out", str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{case}.nii.gz" for case in case_ids("cardiac-mri", 3)]
     held_out = tmp_path / "held_out"  # the run's validation.csv lists both channels of its cases
-    assert main(["predict", "--model", str(run), "--input", str(run / "validation.csv"), "--out", str(held_out), "--quiet"]) == 0
+    assert (
+        main(
+            ["predict", "--model", str(run), "--input", str(run / "validation.csv"), "--out", str(held_out), "--quiet"]
+        )
+        == 0
+    )
     assert len(list(held_out.glob("*.nii.gz"))) == 1
     with pytest.raises(MedsegError, match=r"takes 2 channel\(s\) \(MRI, sqrt\), got 1"):
         Predictor(run).predict(next((root / "imagesTr").glob("*_0000.nii.gz")))

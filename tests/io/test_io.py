@@ -402,7 +402,9 @@ def test_4d_needs_a_frame(tmp_path):
 
 
 def test_truncated_gzip_named(tmp_path):
-    save_volume(Volume(np.random.default_rng(2).normal(size=(40, 40, 40)).astype(np.float32), np.eye(4)), tmp_path / "x.nii.gz")
+    save_volume(
+        Volume(np.random.default_rng(2).normal(size=(40, 40, 40)).astype(np.float32), np.eye(4)), tmp_path / "x.nii.gz"
+    )
     raw = (tmp_path / "x.nii.gz").read_bytes()
     (tmp_path / "x.nii.gz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(VolumeReadError, match="x.nii.gz: unreadable or truncated NIfTI"):
@@ -431,7 +433,9 @@ def test_image_label_mismatch(tmp_path):
     shifted = np.diag([1.0, 1.0, 2.0, 1.0])
     shifted[2, 3] = 2.0
     save_volume(Volume(np.zeros((6, 6, 4), np.uint8), shifted), tmp_path / "lab.nii.gz", label=True)
-    save_volume(Volume(np.zeros((6, 6, 5), np.uint8), np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "lab2.nii.gz", label=True)
+    save_volume(
+        Volume(np.zeros((6, 6, 5), np.uint8), np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "lab2.nii.gz", label=True
+    )
     with pytest.raises(GeometryError, match="img.nii.gz and .*lab.nii.gz .*origin"):
         load_image_and_label(tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz")
     with pytest.raises(GeometryError, match=r"shape: image \(6, 6, 4\), label \(6, 6, 5\)"):

@@ -39,7 +39,9 @@ def _lps_square(i0: float, i1: float, j0: float, j1: float, k: float) -> list[fl
     return [value for i, j in corners for value in (i - 10.0, j - 8.0, 2.0 * k - 5.0)]
 
 
-def write_rtstruct(path, rois: dict[str, list[list[float]]], extra_types: dict[str, str] | None = None, frame: str = ""):
+def write_rtstruct(
+    path, rois: dict[str, list[list[float]]], extra_types: dict[str, str] | None = None, frame: str = ""
+):
     """A minimal RTSTRUCT file: ROIs numbered in the given order, each a list of closed planar contours (in the
     frame of reference ``frame`` when given)."""
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
@@ -107,7 +109,11 @@ def test_rasterise_lps_contours_on_the_reference_affine(tmp_path, reference):
     path = write_rtstruct(tmp_path / "rs.dcm", {"Lung": [square, hole], "Heart": [heart], "Point": [[0.0, 0.0, -1.0]]},
                           extra_types={"Point": "POINT"})  # fmt: skip
     rois = read_rtstruct(path)
-    assert [r.name for r in rois] == ["Lung", "Heart", "Point"] and rois[2].contours == () and rois[2].skipped_contours == 1
+    assert (
+        [r.name for r in rois] == ["Lung", "Heart", "Point"]
+        and rois[2].contours == ()
+        and rois[2].skipped_contours == 1
+    )
     labels = rasterise_rtstruct(select_rois(rois, [("lung", 1), ("HEART", 2)]), SHAPE, AFFINE)
     expected = np.zeros(SHAPE, dtype=np.uint8)
     expected[3:8, 4:9, 2] = 1
@@ -164,7 +170,10 @@ def test_dicom_series_reference_positions_from_the_tags(tmp_path):
     series = shared_path("ct_3slice_dcmqi/segmentations/ct-3slice")
     middle = pydicom.dcmread(series / "02.dcm", stop_before_pixels=True)
     origin = np.array(middle.ImagePositionPatient, dtype=float)
-    row_dir, col_dir = np.array(middle.ImageOrientationPatient[:3], float), np.array(middle.ImageOrientationPatient[3:], float)
+    row_dir, col_dir = (
+        np.array(middle.ImageOrientationPatient[:3], float),
+        np.array(middle.ImageOrientationPatient[3:], float),
+    )
     row_spacing, col_spacing = (float(v) for v in middle.PixelSpacing)
 
     def lps(column: float, row: float) -> np.ndarray:
@@ -179,7 +188,9 @@ def test_dicom_series_reference_positions_from_the_tags(tmp_path):
     expected[100:110, 200:205, 1] = 1  # the middle of three slices, whichever way they are stacked
     np.testing.assert_array_equal(labels, expected)
     elsewhere = write_rtstruct(tmp_path / "other.dcm", {"Box": [box]}, frame="1.2.826.0.1.3680043.8.498.1")
-    with pytest.raises(GeometryError, match=r"frame of reference 1\.2\.826\.0\.1\.3680043\.8\.498\.1, but the reference series"):
+    with pytest.raises(
+        GeometryError, match=r"frame of reference 1\.2\.826\.0\.1\.3680043\.8\.498\.1, but the reference series"
+    ):
         convert_rtstruct(elsewhere, series, tmp_path / "other.nii.gz")
 
 

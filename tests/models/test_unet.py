@@ -11,7 +11,9 @@ def test_stage_channels():
     assert stage_channels(6, 32, 320) == [32, 64, 128, 256, 320, 320]
 
 
-@pytest.mark.parametrize("patch, spacing", [((32, 32, 16), (2.0, 2.0, 3.0)), ((64, 48), (1.5, 1.5)), ((32, 32, 8), (1.0, 1.0, 5.0))])
+@pytest.mark.parametrize(
+    "patch, spacing", [((32, 32, 16), (2.0, 2.0, 3.0)), ((64, 48), (1.5, 1.5)), ((32, 32, 8), (1.0, 1.0, 5.0))]
+)
 def test_output_shapes_follow_the_planned_topology(patch, spacing):
     strides, kernels = pool_and_kernels(spacing, patch, max_stages=4)
     model = build_unet(UNetConfig(base_channels=4), 1, 4, strides, kernels)
@@ -23,7 +25,9 @@ def test_output_shapes_follow_the_planned_topology(patch, spacing):
 
 def test_deep_supervision_returns_extra_heads_in_training_only():
     strides, kernels = pool_and_kernels((1.0, 1.0), (32, 32), max_stages=4)
-    model = build_unet(UNetConfig(base_channels=4, deep_supervision=True, deep_supervision_heads=2), 1, 3, strides, kernels)
+    model = build_unet(
+        UNetConfig(base_channels=4, deep_supervision=True, deep_supervision_heads=2), 1, 3, strides, kernels
+    )
     model.train()
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3, 3, 32, 32)
     model.eval()

@@ -125,7 +125,9 @@ def test_ct_lungs_taper_towards_the_apex(ct_cases):
             area = mask.sum(axis=(0, 1))
             present = np.flatnonzero(area)
             columns = mask.any(axis=1)  # (i, k): which i each slice covers
-            width = np.array([np.ptp(np.flatnonzero(columns[:, k])) + 1 if area[k] else 0 for k in range(mask.shape[2])])
+            width = np.array(
+                [np.ptp(np.flatnonzero(columns[:, k])) + 1 if area[k] else 0 for k in range(mask.shape[2])]
+            )
             assert int(np.argmax(width)) < (present[0] + present[-1]) / 2  # wide at the base (axis 2 is Superior)
             assert width[present[-1]] < 0.5 * width.max() and area[present[-1]] < 0.3 * area.max()  # narrow apex
 
@@ -145,7 +147,9 @@ def test_ct_a_threshold_alone_does_not_solve_it(ct_cases):
 
 
 def test_ct_options_and_errors():
-    image, label = make_ct_thorax(0, shape=(48, 48, 20), spacing_mm=(7.0, 7.0, 10.0), noise_hu=0, table=False, rotation_deg=0)
+    image, label = make_ct_thorax(
+        0, shape=(48, 48, 20), spacing_mm=(7.0, 7.0, 10.0), noise_hu=0, table=False, rotation_deg=0
+    )
     assert image.shape == (48, 48, 20) and np.allclose(image.spacing_mm, (7, 7, 10))
     assert set(np.unique(label.array)) == {0, 1, 2, 3}
     with pytest.raises(ConfigError, match="unknown option"):
@@ -256,7 +260,9 @@ def test_dataset_layout_json_and_identical_bytes(tmp_path):
         assert image.orientation == "LPS" and image.meta["kind"] == "ct"
 
     different = write_phantom_dataset("ct-thorax", 1, 6, tmp_path / "c", progress=False)
-    assert (different.parent / "imagesTr/thorax_000_0000.nii.gz").read_bytes() != files_a["imagesTr/thorax_000_0000.nii.gz"]
+    assert (different.parent / "imagesTr/thorax_000_0000.nii.gz").read_bytes() != files_a[
+        "imagesTr/thorax_000_0000.nii.gz"
+    ]
 
 
 def test_cardiac_dataset_and_rewriting_a_folder(tmp_path):
@@ -266,7 +272,10 @@ def test_cardiac_dataset_and_rewriting_a_folder(tmp_path):
     spec = json.loads(dataset_json.read_text(encoding="utf-8"))
     assert spec["channel_names"] == {"0": "MRI"} and spec["numTraining"] == 2
     assert spec["labels"] == {"background": 0, "rv_cavity": 1, "lv_myocardium": 2, "lv_cavity": 3}
-    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["cardiac_000_0000.nii.gz", "cardiac_001_0000.nii.gz"]
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [
+        "cardiac_000_0000.nii.gz",
+        "cardiac_001_0000.nii.gz",
+    ]
     for entry in spec["training"]:
         image = load_volume(out / entry["image"])
         label = load_volume(out / entry["label"], label=True)

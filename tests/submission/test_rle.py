@@ -124,9 +124,13 @@ def test_allowed_label_specs(tmp_path):
     assert parse_allowed_labels("1,2") == {0, 1, 2}
     assert parse_allowed_labels("0-3,7") == {0, 1, 2, 3, 7}
     assert parse_allowed_labels(None) is None
-    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}), encoding="utf-8")
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}), encoding="utf-8"
+    )
     assert parse_allowed_labels(tmp_path / "dataset.json") == {0, 1, 2}
-    (tmp_path / "v1.json").write_text(json.dumps({"labels": {"0": "background", "1": "PZ", "2": "TZ"}}), encoding="utf-8")
+    (tmp_path / "v1.json").write_text(
+        json.dumps({"labels": {"0": "background", "1": "PZ", "2": "TZ"}}), encoding="utf-8"
+    )
     assert parse_allowed_labels(str(tmp_path / "v1.json")) == {0, 1, 2}
     with pytest.raises(InvalidArgumentError):
         parse_allowed_labels("3-1")

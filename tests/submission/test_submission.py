@@ -70,7 +70,9 @@ def write_metrics_csv(path: Path, cases) -> None:
         writer.writerow(["case", "label", "region", "metric", "value", "flag"])
         for index, case in enumerate(cases):
             writer.writerow([case, "1", "all", "dice", 0.9 + 0.01 * index, ""])
-            writer.writerow([case, "1", "all", "hd95_mm", "inf" if index == 0 else 2.0, "empty_prediction" if index == 0 else ""])
+            writer.writerow(
+                [case, "1", "all", "hd95_mm", "inf" if index == 0 else 2.0, "empty_prediction" if index == 0 else ""]
+            )
 
 
 def reoriented(volume: Volume, codes: str) -> Volume:
@@ -94,7 +96,9 @@ def no_temporaries(folder: Path) -> bool:
 def test_msd_round_trip_with_zip_and_manifest(tmp_path):
     images, preds, truth = make_dataset(tmp_path)
     out = tmp_path / "sub"
-    result = prepare_submission("nnunet", preds, images, out, zip_path=tmp_path / "sub.zip", command="medseg submit test")
+    result = prepare_submission(
+        "nnunet", preds, images, out, zip_path=tmp_path / "sub.zip", command="medseg submit test"
+    )
     assert result.ok, result.check.lines()
     assert sorted(p.name for p in out.iterdir()) == [f"{c}.nii.gz" for c in CASES]
     for case in CASES:
@@ -128,7 +132,9 @@ def test_acdc_round_trip_with_label_map(tmp_path):
 def test_rle_csv_round_trip(tmp_path, per_class):
     images, preds, truth = make_dataset(tmp_path, binary=not per_class)
     out = tmp_path / "rle"
-    result = prepare_submission("rle-csv", preds, images, out, rle_per_class=per_class, allowed_labels="0-3" if per_class else None)
+    result = prepare_submission(
+        "rle-csv", preds, images, out, rle_per_class=per_class, allowed_labels="0-3" if per_class else None
+    )
     assert result.ok, result.check.lines()
     with open(out / "submission.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
@@ -147,7 +153,9 @@ def test_grand_challenge_round_trip(tmp_path):
     images, preds, truth = make_dataset(tmp_path)
     write_metrics_csv(tmp_path / "metrics.csv", CASES)
     out = tmp_path / "gc"
-    result = prepare_submission("gc", preds, images, out, metrics_csv=tmp_path / "metrics.csv", zip_path=tmp_path / "gc.zip")
+    result = prepare_submission(
+        "gc", preds, images, out, metrics_csv=tmp_path / "metrics.csv", zip_path=tmp_path / "gc.zip"
+    )
     assert result.ok, result.check.lines()
     for case in CASES:
         written = load_volume(out / "predictions" / f"{case}.mha", label=True)
@@ -159,14 +167,18 @@ def test_grand_challenge_round_trip(tmp_path):
     dice = metrics["aggregates"]["1"]["all"]["dice"]
     assert dice["mean"] == pytest.approx(0.91) and dice["std"] == pytest.approx(0.01) and dice["count"] == 3
     assert metrics["aggregates"]["1"]["all"]["hd95_mm"]["n_undefined"] == 1
-    assert metrics["flags"] == [{"case": "case_000", "label": "1", "region": "all", "metric": "hd95_mm", "flag": "empty_prediction"}]
+    assert metrics["flags"] == [
+        {"case": "case_000", "label": "1", "region": "all", "metric": "hd95_mm", "flag": "empty_prediction"}
+    ]
     assert check_submission("grand-challenge", tmp_path / "gc.zip", images).ok
 
 
 def test_grand_challenge_needs_metrics_for_every_case(tmp_path):
     images, preds, _ = make_dataset(tmp_path)
     write_metrics_csv(tmp_path / "metrics.csv", CASES[:2])
-    result = prepare_submission("grand-challenge", preds, images, tmp_path / "gc", metrics_csv=tmp_path, zip_path=tmp_path / "gc.zip")
+    result = prepare_submission(
+        "grand-challenge", preds, images, tmp_path / "gc", metrics_csv=tmp_path, zip_path=tmp_path / "gc.zip"
+    )
     assert not result.ok
     assert result.zip_path is None and not (tmp_path / "gc.zip").exists()  # no zip of a failing submission
     assert any("no metrics for 1 submitted case(s): case_002" in line for line in problem_lines(result.check))
@@ -260,7 +272,10 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
         affine = AFFINE.copy()
         affine[2, 2] = 2.5
         save_volume(Volume(truth["case_001"], affine), target, label=True)
-        return "case_001", "voxel grid differs from the image case_001_0000.nii.gz: spacing: submission (1.2, 0.8, 2.5) mm, image (1.2, 0.8, 3) mm"
+        return (
+            "case_001",
+            "voxel grid differs from the image case_001_0000.nii.gz: spacing: submission (1.2, 0.8, 2.5) mm, image (1.2, 0.8, 3) mm",
+        )
     if fault == "extra file":
         (out / "notes.txt").write_text("x", encoding="utf-8")
         return None, "notes.txt: extra file, not part of the msd format"
@@ -287,7 +302,18 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
     raise AssertionError(fault)
 
 
-FAULTS = ["missing case", "flipped axis", "wrong label", "wrong spacing", "extra file", "extra case", "hidden file", "float dtype", "not gzip", "uncompressed"]
+FAULTS = [
+    "missing case",
+    "flipped axis",
+    "wrong label",
+    "wrong spacing",
+    "extra file",
+    "extra case",
+    "hidden file",
+    "float dtype",
+    "not gzip",
+    "uncompressed",
+]
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +380,9 @@ def test_allowed_labels_absent_from_every_case_warn_once(msd_submission, tmp_pat
     assert NEVER_PREDICTED.format("1, 2", 3) in report.lines()
     assert report.lines()[-1] == "PASS: 3/3 cases passed, 0 problem(s), 1 warning(s)"
     dataset_json = tmp_path / "dataset.json"
-    dataset_json.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "vessel": 2, "tumour": 3, "cyst": 4}}), encoding="utf-8")
+    dataset_json.write_text(
+        json.dumps({"labels": {"background": 0, "liver": 1, "vessel": 2, "tumour": 3, "cyst": 4}}), encoding="utf-8"
+    )
     lines = check_submission("msd", out, images, allowed_labels=dataset_json).lines()
     assert NEVER_PREDICTED.format("1 (liver), 2 (vessel), 4 (cyst)", 3) in lines
     # no warning: allowed labels unknown; a label missing from one case only; every label predicted somewhere
@@ -437,13 +465,20 @@ def rewrite_zip(source_path: Path, target_path: Path, change) -> Path:
 def test_manifest_problems_fail_their_case_in_the_summary(msd_submission, tmp_path):
     root, images, _ = msd_submission
     zip_path = write_submission_zip(root / "clean", tmp_path / "sub.zip", "msd", "test")
-    tampered = rewrite_zip(zip_path, tmp_path / "tampered.zip", lambda name, data: data + b"\0" if name == "case_001.nii.gz" else data)
+    tampered = rewrite_zip(
+        zip_path, tmp_path / "tampered.zip", lambda name, data: data + b"\0" if name == "case_001.nii.gz" else data
+    )
     report = check_submission("msd", tampered, images)
     assert report.failed_cases() == ["case_001"] and not report.errors(None)
-    assert "FAIL case_001: case_001.nii.gz: SHA-256 differs from manifest.json (file changed after packaging)" in report.lines()
+    assert (
+        "FAIL case_001: case_001.nii.gz: SHA-256 differs from manifest.json (file changed after packaging)"
+        in report.lines()
+    )
     assert report.lines()[-1] == "FAIL: 2/3 cases passed, 1 problem(s), 0 warning(s)"
 
-    dropped = rewrite_zip(zip_path, tmp_path / "dropped.zip", lambda name, data: None if name == "case_000.nii.gz" else data)
+    dropped = rewrite_zip(
+        zip_path, tmp_path / "dropped.zip", lambda name, data: None if name == "case_000.nii.gz" else data
+    )
     report = check_submission("msd", dropped, images)
     assert report.failed_cases() == ["case_000"] and not report.errors(None)
     assert "FAIL case_000: case_000.nii.gz: listed in manifest.json but not in the zip" in report.lines()
@@ -473,7 +508,9 @@ def test_written_zip_folder_and_metrics_json_get_the_usual_permissions(tmp_path)
         images, preds, _ = make_dataset(tmp_path)
         write_metrics_csv(tmp_path / "metrics.csv", CASES)
         out = tmp_path / "gc"
-        result = prepare_submission("gc", preds, images, out, metrics_csv=tmp_path / "metrics.csv", zip_path=tmp_path / "gc.zip")
+        result = prepare_submission(
+            "gc", preds, images, out, metrics_csv=tmp_path / "metrics.csv", zip_path=tmp_path / "gc.zip"
+        )
         write_metrics_json(tmp_path / "metrics.csv", tmp_path / "alone" / "metrics.json")
     finally:
         os.umask(umask)
@@ -514,10 +551,19 @@ def test_rle_check_catches_planted_faults(tmp_path):
     csv_path = out / "submission.csv"
     rows = csv_path.read_text(encoding="utf-8").splitlines()
     faults = {
-        "missing slice": ([r for r in rows if not r.startswith("case_001_slice_002,")], "FAIL case_001: missing 3 of 15 rows"),
+        "missing slice": (
+            [r for r in rows if not r.startswith("case_001_slice_002,")],
+            "FAIL case_001: missing 3 of 15 rows",
+        ),
         "extra case": (rows + ["case_999_slice_000,1,"], "FAIL submission.csv: extra case 'case_999'"),
-        "bad run": (rows + ["case_002_slice_009,1,1 5"], "FAIL case_002: line 47: case_002_slice_009 is beyond the image's 5 slices"),
-        "overflow": ([r if not r.startswith("case_000_slice_000,1,") else "case_000_slice_000,1,300 100" for r in rows], "past the last pixel"),
+        "bad run": (
+            rows + ["case_002_slice_009,1,1 5"],
+            "FAIL case_002: line 47: case_002_slice_009 is beyond the image's 5 slices",
+        ),
+        "overflow": (
+            [r if not r.startswith("case_000_slice_000,1,") else "case_000_slice_000,1,300 100" for r in rows],
+            "past the last pixel",
+        ),
         "wrong class": (rows + ["case_000_slice_000,5,"], "ClassId '5' not allowed (allowed: 1-3)"),
     }
     for name, (new_rows, expected) in faults.items():
@@ -533,7 +579,9 @@ def test_acdc_frames_named_by_info_cfg(tmp_path):
         save_volume(Volume(np.zeros(SHAPE, np.float32), AFFINE), images / f"patient101_frame{frame:02d}.nii.gz")
     save_volume(Volume(np.zeros(SHAPE, np.float32), AFFINE), images / "patient101_frame01_gt.nii.gz")
     (images / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\n", encoding="utf-8")
-    cases = discover_images(tmp_path / "testing", __import__("medseg.submission", fromlist=["get_format"]).get_format("acdc"))
+    cases = discover_images(
+        tmp_path / "testing", __import__("medseg.submission", fromlist=["get_format"]).get_format("acdc")
+    )
     assert {c: p.image_path.name for c, p in cases.items()} == {
         "patient101_ED": "patient101_frame01.nii.gz",
         "patient101_ES": "patient101_frame12.nii.gz",
@@ -544,7 +592,10 @@ def test_acdc_frames_named_by_info_cfg(tmp_path):
     with pytest.raises(SubmissionError, match="must not lie inside the images folder"):
         prepare_submission("acdc", preds, tmp_path, tmp_path / "out")
     result = prepare_submission("acdc", preds, tmp_path / "testing", tmp_path / "out")
-    assert result.ok and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["patient101_ED.nii.gz", "patient101_ES.nii.gz"]
+    assert result.ok and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "patient101_ED.nii.gz",
+        "patient101_ES.nii.gz",
+    ]
 
 
 def test_other_channels_are_not_cases(tmp_path):
@@ -558,7 +609,22 @@ def test_other_channels_are_not_cases(tmp_path):
 def test_cli_prepare_zip_and_check(tmp_path, capsys):
     images, preds, truth = make_dataset(tmp_path)
     out = tmp_path / "sub"
-    code = main(["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out", str(out), "--zip", "--labels", "0-3"])
+    code = main(
+        [
+            "submit",
+            "--format",
+            "msd",
+            "--pred",
+            str(preds),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--zip",
+            "--labels",
+            "0-3",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "PASS: 3/3 cases passed" in printed and f"wrote {out}.zip" in printed
@@ -576,10 +642,14 @@ def test_cli_prepare_zip_and_check(tmp_path, capsys):
 def test_cli_reports_prepare_problems_one_per_line(tmp_path, capsys):
     images, preds, _ = make_dataset(tmp_path)
     (preds / "case_001.nii.gz").unlink()
-    code = main(["submit", "--format", "acdc", "--pred", str(preds), "--images", str(images), "--out", str(tmp_path / "o")])
+    code = main(
+        ["submit", "--format", "acdc", "--pred", str(preds), "--images", str(images), "--out", str(tmp_path / "o")]
+    )
     assert code == 1
     assert "no patientNNN_ED / patientNNN_ES images found" in capsys.readouterr().err
-    code = main(["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out", str(tmp_path / "o")])
+    code = main(
+        ["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out", str(tmp_path / "o")]
+    )
     assert code == 1
     assert "  case_001: missing prediction (image case_001_0000.nii.gz)" in capsys.readouterr().err.splitlines()
 
@@ -700,7 +770,7 @@ def test_acdc_ground_truth_round_trips_in_acdc_format(tmp_path):
     result = prepare_submission("acdc", acdc, acdc, out, pred_pattern="*_gt.nii.gz", zip_path=tmp_path / "acdc.zip")
     assert result.ok, problem_lines(result.check)
     assert len(result.cases) == 40 and len(list(out.iterdir())) == 40
-    for case in result.cases[:: 7]:
+    for case in result.cases[::7]:
         patient = case.case_id.split("_")[0]
         written = load_volume(out / f"{case.case_id}.nii.gz", label=True)
         reference = load_volume(acdc / patient / f"{case.case_id}_gt.nii.gz", label=True)
@@ -732,7 +802,10 @@ def test_acdc_check_catches_planted_faults_on_real_data(tmp_path, fault):
         save_volume(volume, target, label=True)
         report = check_submission("acdc", out, images)
         assert report.ok  # only a warning
-        assert "WARN patient019_ES: patient019_ES.nii.gz: labels [1] absent (every acdc structure is expected)" in report.lines()
+        assert (
+            "WARN patient019_ES: patient019_ES.nii.gz: labels [1] absent (every acdc structure is expected)"
+            in report.lines()
+        )
         return
     elif fault == "flipped axis":
         save_volume(reoriented(volume, "LAS"), target, label=True)

@@ -41,8 +41,15 @@ def make_trainer(run_dir, epochs=4, seed=0, distributed=None):
     model = build_unet(UNetConfig(base_channels=4), 1, 2, strides, kernels)
     loop = LoopConfig(epochs=epochs, iterations_per_epoch=3, val_every=2, seed=seed)
     return Trainer(
-        model, build_loss(LossConfig(), 2), OptimConfig(lr=0.02), loop, run_dir, torch.device("cpu"),
-        config_dict={"note": "toy"}, distributed=distributed, progress=False,
+        model,
+        build_loss(LossConfig(), 2),
+        OptimConfig(lr=0.02),
+        loop,
+        run_dir,
+        torch.device("cpu"),
+        config_dict={"note": "toy"},
+        distributed=distributed,
+        progress=False,
     )
 
 
@@ -133,7 +140,9 @@ def test_checkpoint_gets_the_usual_permissions_not_mkstemps_0600(tmp_path):
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, run_dir: str, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     import torch.distributed as dist
 
     from medseg.training.engine import init_distributed

@@ -21,8 +21,16 @@ def write_config(folder: Path, kind: str, configuration: str, patch, **train_ove
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 4, seed: 1}}\nroot: data\n", encoding="utf-8")
     config = {
-        "data": {"manifest": "phantoms.yaml", "cache": "cache", "configuration": configuration,
-                 "patch_size": patch, "batch_size": 2, "workers": 0, "folds": 2, "augmentation": "none"},
+        "data": {
+            "manifest": "phantoms.yaml",
+            "cache": "cache",
+            "configuration": configuration,
+            "patch_size": patch,
+            "batch_size": 2,
+            "workers": 0,
+            "folds": 2,
+            "augmentation": "none",
+        },
         "model": {"base_channels": 4, "max_channels": 32},
         "optim": {"lr": 0.01},
         "train": {"epochs": 3, "iterations_per_epoch": 4, "val_every": 3, **train_overrides},
@@ -45,7 +53,9 @@ def log_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, configuration, patch", [("ct-thorax", "3d", [32, 32, 16]), ("cardiac-mri", "2d", [64, 64])])
+@pytest.mark.parametrize(
+    "kind, configuration, patch", [("ct-thorax", "3d", [32, 32, 16]), ("cardiac-mri", "2d", [64, 64])]
+)
 def test_training_reduces_the_loss(tmp_path, kind, configuration, patch):
     config = write_config(tmp_path, kind, configuration, patch)
     run_dir = train(config, tmp_path / "run", progress=False)
@@ -57,9 +67,13 @@ def test_training_reduces_the_loss(tmp_path, kind, configuration, patch):
     for name in ("config.yaml", "plan.json", "splits.json", "checkpoint_latest.pt"):
         assert (run_dir / name).exists()
     cache = Path(load_training_config(config).spec.data.cache)
-    assert (run_dir / "plan.json").read_text(encoding="utf-8") == (cache / "plan.json").read_text(encoding="utf-8")  # one plan format, one writer
+    assert (run_dir / "plan.json").read_text(encoding="utf-8") == (cache / "plan.json").read_text(
+        encoding="utf-8"
+    )  # one plan format, one writer
     held_out = load_manifest(run_dir / "validation.csv")  # the fold's held-out cases, for predict/evaluate
-    assert [case.case_id for case in held_out] == json.loads((run_dir / "splits.json").read_text(encoding="utf-8"))["val"]
+    assert [case.case_id for case in held_out] == json.loads((run_dir / "splits.json").read_text(encoding="utf-8"))[
+        "val"
+    ]
     assert all(case.image.is_file() and case.label.is_file() for case in held_out)
 
 
@@ -100,7 +114,10 @@ def test_fold_all_trains_on_every_case_without_validation(tmp_path):
         ({"data": {"configuration": "4d"}}, "data.configuration must be one of"),
         ({"data": {"manifest": "missing.csv"}}, "data.manifest: file not found"),
         ({"loss": {"name": "hinge"}}, "loss.name must be one of"),
-        ({"data": {"group_pattern": "(patient"}}, r"data.group_pattern must be a regular expression, got '\(patient' \("),
+        (
+            {"data": {"group_pattern": "(patient"}},
+            r"data.group_pattern must be a regular expression, got '\(patient' \(",
+        ),
         ({"postprocess": {"largest_componnt": [1]}}, r"unknown key\(s\) postprocess.largest_componnt"),
     ],
 )
@@ -132,7 +149,9 @@ def test_shipped_configs_validate():
     for name in ("phantom_ct_thorax_3d.yaml", "phantom_cardiac_mri_2d.yaml") + real:
         inputs = load_training_config(configs / name)
         assert Path(inputs.spec.data.manifest).exists()
-    with pytest.raises(ConfigError, match=r"chest_ct_lung_3d.yaml: data.manifest: file not found: .*my_chest_ct/dataset.json"):
+    with pytest.raises(
+        ConfigError, match=r"chest_ct_lung_3d.yaml: data.manifest: file not found: .*my_chest_ct/dataset.json"
+    ):
         load_training_config(configs / "chest_ct_lung_3d.yaml")  # a template: the manifest is yours to give
 
 
@@ -146,8 +165,15 @@ def test_the_chest_ct_config_keeps_the_datasets_labels_and_never_mirrors_left_ri
 
     inputs = load_training_config(PROJECT_ROOT / "configs" / "nsclc_lung_3d_cpu.yaml")
     manifest = load_manifest(inputs.spec.data.manifest)
-    assert manifest.labels == {"background": 0, "right_lung": 1, "left_lung": 2, "gtv": 3, "spinal_cord": 4, "heart": 5,
-                               "esophagus": 6}
+    assert manifest.labels == {
+        "background": 0,
+        "right_lung": 1,
+        "left_lung": 2,
+        "gtv": 3,
+        "spinal_cord": 4,
+        "heart": 5,
+        "esophagus": 6,
+    }
     assert [case.group for case in manifest.cases] == [f"LUNG1-00{i}" for i in range(1, 7)]
     network_3d = SimpleNamespace(slice_axis=None)
     assert mirror_axes_from_augmentation(inputs.augmentation, network_3d) == [1, 2]  # axis 0 (left-right) never
@@ -206,7 +232,11 @@ def test_validation_csv_records_the_groups_the_folds_used(tmp_path):
     split = {"train": [c.case_id for c in manifest.cases[:2]], "val": [c.case_id for c in manifest.cases[2:]]}
     plan = load_plan({"preprocessing": {"target_spacing_mm": [1, 1, 1], "normalization": [{"scheme": "none"}]}})
     network = Configuration(
-        patch_size=[32, 32, 16], strides=[[1, 1, 1], [2, 2, 2]], kernel_sizes=[[3, 3, 3]] * 2, batch_size=2, spacing_mm=[1, 1, 1]
+        patch_size=[32, 32, 16],
+        strides=[[1, 1, 1], [2, 2, 2]],
+        kernel_sizes=[[3, 3, 3]] * 2,
+        batch_size=2,
+        spacing_mm=[1, 1, 1],
     )
     record = TrainedRun(spec=spec, plan=plan, network=network, in_channels=1, labels={"1": "a"})
     write_run_files(tmp_path / "run", record, split, manifest)
