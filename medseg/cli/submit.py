@@ -183,7 +183,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         command=command_line(args),
         progress=not args.quiet,
     )
-    for case in result.cases:
+    for case in result.cases if not args.quiet else ():  # --quiet: the summary and the check only
         notes = f"; {'; '.join(case.notes)}" if case.notes else ""
         print(f"wrote {case.case_id}: {case.prediction.name} -> {case.output} (labels {case.labels}){notes}")
     print(f"wrote {result.format} submission {result.out_dir} ({len(result.cases)} cases); checking it:")

@@ -896,8 +896,13 @@ def test_cli_submit_shows_progress_and_check_speaks_json(tmp_path, capsys):
     images, preds, _ = make_dataset(tmp_path)
     out = tmp_path / "sub"
     assert main(["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out", str(out)]) == 0
-    err = capsys.readouterr().err
-    assert "write: 100%" in err and "check: 100%" in err
+    captured = capsys.readouterr()
+    assert "write: 100%" in captured.err and "check: 100%" in captured.err
+    assert f"wrote {CASES[0]}:" in captured.out
+    quiet = ["submit", "--format", "msd", "--pred", str(preds), "--images", str(images), "--out", str(out)]
+    assert main([*quiet, "--overwrite", "--quiet"]) == 0
+    captured = capsys.readouterr()  # --quiet: no bars, no line per case; the summary and the check stay
+    assert captured.err == "" and f"wrote {CASES[0]}:" not in captured.out and "wrote msd submission" in captured.out
     assert main(["submit", "check", "--format", "msd", str(out), "--images", str(images), "--json", "--quiet"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
