@@ -44,6 +44,7 @@ from medseg.config.plan import Plan, load_plan, preprocessing_hash, save_plan
 from medseg.data.manifest import CaseEntry, Manifest
 from medseg.errors import ConfigError, InvalidArgumentError, MedsegError
 from medseg.io import atomic_save_npy, atomic_write_text, spacing_from_affine
+from medseg.io.describe import describe_nonfinite, nonfinite_voxels
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,12 @@ def preprocess_case_to_cache(
     files = case_files(cache_dir, entry.case_id)
     dtype = np.float16 if pre.cache_dtype == "float16" else np.float32
     image = sample["image"]
+    if nonfinite := describe_nonfinite(nonfinite_voxels(image)):  # they would poison every batch they are in
+        names = ", ".join(str(path) for path in entry.images)
+        raise MedsegError(
+            f"{names}: the image holds NaN or inf ({nonfinite} after preprocessing); training needs finite "
+            "intensities (medseg validate counts them per image)"
+        )
     channel_min = [float(c.min()) for c in image]
     channel_max = [float(c.max()) for c in image]
     atomic_save_npy(files["image"], image.astype(dtype, copy=False))

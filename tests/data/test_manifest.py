@@ -275,6 +275,8 @@ def test_nan_and_inf_in_an_image_are_found_by_validate_inspect_and_plan(nnunet_d
     from medseg.io import load_volume
 
     path = nnunet_dataset / "imagesTr" / "c02_0000.nii.gz"
+    clean_plan = nnunet_dataset / "clean_plan.json"
+    assert main(["plan", "--manifest", str(nnunet_dataset), "--out", str(clean_plan), "--quiet"]) == 0
     image = load_volume(path)
     array = image.array.astype(np.float32)
     array[0, 0, :3] = np.nan
@@ -296,6 +298,13 @@ def test_nan_and_inf_in_an_image_are_found_by_validate_inspect_and_plan(nnunet_d
     assert main(["plan", "--manifest", str(nnunet_dataset), "--out", str(out), "--quiet"]) == 1
     assert "c02_0000.nii.gz: 3 NaN and 1 inf voxel(s); planning needs finite intensities" in capsys.readouterr().err
     assert not out.exists()
+    # a plan made before the image went bad: preprocessing refuses the case too, naming the file
+    cache = nnunet_dataset / "cache"
+    command = ["preprocess", "--manifest", str(nnunet_dataset), "--plan", str(clean_plan), "--out", str(cache)]
+    assert main([*command, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"case c02 failed: {path}: the image holds NaN or inf (" in err and "failed.json" in err
+    assert "c02" in json.loads((cache / "failed.json").read_text(encoding="utf-8"))
 
 
 def test_validate_json(nnunet_dataset, capsys):
