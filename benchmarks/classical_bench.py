@@ -111,7 +111,8 @@ def main() -> None:
         lambda: ndimage.generic_gradient_magnitude(volume.array.astype(np.float32), ndimage.sobel), repeats=1
     )
     record("edges (Sobel, per mm)", seconds, "sitk.SobelEdgeDetection", peer_s,
-           f"SciPy generic_gradient_magnitude {scipy_s:.2f} s; both peers ignore the spacing (units per voxel, unnormalised)")  # fmt: skip
+           f"SciPy generic_gradient_magnitude {scipy_s:.2f} s; both peers ignore the spacing (units per voxel, "
+           "unnormalised)")  # fmt: skip
 
     crop = Volume(np.ascontiguousarray(volume.array[128:384, 128:384, 40:104]), volume.affine)
     seconds, out = time_call(lambda: split_merge(crop), repeats=1)
@@ -123,7 +124,8 @@ def main() -> None:
     info = out.meta["segmentation"]
     volumes = info["lung_volume_ml"]
     record("lung-ct", seconds, "-", None,
-           f"left {volumes['left'] / 1000:.2f} l, right {volumes['right'] / 1000:.2f} l; airways {info['airway_ml']:.0f} ml removed; "
+           f"left {volumes['left'] / 1000:.2f} l, right {volumes['right'] / 1000:.2f} l; airways "
+           f"{info['airway_ml']:.0f} ml removed; "
            f"lungs joined and split: {info['lungs_joined']}")  # fmt: skip
 
     table = (

@@ -208,8 +208,10 @@ def per_structure(cases, repeats: int) -> list[dict]:
             record["cpu_speedup_vs_deepmind_alone"] = record["deepmind_cpu_s"] / record["medseg_cpu_s"]
             record["cpu_speedup_vs_deepmind_shared"] = record["deepmind_cpu_s"] / record["medseg_shared_cpu_s"]
             records.append(record)
-            print(f"{case_id} label {label}: medseg {record['medseg_s']:.3f} s alone, {record['medseg_shared_s']:.3f} s "
-                  f"(crop {record['medseg_crop_s']:.3f} + pass {pass_s:.3f} / {len(boxes)}), MONAI {record['monai_s']:.2f} s, "
+            print(f"{case_id} label {label}: medseg {record['medseg_s']:.3f} s alone, "
+                  f"{record['medseg_shared_s']:.3f} s "
+                  f"(crop {record['medseg_crop_s']:.3f} + pass {pass_s:.3f} / {len(boxes)}), MONAI "
+                  f"{record['monai_s']:.2f} s, "
                   f"DeepMind {record['deepmind_s']:.2f} s -> {record['speedup_vs_fastest_peer']:.1f}x alone, "
                   f"{record['speedup_shared_vs_fastest_peer']:.1f}x shared; "
                   f"max rel diff vs MONAI {record['max_rel_diff_vs_monai']:.1e}", flush=True)  # fmt: skip
@@ -327,17 +329,20 @@ def table(records: list[dict], folder: dict, decompressor: str, baseline_src: st
         "one pass over the full maps (foreground box, then every label's box and count), as when a case is "
         "evaluated with all its labels.",
         "",
-        "| case | label | shape | medseg alone s | medseg shared s | MONAI s | DeepMind s | MedPy s | vs fastest, alone "
+        "| case | label | shape | medseg alone s | medseg shared s | MONAI s | DeepMind s | MedPy s | vs fastest, "
+        "alone "
         "| vs fastest, shared | CPU time: vs DeepMind, alone / shared | vs MONAI (alone) | max rel. diff vs MONAI |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         medpy = f"{r['medpy_s']:.2f}" if "medpy_s" in r else "-"
         lines.append(
-            f"| {r['case']} | {r['label']} | {'x'.join(map(str, r['shape']))} | {r['medseg_s']:.3f} | {r['medseg_shared_s']:.3f} | "
+            f"| {r['case']} | {r['label']} | {'x'.join(map(str, r['shape']))} | {r['medseg_s']:.3f} | "
+            f"{r['medseg_shared_s']:.3f} | "
             f"{r['monai_s']:.2f} | {r['deepmind_s']:.2f} | {medpy} | {r['speedup_vs_fastest_peer']:.1f}x | "
             f"{r['speedup_shared_vs_fastest_peer']:.1f}x | {r['cpu_speedup_vs_deepmind_alone']:.1f}x / "
-            f"{r['cpu_speedup_vs_deepmind_shared']:.1f}x | {r['speedup_vs_monai']:.0f}x | {r['max_rel_diff_vs_monai']:.1e} |"
+            f"{r['cpu_speedup_vs_deepmind_shared']:.1f}x | {r['speedup_vs_monai']:.0f}x | "
+            f"{r['max_rel_diff_vs_monai']:.1e} |"
         )
     alone = [r["speedup_vs_fastest_peer"] for r in records]
     shared = [r["speedup_shared_vs_fastest_peer"] for r in records]
@@ -345,14 +350,17 @@ def table(records: list[dict], folder: dict, decompressor: str, baseline_src: st
     cpu_shared = [r["cpu_speedup_vs_deepmind_shared"] for r in records]
     lines += [
         "",
-        f"Speed-up per structure (wall time): alone median {statistics.median(alone):.1f}x, minimum {min(alone):.1f}x; shared "
+        f"Speed-up per structure (wall time): alone median {statistics.median(alone):.1f}x, minimum "
+        f"{min(alone):.1f}x; shared "
         f"median {statistics.median(shared):.1f}x, minimum {min(shared):.1f}x. In CPU time (both single-threaded; "
-        f"steadier on a busy machine): alone median {statistics.median(cpu_alone):.1f}x, minimum {min(cpu_alone):.1f}x; "
+        f"steadier on a busy machine): alone median {statistics.median(cpu_alone):.1f}x, minimum "
+        f"{min(cpu_alone):.1f}x; "
         f"shared median {statistics.median(cpu_shared):.1f}x, minimum {min(cpu_shared):.1f}x. "
         "DeepMind uses surface elements (surfels) rather than surface voxels, so its values differ by definition; "
         "MedPy (hd, hd95, assd) was timed on the smallest case only.",
         "",
-        "Per case (both labels): medseg in one call vs the fastest peer's two calls, and the one pass over the full maps "
+        "Per case (both labels): medseg in one call vs the fastest peer's two calls, and the one pass over the full "
+        "maps "
         "that the case's structures share:",
         "",
         "| case | shape | one pass s | medseg, one call s | fastest peer, both labels s | speed-up |",
@@ -364,12 +372,14 @@ def table(records: list[dict], folder: dict, decompressor: str, baseline_src: st
     for case, rows in by_case.items():
         peer = sum(r["fastest_peer_s"] for r in rows)
         lines.append(
-            f"| {case} | {'x'.join(map(str, rows[0]['shape']))} | {rows[0]['one_pass_s']:.3f} | {rows[0]['case_all_labels_s']:.3f} | "
+            f"| {case} | {'x'.join(map(str, rows[0]['shape']))} | {rows[0]['one_pass_s']:.3f} | "
+            f"{rows[0]['case_all_labels_s']:.3f} | "
             f"{peer:.2f} | {peer / rows[0]['case_all_labels_s']:.1f}x |"
         )
     lines += [
         "",
-        f"Whole folder (12 files), loading included, hd + hd95 + asd for both labels; fresh processes for the CLI and the "
+        "Whole folder (12 files), loading included, hd + hd95 + asd for both labels; fresh processes for the CLI "
+        "and the "
         f"reading baseline, interleaved repeat by repeat (medians); gzip inflated with {decompressor}:",
         "",
         "| run | seconds | vs reading | speed-up vs fastest peer |",
@@ -410,15 +420,19 @@ def goals(records: list[dict], folder: dict) -> list[str]:
     lines = [
         "",
         "Goals (issue 17):",
-        f"- every structure >= 10x the fastest peer: shared (one pass per case) minimum {worst['speedup_shared_vs_fastest_peer']:.1f}x "
-        f"wall / {cpu_worst['cpu_speedup_vs_deepmind_shared']:.1f}x CPU time; {len(below)} of {len(records)} structures below 10x "
+        "- every structure >= 10x the fastest peer: shared (one pass per case) minimum "
+        f"{worst['speedup_shared_vs_fastest_peer']:.1f}x "
+        f"wall / {cpu_worst['cpu_speedup_vs_deepmind_shared']:.1f}x CPU time; {len(below)} of {len(records)} "
+        "structures below 10x "
         "in CPU time"
         + (" (" + ", ".join(f"{r['case']} label {r['label']}" for r in below) + ")" if below else "")
         + (
             "."
             if not below
-            else f". Not met for small structures in large volumes: there the case's one read of both full label maps alone "
-            f"({worst['one_pass_s'] * 1000:.0f} ms for {worst['case']}, {'x'.join(map(str, worst['shape']))}, two maps; "
+            else ". Not met for small structures in large volumes: there the case's one read of both full label "
+            "maps alone "
+            f"({worst['one_pass_s'] * 1000:.0f} ms for {worst['case']}, {'x'.join(map(str, worst['shape']))}, two "
+            "maps; "
             "memory bandwidth, every voxel must be looked at once) is more than a tenth of what DeepMind needs for the "
             f"whole structure ({worst['fastest_peer_s'] * 1000:.0f} ms); the structure's own work is "
             f"{worst['medseg_crop_s'] * 1000:.0f} ms."

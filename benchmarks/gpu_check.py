@@ -75,7 +75,8 @@ def phantom_manifest(kind: str, n: int, work: Path) -> Path:
     """A phantom manifest (generated on first use) whose cases live under ``work``."""
     path = work / f"phantom_{kind}.yaml"
     path.write_text(
-        f"name: gpu_check_{kind.replace('-', '_')}\nphantom: {{kind: {kind}, n: {n}, seed: 0}}\nroot: phantoms/{kind}\n",
+        f"name: gpu_check_{kind.replace('-', '_')}\nphantom: {{kind: {kind}, n: {n}, seed: 0}}\nroot: "
+        f"phantoms/{kind}\n",
         encoding="utf-8",
     )
     return path
@@ -225,7 +226,8 @@ def nnunet_step(name: str, choice: dict[str, Any], work: Path, dataset_id: int, 
     if epoch_times:
         result["images_per_s"] = round(250 * batch / epoch_times[-1], 1)  # nnUNetTrainer: 250 iterations per epoch
         say(
-            f"nnU-Net v2 {name} ({configuration}): {result['images_per_s']} images/s (1 epoch of 250 iterations, batch {batch})"
+            f"nnU-Net v2 {name} ({configuration}): {result['images_per_s']} images/s (1 epoch of 250 iterations, "
+            f"batch {batch})"
         )
     return result
 
@@ -349,7 +351,8 @@ def oom_step(run_dir: Path, image, uncapped_peak_bytes: float, reference_labels)
         "seconds": round(seconds, 2), "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "label_agreement_with_uncapped": float((labels == reference_labels).float().mean()),
     }  # fmt: skip
-    say(f"OOM fallback under a {figures['cap_gib']} GiB cap: {'fell back to host memory' if fell_back else 'NO fallback happened'} "
+    say(f"OOM fallback under a {figures['cap_gib']} GiB cap: "
+        f"{'fell back to host memory' if fell_back else 'NO fallback happened'} "
         f"({' -> '.join(outputs)}), {seconds:.1f} s, label agreement {figures['label_agreement_with_uncapped']:.5f}")  # fmt: skip
     if not fell_back:
         raise RuntimeError(

@@ -145,24 +145,31 @@ def main() -> None:
         ratio = results["monai"]["seconds"] / results["medseg"]["seconds"]
         rows.append(
             f"| {blend} | {results['medseg']['seconds']:.2f} s | {results['monai']['seconds']:.2f} s | {ratio:.2f}x | "
-            f"{results['medseg']['peak_gib']:.2f} GiB | {results['monai']['peak_gib']:.2f} GiB | {difference:.2e} | {agreement:.5f} |"
+            f"{results['medseg']['peak_gib']:.2f} GiB | {results['monai']['peak_gib']:.2f} GiB | {difference:.2e} | "
+            f"{agreement:.5f} |"
         )
         print(rows[-1], flush=True)
     table = "\n".join(
         [
             "## Sliding-window inference (`inference_bench.py`)",
             "",
-            f"LIDC-IDRI-0001 resampled to 1.5 mm and cropped to {' x '.join(map(str, image.shape))} voxels; MONAI DynUNet "
-            f"(8-64 filters, random fixed weights, 4 classes); patch {PATCH}, overlap {OVERLAP}, {BATCH} windows per pass; "
-            f"CPU, 2 threads; median of {args.repeats} runs in a fresh process per tool. Peak memory = growth of resident memory "
+            f"LIDC-IDRI-0001 resampled to 1.5 mm and cropped to {' x '.join(map(str, image.shape))} voxels; MONAI "
+            "DynUNet "
+            f"(8-64 filters, random fixed weights, 4 classes); patch {PATCH}, overlap {OVERLAP}, {BATCH} windows "
+            "per pass; "
+            f"CPU, 2 threads; median of {args.repeats} runs in a fresh process per tool. Peak memory = growth of "
+            "resident memory "
             "during the call. One untimed warm-up call per process. Ratio = MONAI time / medseg time.",
             "",
-            "| blending | medseg | MONAI | ratio | medseg peak | MONAI peak | max abs logit difference | arg-max agreement |",
+            "| blending | medseg | MONAI | ratio | medseg peak | MONAI peak | max abs logit difference | arg-max "
+            "agreement |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
-            "Constant blending: identical windows and weights, so the outputs agree to float tolerance. Gaussian: medseg samples the "
-            "Gaussian directly (sigma = 0.125 x patch) while MONAI filters an impulse, so the weights and hence the logits differ slightly.",
+            "Constant blending: identical windows and weights, so the outputs agree to float tolerance. Gaussian: "
+            "medseg samples the "
+            "Gaussian directly (sigma = 0.125 x patch) while MONAI filters an impulse, so the weights and hence the "
+            "logits differ slightly.",
         ]
     )
     write_results("inference", figures, table)

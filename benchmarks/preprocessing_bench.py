@@ -401,7 +401,8 @@ def bench_memory(workdir: Path, slices: int = 600) -> dict:
     del image, label
     manifest_path = workdir / "tall.csv"
     manifest_path.write_text(
-        "# modality: CT\n# labels: background=0, lung=1, bone=2\ncase_id,image,label\ntall,tall_ct.nii,tall_label.nii\n",
+        "# modality: CT\n# labels: background=0, lung=1, "
+        "bone=2\ncase_id,image,label\ntall,tall_ct.nii,tall_label.nii\n",
         encoding="utf-8",
     )
     manifest = load_manifest(manifest_path)
@@ -465,37 +466,52 @@ def table(pre: dict, patches: dict, memory: dict, workers: int) -> str:
         "## Preprocessing and patch sampling (`preprocessing_bench.py`)",
         "",
         f"LIDC-IDRI-0001 chest CT (DICOM {' x '.join(map(str, pre['input_shape']))}, 0.70 x 0.70 x 2.5 mm, LPS) to "
-        f"{SPACING[0]} mm isotropic (trilinear on all axes, as MONAI), RAS, HU window {WINDOW[0]:g}..{WINDOW[1]:g} -> [0, 1], foreground crop. "
+        f"{SPACING[0]} mm isotropic (trilinear on all axes, as MONAI), RAS, HU window {WINDOW[0]:g}..{WINDOW[1]:g} "
+        "-> [0, 1], foreground crop. "
         "Median of 3 runs. **Measured on a shared machine with 2 CPU cores while other jobs were running, so all "
         "figures are pessimistic and noisy.**",
         "",
         "| preprocessing one CT | medseg | MONAI | medseg speed-up |",
         "|---|---|---|---|",
-        f"| load + transforms | {pre['medseg_full_s']:.2f} s | {pre['monai_full_s']:.2f} s | {pre['speedup_full']:.1f}x |",
-        f"| transforms only (after loading) | {pre['medseg_transforms_s']:.3f} s | {pre['monai_transforms_s']:.3f} s | {pre['speedup_transforms']:.1f}x |",
+        f"| load + transforms | {pre['medseg_full_s']:.2f} s | {pre['monai_full_s']:.2f} s | "
+        f"{pre['speedup_full']:.1f}x |",
+        f"| transforms only (after loading) | {pre['medseg_transforms_s']:.3f} s | {pre['monai_transforms_s']:.3f} "
+        f"s | {pre['speedup_transforms']:.1f}x |",
         f"| loading the DICOM series | {pre['medseg_load_s']:.2f} s | {pre['monai_load_s']:.2f} s | |",
         "",
         f"Same output: medseg {' x '.join(map(str, pre['medseg_output_shape']))} vs MONAI "
-        f"{' x '.join(map(str, pre['monai_output_shape']))} (medseg keeps the scan's extent, MONAI its first voxel, and the "
+        f"{' x '.join(map(str, pre['monai_output_shape']))} (medseg keeps the scan's extent, MONAI its first voxel, "
+        "and the "
         f"crops differ), compared in world coordinates over {cmp['compared_voxels']:,} voxels: mean |difference| "
-        f"{cmp['mean_abs_diff']:.4f} ({cmp['mean_abs_diff_hu']:.1f} HU), 99th percentile {cmp['p99_abs_diff']:.4f}, max "
+        f"{cmp['mean_abs_diff']:.4f} ({cmp['mean_abs_diff_hu']:.1f} HU), 99th percentile {cmp['p99_abs_diff']:.4f}, "
+        "max "
         f"{cmp['max_abs_diff']:.3f} (window units; the second interpolation needed to compare grids accounts for it). "
         f"medseg's resampling vs SimpleITK `Resample` (linear) onto medseg's own grid (HU, no crop): max |difference| "
         f"{pre['vs_simpleitk_same_grid_max_abs_diff_hu']:.1e} HU.",
         "",
         f"| patches/s from the cache (96^3, batch 2, {workers} workers) | medseg | MONAI | ratio |",
         "|---|---|---|---|",
-        f"| default augmentation (affine p = 0.36, flips, intensity) | {patches['medseg_default']:.1f} | {patches['monai_default']:.1f} | {patches['medseg_default'] / patches['monai_default']:.1f}x |",
-        f"| affine resample on every patch | {patches['medseg_affine_every_patch']:.1f} | {patches['monai_affine_every_patch']:.1f} | {patches['medseg_affine_every_patch'] / patches['monai_affine_every_patch']:.1f}x |",
-        f"| elastic deformation on every patch (MONAI: `Rand3DElasticd` added) | {patches['medseg_elastic_every_patch']:.1f} | {patches['monai_elastic_every_patch']:.1f} | {patches['medseg_elastic_every_patch'] / patches['monai_elastic_every_patch']:.1f}x |",
-        f"| one patch, default augmentation, single process (ms per patch) | {patches['medseg_default_single_process_ms']:.1f} ms | {patches['monai_default_single_process_ms']:.1f} ms | {patches['monai_default_single_process_ms'] / patches['medseg_default_single_process_ms']:.1f}x |",
+        f"| default augmentation (affine p = 0.36, flips, intensity) | {patches['medseg_default']:.1f} | "
+        f"{patches['monai_default']:.1f} | {patches['medseg_default'] / patches['monai_default']:.1f}x |",
+        f"| affine resample on every patch | {patches['medseg_affine_every_patch']:.1f} | "
+        f"{patches['monai_affine_every_patch']:.1f} | "
+        f"{patches['medseg_affine_every_patch'] / patches['monai_affine_every_patch']:.1f}x |",
+        "| elastic deformation on every patch (MONAI: `Rand3DElasticd` added) | "
+        f"{patches['medseg_elastic_every_patch']:.1f} | {patches['monai_elastic_every_patch']:.1f} | "
+        f"{patches['medseg_elastic_every_patch'] / patches['monai_elastic_every_patch']:.1f}x |",
+        "| one patch, default augmentation, single process (ms per patch) | "
+        f"{patches['medseg_default_single_process_ms']:.1f} ms | {patches['monai_default_single_process_ms']:.1f} "
+        f"ms | {patches['monai_default_single_process_ms'] / patches['medseg_default_single_process_ms']:.1f}x |",
         "",
         "Rates are medians of 3 runs, medseg and MONAI alternating. With 2 workers on 2 shared cores the "
         "workers compete with other jobs, so the single-process line is the cleaner measure of the work per patch.",
         "",
-        f"MONAI side: `CacheDataset` (cached `FgBgToIndicesd`) + `RandCropByPosNegLabeld` (pos 1 : neg 2) + `RandAffined` "
-        f"(rotation +-30 deg, scale 0.7..1.4) + `RandFlipd` x3 + Gaussian noise / smoothing, intensity scaling, simulated "
-        f"low resolution, gamma, same probabilities. Cache case: {' x '.join(map(str, patches['cache_shape']))} voxels.",
+        "MONAI side: `CacheDataset` (cached `FgBgToIndicesd`) + `RandCropByPosNegLabeld` (pos 1 : neg 2) + "
+        "`RandAffined` "
+        "(rotation +-30 deg, scale 0.7..1.4) + `RandFlipd` x3 + Gaussian noise / smoothing, intensity scaling, "
+        "simulated "
+        f"low resolution, gamma, same probabilities. Cache case: {' x '.join(map(str, patches['cache_shape']))} "
+        "voxels.",
         "",
         "| peak memory, preprocessing a 512 x 512 x 600 CT + label into the cache | peak RSS | time |",
         "|---|---|---|",
@@ -507,7 +523,8 @@ def table(pre: dict, patches: dict, memory: dict, workers: int) -> str:
         )
     lines += [
         "",
-        f"Peak resident memory (`VmHWM`) of a fresh process, including {memory['baseline_imports_gib']:.2f} GiB for importing torch and MONAI; goal < 4 GiB.",
+        f"Peak resident memory (`VmHWM`) of a fresh process, including {memory['baseline_imports_gib']:.2f} GiB for "
+        "importing torch and MONAI; goal < 4 GiB.",
     ]
     peak = max(memory[name]["peak_rss_gib"] for name in ("native_0.7x0.7x2.5mm", "iso_1.0mm", "iso_1.5mm"))
     ratio_default = patches["medseg_default"] / patches["monai_default"]
@@ -519,7 +536,8 @@ def table(pre: dict, patches: dict, memory: dict, workers: int) -> str:
     lines += [
         "",
         "Goals (issue 4):",
-        f"- preprocessing >= 3x faster than MONAI: transforms {pre['speedup_transforms']:.1f}x ({mark(pre['speedup_transforms'] >= 3)}); "
+        f"- preprocessing >= 3x faster than MONAI: transforms {pre['speedup_transforms']:.1f}x "
+        f"({mark(pre['speedup_transforms'] >= 3)}); "
         f"including reading the DICOM files {pre['speedup_full']:.1f}x ({mark(pre['speedup_full'] >= 3)})"
         + (
             "."
@@ -527,8 +545,10 @@ def table(pre: dict, patches: dict, memory: dict, workers: int) -> str:
             else ": reading dominates; medseg's reader also checks every slice header (order, spacing, orientation)."
         ),
         f"- >= 20 patches/s with 2 workers: {patches['medseg_default']:.0f} ({mark(patches['medseg_default'] >= 20)}).",
-        f"- >= 3x MONAI's patch rate: {ratio_default:.2f}x with 2 workers ({mark(ratio_default >= 3)}), {single:.1f}x per patch in "
-        f"one process ({mark(single >= 3)}). MONAI's `RandAffined` resamples inside the 96^3 crop (rotated corners become "
+        f"- >= 3x MONAI's patch rate: {ratio_default:.2f}x with 2 workers ({mark(ratio_default >= 3)}), "
+        f"{single:.1f}x per patch in "
+        f"one process ({mark(single >= 3)}). MONAI's `RandAffined` resamples inside the 96^3 crop (rotated corners "
+        "become "
         "zeros); medseg reads the larger region the rotation needs, so its patches have no empty corners.",
         f"- peak memory < 4 GiB for a 512 x 512 x 600 CT: {peak:.2f} GiB at most ({mark(peak < 4)}).",
     ]

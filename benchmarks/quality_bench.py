@@ -628,7 +628,8 @@ def report(results: dict[str, Any]) -> None:
                     "-" if entry is None else f"{entry['mean']:.3f} ({entry['fold_min']:.2f}-{entry['fold_max']:.2f})"
                 )
             lines.append(
-                f"| {arm['name']} | {arm['folds_run']} | {arm['budget_text']} | {arm['time_text']} | {arm['load_text']} | "
+                f"| {arm['name']} | {arm['folds_run']} | {arm['budget_text']} | {arm['time_text']} | "
+                f"{arm['load_text']} | "
                 f"{summary['mean_dice']:.3f} | " + " | ".join(cells) + " |"
             )
         lines += ["", "Per region (Dice, mean over held-out cases; base / middle / apex):", ""]
@@ -659,7 +660,8 @@ def describe_arm(arm: dict[str, Any]) -> None:
     trains = [t for k, t in arm["timing"].items() if k.startswith("train")]
     if trains:
         arm["time_text"] = (
-            f"{np.median([t['wall_s'] for t in trains]) / 60:.1f} min (CPU {np.median([t['cpu_s'] for t in trains]) / 60:.1f} min)"
+            f"{np.median([t['wall_s'] for t in trains]) / 60:.1f} min (CPU "
+            f"{np.median([t['cpu_s'] for t in trains]) / 60:.1f} min)"
         )
     elif arm["runs"]:
         logged = [r.get("train_seconds_logged") for r in runs.values() if r.get("train_seconds_logged")]

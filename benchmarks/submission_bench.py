@@ -133,7 +133,8 @@ def main() -> None:
     lines += [
         "",
         f"ACDC format, {pipeline['cases']} real ground-truth volumes: `prepare_submission` (read, align, write, "
-        f"check, zip) {pipeline['prepare_with_check_and_zip_s']:.2f} s; `check_submission` on the zip {pipeline['check_zip_s']:.2f} s.",
+        f"check, zip) {pipeline['prepare_with_check_and_zip_s']:.2f} s; `check_submission` on the zip "
+        f"{pipeline['check_zip_s']:.2f} s.",
     ]
     write_results("submission", {"codec": rows, "acdc_pipeline": pipeline}, "\n".join(lines))
     print("\n".join(lines))

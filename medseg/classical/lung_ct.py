@@ -146,7 +146,8 @@ def lung_ct(
     hu = finite_values(volume, "lung-ct")
     if not looks_like_hu(hu):
         raise ConfigError(
-            f"{volume.name}: lung-ct needs CT in Hounsfield units (air near -1000 HU); these values do not look like HU "
+            f"{volume.name}: lung-ct needs CT in Hounsfield units (air near -1000 HU); these values do not look "
+            "like HU "
             f"(min {float(hu.min()):g}, max {float(hu.max()):g})"
         )
     for name, value in (

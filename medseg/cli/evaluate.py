@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "labels to score (default: the dataset.json beside the references or the manifest's labels, else every "
         "label found)",
     )
-    what.add_argument("--metrics", metavar="LIST", help="comma list of metrics (default all: dice,jaccard,voe,rvd,sensitivity,"
+    what.add_argument("--metrics", metavar="LIST", help="comma list of metrics (default all: "
+                                                        "dice,jaccard,voe,rvd,sensitivity,"
                       "specificity,precision,volume_ref_ml,volume_pred_ml,hd,hd95,asd,nsd)")  # fmt: skip
     what.add_argument(
         "--nsd-tolerance",
@@ -81,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     regions.add_argument("--region-mode", default="volumetric", choices=("volumetric", "slicewise"),
                          help="3D metrics per region (default) or 2D metrics averaged over slices")  # fmt: skip
     regions.add_argument("--region-anchor", default="label", metavar="ANCHOR",
-                         help="whose reference extent defines the regions: label (each its own, default), foreground, or a label value/name")  # fmt: skip
+                         help="whose reference extent defines the regions: label (each its own, default), "
+                              "foreground, or a label value/name")  # fmt: skip
     run = parser.add_argument_group("running")
     add_workers_option(run, "worker processes")
     add_geometry_tolerance_option(run)
@@ -97,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     actions = parser.add_subparsers(dest="evaluate_action", metavar="{compare}", required=False)
-    compare = actions.add_parser("compare", help="compare two runs: paired differences, Wilcoxon and t-test, Bland-Altman plot",
+    compare = actions.add_parser("compare", help="compare two runs: paired differences, Wilcoxon and t-test, "
+                                                 "Bland-Altman plot",
                                  description="Compare two metrics.csv files case by case (differences are B - A).")  # fmt: skip
     compare.add_argument("metrics_a", metavar="A_METRICS_CSV")
     compare.add_argument("metrics_b", metavar="B_METRICS_CSV")
@@ -211,5 +214,6 @@ def _print_agreement(table) -> None:
     for row in table:
         limits = f"{row['loa_lower']:.3g} .. {row['loa_upper']:.3g}"
         print(
-            f"{row['index']:<24} {row['unit']:<4} {row['n']:>3} {row['bias']:>9.3g} {limits:>25} {row['pearson_r']:>6.3f}"
+            f"{row['index']:<24} {row['unit']:<4} {row['n']:>3} {row['bias']:>9.3g} {limits:>25} "
+            f"{row['pearson_r']:>6.3f}"
         )

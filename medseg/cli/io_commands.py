@@ -77,7 +77,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"  looks like HU  {'yes' if info['looks_like_hu'] else 'no'}")
         if "hu" in info:
             print(
-                f"  padding      {info['hu']['padding_voxels']} voxels below {info['hu']['air_floor_hu']:g} HU set to air"
+                f"  padding      {info['hu']['padding_voxels']} voxels below {info['hu']['air_floor_hu']:g} HU set "
+                "to air"
             )
     return 0
 
@@ -95,7 +96,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         help="the scan the contours were drawn on (NIfTI/NRRD/MHA or DICOM series; --series picks one)",
     )
     rtstruct.add_argument("--roi", nargs="+", action="extend", metavar="NAME=VALUE",
-                          help="ROIs to import and their label values (names case-insensitive; a later one wins where they "
+                          help="ROIs to import and their label values (names case-insensitive; a later one wins "
+                               "where they "
                                "overlap); default: every ROI, numbered 1, 2, ... in file order. A JSON sidecar "
                                "(OUTPUT without suffix + .json) records the numbering")  # fmt: skip
 
@@ -110,7 +112,8 @@ def run_convert(args: argparse.Namespace) -> int:
     volume = _read(args, args.input)
     written = save_volume(volume, args.output, label=args.label)
     print(
-        f"wrote {written}: {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm, {volume.orientation}"
+        f"wrote {written}: {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} "
+        f"mm, {volume.orientation}"
     )
     return 0
 

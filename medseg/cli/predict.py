@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="RUN",
         help="run folder (uses checkpoint_best.pt, else checkpoint_latest.pt) or checkpoint file; several: an ensemble "
-        "(e.g. the cross-validation folds) averaging their softmax probabilities (same plan and labels; --tta applies to each)",
+        "(e.g. the cross-validation folds) averaging their softmax probabilities (same plan and labels; --tta "
+        "applies to each)",
     )
     parser.add_argument(
         "--input", required=True, help="a scan (file or DICOM folder), a folder of scans, or a manifest"

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     rows = quantify(spec, labels, images, args.out, progress=not args.quiet, overwrite=args.overwrite)
     _print_table(rows)
     print(
-        f"{len({r['subject'] for r in rows})} subject(s) from {len(labels)} label map(s); wrote {Path(args.out) / 'indices.csv'}"
+        f"{len({r['subject'] for r in rows})} subject(s) from {len(labels)} label map(s); wrote "
+        f"{Path(args.out) / 'indices.csv'}"
     )
     return 0
 

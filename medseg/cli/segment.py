@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"output": str(written), **details}, indent=2, default=_jsonable))
         return 0
     print(
-        f"wrote {written}: {args.method} on {volume.shape} voxels, spacing {tuple(round(float(s), 4) for s in volume.spacing_mm)} mm"
+        f"wrote {written}: {args.method} on {volume.shape} voxels, spacing "
+        f"{tuple(round(float(s), 4) for s in volume.spacing_mm)} mm"
     )
     for line in _summary_lines(result, args.method in IMAGE_METHODS):
         print(f"  {line}")

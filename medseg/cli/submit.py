@@ -154,7 +154,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in required.items() if not value]
     if missing:
         args._submit_parser.error(
-            f"the following arguments are required: {', '.join(missing)} (to check a submission: medseg submit check ...)"
+            f"the following arguments are required: {', '.join(missing)} (to check a submission: medseg submit "
+            "check ...)"
         )
     from pathlib import Path
 

@@ -349,7 +349,8 @@ def _run_jobs(jobs: list[tuple], workers: int) -> Iterable[dict[str, Any]]:
             except BrokenProcessPool:
                 yield {
                     "case_id": job[0].case_id,
-                    "error": "the worker process died while preprocessing this case (killed, e.g. out of memory, or crashed)",
+                    "error": "the worker process died while preprocessing this case (killed, e.g. out of memory, or "
+                    "crashed)",
                 }
 
 

@@ -204,7 +204,8 @@ def _load_csv(path: Path) -> Manifest:
         where = f"{path}: line {line_number} (case {case_id!r})"
         if None in row:  # csv.DictReader keeps cells beyond the header under the key None
             raise ConfigError(
-                f"{where}: {len(columns) + len(row[None])} cells but the header has {len(columns)} columns ({','.join(columns)})"
+                f"{where}: {len(columns) + len(row[None])} cells but the header has {len(columns)} columns "
+                f"({','.join(columns)})"
             )
         images = tuple((root / image.strip()).resolve() for image in row["image"].split(";") if image.strip())
         if not images:

@@ -222,7 +222,10 @@ def target_spacing(fingerprint: Mapping[str, Any], threshold: float) -> tuple[li
         p10 = float(np.percentile(spacings[:, worst], 10))
         value = max(p10, float(target[others].max()) + 1e-5)
         if value < target[worst]:
-            note += f"; axis {worst} is anisotropic and short, so it uses the 10th percentile ({value:.4g} mm) as nnU-Net does"
+            note += (
+                f"; axis {worst} is anisotropic and short, so it uses the 10th percentile ({value:.4g} mm) as "
+                "nnU-Net does"
+            )
             target[worst] = value
     return [round(float(s), 6) for s in target], note
 

@@ -119,7 +119,8 @@ def restore_to_original(
     expected = final_shape(steps)
     if tuple(array.shape[1:]) != expected:
         raise GeometryError(
-            f"restore_to_original: prediction has spatial shape {tuple(array.shape[1:])}, but the preprocessed grid is {expected}"
+            f"restore_to_original: prediction has spatial shape {tuple(array.shape[1:])}, but the preprocessed grid "
+            f"is {expected}"
         )
     n_channels = array.shape[0]
     if outside_value is None:

@@ -414,7 +414,8 @@ def prepare_output_folder(out: Path, overwrite: bool) -> None:
     earlier = [name for name in OUTPUT_NAMES if (out / name).exists()]
     if earlier and not overwrite:
         raise InvalidArgumentError(
-            f"{out}: holds an earlier evaluation ({', '.join(earlier)}); pass --overwrite (overwrite=True) to replace it "
+            f"{out}: holds an earlier evaluation ({', '.join(earlier)}); pass --overwrite (overwrite=True) to "
+            "replace it "
             "or choose another output folder"
         )
     for name in earlier:

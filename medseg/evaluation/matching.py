@@ -146,7 +146,8 @@ def find_images(folder: str | Path, pattern: str | None = None) -> dict[str, Pat
             continue
         if name.case_id in images:
             raise InvalidArgumentError(
-                f"case {name.case_id!r}: several images match ({images[name.case_id]}, {path}); narrow them with a pattern"
+                f"case {name.case_id!r}: several images match ({images[name.case_id]}, {path}); narrow them with a "
+                "pattern"
             )
         images[name.case_id] = path
     if not images:

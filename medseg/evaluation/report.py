@@ -53,7 +53,8 @@ def _run_section(run, summary) -> list[str]:
     lines = [
         (
             f"- cases: {summary['n_matched']} matched, {summary['n_cases']} done ({summary['n_evaluated']} evaluated, "
-            f"{summary['n_failed']} failed) -- **interrupted: partial results, {summary['n_matched'] - summary['n_cases']} "
+            f"{summary['n_failed']} failed) -- **interrupted: partial results, "
+            f"{summary['n_matched'] - summary['n_cases']} "
             "case(s) not evaluated**"
             if summary["interrupted"]
             else f"- cases: {summary['n_cases']} ({summary['n_evaluated']} evaluated, {summary['n_failed']} failed)"
@@ -68,7 +69,8 @@ def _run_section(run, summary) -> list[str]:
         ),
         f"- nsd tolerance: {options['nsd_tolerance_mm']} mm; empty-mask policy: {options['empty_policy']} "
         f"(worst-case distance: {options['worst_distance_mm']})",
-        f"- grid tolerance: {options['geometry_tolerance_mm']} mm; resample prediction to reference: {options['resample_pred_to_ref']}",
+        f"- grid tolerance: {options['geometry_tolerance_mm']} mm; resample prediction to reference: "
+        f"{options['resample_pred_to_ref']}",
     ]
     lines += [f"- **warning**: {warning}" for warning in summary["label_warnings"]]
     if summary["resampled_cases"]:
@@ -362,7 +364,8 @@ def indices_section(out: Path, indices) -> list[str]:
              "", "| index | unit | n | mean ref | mean pred | bias | SD | 95 % limits | r | t-test p | flagged |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for a in indices.agreement:
-        lines.append(f"| {a['index']} | {a['unit']} | {a['n']} | {_fmt(a['mean_reference'])} | {_fmt(a['mean_prediction'])} "
+        lines.append(f"| {a['index']} | {a['unit']} | {a['n']} | {_fmt(a['mean_reference'])} | "
+                     f"{_fmt(a['mean_prediction'])} "
                      f"| {_fmt(a['bias'], 3)} | {_fmt(a['sd_difference'], 3)} | {_fmt(a['loa_lower'], 3)} .. "
                      f"{_fmt(a['loa_upper'], 3)} | {_fmt(a['pearson_r'], 3)} | {_fmt(a['ttest_p'], 2)} | "
                      f"{a['n_flagged']} |")  # fmt: skip

@@ -206,7 +206,8 @@ class Predictor:
         name = case_id or (str(channels[0]) if not isinstance(channels[0], Volume) else channels[0].name)
         if len(channels) != self.in_channels:
             raise MedsegError(
-                f"{name}: the model takes {self.in_channels} channel(s) ({', '.join(self.channel_names)}), got {len(channels)}; "
+                f"{name}: the model takes {self.in_channels} channel(s) ({', '.join(self.channel_names)}), got "
+                f"{len(channels)}; "
                 "give one file per channel (nnU-Net names <case>_0000, <case>_0001, ... or a manifest)"
             )
         sample = preprocess_case(channels, self.plan.preprocessing, case_id=case_id)

@@ -345,7 +345,10 @@ def _check_spacing(
     problems = []
     for k in off[:5]:
         ratio = gaps[k] / nominal
-        where = f"between {Path(slices[k].path).name} ({positions[k]:.3f} mm) and {Path(slices[k + 1].path).name} ({positions[k + 1]:.3f} mm)"
+        where = (
+            f"between {Path(slices[k].path).name} ({positions[k]:.3f} mm) and {Path(slices[k + 1].path).name} "
+            f"({positions[k + 1]:.3f} mm)"
+        )
         if abs(ratio - round(ratio)) * nominal <= tol and 2 <= round(ratio) <= 5:
             problems.append(f"{int(round(ratio)) - 1} missing slice(s) {where}")
         else:

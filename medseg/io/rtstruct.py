@@ -326,7 +326,8 @@ def convert_rtstruct(
     other = sorted({roi.frame_of_reference for roi, _ in chosen if roi.frame_of_reference} - {frame}) if frame else []
     if other:
         raise GeometryError(
-            f"{rtstruct}: its contours are in frame of reference {', '.join(other)}, but the reference series {reference} "
+            f"{rtstruct}: its contours are in frame of reference {', '.join(other)}, but the reference series "
+            f"{reference} "
             f"is in {frame}: they are different coordinate systems; use the scan the contours were drawn on"
         )
     labels = rasterise_rtstruct(chosen, shape, affine, source=str(rtstruct))

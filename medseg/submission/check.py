@@ -144,7 +144,8 @@ class CheckReport:
         overall = sum(p.severity == "error" and p.case is None for p in self.problems)
         out.append(
             f"{'PASS' if self.ok else 'FAIL'}: {n_passed}/{len(self.cases)} cases passed, "
-            f"{n_errors} problem(s){f' ({overall} with the submission as a whole)' if overall else ''}, {n_warnings} warning(s)"
+            f"{n_errors} problem(s){f' ({overall} with the submission as a whole)' if overall else ''}, "
+            f"{n_warnings} warning(s)"
         )
         return out
 
@@ -493,7 +494,8 @@ def _check_rle_csv(
     if header not in (["ImageId", "EncodedPixels"], ["ImageId", "ClassId", "EncodedPixels"]):
         report.add(
             None,
-            f"{RLE_CSV_NAME}: header {','.join(header) or '(none)'} should be ImageId,EncodedPixels or ImageId,ClassId,EncodedPixels",
+            f"{RLE_CSV_NAME}: header {','.join(header) or '(none)'} should be ImageId,EncodedPixels or "
+            "ImageId,ClassId,EncodedPixels",
         )
         return {}
     per_class = len(header) == 3
@@ -569,7 +571,8 @@ def _check_rle_csv(
             shown = ", ".join(f"{k:03d}" + (f"/class {c}" if per_class else "") for k, c in missing[:8])
             report.add(
                 case_id,
-                f"missing {len(missing)} of {grid.shape[2] * len(classes)} rows (slice{'/class' if per_class else ''} {shown}{', ...' if len(missing) > 8 else ''})",
+                f"missing {len(missing)} of {grid.shape[2] * len(classes)} rows "
+                f"(slice{'/class' if per_class else ''} {shown}{', ...' if len(missing) > 8 else ''})",
             )
         if entries and not any(entries.values()):
             empty_cases += 1

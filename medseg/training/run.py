@@ -341,7 +341,8 @@ def train(
         examples = "; ".join(", ".join(ids) for ids in alike[:3])
         log.warning(
             "%d cases look like several scans of one patient (%s%s) but have no group, so one patient may be in "
-            "training and validation; set data.group_pattern (e.g. '^(patient\\d+)') or a group column in a CSV manifest",
+            "training and validation; set data.group_pattern (e.g. '^(patient\\d+)') or a group column in a CSV "
+            "manifest",
             sum(map(len, alike)),
             examples,
             " ..." if len(alike) > 3 else "",

@@ -368,8 +368,8 @@ def test_an_interrupted_run_says_how_many_cases_were_matched(folders, tmp_path, 
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["interrupted"] and summary["n_matched"] == 3 and summary["n_cases"] == 1
     assert (
-        "- cases: 3 matched, 1 done (1 evaluated, 0 failed) -- **interrupted: partial results, 2 case(s) not evaluated**"
-        in (out / "report.md").read_text(encoding="utf-8")
+        "- cases: 3 matched, 1 done (1 evaluated, 0 failed) -- **interrupted: partial results, 2 case(s) not "
+        "evaluated**" in (out / "report.md").read_text(encoding="utf-8")
     )
 
 

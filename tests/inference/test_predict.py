@@ -257,10 +257,12 @@ def test_mirroring_note_counts_passes_and_names_axes_only_for_anatomical_grids()
 
     assert mirroring_note(False, [0, 1, 2]) is None
     assert mirroring_note(True, [0, 1, 2], "LPS").endswith(
-        "axes 0 (left-right), 1 (posterior-anterior), 2 (inferior-superior) of the preprocessed LPS grid: 8 passes per window"
+        "axes 0 (left-right), 1 (posterior-anterior), 2 (inferior-superior) of the preprocessed LPS grid: 8 passes "
+        "per window"
     )
     assert mirroring_note(True, [0], "none") == (
-        "--tta: test-time mirroring along array axes 0 of the preprocessed grid (the files' voxel order): 2 passes per window"
+        "--tta: test-time mirroring along array axes 0 of the preprocessed grid (the files' voxel order): 2 passes "
+        "per window"
     )
 
 

@@ -274,7 +274,8 @@ def plant(out: Path, fault: str, truth) -> tuple[str | None, str]:
         save_volume(Volume(truth["case_001"], affine), target, label=True)
         return (
             "case_001",
-            "voxel grid differs from the image case_001_0000.nii.gz: spacing: submission (1.2, 0.8, 2.5) mm, image (1.2, 0.8, 3) mm",
+            "voxel grid differs from the image case_001_0000.nii.gz: spacing: submission (1.2, 0.8, 2.5) mm, image "
+            "(1.2, 0.8, 3) mm",
         )
     if fault == "extra file":
         (out / "notes.txt").write_text("x", encoding="utf-8")
@@ -367,7 +368,10 @@ def only_labels(labels: np.ndarray, keep: set[int]) -> np.ndarray:
     return np.where(np.isin(labels, list(keep)), labels, 0).astype(np.uint8)
 
 
-NEVER_PREDICTED = "WARN label(s) {} allowed but absent from every one of the {} cases: a model that never predicts them (or a wrong --label-map)?"
+NEVER_PREDICTED = (
+    "WARN label(s) {} allowed but absent from every one of the {} cases: a model that never predicts "
+    "them (or a wrong --label-map)?"
+)
 
 
 def test_allowed_labels_absent_from_every_case_warn_once(msd_submission, tmp_path):
