@@ -64,8 +64,13 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     seconds, out = time_call(lambda: threshold(volume, [-320, 200]))
-    record("threshold (2 cuts)", seconds, "NumPy digitize", time_call(lambda: np.digitize(volume.array, [-320, 200]))[0],
-           f"identical: {np.array_equal(out.array, np.digitize(volume.array, [-320, 200]))}")  # fmt: skip
+    record(
+        "threshold (2 cuts)",
+        seconds,
+        "NumPy digitize",
+        time_call(lambda: np.digitize(volume.array, [-320, 200]))[0],
+        f"identical: {np.array_equal(out.array, np.digitize(volume.array, [-320, 200]))}",
+    )
 
     seconds, out = time_call(lambda: otsu(volume))
     peer = sitk.OtsuThresholdImageFilter()
@@ -101,8 +106,13 @@ def main() -> None:
         lambda: sitk.ConnectedThreshold(image, seedList=[seed], lower=-1100, upper=-400), repeats=3
     )
     agreement = dice(out.array > 0, sitk.GetArrayFromImage(peer_out).transpose(2, 1, 0) > 0)
-    record("region-grow (ITK, tolerance)", seconds, "sitk.ConnectedThreshold", peer_s,
-           f"{np.count_nonzero(out.array) * volume.voxel_volume_ml:.0f} ml grown; Dice with peer {agreement:.4f}")  # fmt: skip
+    record(
+        "region-grow (ITK, tolerance)",
+        seconds,
+        "sitk.ConnectedThreshold",
+        peer_s,
+        f"{np.count_nonzero(out.array) * volume.voxel_volume_ml:.0f} ml grown; Dice with peer {agreement:.4f}",
+    )
 
     seconds, out = time_call(lambda: sobel_edges(volume), repeats=1)
     float_image = sitk.Cast(image, sitk.sitkFloat32)

@@ -171,8 +171,14 @@ def per_structure(cases, repeats: int) -> list[dict]:
         pass_s, pass_cpu_s, boxes = timed(lambda: medseg_one_pass(ref, pred), repeats)
         case_s, _ = time_call(lambda: medseg_case(ref, pred, spacing), repeats)
         for label in (1, 2):
-            record = {"case": case_id, "label": label, "shape": list(ref.shape), "one_pass_s": pass_s, "one_pass_cpu_s": pass_cpu_s,
-                      "case_all_labels_s": case_s}  # fmt: skip
+            record = {
+                "case": case_id,
+                "label": label,
+                "shape": list(ref.shape),
+                "one_pass_s": pass_s,
+                "one_pass_cpu_s": pass_cpu_s,
+                "case_all_labels_s": case_s,
+            }
             record["medseg_s"], record["medseg_cpu_s"], ours = timed(
                 lambda: medseg_structure(ref, pred, spacing, label), repeats
             )
@@ -265,8 +271,20 @@ def folder_commands(
 ) -> dict[str, tuple[list[str], dict | None]]:
     """The timed processes of the whole-folder benchmark; every medseg run writes into the same ``folder/out``
     (``--overwrite``: without it every run after the first would be refused, and its refusal timed)."""
-    common = [MEDSEG, "evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "ref"), "--out", str(folder / "out"),
-              "--overwrite", "--quiet", "--metrics", "hd,hd95,asd"]  # fmt: skip
+    common = [
+        MEDSEG,
+        "evaluate",
+        "--pred",
+        str(folder / "pred"),
+        "--ref",
+        str(folder / "ref"),
+        "--out",
+        str(folder / "out"),
+        "--overwrite",
+        "--quiet",
+        "--metrics",
+        "hd,hd95,asd",
+    ]
     commands = {
         "read_nibabel_process_s": ([PYTHON, "-c", READ_SCRIPT, *files], None),
         "medseg_workers1_s": (common + ["--workers", "1"], None),

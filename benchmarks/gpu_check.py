@@ -221,8 +221,12 @@ def nnunet_step(name: str, choice: dict[str, Any], work: Path, dataset_id: int, 
     epoch_times = [float(line.rsplit(":", 1)[1].split()[0]) for line in text.splitlines() if "Epoch time:" in line]
     plans = json.loads((preprocessed / dataset.name / "nnUNetPlans.json").read_text(encoding="utf-8"))
     batch = int(plans["configurations"][configuration]["batch_size"])
-    result = {"configuration": configuration, "batch_size": batch, "epoch_seconds": epoch_times[-1] if epoch_times else None,
-              "log": str(log_path)}  # fmt: skip
+    result = {
+        "configuration": configuration,
+        "batch_size": batch,
+        "epoch_seconds": epoch_times[-1] if epoch_times else None,
+        "log": str(log_path),
+    }
     if epoch_times:
         result["images_per_s"] = round(250 * batch / epoch_times[-1], 1)  # nnUNetTrainer: 250 iterations per epoch
         say(
@@ -235,8 +239,26 @@ def nnunet_step(name: str, choice: dict[str, Any], work: Path, dataset_id: int, 
 def torchrun_step(choice: dict[str, Any], work: Path, device: str, time_limit_s: int) -> dict[str, Any]:
     run_dir = work / "run_torchrun"
     shutil.rmtree(run_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "medseg",
-               "train", "--quiet", "--config", str(choice["config"]), "--out", str(run_dir), "--epochs", "1", "--device", device]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "medseg",
+        "train",
+        "--quiet",
+        "--config",
+        str(choice["config"]),
+        "--out",
+        str(run_dir),
+        "--epochs",
+        "1",
+        "--device",
+        device,
+    ]
     started = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=time_limit_s)
@@ -251,8 +273,10 @@ def torchrun_step(choice: dict[str, Any], work: Path, device: str, time_limit_s:
         result["images_per_s"] = float(dict(zip(rows[0].split(","), rows[-1].split(",")))["patches_per_s"])
     else:
         result["stderr_tail"] = done.stderr[-2000:]
-    say(f"torchrun (1 process, {device}): {'ok' if ok else 'FAILED'} in {seconds:.1f} s"
-        + (f", {result['images_per_s']:.1f} images/s" if ok else f": {done.stderr.strip().splitlines()[-1:] }"))  # fmt: skip
+    say(
+        f"torchrun (1 process, {device}): {'ok' if ok else 'FAILED'} in {seconds:.1f} s"
+        + (f", {result['images_per_s']:.1f} images/s" if ok else f": {done.stderr.strip().splitlines()[-1:]}")
+    )
     return result
 
 
@@ -309,8 +333,10 @@ def predict_step(run_dir: Path, ct: Path, device: str) -> tuple[dict[str, Any], 
         "patch_size": list(predictor.network.patch_size), "batch_size": predictor.batch_size,
         "classes": int(logits.shape[0]),
     }  # fmt: skip
-    say(f"prediction of a {'x'.join(map(str, array.shape))} CT: end to end {end_to_end:.1f} s (at the plan's spacing); "
-        f"sliding window on the full grid {seconds:.1f} s, peak GPU memory {figures['peak_gpu_memory_gib']} GiB")  # fmt: skip
+    say(
+        f"prediction of a {'x'.join(map(str, array.shape))} CT: end to end {end_to_end:.1f} s (at the plan's spacing); "
+        f"sliding window on the full grid {seconds:.1f} s, peak GPU memory {figures['peak_gpu_memory_gib']} GiB"
+    )
     return figures, (image, logits.argmax(0))
 
 
@@ -351,9 +377,11 @@ def oom_step(run_dir: Path, image, uncapped_peak_bytes: float, reference_labels)
         "seconds": round(seconds, 2), "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "label_agreement_with_uncapped": float((labels == reference_labels).float().mean()),
     }  # fmt: skip
-    say(f"OOM fallback under a {figures['cap_gib']} GiB cap: "
+    say(
+        f"OOM fallback under a {figures['cap_gib']} GiB cap: "
         f"{'fell back to host memory' if fell_back else 'NO fallback happened'} "
-        f"({' -> '.join(outputs)}), {seconds:.1f} s, label agreement {figures['label_agreement_with_uncapped']:.5f}")  # fmt: skip
+        f"({' -> '.join(outputs)}), {seconds:.1f} s, label agreement {figures['label_agreement_with_uncapped']:.5f}"
+    )
     if not fell_back:
         raise RuntimeError(
             f"the sliding window did not fall back to host memory under a {figures['cap_gib']} GiB cap: {figures}"
@@ -389,9 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (smoke run)",
-        "torch": torch.__version__, "cuda": torch.version.cuda, "smoke": args.cpu_smoke,
-    }  # fmt: skip
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (smoke run)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "smoke": args.cpu_smoke,
+    }
     say(f"device {report['device']}, torch {report['torch']}, CUDA {report['cuda']}; output {out}")
     started = time.perf_counter()
 

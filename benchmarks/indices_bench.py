@@ -153,8 +153,18 @@ def main() -> int:
         cardiac_pred = make_cardiac(folder)
         lung_pred, manifest = make_lung(folder)
         evaluate = [MEDSEG, "evaluate", "--pred", str(cardiac_pred), "--ref", str(ACDC), "--no-progress", "--overwrite"]
-        lung = [MEDSEG, "evaluate", "--pred", str(lung_pred), "--manifest", str(manifest), "--no-progress", "--overwrite",
-                "--labels", "1,2,3"]  # fmt: skip
+        lung = [
+            MEDSEG,
+            "evaluate",
+            "--pred",
+            str(lung_pred),
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+            "--overwrite",
+            "--labels",
+            "1,2,3",
+        ]
         commands = {
             "cardiac_evaluate_s": evaluate + ["--out", str(folder / "e1")],
             "cardiac_evaluate_indices_s": evaluate + ["--out", str(folder / "e2"), "--indices", "cardiac"],

@@ -62,8 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MM",
         help="normalised surface Dice tolerance in mm (default 1)",
     )
-    what.add_argument("--empty-policy", choices=("worst", "nan"), default="worst",
-                      help="distances when one mask is empty: worst-case value (default) or NaN; flagged either way")  # fmt: skip
+    what.add_argument(
+        "--empty-policy",
+        choices=("worst", "nan"),
+        default="worst",
+        help="distances when one mask is empty: worst-case value (default) or NaN; flagged either way",
+    )
     what.add_argument(
         "--worst-distance", type=float, metavar="MM", help="worst-case distance (default: the volume's diagonal)"
     )
@@ -75,10 +79,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     regions.add_argument(
         "--regions", action="store_true", help="also score base, middle and apex (region 'all' is always scored)"
     )
-    regions.add_argument("--region-axis", default="auto", choices=("auto", "0", "1", "2"),
-                         help="axis split into regions (auto: largest spacing, else the superior-inferior axis)")  # fmt: skip
-    regions.add_argument("--base-at", default="auto", choices=("auto", "first", "last"),
-                         help="which end is the base (auto: the end with the larger reference cross-section)")  # fmt: skip
+    regions.add_argument(
+        "--region-axis",
+        default="auto",
+        choices=("auto", "0", "1", "2"),
+        help="axis split into regions (auto: largest spacing, else the superior-inferior axis)",
+    )
+    regions.add_argument(
+        "--base-at",
+        default="auto",
+        choices=("auto", "first", "last"),
+        help="which end is the base (auto: the end with the larger reference cross-section)",
+    )
     regions.add_argument("--region-mode", default="volumetric", choices=("volumetric", "slicewise"),
                          help="3D metrics per region (default) or 2D metrics averaged over slices")  # fmt: skip
     regions.add_argument("--region-anchor", default="label", metavar="ANCHOR",
@@ -99,9 +111,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     actions = parser.add_subparsers(dest="evaluate_action", metavar="{compare}", required=False)
-    compare = actions.add_parser("compare", help="compare two runs: paired differences, Wilcoxon and t-test, "
-                                                 "Bland-Altman plot",
-                                 description="Compare two metrics.csv files case by case (differences are B - A).")  # fmt: skip
+    compare = actions.add_parser(
+        "compare",
+        help="compare two runs: paired differences, Wilcoxon and t-test, Bland-Altman plot",
+        description="Compare two metrics.csv files case by case (differences are B - A).",
+    )
     compare.add_argument("metrics_a", metavar="A_METRICS_CSV")
     compare.add_argument("metrics_b", metavar="B_METRICS_CSV")
     compare.add_argument("--out", dest="compare_out", required=True, metavar="DIR", help="output folder")

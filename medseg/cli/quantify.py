@@ -52,8 +52,12 @@ def index_spec(args: argparse.Namespace):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--seg", required=True, metavar="DIR|MANIFEST",
-                        help="folder of label maps (searched recursively) or a manifest (its label column)")  # fmt: skip
+    parser.add_argument(
+        "--seg",
+        required=True,
+        metavar="DIR|MANIFEST",
+        help="folder of label maps (searched recursively) or a manifest (its label column)",
+    )
     parser.add_argument("--pattern", metavar="GLOB", help="only label files whose name matches, e.g. '*_gt.nii.gz'")
     add_index_options(parser, required=True)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (indices.csv)")

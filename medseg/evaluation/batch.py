@@ -606,9 +606,18 @@ def _write_regions(path: Path, outcomes: list[CaseOutcome]) -> None:
                 f"{ranges[name][0]}-{ranges[name][1]}" if name in ranges else "" for name in ("base", "middle", "apex")
             ]
             writer.writerow(
-                [info["case"], info["label"], info["anchor"], info["axis"], info["reference_first"], info["reference_last"],
-                 info["base_end"], info["base_rule"], *spans]
-            )  # fmt: skip
+                [
+                    info["case"],
+                    info["label"],
+                    info["anchor"],
+                    info["axis"],
+                    info["reference_first"],
+                    info["reference_last"],
+                    info["base_end"],
+                    info["base_rule"],
+                    *spans,
+                ]
+            )
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

@@ -311,8 +311,11 @@ def paired_indices(reference: list[dict], prediction: list[dict]) -> list[dict]:
     rows = []
     for key in order:
         ref, pred = keyed.get(key), predicted.get(key)
-        flags = [f"{side}:{row['flag'] if row else 'missing'}" for side, row in (("reference", ref), ("prediction", pred))
-                 if row is None or row["flag"]]  # fmt: skip
+        flags = [
+            f"{side}:{row['flag'] if row else 'missing'}"
+            for side, row in (("reference", ref), ("prediction", pred))
+            if row is None or row["flag"]
+        ]
         a = ref["value"] if ref else math.nan
         b = pred["value"] if pred else math.nan
         rows.append({"subject": key[0], "index": key[1], "unit": INDEX_UNITS[key[1]], "reference": a, "prediction": b,

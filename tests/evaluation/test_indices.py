@@ -203,8 +203,21 @@ def test_lung_indices_need_images(tmp_path, capsys):
     _save(np.ones((4, 4, 4), dtype=np.uint8), tmp_path / "seg" / "c1.nii.gz")
     with pytest.raises(ConfigError, match=r"need each case's CT image.*c1.*--images"):
         quantify(parse_roles("lung"), {"c1": tmp_path / "seg" / "c1.nii.gz"})
-    code = main(["evaluate", "--pred", str(tmp_path / "seg"), "--ref", str(tmp_path / "seg"), "--out", str(tmp_path / "e"),
-                 "--indices", "lung", "--quiet", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "seg"),
+            "--ref",
+            str(tmp_path / "seg"),
+            "--out",
+            str(tmp_path / "e"),
+            "--indices",
+            "lung",
+            "--quiet",
+            "--no-progress",
+        ]
+    )
     assert code == 1 and "--images" in capsys.readouterr().err
 
 
@@ -220,8 +233,24 @@ def test_evaluate_lung_indices_with_images_folder(tmp_path):
     _save(labels, tmp_path / "ref" / "c1.nii.gz", affine)
     _save(prediction, tmp_path / "pred" / "c1.nii.gz", affine)
     _save(image.astype(np.int16), tmp_path / "img" / "c1_0000.nii.gz", affine)
-    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--images", str(tmp_path / "img"),
-                 "--out", str(tmp_path / "e"), "--indices", "lung", "--quiet", "--no-progress", "--no-report"])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "pred"),
+            "--ref",
+            str(tmp_path / "ref"),
+            "--images",
+            str(tmp_path / "img"),
+            "--out",
+            str(tmp_path / "e"),
+            "--indices",
+            "lung",
+            "--quiet",
+            "--no-progress",
+            "--no-report",
+        ]
+    )
     assert code == 0
     rows = _by_index(_read_csv(tmp_path / "e" / "indices.csv"), "c1")
     assert float(rows["lung_right_volume"]["reference"]) == pytest.approx(2.0)
