@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check medseg tests benchmarks
+	$(BIN)/ruff format --check medseg tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # executed copies of the notebooks, with their outputs, in runs/notebooks/executed/ (the originals stay stripped)

@@ -191,6 +191,13 @@ def main() -> int:
         figures["lung_max_rel_diff"] = check_agree(rows, hand)
     figures["load_average_end"] = os.getloadavg()[0]
     f = figures
+
+    def row(name: str, kind: str) -> str:
+        plain, indices = f[f"{kind}_evaluate_s"], f[f"{kind}_evaluate_indices_s"]
+        added = 100 * (indices / plain - 1)
+        quantify, hand = f[f"{kind}_quantify_s"], f[f"{kind}_hand_s"]
+        return f"| {name} | {plain:.2f} | {indices:.2f} | {added:+.0f} % | {quantify:.2f} | {hand:.2f} |"
+
     markdown = f"""## Clinical indices: cost inside `medseg evaluate`, and `medseg quantify` vs a hand-written loop
 
 `.venv/bin/python benchmarks/indices_bench.py --repeats {args.repeats}`: medians of fresh CLI processes, interleaved;
@@ -201,11 +208,12 @@ Hand-written peer: nibabel + NumPy computing the same indices (largest relative 
 
 | data | evaluate s | evaluate --indices s | added | quantify s | hand-written s |
 |---|---|---|---|---|---|
-| ACDC, 40 frames, cardiac | {f["cardiac_evaluate_s"]:.2f} | {f["cardiac_evaluate_indices_s"]:.2f} | {100 * (f["cardiac_evaluate_indices_s"] / f["cardiac_evaluate_s"] - 1):+.0f} % | {f["cardiac_quantify_s"]:.2f} | {f["cardiac_hand_s"]:.2f} |
-| NSCLC, 6 CTs, lung | {f["lung_evaluate_s"]:.2f} | {f["lung_evaluate_indices_s"]:.2f} | {100 * (f["lung_evaluate_indices_s"] / f["lung_evaluate_s"] - 1):+.0f} % | {f["lung_quantify_s"]:.2f} | {f["lung_hand_s"]:.2f} |
+{row("ACDC, 40 frames, cardiac", "cardiac")}
+{row("NSCLC, 6 CTs, lung", "lung")}
 
 Lung density reads each CT (about 33 MB of gzip per scan): that read, not the indices, is what lung indices add.
-Load average (1 min) on the 2-core machine: {f["load_average_start"]:.1f} at the start, {f["load_average_end"]:.1f} at the end.
+Load average (1 min) on the 2-core machine: {f["load_average_start"]:.1f} at the start, {f["load_average_end"]:.1f} at
+the end.
 """
     write_results("indices", {"figures": figures}, markdown)
     print(markdown)

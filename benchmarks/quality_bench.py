@@ -36,8 +36,10 @@ script runs again, so a long run can be continued and folds added. The figures g
 because the 2-core machines are shared.
 
 Run (see benchmarks/README.md for the budgets used):
-  .venv/bin/python benchmarks/quality_bench.py --dataset acdc --arm medseg --folds 0 1 2 3 4 --epochs 10 --iterations-per-epoch 15
-  .venv/bin/python benchmarks/quality_bench.py --dataset acdc --arm nnunet_matched --folds 0 1 2 3 4 --epochs 10 --iterations-per-epoch 15
+  .venv/bin/python benchmarks/quality_bench.py --dataset acdc --arm medseg --folds 0 1 2 3 4 \
+      --epochs 15 --iterations-per-epoch 20
+  .venv/bin/python benchmarks/quality_bench.py --dataset acdc --arm nnunet_matched --folds 0 1 2 3 4 \
+      --epochs 15 --iterations-per-epoch 20
   .venv/bin/python benchmarks/quality_bench.py --report        # tables from the results only
 Needs the bench extra for the nnU-Net arms: pip install -e ".[bench]" "torch==2.13.0" "torchvision==0.28.0".
 """

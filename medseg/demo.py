@@ -86,7 +86,8 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the demo into ``out_dir`` (replaced if it holds an earlier demo); return its summary (with the Dice table as markdown under "table")."""
+    """Run the demo into ``out_dir`` (replaced if it holds an earlier demo); return its summary (with the
+    Dice table as markdown under "table")."""
     from medseg.evaluation import evaluate_folder
     from medseg.inference.inputs import InputCase
     from medseg.inference.predict import Predictor, predict_cases

@@ -408,7 +408,8 @@ def track_airways(
 
 
 def _find_trachea(air_view: np.ndarray, x_of, midline_x_mm: float, pixel_mm2: float, first: int, end: int):
-    """``(slice, 2D mask)`` of the first trachea-like air component near the midline in slices ``first..end-1``, or None."""
+    """``(slice, 2D mask)`` of the first trachea-like air component near the midline in slices
+    ``first..end-1``, or None."""
     for s in range(first, min(end, air_view.shape[2])):
         components, count = ndimage.label(air_view[:, :, s], structure=_EIGHT)
         if count == 0:

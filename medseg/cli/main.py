@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_function(module, verb: str, command: str, suffix: str = ""):
-    """``add_<command>_arguments`` / ``run_<command>`` for modules serving several commands, else ``add_arguments`` / ``run``."""
+    """``add_<command>_arguments`` / ``run_<command>`` for modules serving several commands, else
+    ``add_arguments`` / ``run``."""
     specific = "_".join(filter(None, (verb, command.replace("-", "_"), suffix)))
     return getattr(module, specific, None) or getattr(module, "_".join(filter(None, (verb, suffix))))
 

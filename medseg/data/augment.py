@@ -5,10 +5,10 @@ offsets before the affine map) are composed into one sampling grid, and the patc
 in one resampling (trilinear for images, nearest for labels) from a crop that is just large
 enough (see :meth:`Augmenter.source_extent`) instead of resampling once per transform. The
 3D sampling runs on torch's vectorised 2D ``grid_sample`` kernel (see :func:`sample_3d`),
-which is several times faster on CPU than its 3D kernel. Rotations are physical (in mm, using the voxel spacing), about all three axes for
-near-isotropic 3D patches and in-plane only (about the lowest-resolution axis) for
-anisotropic ones and for 2D. ``scale`` multiplies the size of the sampled region (> 1 shows
-more context, structures look smaller). Images are interpolated linearly, label maps by
+which is several times faster on CPU than its 3D kernel. Rotations are physical (in mm, using
+the voxel spacing), about all three axes for near-isotropic 3D patches and in-plane only (about
+the lowest-resolution axis) for anisotropic ones and for 2D. ``scale`` multiplies the size of
+the sampled region (> 1 shows more context, structures look smaller). Images are interpolated linearly, label maps by
 nearest neighbour (they stay integer). Flips and 90-degree rotations are exact index
 operations done afterwards. When no resampling transform is drawn, the patch is a plain crop.
 

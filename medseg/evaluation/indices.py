@@ -27,9 +27,10 @@ is measured on its own grid, whatever its orientation.
 myo=2, lv=3``); lung defaults are medseg's (``lung_left=1, lung_right=2``: :mod:`medseg.classical.lung_ct` and
 the chest-CT phantoms); ``--roles lung_right=1,lung_left=2,tumour=3`` fits the NSCLC radiotherapy contours.
 
-**ED/ES pairing** (:func:`medseg.common.cardiac_phases.cardiac_phase`): a case id ending in ``_ED`` / ``_ES`` (any case) is that phase of the
-subject named by the rest; a case id ending in ``_frameNN`` (ACDC's own layout) is looked up in the ``Info.cfg``
-(``ED: 1``, ``ES: 12``) found in the folder of the case's label map or image. Frames that are neither ED nor ES
+**ED/ES pairing** (:func:`medseg.common.cardiac_phases.cardiac_phase`): a case id ending in ``_ED`` / ``_ES``
+(any case) is that phase of the subject named by the rest; a case id ending in ``_frameNN`` (ACDC's own
+layout) is looked up in the ``Info.cfg`` (``ED: 1``, ``ES: 12``) found in the folder of the case's label map or
+image. Frames that are neither ED nor ES
 are ignored.
 
 **Empty input, never a silent NaN**: every value that is not an ordinary measurement carries a flag. A missing

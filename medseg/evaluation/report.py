@@ -61,7 +61,7 @@ def _run_section(run, summary) -> list[str]:
         ),
         f"- references: `{options['manifest'] or options['ref']}`; predictions: `{options['pred']}`",
         f"- labels: {', '.join(f'{v} = {n}' for v, n in summary['labels'].items()) or 'none'}",
-        f"- regions: {'base/middle/apex, ' + options['region_mode'] + ', axis ' + options['region_axis'] + ', base ' + str(options['base_at']) + ', anchor ' + options['region_anchor'] if options['regions'] else 'all only'}"
+        f"- regions: {_regions_line(options) if options['regions'] else 'all only'}"
         + (
             f" (mode {options['region_mode']})"
             if not options["regions"] and options["region_mode"] != "volumetric"
@@ -496,3 +496,11 @@ def _worst_cases(plt, worst, folder: Path, label_names) -> Path | None:
     path = _save(fig, folder / "worst_cases.png", dpi=100)
     plt.close(fig)
     return path
+
+
+def _regions_line(options: dict[str, Any]) -> str:
+    """How the regions were made, for the report's header (``options`` as in ``summary.json``)."""
+    return (
+        f"base/middle/apex, {options['region_mode']}, axis {options['region_axis']}, base {options['base_at']}, "
+        f"anchor {options['region_anchor']}"
+    )

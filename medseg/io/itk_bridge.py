@@ -77,7 +77,8 @@ def from_itk(image) -> np.ndarray:
 
 
 def itk_order(values: Sequence) -> list:
-    """Per-axis values ``(i, j, k)`` (an index, radii) in the ``(k, j, i)`` order of :func:`to_sitk`/:func:`to_itk` images."""
+    """Per-axis values ``(i, j, k)`` (an index, radii) in the ``(k, j, i)`` order of
+    :func:`to_sitk` / :func:`to_itk` images."""
     return list(values)[::-1]
 
 

@@ -254,7 +254,8 @@ def make_validator(
 def example_figure(
     case_id: str, image: np.ndarray, reference: np.ndarray, prediction: np.ndarray, labels: dict[int, str]
 ):
-    """A matplotlib figure of the slice (across axis 2) with most reference foreground: truth and prediction contours."""
+    """A matplotlib figure of the slice (across axis 2) with most reference foreground: truth and
+    prediction contours."""
     from matplotlib.figure import Figure  # not pyplot: never touch the caller's backend (e.g. a notebook's)
 
     k = int(np.argmax((reference > 0).sum(axis=(0, 1))))
