@@ -137,7 +137,9 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="dataset.json (MSD/nnU-Net), a CSV manifest or a phantom .yaml")
     add_geometry_tolerance_option(parser)
     parser.add_argument(
-        "--json", action="store_true", help="print {manifest, n_cases, ok, problems: [{case, path, message}]} as JSON"
+        "--json",
+        action="store_true",
+        help="print {manifest, n_cases, ok, problems: [{case, path, message}], notes: [...]} as JSON",
     )
 
 
@@ -146,8 +148,9 @@ def run_validate(args: argparse.Namespace) -> int:
     from medseg.data.manifest import load_manifest, validate_manifest
 
     manifest = load_manifest(args.manifest)
+    notes: list[str] = []
     problems = validate_manifest(
-        manifest, atol_mm=args.geometry_tolerance_mm, progress=not args.quiet and not args.json
+        manifest, atol_mm=args.geometry_tolerance_mm, progress=not args.quiet and not args.json, notes=notes
     )
     if args.json:
         document = {
@@ -155,6 +158,7 @@ def run_validate(args: argparse.Namespace) -> int:
             "n_cases": len(manifest),
             "ok": not problems,
             "problems": [{"case": p.case_id, "path": p.path, "message": p.message} for p in problems],
+            "notes": notes,
         }
         print(json.dumps(document, indent=2))
         return 1 if problems else 0

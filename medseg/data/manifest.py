@@ -450,12 +450,16 @@ def undeclared_labels_problem(manifest: Manifest, values: Iterable[int]) -> tupl
     ), False
 
 
-def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool = False) -> list[Problem]:
+def validate_manifest(
+    manifest: Manifest, atol_mm: float = 1e-3, progress: bool = False, notes: list[str] | None = None
+) -> list[Problem]:
     """Check every case: files exist and load, image and label share a voxel grid
     (shape equal, origin and axes within ``atol_mm`` mm), label values are declared ones.
 
     Returns one :class:`Problem` per finding (empty list when all is well; an empty
     manifest gives one problem saying so). Loading reads whole volumes, one case at a time.
+    Notes that are not problems (label values taken from the data of a CSV without a
+    ``# labels:`` line) are logged as warnings and, when ``notes`` is a list, appended to it.
     """
     from medseg.io import grid_mismatch, load_volume
     from medseg.io.describe import describe_nonfinite, nonfinite_voxels
@@ -500,4 +504,6 @@ def validate_manifest(manifest: Manifest, atol_mm: float = 1e-3, progress: bool 
     note = undeclared_labels_problem(manifest, found_values)
     if note and not note[1]:
         log.warning("%s: %s", manifest.path, note[0])
+        if notes is not None:
+            notes.append(note[0])
     return problems

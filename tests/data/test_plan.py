@@ -400,6 +400,8 @@ def test_validate_and_plan_follow_one_rule_for_label_declarations(tmp_path, caps
     )
     assert main(["validate", str(path)]) == 0
     assert note in capsys.readouterr().err
+    assert main(["validate", str(path), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == [note]  # the note reaches JSON readers too
     assert main(["plan", "--manifest", str(path), "--out", str(tmp_path / "plan.json"), "--quiet"]) == 0
     assert note in capsys.readouterr().err
     # declared labels that miss a value: both refuse, with the same words
