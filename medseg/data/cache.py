@@ -141,14 +141,15 @@ def preprocess_case_to_cache(
     files = case_files(cache_dir, entry.case_id)
     dtype = np.float16 if pre.cache_dtype == "float16" else np.float32
     image = sample["image"]
-    if nonfinite := describe_nonfinite(nonfinite_voxels(image)):  # they would poison every batch they are in
-        names = ", ".join(str(path) for path in entry.images)
-        raise MedsegError(
-            f"{names}: the image holds NaN or inf ({nonfinite} after preprocessing); training needs finite "
-            "intensities (medseg validate counts them per image)"
-        )
     channel_min = [float(c.min()) for c in image]
     channel_max = [float(c.max()) for c in image]
+    # NaN propagates into min/max and inf shows there: the extrema already tell whether every voxel is finite
+    if not np.all(np.isfinite(channel_min + channel_max)):  # they would poison every batch they are in
+        names = ", ".join(str(path) for path in entry.images)
+        raise MedsegError(
+            f"{names}: the image holds NaN or inf ({describe_nonfinite(nonfinite_voxels(image))} after "
+            "preprocessing); training needs finite intensities (medseg validate counts them per image)"
+        )
     atomic_save_npy(files["image"], image.astype(dtype, copy=False))
     del image
     label = sample.get("label")
