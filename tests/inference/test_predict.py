@@ -17,11 +17,11 @@ from medseg.io import load_volume
 from medseg.training.run import train
 
 
-def _train_tiny(folder: Path, kind: str, configuration: str, patch: list[int]) -> Path:
-    (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 3, seed: 2}}\nroot: data\n", encoding="utf-8")
+def _train_one_step(folder: Path, manifest: str, configuration: str, patch: list[int]) -> Path:
+    """Train a tiny U-Net for one step on ``manifest`` (relative to ``folder``); returns the run folder."""
     config = {
         "data": {
-            "manifest": "phantoms.yaml",
+            "manifest": manifest,
             "cache": "cache",
             "configuration": configuration,
             "patch_size": patch,
@@ -35,6 +35,11 @@ def _train_tiny(folder: Path, kind: str, configuration: str, patch: list[int]) -
     }
     (folder / "train.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return train(folder / "train.yaml", folder / "run", progress=False)
+
+
+def _train_tiny(folder: Path, kind: str, configuration: str, patch: list[int]) -> Path:
+    (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 3, seed: 2}}\nroot: data\n", encoding="utf-8")
+    return _train_one_step(folder, "phantoms.yaml", configuration, patch)
 
 
 @pytest.fixture(scope="module")
@@ -288,22 +293,7 @@ def test_a_two_channel_model_predicts_from_every_channel(tmp_path):
         ),
         encoding="utf-8",
     )
-    config = {
-        "data": {
-            "manifest": "data/dataset.json",
-            "cache": "cache",
-            "configuration": "2d",
-            "patch_size": [64, 64],
-            "batch_size": 2,
-            "workers": 0,
-            "folds": 3,
-            "augmentation": "none",
-        },
-        "model": {"base_channels": 4, "max_channels": 16},
-        "train": {"epochs": 1, "iterations_per_epoch": 1, "val_every": 1},
-    }
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    run = train(tmp_path / "train.yaml", tmp_path / "run", progress=False)
+    run = _train_one_step(tmp_path, "data/dataset.json", "2d", [64, 64])
     out = tmp_path / "pred"
     assert main(["predict", "--model", str(run), "--input", str(root / "imagesTr"), "--out", str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{case}.nii.gz" for case in case_ids("cardiac-mri", 3)]
