@@ -134,7 +134,7 @@ def pick_configs(work: Path, smoke: bool, iterations: int, workers: int) -> dict
 def train_step(name: str, choice: dict[str, Any], work: Path, device: str) -> dict[str, Any]:
     import torch
 
-    from medseg.training.engine import resolve_amp
+    from medseg.models.precision import autocast_dtype
     from medseg.training.run import train
 
     run_dir = work / f"run_{name}"
@@ -147,7 +147,7 @@ def train_step(name: str, choice: dict[str, Any], work: Path, device: str) -> di
     rows = (run_dir / "training_log.csv").read_text(encoding="utf-8").splitlines()
     header, last = rows[0].split(","), rows[-1].split(",")
     row = dict(zip(header, last))
-    amp = resolve_amp("auto", torch.device(device))
+    amp = autocast_dtype("auto", torch.device(device))
     result = {
         "config": choice["source"],
         "data": choice["data"],

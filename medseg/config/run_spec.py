@@ -156,8 +156,9 @@ class LoopConfig(Section):
     Attributes:
         epochs: epochs to train (``--epochs`` overrides; more than a finished run extends it).
         iterations_per_epoch: optimiser steps per epoch (per rank).
-        amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``,
-            ``fp16`` or ``none``. CPU always trains in float32.
+        amp: mixed precision (:mod:`medseg.models.precision`): ``auto`` (CUDA: bf16 where supported,
+            else fp16; CPU: bf16 where the processor has native bf16, else float32), ``bf16``,
+            ``fp16`` (CUDA only) or ``none``.
         compile: wrap the model in ``torch.compile``.
         grad_clip: maximum gradient norm (0 disables clipping).
         val_every: validate every this many epochs (and after the last).

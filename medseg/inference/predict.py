@@ -28,6 +28,7 @@ import torch
 from medseg.common.progress import progress_bar
 from medseg.errors import InvalidArgumentError, MedsegError
 from medseg.io import Volume, save_volume, spacing_from_affine
+from medseg.models.precision import autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class Predictor:
         if device_kind == "cuda" and not torch.cuda.is_available():
             raise InvalidArgumentError("--device cuda was asked for but CUDA is not available")
         self.device = torch.device(device_kind)
+        self.amp_dtype = autocast_dtype("auto", self.device)
         self.tta = tta
         self.members: list[EnsembleMember] = []
         for checkpoint in checkpoints:
@@ -236,7 +238,7 @@ class Predictor:
         from medseg.models.sliding_window import predict_volume
 
         def run(output_device: torch.device) -> torch.Tensor:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with autocast(self.amp_dtype, self.device):
                 return predict_volume(
                     member.model,
                     image,

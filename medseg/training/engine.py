@@ -29,6 +29,7 @@ from medseg.common.progress import progress_bar
 from medseg.config.run_spec import LoopConfig, OptimConfig
 from medseg.io import atomic_path
 from medseg.models.checkpoint import load_checkpoint, save_checkpoint
+from medseg.models.precision import autocast, autocast_dtype
 from medseg.training.checkpoint import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,6 @@ def init_distributed(device_kind: str) -> DistributedContext:
     if device_kind == "cuda":
         torch.cuda.set_device(context.local_rank)
     return context
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (``None`` = float32)."""
-    if device.type != "cuda" or amp == "none":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def learning_rate_factor(config: OptimConfig, epoch: int, total_epochs: int) -> float:
@@ -143,7 +135,7 @@ class Trainer:
             self.network = torch.compile(self.network)
         self.loss = loss.to(device)
         self.optimizer = build_optimizer(optim, self.model.parameters())
-        self.amp_dtype = resolve_amp(loop.amp, device)
+        self.amp_dtype = autocast_dtype(loop.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0  # epochs completed
         self.total_epochs = loop.epochs
@@ -221,9 +213,7 @@ class Trainer:
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(
-                self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-            ):
+            with autocast(self.amp_dtype, self.device):
                 output = self.network(image)
                 loss = self.loss(output.float(), label)
             if not torch.isfinite(loss):

@@ -43,6 +43,7 @@ from medseg.data.config import (
 from medseg.data.manifest import Manifest
 from medseg.errors import ConfigError, InvalidArgumentError
 from medseg.models import build_unet, stage_channels
+from medseg.models.precision import autocast, autocast_dtype
 from medseg.training.engine import Trainer, init_distributed
 from medseg.training.losses import DeepSupervisionLoss, build_loss
 
@@ -219,13 +220,14 @@ def make_validator(
         cases = cases[: spec.validation.max_cases]
     num_classes = max(labels) + 1
     slice_axis = 2 if network.slice_axis is None else network.slice_axis
+    amp_dtype = autocast_dtype(spec.train.amp, device)
 
     def validate(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
         totals: dict[str, list[float]] = {name: [] for name in labels.values()}
         example = None
         for case in cases:
             image = torch.from_numpy(np.ascontiguousarray(case.image(mmap=False)))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(amp_dtype, device):
                 logits = predict_volume(
                     model,
                     image,
