@@ -66,6 +66,7 @@ class EnsembleMember:
     batch_size: int
     slice_axis: int
     mirror_axes: list[int]
+    autocast_dtype: torch.dtype | None  # the precision the run trained in (medseg.models.precision)
 
 
 class Predictor:
@@ -118,7 +119,6 @@ class Predictor:
         if device_kind == "cuda" and not torch.cuda.is_available():
             raise InvalidArgumentError("--device cuda was asked for but CUDA is not available")
         self.device = torch.device(device_kind)
-        self.amp_dtype = autocast_dtype("auto", self.device)
         self.tta = tta
         self.members: list[EnsembleMember] = []
         for checkpoint in checkpoints:
@@ -171,6 +171,7 @@ class Predictor:
             batch_size=batch_size or max(2, network.batch_size),
             slice_axis=2 if network.slice_axis is None else network.slice_axis,
             mirror_axes=list(run.mirror_axes) if self.tta else [],
+            autocast_dtype=autocast_dtype(run.spec.train.amp, self.device),
         )
 
     def mirroring_note(self) -> str | None:
@@ -238,7 +239,7 @@ class Predictor:
         from medseg.models.sliding_window import predict_volume
 
         def run(output_device: torch.device) -> torch.Tensor:
-            with autocast(self.amp_dtype, self.device):
+            with autocast(member.autocast_dtype, self.device):
                 return predict_volume(
                     member.model,
                     image,

@@ -5,7 +5,8 @@ float16 (with a gradient scaler in training). On CPU, ``auto`` is bfloat16 only 
 processor multiplies bfloat16 natively (Intel AMX or AVX512-BF16: measured 2.2x faster for a
 training step of the ACDC 2D U-Net than float32 on such a CPU); elsewhere bfloat16 is emulated
 and slower than float32, so ``auto`` keeps float32. Weights, the loss, softmax and the
-accumulated sliding-window logits stay float32 in every case.
+accumulated sliding-window logits stay float32 in every case. Validation and ``medseg predict`` run a
+network in the precision its run trained in (the run's ``train.amp``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         return torch.bfloat16 if cpu_has_native_bf16() else None
     if amp == "fp16":
-        log.warning("amp: fp16 is not used on CPU; training in float32 (choose bf16 or auto)")
+        log.warning("amp: fp16 is not used on CPU; float32 instead (choose bf16 or auto)")
         return None
     return torch.bfloat16
 

@@ -224,6 +224,29 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(mr_run, tmp_path):
     assert written.shape == load_volume(image).shape
 
 
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_prediction_runs_in_the_precision_the_run_trained_in(mr_run, tmp_path, amp):
+    """A run trained in float32 predicts in float32, one trained in bf16 predicts in bf16; the logits
+    accumulate in float32 either way, and the two agree to bf16 precision."""
+    from medseg.models.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(mr_run / "checkpoint_best.pt")
+    state["config"]["config"]["train"]["amp"] = amp  # the run spec inside the checkpoint
+    predictor = Predictor(save_checkpoint(state, tmp_path / f"{amp}.pt"))
+    member = predictor.members[0]
+    assert member.autocast_dtype == (None if amp == "none" else torch.bfloat16)
+    image = next((mr_run.parent / "data" / "imagesTr").glob("*_0000.nii.gz"))
+    tensor = torch.as_tensor(preprocess_case(image, predictor.plan.preprocessing)["image"], dtype=torch.float32)
+    tensor = tensor[:, :64, :64, :2].contiguous()
+    with torch.no_grad():
+        logits = predictor._logits(tensor, member)
+        member.model.float()
+        reference = torch.cat([member.model(tensor[..., k][None]) for k in range(2)]).movedim(0, -1)
+    assert logits.dtype == torch.float32
+    tolerance = 1e-4 if amp == "none" else 0.1 * float(reference.abs().max())
+    torch.testing.assert_close(logits, reference, atol=tolerance, rtol=0)
+
+
 def test_an_ensemble_refuses_runs_that_cannot_be_averaged(mr_run, ct_run, tmp_path):
     from medseg.errors import MedsegError
     from medseg.models.checkpoint import load_checkpoint, save_checkpoint

@@ -35,11 +35,11 @@ def toy_batches(seed: int, rank: int = 0):
     return batches
 
 
-def make_trainer(run_dir, epochs=4, seed=0, distributed=None):
+def make_trainer(run_dir, epochs=4, seed=0, distributed=None, amp="auto"):
     torch.manual_seed(seed)
     strides, kernels = pool_and_kernels((1.0, 1.0, 2.0), PATCH, max_stages=3)
     model = build_unet(UNetConfig(base_channels=4), 1, 2, strides, kernels)
-    loop = LoopConfig(epochs=epochs, iterations_per_epoch=3, val_every=2, seed=seed)
+    loop = LoopConfig(epochs=epochs, iterations_per_epoch=3, val_every=2, seed=seed, amp=amp)
     return Trainer(
         model,
         build_loss(LossConfig(), 2),
@@ -73,6 +73,18 @@ def test_loss_falls_and_files_are_written(tmp_path):
     assert (tmp_path / "checkpoint_best.pt").exists() and any((tmp_path / "tensorboard").iterdir())
     state = load_checkpoint(tmp_path / "checkpoint_latest.pt")  # weights_only=True
     assert state["epoch"] == 6 and state["config"] == {"note": "toy"}
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_cpu_trains_in_float32_and_in_bf16(tmp_path, amp):
+    """bf16 autocast on CPU: the loss falls as in float32, and the weights stay float32."""
+    trainer = make_trainer(tmp_path, epochs=6, amp=amp)
+    assert trainer.amp_dtype == (None if amp == "none" else torch.bfloat16)
+    last = trainer.fit(toy_batches(0))
+    with (tmp_path / "training_log.csv").open(encoding="utf-8") as stream:
+        first = next(csv.DictReader(stream))
+    assert last["train_loss"] < 0.8 * float(first["train_loss"])
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
 def test_resume_continues_exactly(tmp_path):
