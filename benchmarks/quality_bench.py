@@ -394,20 +394,25 @@ def run_nnunet(
         record_timing(
             arm_dir, f"train_and_predict_fold_{fold}", run_step(command, arm_dir / "log.txt", nnunet_env(work))
         )
-        folder = nnunet_output_folder(work, name, plans, fold) / "validation"
+        folder = nnunet_output_folder(work, name, plans, fold, epochs, iterations) / "validation"
         for case in held_out:
             pred.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / f"{case}.nii.gz", pred / f"{case}.nii.gz")
 
 
-def nnunet_output_folder(work: Path, name: str, plans: str, fold: int) -> Path:
+def nnunet_trainer_name(epochs: int, iterations: int) -> str:
+    """The budget trainer's class name, which nnU-Net puts in its output folder: one folder per budget."""
+    return f"nnUNetTrainerBudget_e{epochs}x{iterations}"
+
+
+def nnunet_output_folder(work: Path, name: str, plans: str, fold: int, epochs: int, iterations: int) -> Path:
     configuration = DATASETS[name]["nnunet_configuration"]
     return (
         work
         / "nnunet"
         / "results"
         / nnunet_dataset_name(name)
-        / f"nnUNetTrainerBudget__{plans}__{configuration}"
+        / f"{nnunet_trainer_name(epochs, iterations)}__{plans}__{configuration}"
         / f"fold_{fold}"
     )
 
@@ -443,6 +448,7 @@ def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations:
                 self.inference_allowed_mirroring_axes = mirror_axes
             return rotation, dummy_2d, patch, mirror_axes
 
+    nnUNetTrainerBudget.__name__ = nnUNetTrainerBudget.__qualname__ = nnunet_trainer_name(epochs, iterations)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - int(os.environ.get("nnUNet_n_proc_DA", "1"))))
     folder = Path(nnUNet_preprocessed) / nnunet_dataset_name(name)
     plans = json.loads((folder / f"{plans_name}.json").read_text(encoding="utf-8"))
@@ -571,10 +577,10 @@ def medseg_budget(arm_dir: Path, folds: list[int], reuse: Path | None) -> dict[s
     return runs
 
 
-def nnunet_budget(work: Path, name: str, plans: str, folds: list[int]) -> dict[str, Any]:
+def nnunet_budget(work: Path, name: str, plans: str, folds: list[int], epochs: int, iterations: int) -> dict[str, Any]:
     runs = {}
     for fold in folds:
-        folder = nnunet_output_folder(work, name, plans, fold)
+        folder = nnunet_output_folder(work, name, plans, fold, epochs, iterations)
         debug = folder / "debug.json"
         if not debug.exists():
             continue
@@ -769,7 +775,12 @@ def main() -> int:
         medseg_budget(arm_dir, folds, args.reuse)
         if args.arm == "medseg"
         else nnunet_budget(
-            work, args.dataset, "nnUNetPlans_medseg" if args.arm == "nnunet_matched" else "nnUNetPlans", folds
+            work,
+            args.dataset,
+            "nnUNetPlans_medseg" if args.arm == "nnunet_matched" else "nnUNetPlans",
+            folds,
+            args.epochs,
+            args.iterations_per_epoch,
         )
         if args.arm.startswith("nnunet")
         else {}
