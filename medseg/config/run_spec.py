@@ -107,6 +107,9 @@ class UNetConfig(Section):
     dropout: float = fraction(0.0)
 
 
+AmpName = Literal["auto", "bf16", "fp16", "none"]
+AMP_NAMES: tuple[str, ...] = get_args(AmpName)  # resolved by medseg.models.precision.autocast_dtype
+
 LossName = Literal["dice", "dice_ce", "dice_focal", "tversky", "generalized_dice", "ce"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 
@@ -171,7 +174,7 @@ class LoopConfig(Section):
 
     epochs: int = bounded(50, 1)
     iterations_per_epoch: int = bounded(50, 1)
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    amp: AmpName = "auto"
     compile: bool = False
     grad_clip: float = 12.0
     val_every: int = bounded(5, 1)

@@ -19,8 +19,6 @@ import torch
 
 log = logging.getLogger(__name__)
 
-AMP_CHOICES = ("auto", "bf16", "fp16", "none")
-
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
@@ -30,7 +28,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for precision setting ``amp`` (one of :data:`AMP_CHOICES`) on ``device``.
+    """The autocast dtype for precision setting ``amp`` (``train.amp``: one of
+    :data:`medseg.config.run_spec.AMP_NAMES`) on ``device``.
 
     ``None`` means float32 throughout. On CPU, ``fp16`` is not offered (no CPU runs float16
     convolutions faster than float32) and falls back to float32 with a warning.

@@ -43,7 +43,7 @@ from medseg.data.config import (
 from medseg.data.manifest import Manifest
 from medseg.errors import ConfigError, InvalidArgumentError
 from medseg.models import build_unet, stage_channels
-from medseg.models.precision import autocast, autocast_dtype
+from medseg.models.precision import autocast
 from medseg.training.engine import Trainer, init_distributed
 from medseg.training.losses import DeepSupervisionLoss, build_loss
 
@@ -211,16 +211,21 @@ def dice_per_label(prediction: np.ndarray, reference: np.ndarray, labels: dict[i
 
 
 def make_validator(
-    spec: RunSpec, network: Configuration, cases: list[Any], labels: dict[int, str], device: torch.device
+    spec: RunSpec,
+    network: Configuration,
+    cases: list[Any],
+    labels: dict[int, str],
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
 ):
-    """A validation function for :class:`Trainer`: mean Dice per label over ``cases``, plus a figure."""
+    """A validation function for :class:`Trainer`: mean Dice per label over ``cases``, plus a figure;
+    the network runs under autocast to ``amp_dtype`` (the trainer's; ``None`` = float32)."""
     from medseg.models.sliding_window import predict_volume
 
     if spec.validation.max_cases:
         cases = cases[: spec.validation.max_cases]
     num_classes = max(labels) + 1
     slice_axis = 2 if network.slice_axis is None else network.slice_axis
-    amp_dtype = autocast_dtype(spec.train.amp, device)
 
     def validate(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
         totals: dict[str, list[float]] = {name: [] for name in labels.values()}
@@ -431,7 +436,7 @@ def train(
         for batch in loader:
             yield {"image": batch["image"], "label": batch["label"].long()}
 
-    validator = make_validator(spec, network, val_cases, labels, torch_device) if val_cases else None
+    validator = make_validator(spec, network, val_cases, labels, torch_device, trainer.amp_dtype) if val_cases else None
     trainer.fit(batches, validator)
     if context.enabled:
         torch.distributed.destroy_process_group()

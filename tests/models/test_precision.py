@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import medseg.models.precision as precision
-from medseg.models.precision import AMP_CHOICES, autocast, autocast_dtype
+from medseg.config.run_spec import AMP_NAMES
+from medseg.models.precision import autocast, autocast_dtype
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -36,12 +37,11 @@ def test_cuda_auto_prefers_bf16_then_fp16(monkeypatch, bf16_supported):
     assert autocast_dtype("none", CUDA) is None
 
 
-def test_every_config_choice_is_known_to_the_run_spec():
-    from typing import get_args, get_type_hints
-
-    from medseg.config.run_spec import LoopConfig
-
-    assert set(get_args(get_type_hints(LoopConfig)["amp"])) == set(AMP_CHOICES)
+@pytest.mark.parametrize("device", [CPU, CUDA])
+@pytest.mark.parametrize("amp", AMP_NAMES)
+def test_every_config_choice_resolves_to_float32_bf16_or_fp16(monkeypatch, amp, device):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert autocast_dtype(amp, device) in (None, torch.bfloat16, torch.float16)
 
 
 def test_autocast_context_runs_convolutions_in_the_chosen_dtype():
