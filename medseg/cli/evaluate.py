@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             "images": {e.case_id: e.image for e in with_labels},
             "known_labels": manifest.label_names,
             "source": str(args.manifest),
+            "unannotated": manifest.unannotated,
         }
     if args.images:
         from medseg.evaluation.matching import find_images

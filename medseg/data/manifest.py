@@ -12,8 +12,11 @@ folder.
   ``la_003.nii.gz`` are both case ``la_003``), the rule every command pairs files by.
 * **CSV** with a header ``case_id,image,label`` (``image``: one file, or one per channel
   separated by ``;``) and optional ``split`` (train/val/test),
-  ``fold`` (integer) and ``group`` (e.g. a patient id: cases of one group always land in the
-  same fold). Leading ``# key: value`` lines give ``name``, ``modality`` and ``labels``
+  ``fold`` (integer), ``group`` (e.g. a patient id: cases of one group always land in the
+  same fold) and ``unannotated`` (label names, separated by ``;``, that this case's label map does
+  not mark although the structure may be in the image: partial annotations, e.g. a radiotherapy
+  plan that contoured no heart; training does not penalise predicting them there and evaluation
+  does not score them). Leading ``# key: value`` lines give ``name``, ``modality`` and ``labels``
   (``# labels: background=0, rv_cavity=1, ...``).
 * **Phantom** YAML (``phantom: {kind, n, seed}`` plus ``root``): medseg's synthetic data;
   the dataset is generated into ``root`` on first use (same seed, same bytes) and then read
@@ -27,7 +30,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral
 from pathlib import Path
 
@@ -41,12 +44,16 @@ from medseg.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-_CSV_COLUMNS = ("case_id", "image", "label", "split", "fold", "group")
+_CSV_COLUMNS = ("case_id", "image", "label", "split", "fold", "group", "unannotated")
 
 
 @dataclass(frozen=True)
 class CaseEntry:
-    """One case of a dataset: its id, image file(s) (one per channel) and optional label map."""
+    """One case of a dataset: its id, image file(s) (one per channel) and optional label map.
+
+    ``unannotated``: label values (never 0) that the label map leaves unmarked although the
+    structure may be in the image (partial annotations); empty when every label is annotated.
+    """
 
     case_id: str
     images: tuple[Path, ...]
@@ -54,6 +61,7 @@ class CaseEntry:
     split: str | None = None
     fold: int | None = None
     group: str | None = None
+    unannotated: tuple[int, ...] = ()
 
     @property
     def image(self) -> Path:
@@ -89,6 +97,11 @@ class Manifest:
     def label_names(self) -> dict[int, str]:
         """Label value -> name."""
         return {value: name for name, value in self.labels.items()}
+
+    @property
+    def unannotated(self) -> dict[str, tuple[int, ...]]:
+        """Case id -> label values its label map leaves unannotated, for the cases that have any."""
+        return {entry.case_id: entry.unannotated for entry in self.cases if entry.unannotated}
 
     def case(self, case_id: str) -> CaseEntry:
         for entry in self.cases:
@@ -189,13 +202,14 @@ def _load_csv(path: Path) -> Manifest:
     missing = [c for c in ("case_id", "image") if c not in columns]
     if missing:
         raise ConfigError(
-            f"{path}: CSV needs columns case_id,image[,label,split,fold,group]; missing {', '.join(missing)}"
+            f"{path}: CSV needs columns case_id,image[,{','.join(_CSV_COLUMNS[2:])}]; missing {', '.join(missing)}"
         )
     unknown = [c for c in columns if c not in _CSV_COLUMNS]
     if unknown:
         raise ConfigError(f"{path}: unknown CSV column(s) {', '.join(unknown)}; allowed: {', '.join(_CSV_COLUMNS)}")
     root = path.parent
     cases: list[CaseEntry] = []
+    unannotated_names: dict[str, tuple[str, list[str]]] = {}  # case id -> (where, names)
     for row in reader:
         line_number = body_line_numbers[reader.line_num - 1]
         case_id = (row["case_id"] or "").strip()
@@ -223,6 +237,9 @@ def _load_csv(path: Path) -> Manifest:
             raise ConfigError(f"{where}: split must be train, val or test, got {split!r}")
         label = (row.get("label") or "").strip()
         group = (row.get("group") or "").strip()
+        names = [n.strip() for n in (row.get("unannotated") or "").split(";") if n.strip()]
+        if names:
+            unannotated_names[case_id] = (where, names)
         cases.append(
             CaseEntry(
                 case_id,
@@ -242,9 +259,27 @@ def _load_csv(path: Path) -> Manifest:
                 raise ConfigError(f"{path}: '# labels:' entries must be name=value, got {item.strip()!r}")
             pairs[name.strip()] = value.strip()
         labels = _parse_labels(pairs, path)
+    cases = [
+        replace(case, unannotated=_unannotated_values(*unannotated_names[case.case_id], labels))
+        if case.case_id in unannotated_names
+        else case
+        for case in cases
+    ]
     _check_unique(cases, path)
     channel = {0: meta["modality"]} if "modality" in meta else {0: ""}
     return Manifest(path, meta.get("name", path.stem), labels, channel, cases, labels_declared="labels" in meta)
+
+
+def _unannotated_values(where: str, names: list[str], labels: Mapping[str, int]) -> tuple[int, ...]:
+    """The label values of the ``unannotated`` cell's ``names``; ConfigError naming ``where`` for an
+    unknown name or background."""
+    unknown = [name for name in names if name not in labels]
+    if unknown:
+        known = ", ".join(name for name in labels if labels[name] != 0) or "none (add a '# labels:' line)"
+        raise ConfigError(f"{where}: unannotated names unknown label(s) {', '.join(unknown)}; labels: {known}")
+    if any(labels[name] == 0 for name in names):
+        raise ConfigError(f"{where}: background cannot be unannotated")
+    return tuple(sorted({labels[name] for name in names}))
 
 
 def write_csv_manifest(
@@ -257,7 +292,7 @@ def write_csv_manifest(
 ) -> Path:
     """Write ``cases`` as a CSV manifest that :func:`load_manifest` reads back to the same cases.
 
-    Columns ``case_id,image,label,split,fold,group`` (empty cells for what a case lacks), headed by
+    Columns ``case_id,image,label,split,fold,group,unannotated`` (empty cells for what a case lacks), headed by
     ``# name:``, ``# modality:`` and ``# labels:`` lines; a multi-channel case's images are
     joined by ``;``. Files below the CSV's folder are written relative to it, others as absolute
     paths; they read back resolved (absolute, symlinks followed). An empty ``cases`` writes a
@@ -291,8 +326,9 @@ def write_csv_manifest(
     text.write(_labels_line(labels, path))
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(_CSV_COLUMNS)
+    names = {value: name for name, value in labels.items()}
     for case in cases:
-        writer.writerow(_csv_row(case, relative, path))
+        writer.writerow(_csv_row(case, relative, path, names))
     _check_unique(list(cases), path)
     odd = next((case for case in cases if len(case.images) != len(cases[0].images)), None)
     if odd is not None:
@@ -339,7 +375,9 @@ def _labels_line(labels: Mapping[str, int], path: Path) -> str:
     )
 
 
-def _csv_row(case: CaseEntry, relative: Callable[[Path | None], str], path: Path) -> list[object]:
+def _csv_row(
+    case: CaseEntry, relative: Callable[[Path | None], str], path: Path, names: Mapping[int, str]
+) -> list[object]:
     """One CSV manifest row for ``case``; ConfigError naming the case if it would not read back the same."""
 
     def refuse(why: str) -> ConfigError:
@@ -364,6 +402,8 @@ def _csv_row(case: CaseEntry, relative: Callable[[Path | None], str], path: Path
         raise refuse(f"fold must be a non-negative integer or None, got {case.fold!r}")
     if case.group is not None and (problem := _text_problem(case.group)):
         raise refuse(f"group {case.group!r} {problem}")
+    if unknown := [value for value in case.unannotated if value == 0 or value not in names]:
+        raise refuse(f"unannotated label value(s) {unknown} are not among the labels (background excluded)")
     return [
         case.case_id,
         ";".join(images),
@@ -371,6 +411,7 @@ def _csv_row(case: CaseEntry, relative: Callable[[Path | None], str], path: Path
         case.split or "",
         "" if case.fold is None else int(case.fold),
         case.group or "",
+        ";".join(names[value] for value in case.unannotated),
     ]
 
 
@@ -454,7 +495,8 @@ def validate_manifest(
     manifest: Manifest, atol_mm: float = 1e-3, progress: bool = False, notes: list[str] | None = None
 ) -> list[Problem]:
     """Check every case: files exist and load, image and label share a voxel grid
-    (shape equal, origin and axes within ``atol_mm`` mm), label values are declared ones.
+    (shape equal, origin and axes within ``atol_mm`` mm), label values are declared ones and none
+    that the case lists as unannotated is marked.
 
     Returns one :class:`Problem` per finding (empty list when all is well; an empty
     manifest gives one problem saying so). Loading reads whole volumes, one case at a time.
@@ -501,6 +543,14 @@ def validate_manifest(
             problem = undeclared_labels_problem(manifest, present)
             if problem and problem[1]:
                 problems.append(Problem(entry.case_id, str(entry.label), problem[0]))
+            if marked := sorted(present & set(entry.unannotated)):
+                problems.append(
+                    Problem(
+                        entry.case_id,
+                        str(entry.label),
+                        f"label value(s) {marked} are listed as unannotated but marked in the label map",
+                    )
+                )
     note = undeclared_labels_problem(manifest, found_values)
     if note and not note[1]:
         log.warning("%s: %s", manifest.path, note[0])

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class Settings:
     resample_pred_to_ref: bool = False
     snapshot: bool = True
     indices: Any = None  # an IndexSpec: measure what the clinical indices need
+    unannotated: dict[str, tuple[int, ...]] = field(default_factory=dict)  # case id -> label values not scored
 
 
 @dataclass
@@ -168,17 +169,25 @@ def evaluate_pair(pair: CasePair, settings: Settings) -> CaseOutcome:
                 )
             prediction = resample_nearest(prediction, reference)
             outcome.resampled = True
+        skipped = set(settings.unannotated.get(pair.case_id, ()))
+        labels = settings.labels
+        if skipped and labels is not None:
+            labels = {value: name for value, name in labels.items() if value not in skipped}
         result = evaluate_case(
             reference.array,
             prediction.array,
             reference.spacing_mm,
-            settings.labels,
+            labels,
             affine=reference.affine,
             case_id=pair.case_id,
             **settings.case_options,
         )
         outcome.rows, outcome.regions, outcome.labels_present = result.rows, result.regions, result.labels_present
-        outcome.undeclared_prediction_values = result.undeclared_prediction_values
+        if skipped and settings.labels is None:  # labels found in the data are named by their value
+            outcome.rows = [row for row in result.rows if row["label"] not in {str(v) for v in skipped}]
+            outcome.regions = [info for info in result.regions if info["label_value"] not in skipped]
+            outcome.labels_present = [v for v in result.labels_present if v not in skipped]
+        outcome.undeclared_prediction_values = [v for v in result.undeclared_prediction_values if v not in skipped]
         if settings.indices is not None:
             from medseg.evaluation.indices import measure_pair
 
@@ -278,6 +287,7 @@ def run_folder(
     report: bool = True,
     overwrite: bool = False,
     indices: Any = None,
+    unannotated: Mapping[str, Sequence[int]] | None = None,
     **case_options: Any,
 ) -> FolderRun:
     """Evaluate every case and write the outputs; see :func:`evaluate_folder` (which returns a
@@ -306,8 +316,15 @@ def run_folder(
     )
     if indices is not None and indices.needs_image:
         _require_images(matching)
+    unannotated = {case: tuple(int(v) for v in values) for case, values in (unannotated or {}).items() if values}
     settings = Settings(
-        label_names, dict(case_options), atol_mm, resample_pred_to_ref, snapshot=report, indices=indices
+        label_names,
+        dict(case_options),
+        atol_mm,
+        resample_pred_to_ref,
+        snapshot=report,
+        indices=indices,
+        unannotated=unannotated,
     )
     out = Path(out_dir).expanduser() if out_dir is not None else None
     if out is not None:
@@ -344,7 +361,7 @@ def run_folder(
         if importer is not None:
             importer.join()
 
-    all_labels = _fill_absent_labels(rows, outcomes, label_names, case_options)
+    all_labels = _fill_absent_labels(outcomes, label_names, case_options, unannotated)
     outcomes.sort(key=lambda o: o.case_id)
     rows = [row for o in outcomes for row in o.rows]
     run = FolderRun(
@@ -352,7 +369,8 @@ def run_folder(
         outcomes,
         matching,
         all_labels,
-        _options_record(pred_dir, ref_dir, source, label_names, workers, atol_mm, resample_pred_to_ref, case_options),
+        _options_record(pred_dir, ref_dir, source, label_names, workers, atol_mm, resample_pred_to_ref, case_options)
+        | ({"unannotated": {case: list(values) for case, values in unannotated.items()}} if unannotated else {}),
         interrupted,
     )
     for warning in run.label_warnings():
@@ -454,7 +472,9 @@ def evaluate_folder(
             ``overwrite`` (replace an earlier evaluation in ``out_dir``; default False: refused), ``indices``
             (an :class:`~medseg.evaluation.indices.IndexSpec` from ``parse_roles``: clinical indices of both sides
             and their agreement, written to ``indices.csv`` and ``indices_agreement.csv``; lung indices need every
-            case's CT image, from ``images`` or beside the references), and
+            case's CT image, from ``images`` or beside the references), ``unannotated`` (case id -> label
+            values that case's reference leaves unmarked, e.g. a manifest's partial annotations: not scored there,
+            so a structure nobody contoured does not count as a false positive), and
             every option of :func:`medseg.evaluation.evaluate_case` (``metrics``, ``regions``,
             ``region_axis``, ``base_at``, ``region_mode``, ``region_anchor``,
             ``nsd_tolerance_mm``, ``empty_policy``, ``worst_distance_mm``).
@@ -515,9 +535,10 @@ def _error_row(outcome: CaseOutcome) -> dict[str, Any]:
     }
 
 
-def _fill_absent_labels(rows, outcomes: list[CaseOutcome], label_names, case_options) -> dict[int, str]:
+def _fill_absent_labels(outcomes: list[CaseOutcome], label_names, case_options, unannotated) -> dict[int, str]:
     """With no fixed label list, give every case rows for every label seen in any case (a label
-    absent from both maps of a case is ``both_empty`` there, not silently missing)."""
+    absent from both maps of a case is ``both_empty`` there, not silently missing), except the labels
+    ``unannotated`` (case id -> values) leaves unscored in that case."""
     if label_names is not None:
         return dict(label_names)
     seen = sorted({v for o in outcomes for v in o.labels_present})
@@ -527,7 +548,8 @@ def _fill_absent_labels(rows, outcomes: list[CaseOutcome], label_names, case_opt
     for outcome in outcomes:
         if outcome.error:
             continue
-        missing = [v for v in seen if v not in outcome.labels_present]
+        skipped = unannotated.get(outcome.case_id, ())
+        missing = [v for v in seen if v not in outcome.labels_present and v not in skipped]
         if not missing:
             continue
         # both maps lack these labels: their values are the both-empty constants everywhere

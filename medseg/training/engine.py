@@ -212,10 +212,11 @@ class Trainer:
             batch = next(iterator)
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True)
+            annotated = batch.get("annotated")  # partial annotations: see medseg.training.losses
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.amp_dtype, self.device):
                 output = self.network(image)
-                loss = self.loss(output.float(), label)
+                loss = self.loss(output.float(), label, annotated)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {self.epoch + 1}: loss is {loss.item()} (diverged; lower optim.lr)")
             self.scaler.scale(loss).backward()

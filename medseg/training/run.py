@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -217,9 +218,12 @@ def make_validator(
     labels: dict[int, str],
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    unannotated: Mapping[str, Sequence[int]] | None = None,
 ):
     """A validation function for :class:`Trainer`: mean Dice per label over ``cases``, plus a figure;
-    the network runs under autocast to ``amp_dtype`` (the trainer's; ``None`` = float32)."""
+    the network runs under autocast to ``amp_dtype`` (the trainer's; ``None`` = float32).
+    ``unannotated`` (case id -> label values its label map leaves unmarked) skips those labels for
+    those cases; a label no case annotates is left out of the result."""
     from medseg.models.sliding_window import predict_volume
 
     if spec.validation.max_cases:
@@ -246,11 +250,13 @@ def make_validator(
                 )
             prediction = logits.argmax(0).numpy().astype(np.uint8)
             reference = np.asarray(case.label(mmap=False))
-            for name, score in dice_per_label(prediction, reference, labels).items():
+            skipped = set((unannotated or {}).get(case.case_id, ()))
+            scored = {value: name for value, name in labels.items() if value not in skipped}
+            for name, score in dice_per_label(prediction, reference, scored).items():
                 totals[name].append(score)
             if example is None:
                 example = (case.case_id, image[0].numpy(), reference, prediction)
-        result: dict[str, Any] = {"dice": {name: float(np.mean(v)) for name, v in totals.items()}}
+        result: dict[str, Any] = {"dice": {name: float(np.mean(v)) for name, v in totals.items() if v}}
         if example is not None:
             result["figure"] = example_figure(*example, labels=labels)
         return result
@@ -431,16 +437,34 @@ def train(
         world_size=context.world_size,
     )
 
+    unannotated = manifest.unannotated
+
     def batches(epoch: int):
         loader.sampler.set_epoch(epoch)
         for batch in loader:
-            yield {"image": batch["image"], "label": batch["label"].long()}
+            out = {"image": batch["image"], "label": batch["label"].long()}
+            if unannotated:
+                out["annotated"] = annotated_mask(batch["case_id"], unannotated, record.num_classes)
+            yield out
 
-    validator = make_validator(spec, network, val_cases, labels, torch_device, trainer.amp_dtype) if val_cases else None
+    validator = (
+        make_validator(spec, network, val_cases, labels, torch_device, trainer.amp_dtype, unannotated)
+        if val_cases
+        else None
+    )
     trainer.fit(batches, validator)
     if context.enabled:
         torch.distributed.destroy_process_group()
     return run_dir
+
+
+def annotated_mask(case_ids: Sequence[str], unannotated: Mapping[str, Sequence[int]], num_classes: int) -> torch.Tensor:
+    """Bool ``[len(case_ids), num_classes]``: False where a case's label map leaves that class (label
+    value) unannotated (:attr:`medseg.data.manifest.Manifest.unannotated`), True elsewhere."""
+    mask = torch.ones(len(case_ids), num_classes, dtype=torch.bool)
+    for row, case_id in enumerate(case_ids):
+        mask[row, list(unannotated.get(case_id, ()))] = False
+    return mask
 
 
 def write_run_files(run_dir: Path, record: TrainedRun, split: dict[str, list[str]], manifest: Manifest) -> None:

@@ -91,7 +91,9 @@ def test_written_csv_manifest_reads_back_to_the_same_cases(tmp_path):
     _make_case(tmp_path, "b")
     elsewhere = tmp_path / "out" / "x"
     cases = [
-        CaseEntry("a", (tmp_path / "imagesTr" / "a_0000.nii.gz",), tmp_path / "labelsTr" / "a.nii.gz", "val", 1, "p,1"),
+        CaseEntry(
+            "a", (tmp_path / "imagesTr" / "a_0000.nii.gz",), tmp_path / "labelsTr" / "a.nii.gz", "val", 1, "p,1", (2,)
+        ),
         CaseEntry("b", (tmp_path / "imagesTr" / "b_0000.nii.gz",)),
     ]
     labels = {"background": 0, "organ": 1, "lesion": 2}
@@ -182,6 +184,14 @@ def test_csv_writer_refuses_what_would_not_read_back(tmp_path, cases, labels, he
             "case_id,image\na,x.nii.gz\n\n# b has two\nb,y_0.nii.gz;y_1.nii.gz\n",
             "line 5 (case 'b'): 2 image channel(s), but case 'a' has 1; every case needs the same channels",
         ),
+        (
+            "# labels: background=0, lung=1\ncase_id,image,unannotated\na,x.nii.gz,heart\n",
+            "line 3 (case 'a'): unannotated names unknown label(s) heart; labels: lung",
+        ),
+        (
+            "# labels: background=0, lung=1\ncase_id,image,unannotated\na,x.nii.gz,background\n",
+            "background cannot be unannotated",
+        ),
     ],
 )
 def test_bad_csv_manifests(tmp_path, content, message):
@@ -228,11 +238,31 @@ def test_validate_reports_each_broken_input(nnunet_dataset, capsys):
     assert "4 problem(s): FAILED" in out and out.count("\n") == 5
 
 
+def test_partial_annotations_are_read_and_checked_against_the_label_maps(tmp_path):
+    _make_case(tmp_path, "a", labels=(0, 1))  # marks organ only
+    _make_case(tmp_path, "b", labels=(0, 1, 2))
+    (tmp_path / "m.csv").write_text(
+        "# labels: background=0, organ=1, lesion=2\n"
+        "case_id,image,label,unannotated\n"
+        "a,imagesTr/a_0000.nii.gz,labelsTr/a.nii.gz,lesion\n"
+        "b,imagesTr/b_0000.nii.gz,labelsTr/b.nii.gz, lesion ; organ\n",
+        encoding="utf-8",
+    )
+    manifest = load_manifest(tmp_path / "m.csv")
+    assert manifest.unannotated == {"a": (2,), "b": (1, 2)}
+    problems = validate_manifest(manifest)  # b marks both labels it says are not annotated
+    assert [(p.case_id, p.message) for p in problems] == [
+        ("b", "label value(s) [1, 2] are listed as unannotated but marked in the label map")
+    ]
+
+
 def test_shipped_real_data_manifests_validate(shared_data):
     for name, n_cases in (("acdc_subset.csv", 40), ("sunnybrook_lv.csv", 10)):
         manifest = load_manifest(PROJECT_ROOT / "data_manifests" / name)
         assert len(manifest) == n_cases
         assert validate_manifest(manifest) == [], name
+    nsclc = load_manifest(PROJECT_ROOT / "data_manifests" / "nsclc_lung_ct.csv")
+    assert nsclc.unannotated == {"LUNG1-001": (5, 6), "LUNG1-004": (5,)}  # heart and esophagus not contoured
     acdc = load_manifest(PROJECT_ROOT / "data_manifests" / "acdc_subset.csv")
     assert acdc.labels == {"background": 0, "rv_cavity": 1, "lv_myocardium": 2, "lv_cavity": 3}
     assert acdc.case("patient001_ES").group == "patient001"

@@ -208,6 +208,34 @@ def test_manifest_gives_references_label_names_and_images(folders, tmp_path):
     assert (out / "figures" / "worst_cases.png").exists()
 
 
+def test_labels_a_manifest_leaves_unannotated_are_not_scored(folders, tmp_path):
+    """case_1's reference does not contour the lesion although the prediction finds one: with the
+    manifest's unannotated column that pair is left out instead of scoring Dice 0."""
+    ref, pred = folders
+    reference = _label_map(1)
+    reference[reference == 2] = 1  # lesion not contoured (counted in the organ, as a clinic might)
+    _write(ref / "case_1_gt.nii.gz", reference)
+    rows = ["case_id,image,label,unannotated"] + [
+        f"case_{i},ref/case_{i}_gt.nii.gz,ref/case_{i}_gt.nii.gz,{'lesion' if i == 1 else ''}" for i in range(3)
+    ]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("# labels: background=0, organ=1, lesion=2\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(pred), "--manifest", str(manifest), "--out", str(out), "--quiet"]) == 0
+    scored = {(r["case"], r["label"]) for r in _rows(out / "metrics.csv") if r["metric"] == "dice"}
+    assert ("case_1", "lesion") not in scored
+    assert {("case_0", "lesion"), ("case_2", "lesion"), ("case_1", "organ")} <= scored
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["options"]["unannotated"] == {"case_1": [2]}
+    unscored = evaluate_folder(pred, references={f"case_{i}": ref / f"case_{i}_gt.nii.gz" for i in range(3)})
+    lesion_1 = unscored[(unscored.case == "case_1") & (unscored.label == "2") & (unscored.metric == "dice")]
+    assert lesion_1.value.iloc[0] == 0.0  # without the manifest's word, the uncontoured lesion is a false positive
+    found = evaluate_folder(
+        pred, references={f"case_{i}": ref / f"case_{i}_gt.nii.gz" for i in range(3)}, unannotated={"case_1": [2]}
+    )
+    assert set(found[found.case == "case_1"].label) == {"1"}
+
+
 def test_workers_and_cli_compare(folders, tmp_path):
     ref, pred = folders
     a, b = tmp_path / "a", tmp_path / "b"

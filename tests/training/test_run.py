@@ -14,7 +14,7 @@ from medseg.cli.main import main
 from medseg.data.manifest import load_manifest
 from medseg.errors import ConfigError
 from medseg.models.checkpoint import load_checkpoint
-from medseg.training.run import load_training_config, train
+from medseg.training.run import annotated_mask, load_training_config, train
 
 
 def write_config(folder: Path, kind: str, configuration: str, patch, **train_overrides) -> Path:
@@ -156,7 +156,7 @@ def test_shipped_configs_validate():
 
 
 @pytest.mark.shared_data
-def test_the_chest_ct_config_keeps_the_datasets_labels_and_never_mirrors_left_right(shared_data):
+def test_the_chest_ct_config_keeps_the_datasets_labels_and_never_mirrors(shared_data):
     from types import SimpleNamespace
 
     from conftest import PROJECT_ROOT
@@ -176,7 +176,16 @@ def test_the_chest_ct_config_keeps_the_datasets_labels_and_never_mirrors_left_ri
     }
     assert [case.group for case in manifest.cases] == [f"LUNG1-00{i}" for i in range(1, 7)]
     network_3d = SimpleNamespace(slice_axis=None)
-    assert mirror_axes_from_augmentation(inputs.augmentation, network_3d) == [1, 2]  # axis 0 (left-right) never
+    assert mirror_axes_from_augmentation(inputs.augmentation, network_3d) == []  # sides and front are fixed
+
+
+def test_annotated_mask_follows_the_manifests_partial_annotations():
+    mask = annotated_mask(["LUNG1-001", "LUNG1-002", "LUNG1-004"], {"LUNG1-001": (5, 6), "LUNG1-004": (5,)}, 7)
+    assert mask.tolist() == [
+        [True, True, True, True, True, False, False],
+        [True] * 7,
+        [True, True, True, True, True, False, True],
+    ]
 
 
 def test_example_figure_leaves_the_callers_matplotlib_backend_alone():
