@@ -188,6 +188,18 @@ def mirror_axes_from_augmentation(augmentation: AugmentationConfig | None, netwo
     return sorted(int(network.in_plane_axes[a]) for a in axes if a < 2)
 
 
+def check_unannotated(manifest: Manifest, cases: list[Any]) -> None:
+    """Refuse a cached case whose label map marks a label its manifest row calls unannotated: the
+    marginal loss gives that class probability 0 there, so its cross-entropy would be infinite."""
+    for case in cases:
+        marked = sorted(set(case.classes_present) & set(manifest.unannotated.get(case.case_id, ())))
+        if marked:
+            raise ConfigError(
+                f"{manifest.path}: case {case.case_id!r} lists label value(s) {marked} as unannotated, but its label "
+                "map marks them; fix the unannotated column or the label map (medseg validate checks every case)"
+            )
+
+
 def check_patch_fits(network: Configuration, cases: list[Any]) -> None:
     """Refuse a patch larger than every preprocessed case along some axis (it would be mostly padding)."""
     shapes = np.array([c.shape for c in cases])
@@ -365,6 +377,7 @@ def train(
     train_cases = open_cache(spec.data.cache, split["train"])
     val_cases = open_cache(spec.data.cache, split["val"]) if split["val"] else []
     check_patch_fits(network, train_cases)
+    check_unannotated(manifest, train_cases + val_cases)
     labels = {int(v): name for name, v in manifest.labels.items() if int(v) != 0}
     in_channels = int(np.load(train_cases[0].image_path, mmap_mode="r").shape[0])
     record = TrainedRun(

@@ -14,7 +14,7 @@ from medseg.cli.main import main
 from medseg.data.manifest import load_manifest
 from medseg.errors import ConfigError
 from medseg.models.checkpoint import load_checkpoint
-from medseg.training.run import annotated_mask, load_training_config, train
+from medseg.training.run import annotated_mask, check_unannotated, load_training_config, train
 
 
 def write_config(folder: Path, kind: str, configuration: str, patch, **train_overrides) -> Path:
@@ -186,6 +186,22 @@ def test_annotated_mask_follows_the_manifests_partial_annotations():
         [True] * 7,
         [True, True, True, True, True, False, True],
     ]
+
+
+def test_a_case_marking_a_label_it_calls_unannotated_is_refused_before_training(tmp_path):
+    from types import SimpleNamespace
+
+    (tmp_path / "m.csv").write_text(
+        "# labels: background=0, lung=1, heart=2\ncase_id,image,unannotated\na,a.nii.gz,heart\nb,b.nii.gz,\n",
+        encoding="utf-8",
+    )
+    manifest = load_manifest(tmp_path / "m.csv")
+    check_unannotated(
+        manifest,
+        [SimpleNamespace(case_id="a", classes_present=[1]), SimpleNamespace(case_id="b", classes_present=[1, 2])],
+    )
+    with pytest.raises(ConfigError, match=r"m.csv: case 'a' lists label value\(s\) \[2\] as unannotated"):
+        check_unannotated(manifest, [SimpleNamespace(case_id="a", classes_present=[1, 2])])
 
 
 def test_example_figure_leaves_the_callers_matplotlib_backend_alone():
