@@ -103,6 +103,12 @@ class Manifest:
         """Case id -> label values its label map leaves unannotated, for the cases that have any."""
         return {entry.case_id: entry.unannotated for entry in self.cases if entry.unannotated}
 
+    def marked_unannotated(self, case_id: str, present: Iterable[int]) -> list[int]:
+        """The label values among ``present`` (found in ``case_id``'s label map) that its row calls
+        unannotated: a contradiction ``medseg validate`` and ``medseg train`` refuse. Sorted; empty if none."""
+        entry = next((e for e in self.cases if e.case_id == case_id), None)
+        return sorted(set(int(v) for v in present) & set(entry.unannotated if entry else ()))
+
     def case(self, case_id: str) -> CaseEntry:
         for entry in self.cases:
             if entry.case_id == case_id:
@@ -543,7 +549,7 @@ def validate_manifest(
             problem = undeclared_labels_problem(manifest, present)
             if problem and problem[1]:
                 problems.append(Problem(entry.case_id, str(entry.label), problem[0]))
-            if marked := sorted(present & set(entry.unannotated)):
+            if marked := manifest.marked_unannotated(entry.case_id, present):
                 problems.append(
                     Problem(
                         entry.case_id,

@@ -192,8 +192,7 @@ def check_unannotated(manifest: Manifest, cases: list[Any]) -> None:
     """Refuse a cached case whose label map marks a label its manifest row calls unannotated: the
     marginal loss gives that class probability 0 there, so its cross-entropy would be infinite."""
     for case in cases:
-        marked = sorted(set(case.classes_present) & set(manifest.unannotated.get(case.case_id, ())))
-        if marked:
+        if marked := manifest.marked_unannotated(case.case_id, case.classes_present):
             raise ConfigError(
                 f"{manifest.path}: case {case.case_id!r} lists label value(s) {marked} as unannotated, but its label "
                 "map marks them; fix the unannotated column or the label map (medseg validate checks every case)"
