@@ -424,6 +424,8 @@ def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations:
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+    from medseg.common.processes import usable_cpus
+
     spec = DATASETS[name]
     lateral_axis = spec["lateral_axis"]
 
@@ -449,7 +451,7 @@ def nnunet_train(name: str, plans_name: str, fold: int, epochs: int, iterations:
             return rotation, dummy_2d, patch, mirror_axes
 
     nnUNetTrainerBudget.__name__ = nnUNetTrainerBudget.__qualname__ = nnunet_trainer_name(epochs, iterations)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - int(os.environ.get("nnUNet_n_proc_DA", "1"))))
+    torch.set_num_threads(max(1, usable_cpus() - int(os.environ.get("nnUNet_n_proc_DA", "1"))))
     folder = Path(nnUNet_preprocessed) / nnunet_dataset_name(name)
     plans = json.loads((folder / f"{plans_name}.json").read_text(encoding="utf-8"))
     plans["continue_training"] = False  # nnU-Net's run_training puts this flag into the plans

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Sequence
 from multiprocessing.context import BaseContext
 
@@ -18,3 +19,12 @@ def process_context(preload: Sequence[str] = ()) -> BaseContext:
         return multiprocessing.get_context("spawn")
     context.set_forkserver_preload(list(preload))
     return context
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under ``taskset``, a container's cpuset or
+    a scheduler's allocation), which can be fewer than the machine's ``os.cpu_count()``; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return max(1, os.cpu_count() or 1)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.common.processes import usable_cpus
 from medseg.config import from_dict, load_yaml, to_dict
 from medseg.config.plan import Configuration, Plan, load_plan, save_plan
 from medseg.config.run_spec import RunSpec, TrainedRun
@@ -345,7 +345,7 @@ def train(
         )
     context = init_distributed(device_kind)
     if device_kind == "cpu":  # leave one core per data worker; oversubscribed threads slow training down a lot
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.world_size - spec.data.workers))
+        torch.set_num_threads(max(1, usable_cpus() // context.world_size - spec.data.workers))
     torch_device = torch.device(device_kind, context.local_rank) if device_kind == "cuda" else torch.device("cpu")
     run_dir = Path(run_dir or Path("runs") / Path(config_path).stem / f"fold_{fold}").expanduser().resolve()
 
