@@ -1,4 +1,4 @@
-"""Worker processes for CPU-parallel work (fingerprinting, preprocessing)."""
+"""Worker processes for CPU-parallel work (fingerprinting, preprocessing) and the cores a process may use."""
 
 from __future__ import annotations
 
