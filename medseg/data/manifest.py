@@ -105,9 +105,9 @@ class Manifest:
 
     def marked_unannotated(self, case_id: str, present: Iterable[int]) -> list[int]:
         """The label values among ``present`` (found in ``case_id``'s label map) that its row calls
-        unannotated: a contradiction ``medseg validate`` and ``medseg train`` refuse. Sorted; empty if none."""
-        entry = next((e for e in self.cases if e.case_id == case_id), None)
-        return sorted(set(int(v) for v in present) & set(entry.unannotated if entry else ()))
+        unannotated: a contradiction ``medseg validate`` and ``medseg train`` refuse. Sorted; empty if none.
+        ``KeyError`` naming the manifest if it has no such case."""
+        return sorted(set(int(v) for v in present) & set(self.case(case_id).unannotated))
 
     def case(self, case_id: str) -> CaseEntry:
         for entry in self.cases:
