@@ -1,4 +1,5 @@
-"""Small synthetic datasets for the data-pipeline tests (written as NIfTI + a CSV manifest).
+"""Small synthetic datasets for the data-pipeline tests (written as NIfTI + a CSV manifest), and the
+training config of a tiny U-Net that the training and prediction tests train on them.
 
 Each case is a body (ellipsoid) with two labelled blobs: class 1 (large) and class 2 (small),
 on grids of slightly different shapes and spacings; ``ct=True`` gives HU values (air
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from medseg.io import Volume, save_volume
 
@@ -75,3 +77,28 @@ def write_dataset(
     ]
     manifest.write_text("\n".join(header + rows) + "\n", encoding="utf-8")
     return manifest
+
+
+def write_tiny_train_config(
+    folder: Path, manifest: str, configuration: str, patch: list[int], *, folds: int, max_channels: int, **train
+) -> Path:
+    """Write ``folder/train.yaml``: a U-Net with 4 feature maps at full resolution (at most ``max_channels``),
+    batch 2, no augmentation, batches made in the training process, trained on ``manifest`` (a path relative to
+    ``folder``); ``train`` is the ``train`` section. Returns the config's path."""
+    config = {
+        "data": {
+            "manifest": manifest,
+            "cache": "cache",
+            "configuration": configuration,
+            "patch_size": patch,
+            "batch_size": 2,
+            "workers": 0,
+            "folds": folds,
+            "augmentation": "none",
+        },
+        "model": {"base_channels": 4, "max_channels": max_channels},
+        "train": train,
+    }
+    path = Path(folder) / "train.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path

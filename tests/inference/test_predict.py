@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from conftest import shared_path
+from data_synthetic import write_tiny_train_config
 
 from medseg.cli.main import main
 from medseg.data.transforms import preprocess_case
@@ -19,22 +19,10 @@ from medseg.training.run import train
 
 def _train_one_step(folder: Path, manifest: str, configuration: str, patch: list[int]) -> Path:
     """Train a tiny U-Net for one step on ``manifest`` (relative to ``folder``); returns the run folder."""
-    config = {
-        "data": {
-            "manifest": manifest,
-            "cache": "cache",
-            "configuration": configuration,
-            "patch_size": patch,
-            "batch_size": 2,
-            "workers": 0,
-            "folds": 3,
-            "augmentation": "none",
-        },
-        "model": {"base_channels": 4, "max_channels": 16},
-        "train": {"epochs": 1, "iterations_per_epoch": 1, "val_every": 1},
-    }
-    (folder / "train.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    return train(folder / "train.yaml", folder / "run", progress=False)
+    config = write_tiny_train_config(
+        folder, manifest, configuration, patch, folds=3, max_channels=16, epochs=1, iterations_per_epoch=1, val_every=1
+    )
+    return train(config, folder / "run", progress=False)
 
 
 def _train_tiny(folder: Path, kind: str, configuration: str, patch: list[int]) -> Path:

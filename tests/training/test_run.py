@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from data_synthetic import write_tiny_train_config
 
 from medseg.cli.main import main
 from medseg.data.manifest import load_manifest
@@ -20,23 +21,10 @@ from medseg.training.run import annotated_mask, check_unannotated, load_training
 def write_config(folder: Path, kind: str, configuration: str, patch, **train_overrides) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "phantoms.yaml").write_text(f"phantom: {{kind: {kind}, n: 4, seed: 1}}\nroot: data\n", encoding="utf-8")
-    config = {
-        "data": {
-            "manifest": "phantoms.yaml",
-            "cache": "cache",
-            "configuration": configuration,
-            "patch_size": patch,
-            "batch_size": 2,
-            "workers": 0,
-            "folds": 2,
-            "augmentation": "none",
-        },
-        "model": {"base_channels": 4, "max_channels": 32},
-        "optim": {"lr": 0.01},
-        "train": {"epochs": 3, "iterations_per_epoch": 4, "val_every": 3, **train_overrides},
-    }
-    (folder / "train.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    return folder / "train.yaml"
+    train_section = {"epochs": 3, "iterations_per_epoch": 4, "val_every": 3, **train_overrides}
+    return write_tiny_train_config(
+        folder, "phantoms.yaml", configuration, patch, folds=2, max_channels=32, **train_section
+    )
 
 
 def change_config(config: Path, change: dict[str, dict]) -> None:
