@@ -51,6 +51,7 @@ log = logging.getLogger("postprocess_rules")
 RV, MYO, LV = 1, 2, 3
 NAMES = {RV: "rv_cavity", MYO: "lv_myocardium", LV: "lv_cavity"}
 CONFIG_RULE = PostprocessConfig(largest_component=(RV, MYO, LV))
+CONFIG_RULE_NAME = "largest_component 1,2,3 (config)"
 RV_THRESHOLDS = (0.4, 0.3, 0.2, 0.1)
 
 
@@ -87,7 +88,7 @@ def rules(spacing_mm: tuple[float, ...]) -> dict[str, Callable[[np.ndarray, np.n
 
     return {
         "argmax": lambda _, labels: labels,
-        "largest_component 1,2,3 (config)": lambda _, labels: postprocess(labels, spacing_mm, CONFIG_RULE),
+        CONFIG_RULE_NAME: lambda _, labels: postprocess(labels, spacing_mm, CONFIG_RULE),
         "largest_component 2,3": lambda _, labels: postprocess(
             labels, spacing_mm, PostprocessConfig(largest_component=(MYO, LV))
         ),
@@ -155,7 +156,7 @@ def score(arm: Path, references: Path) -> dict[str, Any]:
             )
             for row in result.rows:
                 dice[name][(row["label"], row["region"])].append(float(row["value"]))
-            if name.endswith("(config)"):
+            if name == CONFIG_RULE_NAME:
                 slice_axis = choose_region_axis(np.asarray(spacing_mm), reference_volume.affine)
                 for key, count in apex_rv_errors(reference, prediction, slice_axis).items():
                     apex[key] += count
