@@ -56,17 +56,22 @@ def _base_loss(config: LossConfig, num_classes: int) -> nn.Module:
             "(background included)"
         )
     weight = torch.tensor(list(config.class_weights), dtype=torch.float32) if config.class_weights else None
-    common = {"to_onehot_y": True, "softmax": True, "include_background": config.include_background}
+    common = {
+        "to_onehot_y": True,
+        "softmax": True,
+        "include_background": config.include_background,
+        "batch": config.batch_dice,
+    }
     if config.name == "dice":
-        return DiceLoss(**common, smooth_nr=1e-5, smooth_dr=1e-5, batch=True)
+        return DiceLoss(**common, smooth_nr=1e-5, smooth_dr=1e-5)
     if config.name == "dice_ce":
-        return DiceCELoss(**common, weight=weight, batch=True)
+        return DiceCELoss(**common, weight=weight)
     if config.name == "dice_focal":
-        return DiceFocalLoss(**common, gamma=config.focal_gamma, batch=True)
+        return DiceFocalLoss(**common, gamma=config.focal_gamma)
     if config.name == "tversky":
-        return TverskyLoss(**common, alpha=config.tversky_alpha, beta=config.tversky_beta, batch=True)
+        return TverskyLoss(**common, alpha=config.tversky_alpha, beta=config.tversky_beta)
     if config.name == "generalized_dice":
-        return GeneralizedDiceLoss(**common, batch=True)
+        return GeneralizedDiceLoss(**common)
     return _CrossEntropy(weight)
 
 

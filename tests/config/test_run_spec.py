@@ -49,6 +49,7 @@ EARLIER_CHECKPOINT = {
             "tversky_alpha": 0.3,
             "tversky_beta": 0.7,
             "focal_gamma": 2.0,
+            "batch_dice": True,
         },
         "optim": {
             "name": "sgd",

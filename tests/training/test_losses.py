@@ -23,6 +23,21 @@ def test_loss_prefers_the_right_answer(name):
     assert good < bad
 
 
+def test_batch_dice_pools_samples_and_per_sample_dice_averages_them():
+    # Two 2D samples, one class: sample 0 holds a 36-pixel structure predicted exactly, sample 1 a 4-pixel
+    # structure missed entirely. Pooled: Dice = 2 * 36 / (36 + 40) = 0.947; per sample: (1 + 0) / 2 = 0.5.
+    target = torch.zeros(2, 1, 10, 10, dtype=torch.long)
+    target[0, 0, 2:8, 2:8] = 1
+    target[1, 0, 4:6, 4:6] = 1
+    predicted = target.clone()
+    predicted[1] = 0
+    logits = torch.nn.functional.one_hot(predicted[:, 0], 2).permute(0, 3, 1, 2).float() * 40 - 20
+    pooled = build_loss(LossConfig(name="dice"), 2)(logits, target)
+    per_sample = build_loss(LossConfig(name="dice", batch_dice=False), 2)(logits, target)
+    assert pooled.item() == pytest.approx(1 - 72 / 76, abs=1e-4)
+    assert per_sample.item() == pytest.approx(0.5, abs=1e-4)
+
+
 def test_deep_supervision_combines_heads():
     target = _target()
     perfect = torch.nn.functional.one_hot(target[:, 0], 3).permute(0, 4, 1, 2, 3).float() * 20 - 10
