@@ -44,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from medseg.io import ensure_writable_folder
 
     cases = shard(discover_inputs(args.input), args.num_shards, args.shard_id)
-    ensure_writable_folder(args.out)
     predictor = Predictor(
         args.model, device=args.device, overlap=args.overlap, tta=args.tta, batch_size=args.batch_size
     )
+    ensure_writable_folder(args.out)  # after the model loads: a bad --model leaves no empty output folder behind
     note = predictor.mirroring_note()
     if note:
         print(note, flush=True)

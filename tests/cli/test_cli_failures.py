@@ -137,3 +137,13 @@ def test_the_4d_error_suggests_a_command_that_exists(tmp_path, capsys):
         )
         == 0
     )
+
+
+def test_predict_with_a_missing_model_creates_no_output_folder(phantoms, tmp_path, capsys):
+    image = str(phantoms / "imagesTr" / "thorax_000_0000.nii.gz")
+    out = tmp_path / "predictions"
+    missing = tmp_path / "no_such_run"
+    assert main(["predict", "--model", str(missing), "--input", image, "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(missing) in err[0]
+    assert not out.exists()
