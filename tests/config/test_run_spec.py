@@ -49,7 +49,6 @@ EARLIER_CHECKPOINT = {
             "tversky_alpha": 0.3,
             "tversky_beta": 0.7,
             "focal_gamma": 2.0,
-            "batch_dice": True,
         },
         "optim": {
             "name": "sgd",
@@ -123,6 +122,10 @@ EARLIER_CHECKPOINT = {
     "fold": 0,
 }
 
+#: Settings added to the run spec after that checkpoint was written: it reads back with their defaults, which
+#: are the behaviour it was trained with.
+ADDED_SINCE = {("loss", "batch_dice"): True}
+
 
 def test_a_checkpoint_written_before_the_typed_run_spec_reads_back_typed():
     run = TrainedRun.from_checkpoint(copy.deepcopy(EARLIER_CHECKPOINT), source="old/checkpoint_best.pt")
@@ -131,7 +134,10 @@ def test_a_checkpoint_written_before_the_typed_run_spec_reads_back_typed():
     assert run.plan.preprocessing.orientation == "none" and run.plan.preprocessing.normalization[0].scheme == "zscore"
     assert run.network.slice_axis == 2 and run.network.base_channels == 16
     assert run.label_names == {1: "rv_cavity", 2: "lv_myocardium", 3: "lv_cavity"} and run.num_classes == 4
-    assert run.to_checkpoint() == EARLIER_CHECKPOINT  # the plain form is the very same: no migration needed
+    expected = copy.deepcopy(EARLIER_CHECKPOINT)  # the plain form is the same, plus the later settings' defaults
+    for (section, key), default in ADDED_SINCE.items():
+        expected["config"][section][key] = default
+    assert run.to_checkpoint() == expected
 
 
 def test_a_foreign_or_broken_checkpoint_record_names_the_file():
