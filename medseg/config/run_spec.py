@@ -127,9 +127,9 @@ class LossConfig(Section):
         tversky_alpha, tversky_beta: Tversky weights of false positives and false negatives.
         focal_gamma: focusing parameter of the focal term.
         batch_dice: the overlap terms pool every sample of the batch into one Dice per class
-            (``true``, nnU-Net's 2D choice) or average one Dice per sample and class (``false``, nnU-Net's
-            3D choice: a small structure, such as the RV on an apical slice, weighs as much as a large one;
-            a sample without the class adds a near-constant term with almost no gradient).
+            (``true``, nnU-Net's choice for 2D) or average one Dice per sample and class (``false``: a small
+            structure, such as the RV on an apical slice, weighs as much as a large one; a sample without the
+            class adds a near-constant term with almost no gradient).
     """
 
     name: LossName = "dice_ce"
