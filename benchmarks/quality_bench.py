@@ -212,18 +212,42 @@ def finished(run_dir: Path) -> bool:
     return bool(rows) and int(rows[-1]["epoch"]) >= int(config["train"]["epochs"])
 
 
+def check_trained_with(run_dir: Path, expected: dict[str, Any]) -> None:
+    """Refuse a finished run folder whose resolved run spec (its ``config.yaml``) is not ``expected``: an arm's
+    folder name says its config and budget, so a run trained with another one (an older version of the config)
+    must not be scored under that name."""
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    changed = [
+        f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
+        for section, settings in expected.items()
+        for key, value in settings.items()
+        if saved.get(section, {}).get(key) != value
+    ]
+    if changed:
+        raise SystemExit(
+            f"{run_dir}: trained with another config than this arm's ({'; '.join(changed)}); "
+            "delete the folder or give the arm another --name"
+        )
+
+
 def run_medseg(
     arm_dir: Path, facts: dict[str, Any], folds: list[int], config: Path, reuse: Path | None, tta: bool
 ) -> None:
+    from medseg.config import to_dict
+    from medseg.training.run import load_training_config
+
     medseg = BIN / "medseg"
     pred = arm_dir / "pred"
+    expected = to_dict(load_training_config(config).spec)
     for fold in folds:
         run_dir = (
             reuse / f"fold_{fold}"
             if reuse is not None and finished(reuse / f"fold_{fold}")
             else arm_dir / f"fold_{fold}"
         )
-        if not finished(run_dir):
+        if finished(run_dir):
+            check_trained_with(run_dir, expected)
+        else:
             timing = run_step(
                 [medseg, "train", "--config", config, "--fold", str(fold), "--out", run_dir, "--quiet"],
                 arm_dir / "log.txt",
